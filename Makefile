@@ -1,0 +1,36 @@
+# Inflow's developer commands. `make help` lists them.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install up test lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/inflow: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	@touch $@
+
+install: $(BIN)/inflow  ## create .venv and install Inflow with its test and dev tools
+
+up: install  ## start local Kafka, S3 and every component in the foreground (Ctrl-C stops all)
+	$(BIN)/inflow up
+
+test: install  ## run the whole test suite against a real local Kafka broker and S3 server
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install  ## run every benchmark in bench/ (prints figures beside raw baselines)
+	@for b in bench/*_bench.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:  ## remove local state (.inflow) and the venv
+	rm -rf .inflow $(VENV)

@@ -1,0 +1,115 @@
+"""The YAML file of workspaces, imports and streams, with ``${ENV}`` references for secrets.
+
+Unknown keys are rejected with a message naming them. Each component validates its own section with
+its own model (``extra="forbid"``) through :func:`validate_section`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from inflow.errors import ConfigError
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+M = TypeVar("M", bound=BaseModel)
+
+
+class RateLimits(BaseModel):
+    """Per-workspace ingestion limits over a 60-second window (MoEngage Bulk defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users_per_minute: int = Field(10_000, gt=0)
+    events_per_minute: int = Field(30_000, gt=0)
+
+
+class WorkspaceConfig(BaseModel):
+    """A workspace declared in the file; its data API key is stored hashed by the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    identifiers: list[str] = Field(default_factory=lambda: ["customer_id"], max_length=5)
+    merge_priority_attribute: str | None = None
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+
+
+class InflowFile(BaseModel):
+    """Top level of ``inflow.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workspaces: list[WorkspaceConfig] = Field(default_factory=list)
+    imports: list[dict[str, Any]] = Field(default_factory=list)
+    streams: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def expand_env(value: Any, environ: Mapping[str, str] | None = None) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string; a missing variable is an error."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} referenced in the config file is not set")
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    return value
+
+
+def describe_validation_error(exc: ValidationError, where: str) -> str:
+    """One line per problem, naming unknown keys explicitly."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key '{loc}'")
+        else:
+            lines.append(f"{where}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def validate_section(model: type[M], data: Mapping[str, Any], where: str) -> M:
+    """Validate one section with a component's model, raising :class:`ConfigError` on failure."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, where)) from exc
+
+
+def parse_config_text(text: str, environ: Mapping[str, str] | None = None, where: str = "config") -> InflowFile:
+    """Parse YAML text into :class:`InflowFile`."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping")
+    return validate_section(InflowFile, expand_env(raw, environ), where)
+
+
+def load_config_file(path: Path | None, environ: Mapping[str, str] | None = None) -> InflowFile:
+    """Load the file at ``path``, or the embedded defaults when ``path`` is None."""
+    if path is None:
+        path = Path(__file__).with_name("defaults.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    return parse_config_text(text, environ, where=str(path))

@@ -1,0 +1,115 @@
+"""Typed settings, one object per external system; the environment is read here and nowhere else.
+
+Library code takes these objects as arguments. ``load_settings()`` is the one entry point used by the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class KafkaSettings(BaseSettings):
+    """The Kafka cluster to use. When ``bootstrap_servers`` is unset, the local broker is started."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="forbid")
+
+    bootstrap_servers: str | None = Field(None, description="host:port list; unset starts the local broker")
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    topic_prefix: str = Field("inflow", description="prefix of every topic name")
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry; when set, values use Confluent framing"
+    )
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka ``dot.case`` keys shared by producers, consumers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers or "127.0.0.1:9092",
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+    def producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """Durable producer: acks=all and idempotence, batched for throughput."""
+        conf = self.client_config() | {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+        return conf | overrides
+
+    def consumer_config(self, group_id: str, **overrides: Any) -> dict[str, Any]:
+        """Consumer with manual commits: callers commit only what is safely handled."""
+        conf = self.client_config() | {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+        return conf | overrides
+
+    def topic(self, short_name: str) -> str:
+        """Full topic name for a catalogue entry, e.g. ``ingest.users`` -> ``inflow.ingest.users``."""
+        return f"{self.topic_prefix}.{short_name}"
+
+
+class LocalKafkaSettings(BaseSettings):
+    """The single-node KRaft broker that ``inflow kafka start`` runs from Maven Central jars."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_KAFKA_", extra="forbid")
+
+    version: str = "4.1.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "768m"
+    start_timeout_s: float = 120.0
+
+
+class S3Settings(BaseSettings):
+    """The S3 endpoint imports read from. When ``endpoint_url`` is unset, the local SeaweedFS is started."""
+
+    model_config = SettingsConfigDict(env_prefix="S3_", extra="forbid")
+
+    endpoint_url: str | None = None
+    access_key_id: str = "inflow"
+    secret_access_key: SecretStr = SecretStr("inflow-local-secret")
+    region: str = "us-east-1"
+
+
+class LocalS3Settings(BaseSettings):
+    """The SeaweedFS S3 gateway that ``inflow s3 start`` runs."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_S3_", extra="forbid")
+
+    port: int = 8333
+    start_timeout_s: float = 60.0
+
+
+class PathSettings(BaseSettings):
+    """Where local state (broker data, pid files, logs) and the jar cache live."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_", extra="forbid")
+
+    home: Path = Path(".inflow")
+    cache_dir: Path = Path.home() / ".cache" / "inflow"
+    config: Path | None = Field(None, description="YAML file of workspaces, imports and streams")
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet key that encrypts secrets at rest; derived per home when unset"
+    )

@@ -1,0 +1,189 @@
+"""The ``inflow`` command line: local services, topics, configuration and every component."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.table import Table
+
+from config.topics import create_topics, load_catalogue
+from inflow.errors import InflowError
+from inflow.runtime import Runtime
+from inflow.supervisor import Supervisor
+
+app = typer.Typer(help="Inflow: MoEngage-compatible customer-data ingestion and streaming on Apache Kafka.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+kafka_app = typer.Typer(help="The local single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
+s3_app = typer.Typer(help="The local S3 server (SeaweedFS).", no_args_is_help=True)
+topics_app = typer.Typer(help="The topic catalogue in config/topics.yaml.", no_args_is_help=True)
+config_app = typer.Typer(help="The YAML configuration file.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(s3_app, name="s3")
+app.add_typer(topics_app, name="topics")
+app.add_typer(config_app, name="config")
+console = Console()
+
+# Component packages that add their commands (and their `inflow up` process) when present.
+COMPONENT_CLIS = ("producers.bulk_api.cli", "producers.s3_import.cli", "processors.cli", "sinks.streams.cli")
+
+
+def _print_json(data: object) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+@kafka_app.command("start")
+def kafka_start() -> None:
+    """Fetch the broker jars (cached), format storage once, start the broker and wait until it answers."""
+    rt = Runtime()
+    if not rt.uses_local_kafka:
+        console.print(f"KAFKA_BOOTSTRAP_SERVERS is set ({rt.kafka.bootstrap_servers}); nothing to start")
+        return
+    started = time.monotonic()
+    servers = rt.local_kafka().start()
+    console.print(f"Kafka answering on {servers} after {time.monotonic() - started:.1f}s")
+
+
+@kafka_app.command("stop")
+def kafka_stop() -> None:
+    """Stop the local broker by its process id."""
+    stopped = Runtime().local_kafka().stop()
+    console.print("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka_app.command("status")
+def kafka_status() -> None:
+    """Show whether the local broker runs and answers."""
+    _print_json(Runtime().local_kafka().status())
+
+
+@s3_app.command("start")
+def s3_start() -> None:
+    """Start the local SeaweedFS S3 gateway with the configured access key and secret."""
+    rt = Runtime()
+    if not rt.uses_local_s3:
+        console.print(f"S3_ENDPOINT_URL is set ({rt.s3.endpoint_url}); nothing to start")
+        return
+    console.print(f"S3 answering on {rt.local_s3().start()}")
+
+
+@s3_app.command("stop")
+def s3_stop() -> None:
+    """Stop the local S3 server by its process id."""
+    console.print("S3 stopped" if Runtime().local_s3().stop() else "S3 was not running")
+
+
+@s3_app.command("status")
+def s3_status() -> None:
+    """Show whether the local S3 server runs."""
+    _print_json(Runtime().local_s3().status())
+
+
+@topics_app.command("create")
+def topics_create(
+    replication: Annotated[int | None, typer.Option(help="override every topic's replication factor")] = None,
+) -> None:
+    """Create every catalogue topic that is missing; report topics with fewer partitions than declared."""
+    rt = Runtime()
+    admin = AdminClient(rt.kafka.client_config())
+    report = create_topics(admin, load_catalogue(rt.kafka.topic_prefix), replication)
+    for name in report.created:
+        console.print(f"created  {name}")
+    for name in report.existing:
+        console.print(f"exists   {name}")
+    for name, (have, want) in report.under_partitioned.items():
+        console.print(f"[yellow]WARNING[/] {name} has {have} partitions, the catalogue declares {want}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """List the catalogue with each topic's state on the cluster."""
+    rt = Runtime()
+    metadata = AdminClient(rt.kafka.client_config()).list_topics(timeout=10)
+    table = Table("topic", "key", "value", "partitions", "policy", "retention ms", "on cluster")
+    for spec in load_catalogue(rt.kafka.topic_prefix):
+        found = metadata.topics.get(spec.name)
+        state = f"{len(found.partitions)} partitions" if found and not found.error else "missing"
+        e = spec.entry
+        table.add_row(spec.name, e.key, e.value, str(e.partitions), e.cleanup_policy, str(e.retention_ms or "-"),
+                      state)  # fmt: skip
+    console.print(table)
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the YAML file (INFLOW_CONFIG, else the embedded defaults); secrets are shown masked."""
+    cfg = Runtime().config
+    console.print(cfg.model_dump(mode="json"))  # SecretStr dumps as '**********'
+    console.print(f"[green]OK[/]: {len(cfg.workspaces)} workspaces, {len(cfg.imports)} imports, "
+                  f"{len(cfg.streams)} streams")  # fmt: skip
+
+
+def component_modules() -> list[object]:
+    """Import each component CLI module that exists."""
+    found = []
+    for name in COMPONENT_CLIS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found
+
+
+@app.command("up")
+def up(
+    components: Annotated[bool, typer.Option(help="also start every Inflow component")] = True,
+) -> None:
+    """Start local Kafka and S3 and every Inflow component in the foreground; Ctrl-C stops them all."""
+    rt = Runtime()
+    sup = Supervisor()
+    local_kafka = rt.local_kafka() if rt.uses_local_kafka else None
+    local_s3 = rt.local_s3() if rt.uses_local_s3 else None
+    code = 0
+    try:
+        if local_kafka:
+            sup.log("kafka", f"starting local broker on {local_kafka.start()} (log {local_kafka.process.log_file})")
+        if local_s3:
+            sup.log("s3", f"starting local S3 on {local_s3.start()} (log {local_s3.process.log_file})")
+        report = create_topics(AdminClient(rt.kafka.client_config()), load_catalogue(rt.kafka.topic_prefix))
+        sup.log("topics", f"{len(report.created)} created, {len(report.existing)} existing")
+        if components:
+            for module in component_modules():
+                for name, argv in getattr(module, "UP_PROCESSES", []):
+                    sup.spawn(name, [sys.executable, "-m", "inflow.cli", *argv])
+        sup.log("up", "all components running; press Ctrl-C to stop")
+        code = sup.wait()
+    except KeyboardInterrupt:
+        sup.log("up", "interrupted; stopping")
+    finally:
+        sup.stop_all()
+        if local_s3:
+            local_s3.stop()
+            sup.log("s3", "stopped")
+        if local_kafka:
+            local_kafka.stop()
+            sup.log("kafka", "stopped")
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    for module in component_modules():
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+    try:
+        app()
+    except InflowError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

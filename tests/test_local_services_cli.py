@@ -1,0 +1,76 @@
+"""``inflow kafka start|stop|status`` and ``inflow up`` as a user runs them: real processes, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from inflow.local.process import free_port, pid_alive
+from tests.support import wait_for
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "S3_", "INFLOW_"))}
+    return env | {
+        "INFLOW_HOME": str(tmp_path / "home"),
+        "INFLOW_KAFKA_PORT": str(free_port()),
+        "INFLOW_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "INFLOW_S3_PORT": str(free_port()),
+        "KAFKA_TOPIC_PREFIX": "uptest",
+        "COLUMNS": "200",
+    }
+
+
+def _inflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "inflow.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+
+
+def test_kafka_start_status_stop_leaves_no_process(tmp_path):
+    env = _env(tmp_path)
+    started = _inflow(env, "kafka", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "answering on" in started.stdout
+    status = json.loads(_inflow(env, "kafka", "status").stdout)
+    assert status["running"] and status["answering"] and status["jars_cached"]
+    pid = status["pid"]
+    again = _inflow(env, "kafka", "start")  # idempotent: the running broker is reused
+    assert again.returncode == 0
+    assert json.loads(_inflow(env, "kafka", "status").stdout)["pid"] == pid
+    stopped = _inflow(env, "kafka", "stop")
+    assert "Kafka stopped" in stopped.stdout
+    assert not pid_alive(pid)
+    assert json.loads(_inflow(env, "kafka", "status").stdout)["running"] is False
+    assert "not running" in _inflow(env, "kafka", "stop").stdout
+
+
+def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
+    env = _env(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "inflow.cli", "up"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("all components running" in line for line in lines) or proc.poll() is not None,
+                 timeout=240, what="inflow up to report readiness")  # fmt: skip
+        assert proc.poll() is None, "".join(lines)
+        kafka_pid = int((tmp_path / "home" / "kafka" / "kafka.pid").read_text())
+        s3_pid = int((tmp_path / "home" / "s3" / "weed.pid").read_text())
+        child_pids = [int(line.split("pid ")[1].rstrip(")\n")) for line in lines if "started " in line and "(pid" in line]
+        assert any(line.startswith("topics") for line in lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+        reader.join(10)
+    output = "".join(lines)
+    assert proc.returncode == 0, output
+    assert "kafka   | stopped" in output and "s3      | stopped" in output
+    for pid in [kafka_pid, s3_pid, *child_pids]:
+        assert not pid_alive(pid), f"pid {pid} still running after Ctrl-C\n{output}"

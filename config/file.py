@@ -93,7 +93,9 @@ def validate_section(model: type[M], data: Mapping[str, Any], where: str) -> M:
         raise ConfigError(describe_validation_error(exc, where)) from exc
 
 
-def parse_config_text(text: str, environ: Mapping[str, str] | None = None, where: str = "config") -> InflowFile:
+def parse_config_text(
+    text: str, environ: Mapping[str, str] | None = None, where: str = "config"
+) -> InflowFile:
     """Parse YAML text into :class:`InflowFile`."""
     try:
         raw = yaml.safe_load(text) or {}

@@ -26,7 +26,9 @@ class SecretBox:
         try:
             self._fernet = Fernet(key)
         except ValueError as exc:
-            raise ConfigError("INFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)") from exc
+            raise ConfigError(
+                "INFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)"
+            ) from exc
 
     @classmethod
     def from_settings(cls, paths: PathSettings) -> SecretBox:
@@ -44,7 +46,9 @@ class SecretBox:
         try:
             return SecretStr(self._fernet.decrypt(stored[len(PREFIX) :].encode()).decode())
         except InvalidToken as exc:
-            raise ConfigError("stored secret cannot be decrypted: INFLOW_SECRET_KEY differs from the one used") from exc
+            raise ConfigError(
+                "stored secret cannot be decrypted: INFLOW_SECRET_KEY differs from the one used"
+            ) from exc
 
     @staticmethod
     def is_encrypted(value: str) -> bool:

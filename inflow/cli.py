@@ -6,6 +6,7 @@ import importlib
 import json
 import sys
 import time
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -18,8 +19,11 @@ from inflow.errors import InflowError
 from inflow.runtime import Runtime
 from inflow.supervisor import Supervisor
 
-app = typer.Typer(help="Inflow: MoEngage-compatible customer-data ingestion and streaming on Apache Kafka.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="Inflow: MoEngage-compatible customer-data ingestion and streaming on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 kafka_app = typer.Typer(help="The local single-node Apache Kafka broker (KRaft).", no_args_is_help=True)
 s3_app = typer.Typer(help="The local S3 server (SeaweedFS).", no_args_is_help=True)
 topics_app = typer.Typer(help="The topic catalogue in config/topics.yaml.", no_args_is_help=True)
@@ -111,8 +115,9 @@ def topics_list() -> None:
         found = metadata.topics.get(spec.name)
         state = f"{len(found.partitions)} partitions" if found and not found.error else "missing"
         e = spec.entry
-        table.add_row(spec.name, e.key, e.value, str(e.partitions), e.cleanup_policy, str(e.retention_ms or "-"),
-                      state)  # fmt: skip
+        table.add_row(
+            spec.name, e.key, e.value, str(e.partitions), e.cleanup_policy, str(e.retention_ms or "-"), state
+        )
     console.print(table)
 
 
@@ -121,11 +126,13 @@ def config_check() -> None:
     """Validate the YAML file (INFLOW_CONFIG, else the embedded defaults); secrets are shown masked."""
     cfg = Runtime().config
     console.print(cfg.model_dump(mode="json"))  # SecretStr dumps as '**********'
-    console.print(f"[green]OK[/]: {len(cfg.workspaces)} workspaces, {len(cfg.imports)} imports, "
-                  f"{len(cfg.streams)} streams")  # fmt: skip
+    console.print(
+        f"[green]OK[/]: {len(cfg.workspaces)} workspaces, {len(cfg.imports)} imports, "
+        f"{len(cfg.streams)} streams"
+    )
 
 
-def component_modules() -> list[object]:
+def component_modules() -> list[ModuleType]:
     """Import each component CLI module that exists."""
     found = []
     for name in COMPONENT_CLIS:
@@ -149,7 +156,10 @@ def up(
     code = 0
     try:
         if local_kafka:
-            sup.log("kafka", f"starting local broker on {local_kafka.start()} (log {local_kafka.process.log_file})")
+            sup.log(
+                "kafka",
+                f"starting local broker on {local_kafka.start()} (log {local_kafka.process.log_file})",
+            )
         if local_s3:
             sup.log("s3", f"starting local S3 on {local_s3.start()} (log {local_s3.process.log_file})")
         report = create_topics(AdminClient(rt.kafka.client_config()), load_catalogue(rt.kafka.topic_prefix))

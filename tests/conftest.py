@@ -49,7 +49,9 @@ def kafka_bootstrap(services_home: Path) -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     cache = Path(os.environ.get("INFLOW_CACHE_DIR", Path.home() / ".cache" / "inflow"))
-    local = LocalKafka(services_home, cache, LocalKafkaSettings(port=free_port(), controller_port=free_port()))
+    local = LocalKafka(
+        services_home, cache, LocalKafkaSettings(port=free_port(), controller_port=free_port())
+    )
     local.start()
     try:
         yield local.bootstrap_servers
@@ -70,8 +72,11 @@ def s3_settings(services_home: Path) -> Iterator[S3Settings]:
         with MinioContainer(access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY) as minio:
             host = minio.get_container_host_ip()
             port = minio.get_exposed_port(9000)
-            yield S3Settings(endpoint_url=f"http://{host}:{port}", access_key_id=S3_ACCESS_KEY,
-                             secret_access_key=SecretStr(S3_SECRET_KEY))  # fmt: skip
+            yield S3Settings(
+                endpoint_url=f"http://{host}:{port}",
+                access_key_id=S3_ACCESS_KEY,
+                secret_access_key=SecretStr(S3_SECRET_KEY),
+            )
         return
     from inflow.local.s3 import LocalS3
 
@@ -115,7 +120,9 @@ def topic_factory(admin: AdminClient, unique: str) -> Callable[..., str]:
 
     def make(name: str | None = None, partitions: int = 1, config: dict[str, str] | None = None) -> str:
         topic = name or f"test-{unique}-{next(counter)}"
-        futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})], operation_timeout=30)
+        futures = admin.create_topics(
+            [NewTopic(topic, partitions, 1, config=config or {})], operation_timeout=30
+        )
         futures[topic].result()
         return topic
 

@@ -11,7 +11,9 @@ from confluent_kafka import Consumer, Message
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> T:
     """Return the first truthy value of ``predicate`` or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

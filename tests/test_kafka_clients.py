@@ -43,8 +43,13 @@ def test_aiokafka_round_trip_with_consumer_group(kafka_bootstrap, topic_factory,
                 await producer.send_and_wait(topic, f"a{i}".encode(), key=b"same")
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=f"aio-{unique}",
-                                    auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=f"aio-{unique}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             got: list[bytes] = []
@@ -86,8 +91,9 @@ FAUST_APP = textwrap.dedent(
 )
 
 
-def test_faust_table_round_trip_survives_restart(kafka_bootstrap, topic_factory, producer_factory,
-                                                 consumer_factory, unique, tmp_path: Path):  # fmt: skip
+def test_faust_table_round_trip_survives_restart(
+    kafka_bootstrap, topic_factory, producer_factory, consumer_factory, unique, tmp_path: Path
+):
     prefix = f"faust{unique}"
     topic_factory(f"{prefix}-in", partitions=2)
     out_topic = topic_factory(f"{prefix}-out", partitions=2)
@@ -98,9 +104,13 @@ def test_faust_table_round_trip_survives_restart(kafka_bootstrap, topic_factory,
     seen: list[bytes] = []
 
     def run_worker_until(expected: bytes, datadir: Path) -> None:
-        proc = subprocess.Popen([sys.executable, str(script), kafka_bootstrap, prefix, str(datadir)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(script), kafka_bootstrap, prefix, str(datadir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
+
             def arrived() -> bool:
                 assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
                 seen.extend(m.value() for m in consumer.consume(100, 0.5) if not m.error())

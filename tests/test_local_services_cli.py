@@ -1,4 +1,4 @@
-"""``inflow kafka start|stop|status`` and ``inflow up`` as a user runs them: real processes, nothing left behind."""
+"""``inflow kafka start|stop|status`` and ``inflow up`` as a user runs them; nothing is left behind."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _inflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "inflow.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
+    argv = [sys.executable, "-m", "inflow.cli", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_kafka_start_status_stop_leaves_no_process(tmp_path):
@@ -51,19 +51,31 @@ def test_kafka_start_status_stop_leaves_no_process(tmp_path):
 
 def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
     env = _env(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "inflow.cli", "up"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inflow.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     assert proc.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any("all components running" in line for line in lines) or proc.poll() is not None,
-                 timeout=240, what="inflow up to report readiness")  # fmt: skip
+        wait_for(
+            lambda: any("all components running" in line for line in lines) or proc.poll() is not None,
+            timeout=240,
+            what="inflow up to report readiness",
+        )
         assert proc.poll() is None, "".join(lines)
         kafka_pid = int((tmp_path / "home" / "kafka" / "kafka.pid").read_text())
         s3_pid = int((tmp_path / "home" / "s3" / "weed.pid").read_text())
-        child_pids = [int(line.split("pid ")[1].rstrip(")\n")) for line in lines if "started " in line and "(pid" in line]
+        child_pids = [
+            int(line.split("pid ")[1].rstrip(")\n"))
+            for line in lines
+            if "started " in line and "(pid" in line
+        ]
         assert any(line.startswith("topics") for line in lines)
     finally:
         proc.send_signal(signal.SIGINT)

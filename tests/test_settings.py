@@ -1,4 +1,4 @@
-"""Settings: environment, the YAML file with ${ENV} references, unknown keys rejected, secrets never printed."""
+"""Settings: environment, the YAML file with ${ENV} references, unknown keys rejected, secrets hidden."""
 
 from __future__ import annotations
 

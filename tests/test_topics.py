@@ -7,8 +7,17 @@ from config.topics import create_topics, load_catalogue
 
 def test_catalogue_declares_every_design_topic():
     names = {s.short_name for s in load_catalogue()}
-    assert {"ingest.users", "ingest.devices", "ingest.events", "profiles", "events", "streams.retry.30s",
-            "streams.retry.60s", "streams.retry.120s", "streams.dlq"} <= names  # fmt: skip
+    assert {
+        "ingest.users",
+        "ingest.devices",
+        "ingest.events",
+        "profiles",
+        "events",
+        "streams.retry.30s",
+        "streams.retry.60s",
+        "streams.retry.120s",
+        "streams.dlq",
+    } <= names
     profiles = next(s for s in load_catalogue() if s.short_name == "profiles")
     assert profiles.kafka_config()["cleanup.policy"] == "compact"
 

@@ -44,12 +44,21 @@ def fetch_jars(cache_dir: Path, version: str) -> Path:
         raise LocalServiceError("Maven (mvn) is required to fetch the Kafka broker jars; install Maven")
     libs.mkdir(parents=True, exist_ok=True)
     cmd = [
-        mvn, "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime",
-    ]  # fmt: skip
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise LocalServiceError(f"fetching Kafka {version} with Maven failed:\n{result.stdout[-3000:]}{result.stderr}")
+        raise LocalServiceError(
+            f"fetching Kafka {version} with Maven failed:\n{result.stdout[-3000:]}{result.stderr}"
+        )
     marker.write_text(version)
     return libs
 
@@ -111,8 +120,18 @@ class LocalKafka:
         if not (data / "meta.properties").exists():
             data.mkdir(parents=True, exist_ok=True)
             cluster_id = uuid.uuid4().hex[:22]
-            cmd = [self._java(), "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-                   "-t", cluster_id, "-c", str(props), "--ignore-formatted"]  # fmt: skip
+            cmd = [
+                self._java(),
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(props),
+                "--ignore-formatted",
+            ]
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise LocalServiceError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
@@ -137,10 +156,17 @@ class LocalKafka:
         libs = fetch_jars(self.cache_dir, self.settings.version)
         props = self._configure(libs)
         argv = [
-            self._java(), f"-Xmx{self.settings.heap}", f"-Xms{self.settings.heap}", "-XX:+UseG1GC",
+            self._java(),
+            f"-Xmx{self.settings.heap}",
+            f"-Xms{self.settings.heap}",
+            "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.xml'}",
-            "-Djava.awt.headless=true", "-cp", f"{libs}/*", "kafka.Kafka", str(props),
-        ]  # fmt: skip
+            "-Djava.awt.headless=true",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(props),
+        ]
         self.process.start(argv)
         started = time.monotonic()
         self.process.wait_ready(self.ready, self.settings.start_timeout_s)

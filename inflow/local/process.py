@@ -80,11 +80,15 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.pid() is None:
-                raise LocalServiceError(f"{self.name} exited during start; see {self.log_file}:\n{self.tail()}")
+                raise LocalServiceError(
+                    f"{self.name} exited during start; see {self.log_file}:\n{self.tail()}"
+                )
             if ready():
                 return
             time.sleep(0.25)
-        raise LocalServiceError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_file}:\n{self.tail()}")
+        raise LocalServiceError(
+            f"{self.name} not ready after {timeout:.0f}s; see {self.log_file}:\n{self.tail()}"
+        )
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM the process group by pid, SIGKILL after ``timeout``; True if something was stopped."""

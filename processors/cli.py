@@ -1,0 +1,33 @@
+"""``inflow worker``: the identity-resolution processors (a Faust worker), also started by ``inflow up``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+UP_PROCESSES: list[tuple[str, list[str]]] = [("worker", ["worker"])]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``worker`` command to the ``inflow`` CLI."""
+
+    @app.command("worker")
+    def worker(
+        name: Annotated[str | None, typer.Option(help="worker name; names its RocksDB folder")] = None,
+        data_dir: Annotated[
+            Path | None, typer.Option(help="RocksDB folder (default <INFLOW_HOME>/processors/<name>)")
+        ] = None,
+        log_level: Annotated[
+            str | None, typer.Option(help="faust log level: debug, info, warn, error")
+        ] = None,
+    ) -> None:
+        """Run the processors: resolve identities, keep profiles and devices, publish profiles and events.
+
+        Start several with the same KAFKA_TOPIC_PREFIX (and different --name) to share the lanes; SIGTERM
+        stops gracefully (flush, commit, exit 0).
+        """
+        from processors.run import run_worker
+
+        run_worker(name=name, data_dir=data_dir, log_level=log_level)

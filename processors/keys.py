@@ -1,0 +1,52 @@
+"""Key formats: state-table keys, output topic keys, and the deterministic ids the processors assign.
+
+Ids are derived from what caused them (uuid5 of workspace and the creating record's event_uuid), so a
+record replayed after a crash recreates the same uid instead of a second user.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+SEP = "\x1f"  # unit separator: cannot appear in workspace ids, identifier names or uids
+_NAMESPACE = uuid.UUID("5b0f3f3e-6a0c-4c55-9d7e-1f6a1f0f1a10")
+
+
+def topic_key(workspace_id: str, uid: str) -> bytes:
+    """Key of ``inflow.profiles`` and ``inflow.events``: ``<workspace_id>:<uid>`` ."""
+    return f"{workspace_id}:{uid}".encode()
+
+
+def identity_key(workspace_id: str, name: str, value: str) -> bytes:
+    """Identity-index key: one identifier value of one workspace."""
+    return f"{workspace_id}{SEP}{name}{SEP}{value}".encode()
+
+
+def user_key(workspace_id: str, uid: str) -> bytes:
+    """Profile and device-book key of one user."""
+    return f"{workspace_id}{SEP}{uid}".encode()
+
+
+def device_index_key(workspace_id: str, kind: str, value: str) -> bytes:
+    """Index of device identities (device_id, push_id, moe_gaid, idfv) that must be unique in a workspace."""
+    return f"{workspace_id}{SEP}dev{SEP}{kind}{SEP}{value}".encode()
+
+
+def seen_key(workspace_id: str, event_uuid: str) -> bytes:
+    """De-duplication key of one ingested record."""
+    return f"{workspace_id}{SEP}{event_uuid}".encode()
+
+
+def new_uid(workspace_id: str, cause: str) -> str:
+    """Internal user id (moengage_user_id), deterministic from the record that created the user."""
+    return uuid.uuid5(_NAMESPACE, f"user{SEP}{workspace_id}{SEP}{cause}").hex
+
+
+def device_uid(workspace_id: str, device_id: str) -> str:
+    """Internal device id (moengage_device_id), stable for a workspace's device_id."""
+    return uuid.uuid5(_NAMESPACE, f"device{SEP}{workspace_id}{SEP}{device_id}").hex
+
+
+def merge_event_uuid(workspace_id: str, merged: str, retained: str, code: str) -> str:
+    """event_uuid of a merge event, deterministic so a replayed merge is de-duplicated downstream."""
+    return str(uuid.uuid5(_NAMESPACE, f"merge{SEP}{workspace_id}{SEP}{merged}{SEP}{retained}{SEP}{code}"))

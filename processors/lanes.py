@@ -1,0 +1,54 @@
+"""Routing to identity lanes: every ingest record goes to the lane partition of its workspace.
+
+The router reads only the workspace id, straight from the Avro bytes: every ingest record (UserUpsert,
+DeviceUpsert, EventRecord) starts with ``event_uuid`` then ``workspace_id``, both strings, so the
+router skips one string and reads the next instead of decoding the whole record. A test pins that
+field order against the schemas.
+"""
+
+from __future__ import annotations
+
+from processors.exceptions import LaneFramingError
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+SINGLE_OBJECT_HEADER = 10
+CONFLUENT_HEADER = 5
+
+
+def peek_workspace(data: bytes) -> str:
+    """The workspace id of an ingest record, from its first two Avro string fields."""
+    if data[:2] == SINGLE_OBJECT_MAGIC:
+        pos = SINGLE_OBJECT_HEADER
+    elif data[:1] == b"\x00":
+        pos = CONFLUENT_HEADER
+    else:
+        raise LaneFramingError(f"not an Avro ingest record: first bytes {data[:2].hex() or 'empty'}")
+    try:
+        pos = _skip_string(data, pos)
+        size, pos = _read_long(data, pos)
+        if size < 0 or pos + size > len(data):
+            raise LaneFramingError("truncated workspace_id in ingest record")
+        return data[pos : pos + size].decode("utf-8")
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise LaneFramingError(f"cannot read workspace_id from ingest record: {exc}") from exc
+
+
+def _read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """Avro zig-zag varint."""
+    shift = result = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise LaneFramingError("varint too long in ingest record")
+
+
+def _skip_string(data: bytes, pos: int) -> int:
+    size, pos = _read_long(data, pos)
+    if size < 0 or pos + size > len(data):
+        raise LaneFramingError("truncated event_uuid in ingest record")
+    return pos + size

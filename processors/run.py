@@ -1,0 +1,48 @@
+"""Starting a worker: settings, the catalogue topics it needs, then the Faust worker loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+from faust.worker import Worker
+
+from config.topics import create_topics, load_catalogue
+from inflow.runtime import Runtime
+from processors.app import INGEST_TOPICS, LANES, build_app
+from processors.outputs import EVENTS, PROFILES, REJECTED
+from processors.settings import WorkerSettings
+from processors.workspaces import WorkspaceDirectory
+
+NEEDED_TOPICS = (*INGEST_TOPICS, LANES, PROFILES, EVENTS, REJECTED)
+
+
+def run_worker(name: str | None = None, data_dir: Path | None = None, log_level: str | None = None) -> None:
+    """Blocks until SIGTERM / SIGINT; the Faust worker flushes, commits and exits 0."""
+    rt = Runtime()
+    overrides: dict[str, object] = {"name": name, "data_dir": data_dir, "log_level": log_level}
+    settings = WorkerSettings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
+    folder = settings.data_dir or rt.paths.home / "processors" / settings.name
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = {spec.short_name: spec for spec in load_catalogue(rt.kafka.topic_prefix)}
+    admin = AdminClient(rt.kafka.client_config())
+    create_topics(admin, [specs[name] for name in NEEDED_TOPICS])
+    app = build_app(rt.kafka, settings, WorkspaceDirectory(rt.config.workspaces), specs, str(folder))
+    Worker(
+        app,
+        loglevel="info",
+        logging_config=_logging_config(settings.log_level),
+        quiet=True,
+        redirect_stdouts=False,
+    ).execute_from_commandline()
+
+
+def _logging_config(level: str) -> dict[str, object]:
+    """Faust and Kafka clients at ``level``; this package at INFO so lane ownership changes are logged."""
+    level = level.upper().replace("WARN", "WARNING").replace("WARNINGING", "WARNING")
+    return {
+        "merge": True,
+        "disable_existing_loggers": False,
+        "root": {"level": level},
+        "loggers": {"processors": {"level": "INFO"}},
+    }

@@ -1,0 +1,33 @@
+"""Settings of one processors worker (environment ``INFLOW_WORKER_*``), tuned for throughput.
+
+faust-streaming's defaults favour latency and safety margins over throughput; the values here were
+measured with ``bench/processors_bench.py`` (see docs/bench-processors.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    """One Faust worker process; several with the same topic prefix form one consumer group."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_WORKER_", extra="forbid")
+
+    name: str = Field("worker", description="names the local RocksDB folder; unique per process on a host")
+    data_dir: Path | None = Field(None, description="RocksDB folder; default <INFLOW_HOME>/processors/<name>")
+    log_level: str = "warn"
+    max_poll_records: int = Field(2000, gt=0, description="records per fetch (faust default: unlimited)")
+    stream_buffer_maxsize: int = Field(
+        16384, gt=0, description="records buffered per partition (default 4096)"
+    )
+    linger_ms: int = Field(20, ge=0, description="producer linger; batches outputs and changelog writes")
+    max_batch_size: int = Field(1_048_576, gt=0, description="producer batch bytes (default 16 KiB)")
+    commit_interval_s: float = Field(1.0, gt=0, description="offset commit period (default 2.8 s)")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="a dead worker's lanes move after this (default 60 s)"
+    )
+    cache_limit: int = Field(200_000, gt=0, description="decoded state values cached per table")

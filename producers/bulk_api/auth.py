@@ -1,0 +1,97 @@
+"""HTTP Basic authentication of the Data APIs: workspace id as user name, data API key as password.
+
+Error bodies follow the reference's table (1.5). A verified key is cached as a SHA-256 fingerprint next to
+the credential's hash, so only the first request after a start or a rotation pays for scrypt; a rotation
+changes the stored hash and so invalidates the cache entry by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from producers.bulk_api.exceptions import ApiError
+from producers.bulk_api.keys import fingerprint, verify_key
+from producers.bulk_api.messages import server_unavailable
+from producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
+
+REQUIRED = "Authentication required"
+NEGATIVE_CACHE_SIZE = 10_000
+
+
+def credentials(header: str | None) -> tuple[str, str]:
+    """Decode ``Authorization: Basic base64(user:password)`` with the reference's error for each fault."""
+    if header is None:
+        raise ApiError(401, "Authentication Required", "Authentication Header Required")
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        raise ApiError(401, REQUIRED, "No identity information found")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(401, REQUIRED, "Invalid identity information found") from exc
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise ApiError(401, REQUIRED, "Invalid identity information found")
+    if not user:
+        raise ApiError(401, REQUIRED, "APP_KEY missing in the authentication header")
+    if not password:
+        raise ApiError(401, REQUIRED, "APP_SECRET missing in the authentication header")
+    return user, password
+
+
+class Authenticator:
+    """Checks a request's credentials against the workspace directory."""
+
+    def __init__(self, directory: WorkspaceDirectory) -> None:
+        self.directory = directory
+        self._verified: dict[str, tuple[str, bytes]] = {}
+        self._rejected: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
+
+    async def authenticate(self, headers: Mapping[str, str], workspace_id: str | None) -> Workspace:
+        """The authenticated workspace, or an ApiError with the reference's status and body."""
+        user, password = credentials(headers.get("Authorization"))
+        if workspace_id is not None and workspace_id != user:
+            raise ApiError(409, "Authentication Mismatch", "App key mismatch in params and authentication")
+        app_key = headers.get("MOE-APPKEY")
+        if app_key is not None and app_key != user:
+            msg = "MOE_APPKEY doesn't match the Username (APP_KEY) used in Basic Auth authorization"
+            raise ApiError(409, "HeaderMismatch", msg)
+        if not self.directory.ready:
+            raise server_unavailable("Workspace credentials are still loading.")
+        workspace = self.directory.get(user)
+        if workspace is None:
+            raise ApiError(401, REQUIRED, "Invalid APP_ID used in Authentication Header")
+        if workspace.disabled:
+            raise ApiError(
+                403, "Account Suspended", "Your account is suspended. Please contact MoEngage team."
+            )
+        if not workspace.key_hash:
+            msg = "App Secret key is not set. Please login to the dashboard to set a key"
+            raise ApiError(409, REQUIRED, msg)
+        if not await self._key_matches(workspace, password):
+            raise ApiError(
+                401, REQUIRED, "App Secret key mismatch. Please login to the dashboard to verify key"
+            )
+        return workspace
+
+    async def _key_matches(self, workspace: Workspace, password: str) -> bool:
+        presented = fingerprint(password)
+        cached = self._verified.get(workspace.id)
+        if cached is not None and cached[0] == workspace.key_hash:
+            return hmac.compare_digest(cached[1], presented)
+        negative = (workspace.id, workspace.key_hash, presented)
+        if negative in self._rejected:
+            return False
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_key, password, workspace.key_hash)
+        if ok:
+            self._verified[workspace.id] = (workspace.key_hash, presented)
+        else:
+            self._rejected[negative] = None
+            if len(self._rejected) > NEGATIVE_CACHE_SIZE:
+                self._rejected.popitem(last=False)
+        return ok

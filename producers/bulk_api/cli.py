@@ -1,0 +1,110 @@
+"""``inflow gateway`` and ``inflow workspaces ...``: run the Data API and manage workspace credentials."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+import typer
+
+from producers.bulk_api.keys import generate_key, hash_key
+from producers.bulk_api.settings import GatewaySettings
+from producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
+
+UP_PROCESSES: list[tuple[str, list[str]]] = [("gateway", ["gateway"])]
+
+workspaces_app = typer.Typer(
+    help="Workspaces and their data API keys (stored hashed in Kafka).", no_args_is_help=True
+)
+
+
+def _directory() -> WorkspaceDirectory:
+    from inflow.runtime import Runtime
+    from schemas.serde import AvroSerde
+
+    rt = Runtime()
+    return WorkspaceDirectory(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).load()
+
+
+def gateway(
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on (default INFLOW_GATEWAY_PORT or 8080)")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="address to bind (default INFLOW_GATEWAY_HOST or 127.0.0.1)")
+    ] = None,
+) -> None:
+    """Run the MoEngage-compatible Data API gateway (Bulk Import, Track User/Event/Device, Get User)."""
+    from inflow.runtime import Runtime
+    from producers.bulk_api.server import run_gateway
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = Runtime()
+    overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
+    raise typer.Exit(run_gateway(rt.kafka, settings, rt.config.workspaces))
+
+
+@workspaces_app.command("create")
+def create(
+    workspace_id: Annotated[str, typer.Argument(help="workspace (app) id, the Basic Auth user name")],
+    key: Annotated[str | None, typer.Option(help="use this data API key instead of generating one")] = None,
+    identifiers: Annotated[str, typer.Option(help="comma-separated identity-resolution identifiers")] = "",
+    users_per_minute: Annotated[int, typer.Option(min=1)] = 10_000,
+    events_per_minute: Annotated[int, typer.Option(min=1)] = 30_000,
+) -> None:
+    """Create a workspace and print its data API key (shown once; only its hash is stored)."""
+    new_key = key or generate_key()
+    names = tuple(i.strip() for i in identifiers.split(",") if i.strip() and i.strip() != "customer_id")
+    if len(names) > 4:
+        raise typer.BadParameter("at most 5 identifiers including customer_id", param_hint="--identifiers")
+    ws = Workspace(
+        id=workspace_id,
+        key_hash=hash_key(new_key),
+        identifiers=names,
+        users_per_minute=users_per_minute,
+        events_per_minute=events_per_minute,
+    )
+    _directory().create(ws)
+    typer.echo(json.dumps({"workspace_id": workspace_id, "data_api_key": new_key}))
+
+
+@workspaces_app.command("rotate-key")
+def rotate_key(
+    workspace_id: Annotated[str, typer.Argument(help="workspace id")],
+    key: Annotated[str | None, typer.Option(help="use this new key instead of generating one")] = None,
+) -> None:
+    """Replace a workspace's data API key; the old key stops working on every gateway within seconds."""
+    new_key = key or generate_key()
+    ws = _directory().rotate_key(workspace_id, new_key)
+    typer.echo(
+        json.dumps({"workspace_id": workspace_id, "data_api_key": new_key, "key_version": ws.key_version})
+    )
+
+
+@workspaces_app.command("list")
+def list_workspaces() -> None:
+    """List workspaces with key version, limits and state (never the key or its hash)."""
+    for ws in _directory().all():
+        typer.echo(json.dumps(ws.public()))
+
+
+@workspaces_app.command("disable")
+def disable(workspace_id: Annotated[str, typer.Argument(help="workspace id")]) -> None:
+    """Suspend a workspace: its calls are answered 403 Account Suspended."""
+    _directory().set_disabled(workspace_id, True)
+    typer.echo(f"workspace {workspace_id} disabled")
+
+
+@workspaces_app.command("enable")
+def enable(workspace_id: Annotated[str, typer.Argument(help="workspace id")]) -> None:
+    """Lift a suspension set by ``disable``."""
+    _directory().set_disabled(workspace_id, False)
+    typer.echo(f"workspace {workspace_id} enabled")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the gateway commands to the ``inflow`` CLI."""
+    app.command("gateway")(gateway)
+    app.add_typer(workspaces_app, name="workspaces")

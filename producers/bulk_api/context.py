@@ -1,0 +1,60 @@
+"""What every record of one request shares: workspace, request id, receive time, client address."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import string
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+_ALPHABET = string.ascii_letters + string.digits
+_NAMESPACE = uuid.UUID("5b1f8f52-3c1e-4d55-9a51-0e6b8f3d2a10")
+
+
+def new_request_id() -> str:
+    """Eight letters and digits, the shape of the reference's request ids (``kXwpDESb``)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+def client_ip(forwarded_for: str | None, peer: str | None) -> str | None:
+    """Left-most valid address of ``X-Forwarded-For`` (the original client), else the socket peer."""
+    if forwarded_for:
+        first = forwarded_for.split(",", 1)[0].strip()
+        try:
+            return str(ipaddress.ip_address(first))
+        except ValueError:
+            pass
+    return peer
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Per-request facts stamped on every record; ``idempotency_key`` makes event_uuids repeatable."""
+
+    workspace_id: str
+    request_id: str
+    received_at: datetime
+    client_ip: str | None
+    idempotency_key: str | None = None
+    _counter: int = field(default=0)
+    _uuid_of: Callable[[], str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._uuid_of = self._random_uuid if not self.idempotency_key else self._derived_uuid
+
+    def next_event_uuid(self) -> str:
+        """Random per record; with an Idempotency-Key, derived from it so a retried request dedupes."""
+        return self._uuid_of()
+
+    @staticmethod
+    def _random_uuid() -> str:
+        return str(uuid.uuid4())
+
+    def _derived_uuid(self) -> str:
+        self._counter += 1
+        return str(
+            uuid.uuid5(_NAMESPACE, f"{self.workspace_id}\x1f{self.idempotency_key}\x1f{self._counter}")
+        )

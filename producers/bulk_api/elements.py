@@ -1,0 +1,445 @@
+"""Validation of ``customer``, ``event`` and ``device`` elements into encoded Kafka messages.
+
+Each element is checked field by field with the reference's texts (sections 2.2-2.4) and turned into
+Avro records: one UserUpsert per customer, one DeviceUpsert per device, one EventRecord per action.
+A bad element raises :class:`ApiError`; the caller decides whether that rejects the request or only
+the element (``GatewaySettings.bad_elements``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, NamedTuple
+
+from producers.bulk_api.context import RequestContext
+from producers.bulk_api.exceptions import ApiError
+from producers.bulk_api.messages import Texts, invalid, missing, wrong_type
+from producers.bulk_api.settings import GatewaySettings
+from producers.bulk_api.times import MAX_OFFSET_S, ParsedTime, TimeValueError, derive_times, parse_time
+from schemas.exceptions import SerdeError
+
+ELEMENT_TYPES = ("customer", "event", "device")
+USER_PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}
+EVENT_PLATFORMS = USER_PLATFORMS | {"unknown": "unknown"}
+TV_OS_TYPES = ("ROKU", "WebOS", "AndroidTV", "tvOS", "Tizen", "FireOS", "VizioTV", "Xbox")
+ARRAY_OPERATORS = ("addValueToArrayField", "removeValueFromArrayField")
+BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})
+# System attributes that legitimately start with the reserved moe_ prefix (reference 2.4, 2.5).
+SYSTEM_MOE_NAMES = frozenset(
+    {
+        "moe_mobile",
+        "moe_gaid",
+        "moe_unsubscribe",
+        "moe_spam",
+        "moe_hard_bounce",
+        "moe_wa_subscription",
+        "moe_sms_subscription",
+        "moe_email_optin_status",
+        "moe_em_unsub_categories",
+        "moe_sub_w",
+        "moe_push_opted",
+        "moe_push_provisional_opted",
+        "moe_os_type",
+        "moe_time_format",
+        "moe_time_timezone",
+        "moe_islat",
+    }
+)
+UNSET_TYPES = ("equals", "prefix", "suffix", "contains")
+
+
+class Outgoing(NamedTuple):
+    """One encoded message: catalogue topic short name, key, Avro value."""
+
+    topic: str
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Encoders:
+    """Bound Avro encoders of the three ingest records."""
+
+    user: Callable[[Mapping[str, Any]], bytes]
+    device: Callable[[Mapping[str, Any]], bytes]
+    event: Callable[[Mapping[str, Any]], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Validated:
+    """The messages of one good element and what it counts against the rate limits."""
+
+    messages: list[Outgoing]
+    users: int
+    events: int
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; ASCII-escaped so lone surrogates from the client cannot break UTF-8 encoding."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def as_text(attribute: str, value: Any) -> str:
+    """Strings as is; numbers converted, as MoEngage converts identifier values to strings."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise wrong_type(attribute, "string")
+
+
+def identifier_values(source: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """Non-blank identifier values converted to strings; blanks are never identifiers (reference 2.8)."""
+    found = {}
+    for name in names:
+        value = source.get(name)
+        if value is None or isinstance(value, dict | list | bool):
+            continue
+        text = str(value)
+        if text.strip():
+            found[name] = text
+    return found
+
+
+class ElementValidator:
+    """Turns elements into messages for one gateway; pure apart from the encoders it calls."""
+
+    def __init__(self, settings: GatewaySettings, encoders: Encoders) -> None:
+        self.settings = settings
+        self.encoders = encoders
+        self.blocked_ids = frozenset(v.lower() for v in settings.blocked_customer_ids)
+        self.future_tolerance = timedelta(seconds=settings.future_event_tolerance_s)
+        self._by_type = {"customer": self.customer, "event": self.event, "device": self.device}
+
+    def element(self, el: Any, ctx: RequestContext, identifiers: tuple[str, ...], texts: Texts) -> Validated:
+        """Any element of a Bulk request: dispatch on its case-sensitive ``type``."""
+        if not isinstance(el, dict):
+            raise wrong_type("elements", "list of objects")
+        kind = el.get("type")
+        handler = self._by_type.get(kind) if isinstance(kind, str) else None
+        if handler is None:
+            raise invalid("type", "'type in elements should be customer/event/device")
+        return handler(el, ctx, identifiers, texts)
+
+    # customer ------------------------------------------------------------------------------------------
+    def customer(
+        self, el: dict[str, Any], ctx: RequestContext, identifiers: tuple[str, ...], texts: Texts
+    ) -> Validated:
+        attributes = self._object(el, "attributes")
+        attributes = self._user_attributes(el, attributes)
+        ids = identifier_values(attributes, identifiers)
+        if el.get("user_identifiers") is not None:
+            given = self._object(el, "user_identifiers")
+            ids |= identifier_values(given, tuple(given))
+        customer_id = self._customer_id(el, texts, required=not (identifiers and ids))
+        update_only = el.get("update_existing_only", False)
+        if not isinstance(update_only, bool):
+            raise wrong_type("update_existing_only", "boolean")
+        unset = self._unset_attributes(el)
+        record = {
+            "event_uuid": ctx.next_event_uuid(),
+            "workspace_id": ctx.workspace_id,
+            "request_id": ctx.request_id,
+            "received_at": ctx.received_at,
+            "source": "api",
+            "client_ip": ctx.client_ip,
+            "customer_id": customer_id,
+            "anonymous_id": None,
+            "user_identifiers": ids,
+            "update_existing_only": update_only,
+            "attributes_json": self._json("attributes", attributes),
+            "unset_attributes_json": None if unset is None else self._json("unset_attributes", unset),
+            "origin": None,
+        }
+        key = routing_key(ctx.workspace_id, customer_id, ids)
+        return Validated([Outgoing("ingest.users", key, self._encode(self.encoders.user, record))], 1, 0)
+
+    def _user_attributes(self, el: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
+        if "platforms" in el:  # the reference also allows platforms beside attributes
+            attributes = {**attributes, "platforms": el["platforms"]}
+        for name in attributes:
+            self._check_name(name, "attributes", user=True)
+        if "platforms" in attributes:
+            attributes["platforms"] = self._platforms(attributes["platforms"])
+        self._array_operators(attributes)
+        return attributes
+
+    def _platforms(self, value: Any) -> list[dict[str, str]]:
+        if not isinstance(value, list):
+            raise wrong_type("platforms", "list")
+        out = []
+        for item in value:
+            if not isinstance(item, dict):
+                raise wrong_type("platforms", "list of objects")
+            name = item.get("platform")
+            canonical = USER_PLATFORMS.get(name.lower()) if isinstance(name, str) else None
+            if canonical is None:
+                raise invalid("platform", "platform should be one of ANDROID/iOS/web/TV")
+            active = item.get("active", "true")
+            if isinstance(active, bool):
+                active = "true" if active else "false"
+            if not isinstance(active, str) or active.lower() not in ("true", "false"):
+                raise invalid("active", 'active should be "true" or "false"')
+            out.append({**item, "platform": canonical, "active": active.lower()})
+        return out
+
+    def _array_operators(self, attributes: dict[str, Any]) -> None:
+        """Reference 2.2: no add and remove of one attribute, no set and add/remove, no reserved names."""
+        touched: dict[str, str] = {}
+        for operator in ARRAY_OPERATORS:
+            if operator not in attributes:
+                continue
+            spec = attributes[operator]
+            if not isinstance(spec, dict):
+                raise wrong_type(operator, "object")
+            for name, values in spec.items():
+                if name in touched:
+                    msg = f"Cannot add and remove '{name}' at the same time"
+                    raise invalid("addValueToArrayField", msg, "ArrayFieldError")
+                if name in attributes:
+                    raise invalid(
+                        operator, f"Cannot set and update '{name}' at the same time", "ArrayFieldError"
+                    )
+                if name == "platforms" or name.lower().startswith("moe_") or name in BLOCKED_ATTRIBUTE_NAMES:
+                    msg = f"Reserved attribute '{name}' cannot be used with {operator}"
+                    raise invalid(operator, msg, "ArrayFieldError")
+                if isinstance(values, dict):
+                    raise wrong_type(operator, "object of attribute names to values or lists")
+                touched[name] = operator
+
+    def _unset_attributes(self, el: dict[str, Any]) -> list[dict[str, Any]] | None:
+        rules = el.get("unset_attributes")
+        if rules is None:
+            return None
+        if not isinstance(rules, list):
+            raise wrong_type("unset_attributes", "list")
+        out = []
+        for rule in rules:
+            if not isinstance(rule, dict):
+                raise wrong_type("unset_attributes", "list of objects")
+            if rule.get("type") not in UNSET_TYPES:
+                raise invalid(
+                    "unset_attributes", "unset_attributes type should be equals/prefix/suffix/contains"
+                )
+            attr = rule.get("attr")
+            if not isinstance(attr, str) or not attr:
+                raise wrong_type("attr", "non-empty string")
+            sensitive = rule.get("case_sensitive", True)
+            if not isinstance(sensitive, bool):
+                raise wrong_type("case_sensitive", "boolean")
+            out.append({"type": rule["type"], "attr": attr, "case_sensitive": sensitive})
+        return out
+
+    # event ---------------------------------------------------------------------------------------------
+    def event(
+        self, el: dict[str, Any], ctx: RequestContext, identifiers: tuple[str, ...], texts: Texts
+    ) -> Validated:
+        raw_ids = el.get("user_identifiers")
+        ids: dict[str, str] = {}
+        if raw_ids is not None:
+            given = self._object(el, "user_identifiers")
+            ids = identifier_values(given, tuple(given))
+        customer_id = self._customer_id(el, texts, required=not (identifiers and ids))
+        device_id = el.get("device_id")
+        if device_id is not None:
+            device_id = as_text("device_id", device_id)
+        actions = el.get("actions")
+        if actions is None:
+            raise missing("actions", texts.actions_missing)
+        if not isinstance(actions, list):
+            raise wrong_type("actions", "list")
+        if not actions:
+            raise missing("actions", texts.actions_empty)
+        key = routing_key(ctx.workspace_id, customer_id, ids)
+        encode = self.encoders.event
+        messages = []
+        for action in actions:
+            record = self._action(action, texts, ctx)
+            record["customer_id"] = customer_id
+            record["user_identifiers"] = ids
+            record["device_id"] = device_id
+            messages.append(Outgoing("ingest.events", key, self._encode(encode, record)))
+        return Validated(messages, 0, len(messages))
+
+    def _action(self, action: Any, texts: Texts, ctx: RequestContext) -> dict[str, Any]:
+        if not isinstance(action, dict):
+            raise wrong_type("actions", "list of objects")
+        name = action.get("action")
+        if name is None:
+            raise missing("action", texts.action_missing)
+        if not isinstance(name, str):
+            raise wrong_type("action", "string")
+        if not name.strip():
+            raise missing("action", texts.action_empty)
+        self._check_name(name, "action", user=False)
+        attributes = self._object(action, "attributes")
+        for attr in attributes:
+            self._check_name(attr, "attributes", user=False)
+        platform = self._event_platform(action.get("platform"))
+        os_type = action.get("moe_os_type")
+        if os_type is not None:
+            if platform != "TV":
+                raise invalid("moe_os_type", "moe_os_type is allowed only when platform is TV")
+            if os_type not in TV_OS_TYPES:
+                raise invalid("moe_os_type", "moe_os_type should be one of " + "/".join(TV_OS_TYPES))
+        app_version = action.get("app_version")
+        if app_version is not None:
+            app_version = as_text("app_version", app_version)
+        offset = action.get("user_timezone_offset")
+        if offset is not None:
+            if isinstance(offset, bool) or not isinstance(offset, int | float) or offset != int(offset):
+                raise wrong_type("user_timezone_offset", "integer (seconds)")
+            offset = int(offset)
+            if not -MAX_OFFSET_S <= offset <= MAX_OFFSET_S:
+                raise invalid(
+                    "user_timezone_offset", "user_timezone_offset should be between -54000 and 54000"
+                )
+        times = derive_times(
+            self._time(action, "user_time"),
+            self._time(action, "current_time"),
+            offset,
+            ctx.received_at,
+            self.settings.default_timezone_offset_s,
+        )
+        if times.event_time > ctx.received_at + self.future_tolerance:
+            attr = "current_time" if times.current_time is not None else "user_time"
+            raise invalid(attr, "Future dated events are not accepted")
+        return {
+            "event_uuid": ctx.next_event_uuid(),
+            "workspace_id": ctx.workspace_id,
+            "request_id": ctx.request_id,
+            "received_at": ctx.received_at,
+            "source": "api",
+            "client_ip": ctx.client_ip,
+            "anonymous_id": None,
+            "action": name,
+            "attributes_json": self._json("attributes", attributes),
+            "platform": platform,
+            "moe_os_type": os_type,
+            "app_version": app_version,
+            "user_time": times.event_time,
+            "current_time": times.current_time,
+            "user_timezone_offset": times.offset_s,
+            "origin": None,
+        }
+
+    @staticmethod
+    def _event_platform(value: Any) -> str | None:
+        if value is None:
+            return None
+        canonical = EVENT_PLATFORMS.get(value.lower()) if isinstance(value, str) else None
+        if canonical is None:
+            raise invalid("platform", "platform should be one of ANDROID/iOS/web/TV/unknown")
+        return canonical
+
+    @staticmethod
+    def _time(action: dict[str, Any], attribute: str) -> ParsedTime | None:
+        value = action.get(attribute)
+        if value is None:
+            return None
+        try:
+            return parse_time(value)
+        except TimeValueError as exc:
+            msg = f"{attribute} is expected to be epoch seconds, epoch milliseconds or ISO 8601 ({exc})"
+            raise ApiError(400, "TypeError", msg, attribute) from exc
+
+    # device --------------------------------------------------------------------------------------------
+    def device(
+        self, el: dict[str, Any], ctx: RequestContext, identifiers: tuple[str, ...], texts: Texts
+    ) -> Validated:
+        customer_id = self._customer_id(el, texts, required=True)
+        device_id = el.get("device_id")
+        if device_id is None:
+            raise missing("device_id", texts.not_found("device_id"))
+        device_id = as_text("device_id", device_id)
+        if not device_id.strip():
+            raise missing("device_id", texts.not_found("device_id"))
+        if "attributes" not in el:
+            raise missing("attributes", texts.not_found("attributes"))
+        attributes = self._object(el, "attributes")
+        platform = attributes.get("platform")
+        if platform is None:
+            raise missing("platform", texts.not_found("platform"))
+        canonical = USER_PLATFORMS.get(platform.lower()) if isinstance(platform, str) else None
+        if canonical is None:
+            raise invalid("platform", "platform should be one of ANDROID/iOS/web/TV")
+        for name in attributes:
+            self._check_name(name, "attributes", user=True)
+        record = {
+            "event_uuid": ctx.next_event_uuid(),
+            "workspace_id": ctx.workspace_id,
+            "request_id": ctx.request_id,
+            "received_at": ctx.received_at,
+            "source": "api",
+            "client_ip": ctx.client_ip,
+            "customer_id": customer_id,
+            "anonymous_id": None,
+            "device_id": device_id,
+            "attributes_json": self._json("attributes", {**attributes, "platform": canonical}),
+            "origin": None,
+        }
+        key = routing_key(ctx.workspace_id, customer_id, {})
+        users = 1 if self.settings.count_devices_as_users else 0
+        return Validated(
+            [Outgoing("ingest.devices", key, self._encode(self.encoders.device, record))], users, 0
+        )
+
+    # shared --------------------------------------------------------------------------------------------
+    def _customer_id(self, el: dict[str, Any], texts: Texts, required: bool) -> str | None:
+        value = el.get("customer_id")
+        if value is None:
+            if required:
+                raise missing("customer_id", texts.customer_id_missing)
+            return None
+        text = as_text("customer_id", value)
+        if not text.strip():
+            raise missing("customer_id", texts.customer_id_empty)
+        if text.strip().lower() in self.blocked_ids:
+            raise invalid("customer_id", f"customer_id value '{text}' is blocked", "BlockedValueError")
+        return text
+
+    def _check_name(self, name: str, attribute: str, user: bool) -> None:
+        """Blocked names (``id``, ``_id``, empty) and the reserved ``moe_`` prefix (reference 1.6)."""
+        if user and name in BLOCKED_ATTRIBUTE_NAMES:
+            raise invalid(attribute, f"'{name}' is not allowed as a user attribute name")
+        if (
+            self.settings.reject_reserved_prefix
+            and name[:4].lower() == "moe_"
+            and name.lower() not in SYSTEM_MOE_NAMES
+        ):
+            raise invalid(attribute, f"'{name}' uses the reserved prefix moe_", "ReservedNameError")
+
+    @staticmethod
+    def _object(container: dict[str, Any], attribute: str) -> dict[str, Any]:
+        value = container.get(attribute)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise wrong_type(attribute, "object")
+        return value
+
+    @staticmethod
+    def _json(attribute: str, value: Any) -> str:
+        try:
+            return dumps(value)
+        except (ValueError, RecursionError) as exc:
+            raise invalid(attribute, f"{attribute} cannot be stored: {exc}", "TypeError") from exc
+
+    @staticmethod
+    def _encode(encode: Callable[[Mapping[str, Any]], bytes], record: dict[str, Any]) -> bytes:
+        try:
+            return encode(record)
+        except SerdeError as exc:  # e.g. a lone surrogate in a string field cannot be UTF-8
+            raise ApiError(400, "TypeError", f"element cannot be encoded: {exc}") from exc
+
+
+def routing_key(workspace_id: str, customer_id: str | None, identifiers: Mapping[str, str]) -> bytes:
+    """``workspace:customer_id``, else ``workspace:name=value`` of the first identifier (keeps order)."""
+    if customer_id is not None:
+        return f"{workspace_id}:{customer_id}".encode("utf-8", "surrogatepass")
+    for name, value in identifiers.items():
+        return f"{workspace_id}:{name}={value}".encode("utf-8", "surrogatepass")
+    return workspace_id.encode()

@@ -1,0 +1,86 @@
+"""The gateway's parts wired together: views, authenticator, validator, rate limiter and producer."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from config.file import WorkspaceConfig
+from config.settings import KafkaSettings
+from producers.bulk_api import ratelimit
+from producers.bulk_api.auth import Authenticator
+from producers.bulk_api.delivery import KafkaDelivery
+from producers.bulk_api.elements import ElementValidator, Encoders
+from producers.bulk_api.follower import TopicFollower
+from producers.bulk_api.metrics import GatewayMetrics
+from producers.bulk_api.profiles import ProfileStore
+from producers.bulk_api.ratelimit import RateLimiter
+from producers.bulk_api.settings import GatewaySettings
+from producers.bulk_api.workspaces import WorkspaceDirectory
+from schemas.serde import AvroSerde
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs; ``start`` begins following the control topics."""
+
+    kafka: KafkaSettings
+    settings: GatewaySettings
+    seed_workspaces: list[WorkspaceConfig] = field(default_factory=list)
+    gateway_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    def __post_init__(self) -> None:
+        self.serde = AvroSerde(self.kafka.schema_registry_url)
+        self.metrics = GatewayMetrics()
+        self.delivery = KafkaDelivery(self.kafka, self.settings.delivery_timeout_ms)
+        topic = self.kafka.topic
+        self.validator = ElementValidator(
+            self.settings,
+            Encoders(
+                user=self.serde.encoder("UserUpsert", topic=topic("ingest.users")),
+                device=self.serde.encoder("DeviceUpsert", topic=topic("ingest.devices")),
+                event=self.serde.encoder("EventRecord", topic=topic("ingest.events")),
+            ),
+        )
+        self.directory = WorkspaceDirectory(self.kafka, self.serde)
+        self.auth = Authenticator(self.directory)
+        self.limiter = RateLimiter(
+            self.gateway_id,
+            self.settings.rate_window_s,
+            self.serde,
+            lambda key, value: self.delivery.send(ratelimit.TOPIC, key, value),
+        )
+        self.rates = TopicFollower(self.kafka, topic(ratelimit.TOPIC), self.limiter.observe)
+        self.profiles = ProfileStore(self.kafka, self.serde)
+
+    def start(self, ready_timeout: float = 60.0) -> None:
+        """Follow the control topics; seed the YAML workspaces once the credentials are read."""
+        self.directory.start()
+        self.rates.start()
+        self.profiles.start()
+        if self.seed_workspaces:
+            if not self.directory.follower or not self.directory.follower.wait_ready(ready_timeout):
+                problem = self.directory.follower.problem if self.directory.follower else "not started"
+                log.warning("workspace credentials not loaded (%s); seeding skipped", problem)
+            else:
+                changed = self.directory.seed(self.seed_workspaces)
+                if changed:
+                    log.info("seeded workspaces from the config file: %s", ", ".join(changed))
+
+    def views(self) -> dict[str, bool]:
+        return {
+            "workspaces": self.directory.ready,
+            "rate_limits": self.rates.ready.is_set(),
+            "profiles": self.profiles.ready,
+        }
+
+    def stop(self) -> int:
+        """Flush the producer and stop following; returns records left unsent."""
+        left = self.delivery.close(self.settings.shutdown_timeout_s)
+        self.directory.stop()
+        self.rates.stop()
+        self.profiles.stop()
+        return left

@@ -1,0 +1,116 @@
+"""The reference's error texts (section 2.6 for Bulk, section 3 for the single-record APIs).
+
+Bulk examples start with an apostrophe in the reference (``'customer_id not found in the payload``); it is
+kept verbatim so clients matching on the text keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from producers.bulk_api.exceptions import ApiError
+
+MISSING = "MissingAttributeError"
+
+
+@dataclass(frozen=True, slots=True)
+class Texts:
+    """Message texts of one API family."""
+
+    customer_id_missing: str
+    customer_id_empty: str
+    actions_missing: str
+    actions_empty: str
+    action_missing: str
+    action_empty: str
+    malformed_json: str
+    bulk: bool
+
+    def not_found(self, attribute: str) -> str:
+        """``'device_id not found in the payload`` (Bulk) or ``device_id is not found in the payload``."""
+        return (
+            f"'{attribute} not found in the payload"
+            if self.bulk
+            else f"{attribute} is not found in the payload"
+        )
+
+
+BULK = Texts(
+    customer_id_missing="'customer_id not found in the payload",
+    customer_id_empty="'customer_id cannot be empty Unicode string",
+    actions_missing="'actions not found in the payload",
+    actions_empty="'actions cannot be empty array",
+    action_missing="'action not found in the payload",
+    action_empty="'action cannot be empty Unicode string",
+    malformed_json="'Could not decode the request body. The JSON was incorrect or not encoded as UTF-8.",
+    bulk=True,
+)
+SINGLE = Texts(
+    customer_id_missing="customer_id is not found in the payload",
+    customer_id_empty="customer_id can not be empty Unicode String",
+    actions_missing="actions is not found in the payload",
+    actions_empty="actions can not be empty Array",
+    action_missing="action is not found in the payload",
+    action_empty="action can not be empty Unicode String",
+    malformed_json="Could not decode the request body. The JSON was incorrect or not encoded as UTF-8.",
+    bulk=False,
+)
+
+
+def missing(attribute: str, message: str) -> ApiError:
+    return ApiError(400, MISSING, message, attribute)
+
+
+def wrong_type(attribute: str, datatype: str) -> ApiError:
+    """Reference 1.5: "key is expected to be datatype"."""
+    return ApiError(400, "TypeError", f"{attribute} is expected to be {datatype}", attribute)
+
+
+def invalid(attribute: str, message: str, type_: str = "AttributeError") -> ApiError:
+    return ApiError(400, type_, message, attribute)
+
+
+# Whole-request errors of the generic table (reference 1.5).
+def content_type_missing() -> ApiError:
+    return ApiError(400, "Missing header value", "The Content-Type Header is required")
+
+
+def unsupported_media_type() -> ApiError:
+    return ApiError(415, "Unsupported Media Type", "Unsupported Media Type")
+
+
+def empty_body() -> ApiError:
+    return ApiError(400, "Empty request body", "A valid JSON document is required")
+
+
+def not_an_object() -> ApiError:
+    return ApiError(400, "Body type is not JSON", "A valid JSON document is required.")
+
+
+def malformed_json(texts: Texts) -> ApiError:
+    return ApiError(400, "Malformed JSON", texts.malformed_json)
+
+
+def payload_too_large(limit_bytes: int) -> ApiError:
+    return ApiError(413, "Payload too large", f"The payload can not exceed {limit_bytes // 1024}KB")
+
+
+def app_id_required() -> ApiError:
+    return ApiError(400, "ParamsRequired", "app_id is required in path/query params.")
+
+
+def rate_limited() -> ApiError:
+    return ApiError(429, "Rate Limit Exceeded", "Rate Limits for User / Event exceeded")
+
+
+def export_rate_limited() -> ApiError:
+    return ApiError(429, "Rate Limit Exceeded", "Rate limit exceeded")
+
+
+def server_unavailable(detail: str) -> ApiError:
+    """5xx guidance of the reference: retry every 2 seconds, at most 5 times."""
+    return ApiError(
+        503,
+        "Server Error",
+        f"{detail} We recommend that you retry every 2 seconds for a maximum of 5 times in such cases.",
+    )

@@ -1,0 +1,331 @@
+"""HTTP handlers of the Data APIs, ``/health``, ``/metrics`` and ``/openapi.json``.
+
+Order of checks per request: workspace id present, authentication, Content-Type, body size (from the
+header, then while reading, always before parsing), JSON, envelope, elements, rate limit, broker ack.
+
+Bad elements (``GatewaySettings.bad_elements``): with ``accept_good`` (default) every element is validated
+first; the good ones are produced and the 200 answer lists each bad one as ``failed_elements`` with its
+index and the reference's error; only when no element is good does the request fail with the first error's
+body. With ``reject_request`` any bad element fails the whole request with that error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from producers.bulk_api.context import RequestContext, client_ip, new_request_id
+from producers.bulk_api.elements import Outgoing, Validated
+from producers.bulk_api.exceptions import ApiError, DeliveryError
+from producers.bulk_api.export import export_users, parse_export
+from producers.bulk_api.gateway import Gateway
+from producers.bulk_api.messages import (
+    BULK,
+    SINGLE,
+    Texts,
+    app_id_required,
+    content_type_missing,
+    empty_body,
+    export_rate_limited,
+    invalid,
+    malformed_json,
+    missing,
+    not_an_object,
+    payload_too_large,
+    rate_limited,
+    server_unavailable,
+    unsupported_media_type,
+    wrong_type,
+)
+from producers.bulk_api.openapi import openapi_document
+from producers.bulk_api.ratelimit import Decision
+from producers.bulk_api.workspaces import Workspace
+
+log = logging.getLogger(__name__)
+ACCEPTED = "Your request has been accepted and will be processed soon."
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+@dataclass(slots=True)
+class RequestState:
+    """Per-request facts the middleware sets and the handlers fill in."""
+
+    request_id: str
+    received_at: datetime
+    rate: Decision | None = None
+    rate_primary: str | None = None
+
+
+STATE = web.RequestKey("state", RequestState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def dumps(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+@web.middleware
+async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, error bodies, rate-limit headers and metrics for every Data API response."""
+    gateway = request.app[GATEWAY_KEY]
+    state = request[STATE] = RequestState(new_request_id(), datetime.now(UTC))
+    started = time.perf_counter()
+    endpoint = request.match_info.route.name or "unknown"
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = web.json_response(
+            {"status": "fail", "error": exc.error_body(state.request_id)}, status=exc.status, dumps=dumps
+        )
+    except web.HTTPException as exc:  # aiohttp's own 404/405: keep the reference's envelope
+        error = ApiError(exc.status, exc.reason, exc.reason).error_body(request[STATE].request_id)
+        response = web.json_response({"status": "fail", "error": error}, status=exc.status, dumps=dumps)
+    except Exception:
+        log.exception("request %s failed", request[STATE].request_id)
+        error = ApiError(500, "ServerError", "Internal Server Error").error_body(request[STATE].request_id)
+        response = web.json_response({"status": "fail", "error": error}, status=500, dumps=dumps)
+    if state.rate is not None:
+        response.headers.update(state.rate.headers(state.rate_primary))
+    gateway.metrics.requests.labels(endpoint, str(response.status)).inc()
+    gateway.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+class Handlers:
+    """The Data API endpoints of one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.settings = gateway.settings
+
+    # shared steps --------------------------------------------------------------------------------------
+    async def _authenticate(self, request: web.Request, workspace_id: str | None, primary: str) -> Workspace:
+        if not workspace_id:
+            raise app_id_required()
+        workspace = await self.gw.auth.authenticate(request.headers, workspace_id)
+        request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
+        request[STATE].rate_primary = primary
+        return workspace
+
+    def _limits(self, workspace: Workspace) -> dict[str, int]:
+        return workspace.limits | {"exports": self.settings.export_per_minute}
+
+    async def _json(self, request: web.Request, cap: int, texts: Texts) -> Any:
+        content_type = request.headers.get("Content-Type")
+        if content_type is None:
+            raise content_type_missing()
+        if request.content_type != "application/json":
+            raise unsupported_media_type()
+        if request.content_length is not None and request.content_length > cap:
+            raise payload_too_large(cap)
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > cap:
+                raise payload_too_large(cap)
+        if not body.strip():
+            raise empty_body()
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise malformed_json(texts) from exc
+
+    def _context(self, request: web.Request, workspace: Workspace) -> RequestContext:
+        peer = request.remote
+        return RequestContext(
+            workspace.id,
+            request[STATE].request_id,
+            request[STATE].received_at,
+            client_ip(request.headers.get("X-Forwarded-For"), peer),
+            request.headers.get("Idempotency-Key") or None,
+        )
+
+    async def _admit_and_deliver(
+        self, request: web.Request, workspace: Workspace, messages: list[Outgoing], users: int, events: int
+    ) -> None:
+        """Rate limit (all or nothing), then wait for the broker to acknowledge every record."""
+        wanted = {"users": users, "events": events}
+        decision = self.gw.limiter.acquire(workspace.id, wanted, self._limits(workspace), time.time())
+        request[STATE].rate = decision
+        if not decision.allowed:
+            self.gw.metrics.rate_limited.labels(workspace.id).inc()
+            raise rate_limited()
+        try:
+            await self.gw.delivery.deliver(messages, len(messages))
+        except DeliveryError as exc:
+            self.gw.limiter.refund(workspace.id, decision, wanted)
+            request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
+            self.gw.metrics.delivery_failures.inc()
+            log.warning("request %s: %s", request[STATE].request_id, exc)
+            raise server_unavailable("The records could not be stored.") from exc
+        for msg in messages:
+            self.gw.metrics.records.labels(msg.topic).inc()
+
+    def _accepted(self, request: web.Request, extra: dict[str, Any] | None = None) -> web.Response:
+        body = {"status": "success", "message": ACCEPTED, "request_id": request[STATE].request_id} | (
+            extra or {}
+        )
+        return web.json_response(body, dumps=dumps)
+
+    # endpoints -----------------------------------------------------------------------------------------
+    async def transition(self, request: web.Request) -> web.Response:
+        """Bulk Import: ``{"type":"transition","elements":[...]}``."""
+        workspace_id = request.match_info.get("workspace_id") or request.query.get("app_id")
+        workspace = await self._authenticate(request, workspace_id, "events")
+        doc = await self._json(request, self.settings.bulk_max_bytes, BULK)
+        elements = bulk_elements(doc)
+        ctx = self._context(request, workspace)
+        validate = self.gw.validator.element
+        messages: list[Outgoing] = []
+        users = events = 0
+        failed: list[tuple[int, ApiError]] = []
+        for index, element in enumerate(elements):
+            try:
+                result = validate(element, ctx, workspace.identifiers, BULK)
+            except ApiError as exc:
+                failed.append((index, exc))
+                self.gw.metrics.rejected.labels(exc.type).inc()
+                continue
+            messages.extend(result.messages)
+            users += result.users
+            events += result.events
+        if failed and (not messages or self.settings.bad_elements == "reject_request"):
+            raise failed[0][1]
+        await self._admit_and_deliver(request, workspace, messages, users, events)
+        extra = None
+        if failed:
+            extra = {
+                "accepted_elements": len(elements) - len(failed),
+                "failed_elements": [{"index": i, "error": _element_error(e)} for i, e in failed],
+            }
+        return self._accepted(request, extra)
+
+    async def single(self, request: web.Request, kind: str) -> web.Response:
+        """Track User / Track Event / Track Device: one element of the named type."""
+        primary = "events" if kind == "event" else "users"
+        workspace = await self._authenticate(request, request.match_info.get("workspace_id"), primary)
+        doc = await self._json(request, self.settings.single_max_bytes, SINGLE)
+        if not isinstance(doc, dict):
+            raise not_an_object()
+        if "type" not in doc:
+            raise missing("type", SINGLE.not_found("type"))
+        if doc["type"] != kind:
+            raise invalid("type", f"type should be {kind}")
+        ctx = self._context(request, workspace)
+        handler = {
+            "customer": self.gw.validator.customer,
+            "event": self.gw.validator.event,
+            "device": self.gw.validator.device,
+        }[kind]
+        try:
+            result: Validated = handler(doc, ctx, workspace.identifiers, SINGLE)
+        except ApiError as exc:
+            self.gw.metrics.rejected.labels(exc.type).inc()
+            raise
+        await self._admit_and_deliver(request, workspace, result.messages, result.users, result.events)
+        return self._accepted(request)
+
+    async def customer(self, request: web.Request) -> web.Response:
+        return await self.single(request, "customer")
+
+    async def event(self, request: web.Request) -> web.Response:
+        return await self.single(request, "event")
+
+    async def device(self, request: web.Request) -> web.Response:
+        return await self.single(request, "device")
+
+    async def export(self, request: web.Request) -> web.Response:
+        """Get User, answered from the profile store (503 until it has read the profiles topic)."""
+        workspace = await self._authenticate(request, request.query.get("app_id"), "exports")
+        doc = await self._json(request, self.settings.single_max_bytes, SINGLE)
+        wanted, fields = parse_export(doc, self.settings.export_max_identifiers)
+        store = self.gw.profiles
+        if not store.ready:
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"Get User is not available yet: {store.problem}. Retry in a few seconds.",
+            )
+        decision = self.gw.limiter.acquire(
+            workspace.id, {"exports": len(wanted)}, self._limits(workspace), time.time()
+        )
+        request[STATE].rate = decision
+        if not decision.allowed:
+            raise export_rate_limited()
+        return web.json_response(export_users(store, workspace.id, wanted, fields), dumps=dumps)
+
+    # operations ----------------------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        views = self.gw.views()
+        for name, ok in views.items():
+            self.gw.metrics.views_ready.labels(name).set(1 if ok else 0)
+        ready = views["workspaces"]
+        body = {
+            "status": "ok" if ready else "starting",
+            "gateway_id": self.gw.gateway_id,
+            "views": views,
+            "kafka_last_error": self.gw.delivery.last_error,
+        }
+        return web.json_response(body, status=200 if ready else 503, dumps=dumps)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        self.gw.views()
+        return web.Response(
+            body=generate_latest(self.gw.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self.settings), dumps=dumps)
+
+
+def bulk_elements(doc: Any) -> list[Any]:
+    """The envelope checks of reference 2.1/2.6, in order."""
+    if not isinstance(doc, dict):
+        raise not_an_object()
+    kind = doc.get("type")
+    if kind is None:
+        raise missing("type", BULK.not_found("type"))
+    if kind != "transition":
+        raise invalid("type", "'type should be transition")
+    elements = doc.get("elements")
+    if elements is None:
+        raise missing("elements", BULK.not_found("elements"))
+    if not isinstance(elements, list):
+        raise wrong_type("elements", "list")
+    if not elements:
+        raise missing("elements", "'elements cannot be empty array")
+    return elements
+
+
+def _element_error(exc: ApiError) -> dict[str, Any]:
+    body: dict[str, Any] = {"attribute": exc.attribute} if exc.attribute else {}
+    return body | {"message": exc.message, "type": exc.type}
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    """The aiohttp application; bodies are read by the handlers themselves with their own caps."""
+    app = web.Application(middlewares=[envelope], client_max_size=4 * 1024 * 1024)
+    app[GATEWAY_KEY] = gateway
+    h = Handlers(gateway)
+    app.router.add_post("/v1/transition/{workspace_id}", h.transition, name="transition")
+    app.router.add_post("/v1/transition", h.transition, name="transition_query")
+    app.router.add_post("/v1/customer/{workspace_id}", h.customer, name="customer")
+    app.router.add_post("/v1/event/{workspace_id}", h.event, name="event")
+    app.router.add_post("/v1/device/{workspace_id}", h.device, name="device")
+    app.router.add_post("/v1/customers/export", h.export, name="export")
+    app.router.add_get("/health", h.health, name="health")
+    app.router.add_get("/metrics", h.metrics, name="metrics")
+    app.router.add_get("/openapi.json", h.openapi, name="openapi")
+    return app

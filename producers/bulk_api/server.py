@@ -1,0 +1,57 @@
+"""Run one gateway process until SIGTERM/SIGINT, then drain requests, flush the producer and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from config.file import WorkspaceConfig
+from config.settings import KafkaSettings
+from producers.bulk_api.gateway import Gateway
+from producers.bulk_api.routes import build_app
+from producers.bulk_api.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(gateway: Gateway, stop: asyncio.Event, announce: bool = True) -> int:
+    """Listen until ``stop`` is set; returns the port actually bound (useful with port 0)."""
+    runner = web.AppRunner(
+        build_app(gateway), shutdown_timeout=gateway.settings.shutdown_timeout_s, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, gateway.settings.host, gateway.settings.port, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+    if announce:
+        print(f"gateway {gateway.gateway_id} listening on http://{gateway.settings.host}:{port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # stops accepting, lets in-flight requests finish
+    return int(port)
+
+
+def run_gateway(kafka: KafkaSettings, settings: GatewaySettings, workspaces: list[WorkspaceConfig]) -> int:
+    """The ``inflow gateway`` command body; exit code 0 after a graceful stop."""
+    gateway = Gateway(kafka, settings, workspaces)
+    gateway.start()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(gateway, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        left = gateway.stop()
+        if left:
+            log.error("%d records were still unacknowledged at shutdown", left)
+    print("gateway stopped", flush=True)
+    return 0 if not left else 1

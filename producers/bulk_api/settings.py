@@ -1,0 +1,64 @@
+"""Gateway settings (env ``INFLOW_GATEWAY_*``); where sources disagree, the seed's value is the default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Reference 1.6: customer_id values that never identify a real user.
+BLOCKED_CUSTOMER_IDS = (
+    "unknown",
+    "guest",
+    "null",
+    "0",
+    "1",
+    "true",
+    "false",
+    "user_attribute_unique_id",
+    "(empty)",
+    "na",
+    "n/a",
+    "",
+    "dummy_seller_code",
+    "user_id",
+    "id",
+    "customer_id",
+    "uid",
+    "userid",
+    "none",
+    "-2",
+    "-1",
+    "2",
+)
+
+
+class GatewaySettings(BaseSettings):
+    """How the HTTP gateway listens, what it accepts and how long it waits for the broker."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_GATEWAY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    bulk_max_bytes: int = Field(100 * 1024, gt=0, description="seed: 100 KB per Bulk Import call")
+    single_max_bytes: int = Field(128 * 1024, gt=0, description="reference 1.4: 128 KB for other Data APIs")
+    bad_elements: Literal["accept_good", "reject_request"] = Field(
+        "accept_good",
+        description="accept_good: good elements are accepted and each bad one is listed in the answer; "
+        "reject_request: any bad element rejects the whole request with its error",
+    )
+    delivery_timeout_ms: int = Field(10_000, gt=0, description="librdkafka message.timeout.ms; then 503")
+    future_event_tolerance_s: int = Field(
+        300, ge=0, description="events later than now plus this are rejected (reference: no future events)"
+    )
+    default_timezone_offset_s: int = Field(
+        0, ge=-54_000, le=54_000, description="offset used when an event has none (account timezone)"
+    )
+    count_devices_as_users: bool = Field(False, description="whether device elements count as users")
+    reject_reserved_prefix: bool = Field(True, description="reject unknown moe_ attribute and event names")
+    blocked_customer_ids: tuple[str, ...] = BLOCKED_CUSTOMER_IDS
+    export_per_minute: int = Field(1000, gt=0, description="Get User: users looked up per minute")
+    export_max_identifiers: int = Field(20, gt=0, description="Get User: identifiers per request")
+    rate_window_s: int = Field(60, gt=0)
+    shutdown_timeout_s: float = Field(15.0, gt=0)

@@ -1,0 +1,219 @@
+"""Workspace credentials: durable in the compacted ``control.workspaces`` topic, followed by every gateway.
+
+The YAML file's ``workspaces`` are the seed: a declared workspace missing from the topic is created with
+the file's key (hashed), and its identifiers and rate limits follow the file. Keys are changed only by
+``inflow workspaces rotate-key``; every gateway sees the new credential within its follow latency.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from config.file import WorkspaceConfig
+from config.settings import KafkaSettings
+from producers.bulk_api.exceptions import GatewayError, WorkspaceNotFound
+from producers.bulk_api.follower import TopicFollower, read_to_end
+from producers.bulk_api.keys import hash_key
+from schemas.serde import AvroSerde
+
+TOPIC = "control.workspaces"
+RECORD = "WorkspaceCredential"
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """One workspace's credential and limits as the gateway uses them."""
+
+    id: str
+    key_hash: str
+    key_version: int = 1
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    rotated_at: datetime | None = None
+    disabled: bool = False
+    identifiers: tuple[str, ...] = ()
+    users_per_minute: int = 10_000
+    events_per_minute: int = 30_000
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return {"users": self.users_per_minute, "events": self.events_per_minute}
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "workspace_id": self.id,
+            "key_hash": self.key_hash,
+            "key_version": self.key_version,
+            "created_at": self.created_at,
+            "rotated_at": self.rotated_at,
+            "disabled": self.disabled,
+            "identifiers": list(self.identifiers),
+            "users_per_minute": self.users_per_minute,
+            "events_per_minute": self.events_per_minute,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Workspace:
+        return cls(
+            id=record["workspace_id"],
+            key_hash=record["key_hash"],
+            key_version=record["key_version"],
+            created_at=record["created_at"],
+            rotated_at=record["rotated_at"],
+            disabled=record["disabled"],
+            identifiers=tuple(record["identifiers"]),
+            users_per_minute=record["users_per_minute"],
+            events_per_minute=record["events_per_minute"],
+        )
+
+    def public(self) -> dict[str, Any]:
+        """Everything but the hash, for listings."""
+        return {
+            "workspace_id": self.id,
+            "key_set": bool(self.key_hash),
+            "key_version": self.key_version,
+            "created_at": self.created_at.isoformat(),
+            "rotated_at": self.rotated_at.isoformat() if self.rotated_at else None,
+            "disabled": self.disabled,
+            "identifiers": list(self.identifiers),
+            "users_per_minute": self.users_per_minute,
+            "events_per_minute": self.events_per_minute,
+        }
+
+
+def from_config(cfg: WorkspaceConfig) -> Workspace:
+    """A new credential for a workspace declared in the YAML file (no key: 409 until one is set)."""
+    key = cfg.api_key.get_secret_value() if cfg.api_key else ""
+    return Workspace(
+        id=cfg.id,
+        key_hash=hash_key(key) if key else "",
+        identifiers=tuple(i for i in cfg.identifiers if i != "customer_id"),
+        users_per_minute=cfg.rate_limits.users_per_minute,
+        events_per_minute=cfg.rate_limits.events_per_minute,
+    )
+
+
+class WorkspaceDirectory:
+    """In-memory view of ``control.workspaces``, with writes that go through the topic."""
+
+    def __init__(self, kafka: KafkaSettings, serde: AvroSerde) -> None:
+        self.kafka = kafka
+        self.serde = serde
+        self.topic = kafka.topic(TOPIC)
+        self._encode = serde.encoder(RECORD, topic=self.topic)
+        self._workspaces: dict[str, Workspace] = {}
+        self._lock = threading.Lock()
+        self.follower: TopicFollower | None = None
+
+    # reading -------------------------------------------------------------------------------------------
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one topic record; a tombstone removes the workspace."""
+        if value is None:
+            if key is not None:
+                with self._lock:
+                    self._workspaces.pop(key.decode(), None)
+            return
+        _, record = self.serde.decode(value, expected=RECORD)
+        workspace = Workspace.from_record(record)
+        with self._lock:
+            self._workspaces[workspace.id] = workspace
+
+    def start(self) -> WorkspaceDirectory:
+        self.follower = TopicFollower(self.kafka, self.topic, self.apply).start()
+        return self
+
+    def stop(self) -> None:
+        if self.follower:
+            self.follower.stop()
+
+    def load(self, timeout: float = 30.0) -> WorkspaceDirectory:
+        """Read the topic once to its end (CLI)."""
+        read_to_end(self.kafka, self.topic, self.apply, timeout)
+        return self
+
+    @property
+    def ready(self) -> bool:
+        return self.follower is not None and self.follower.ready.is_set()
+
+    def get(self, workspace_id: str) -> Workspace | None:
+        return self._workspaces.get(workspace_id)
+
+    def all(self) -> list[Workspace]:
+        with self._lock:
+            return sorted(self._workspaces.values(), key=lambda w: w.id)
+
+    # writing -------------------------------------------------------------------------------------------
+    def publish(self, workspace: Workspace, timeout: float = 15.0) -> Workspace:
+        """Write a credential and wait for the broker's acknowledgement; then apply it locally."""
+        producer = Producer(self.kafka.producer_config(**{"message.timeout.ms": int(timeout * 1000)}))
+        failures: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                failures.append(err)
+
+        producer.produce(
+            self.topic,
+            key=workspace.id.encode(),
+            value=self._encode(workspace.to_record()),
+            on_delivery=delivered,
+        )
+        remaining = producer.flush(timeout)
+        if remaining or failures:
+            reason = failures[0].str() if failures else "no acknowledgement"
+            raise GatewayError(f"cannot store workspace {workspace.id} in {self.topic}: {reason}")
+        with self._lock:
+            self._workspaces[workspace.id] = workspace
+        return workspace
+
+    def seed(self, configs: list[WorkspaceConfig]) -> list[str]:
+        """Create declared workspaces that are missing; align identifiers and limits with the file."""
+        changed = []
+        for cfg in configs:
+            current = self.get(cfg.id)
+            wanted = from_config(cfg)
+            if current is None:
+                self.publish(wanted)
+                changed.append(cfg.id)
+                continue
+            aligned = replace(
+                current,
+                identifiers=wanted.identifiers,
+                users_per_minute=wanted.users_per_minute,
+                events_per_minute=wanted.events_per_minute,
+            )
+            if not current.key_hash and wanted.key_hash:
+                aligned = replace(aligned, key_hash=wanted.key_hash)
+            if aligned != current:
+                self.publish(aligned)
+                changed.append(cfg.id)
+        return changed
+
+    def create(self, workspace: Workspace) -> Workspace:
+        if self.get(workspace.id) is not None:
+            raise GatewayError(f"workspace {workspace.id} already exists; use rotate-key to change its key")
+        return self.publish(workspace)
+
+    def rotate_key(self, workspace_id: str, new_key: str) -> Workspace:
+        current = self._existing(workspace_id)
+        return self.publish(
+            replace(
+                current,
+                key_hash=hash_key(new_key),
+                key_version=current.key_version + 1,
+                rotated_at=datetime.now(UTC),
+            )
+        )
+
+    def set_disabled(self, workspace_id: str, disabled: bool) -> Workspace:
+        return self.publish(replace(self._existing(workspace_id), disabled=disabled))
+
+    def _existing(self, workspace_id: str) -> Workspace:
+        current = self.get(workspace_id)
+        if current is None:
+            raise WorkspaceNotFound(f"workspace {workspace_id} does not exist")
+        return current

@@ -1,0 +1,228 @@
+"""``inflow poller`` and ``inflow imports add|list|show|preview|run|archive``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from config.secrets import SecretBox
+from inflow.runtime import Runtime
+from producers.s3_import.definition import ImportDefinition, parse_definition
+from producers.s3_import.exceptions import DefinitionError
+from producers.s3_import.poller import Poller, RunSummary
+from producers.s3_import.preview import preview
+from producers.s3_import.runs import RunStore
+from producers.s3_import.storage import S3File
+from producers.s3_import.store import DefinitionStore
+from schemas.serde import AvroSerde
+
+UP_PROCESSES: list[tuple[str, list[str]]] = [("poller", ["poller"])]
+imports_app = typer.Typer(
+    help="S3 file imports: definitions, preview, runs and history.", no_args_is_help=True
+)
+console = Console()
+
+
+def _store(rt: Runtime) -> DefinitionStore:
+    return DefinitionStore(
+        rt.kafka, AvroSerde(rt.kafka.schema_registry_url), SecretBox.from_settings(rt.paths)
+    )
+
+
+def read_definition_file(path: Path, manifest: Path | None = None) -> ImportDefinition:
+    """A YAML or JSON file holding one definition; ``manifest`` is an uploaded mapping file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if manifest is not None:
+            data["manifest"] = manifest.read_text(encoding="utf-8")
+    except (OSError, yaml.YAMLError) as exc:
+        raise DefinitionError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{path}: expected one import definition (a mapping)")
+    from config.file import expand_env
+
+    return parse_definition(expand_env(data), where=str(path))
+
+
+def sync_yaml_imports(rt: Runtime, store: DefinitionStore) -> list[str]:
+    """Write the YAML file's ``imports:`` into the control topic when new or changed (archived ones stay)."""
+    changed = []
+    for i, raw in enumerate(rt.config.imports):
+        d = parse_definition(raw, where=f"imports[{i}]")
+        current = store.definitions.get(d.name)
+        if current is not None and (current.archived or _same(current, d)):
+            continue
+        store.put(d, replace=True)
+        changed.append(d.name)
+    return changed
+
+
+def _same(a: ImportDefinition, b: ImportDefinition) -> bool:
+    skip = {"created_at", "archived", "manifest"}
+    return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
+
+
+def poller_command() -> None:
+    """Run the S3 import poller: schedules, discovery, ledger-coordinated imports (SIGTERM stops it)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = Runtime()
+    poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
+    for name in sync_yaml_imports(rt, poller.store):
+        logging.getLogger(__name__).info("import %s written from the config file", name)
+    poller.run_forever()
+
+
+@imports_app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON file with one import definition")],
+    manifest: Annotated[Path | None, typer.Option(help="manifest (mapping) file to upload")] = None,
+    replace: Annotated[bool, typer.Option(help="update an existing import of the same name")] = False,
+) -> None:
+    """Validate and add an import; secrets are encrypted at rest and never printed."""
+    rt = Runtime()
+    d = read_definition_file(file, manifest)
+    stored = _store(rt).put(d, replace=replace)
+    console.print(
+        f"[green]added[/] import {stored.name} ({stored.type.value}, s3://{stored.bucket}/{stored.folder})"
+    )
+
+
+@imports_app.command("list")
+def list_imports() -> None:
+    """List imports with their type, folder, schedule and state."""
+    store = _store(Runtime())
+    table = Table("name", "workspace", "type", "folder", "file prefix", "schedule", "state")
+    for d in sorted(store.definitions.values(), key=lambda x: x.name):
+        every = d.schedule.every.value if d.schedule.every else "one-time"
+        table.add_row(
+            d.name,
+            d.workspace_id,
+            d.sub_type,
+            f"s3://{d.bucket}/{d.folder}",
+            d.prefix,
+            every,
+            "ARCHIVED" if d.archived else "SCHEDULED",
+        )
+    console.print(table)
+    for name, err in store.errors.items():
+        console.print(f"[yellow]unreadable definition {name}: {err}[/]")
+
+
+@imports_app.command("show")
+def show(name: str) -> None:
+    """Show one import (secrets masked) and its per-file run history."""
+    rt = Runtime()
+    d = _store(rt).get(name)
+    console.print_json(json.dumps(d.public_dict(), default=str))
+    table = Table(
+        "file", "size", "started", "completed", "total", "added", "failed", "skipped", "status", "message"
+    )
+    for r in RunStore(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).history(name):
+        table.add_row(
+            r["file_name"],
+            str(r["file_size"]),
+            str(r["started_at"]),
+            str(r["completed_at"] or "-"),
+            str(r["rows_total"]),
+            str(r["rows_added"]),
+            str(r["rows_failed"]),
+            str(r["rows_skipped"]),
+            r["status"],
+            r["message"],
+        )
+    console.print(table)
+
+
+@imports_app.command("preview")
+def preview_command(
+    name: Annotated[str | None, typer.Argument(help="an existing import")] = None,
+    file: Annotated[Path | None, typer.Option(help="preview a definition file before adding it")] = None,
+) -> None:
+    """Fetch the top 5 rows of the most recent matching file, with column names and sample values."""
+    rt = Runtime()
+    if file is not None:
+        d = read_definition_file(file)
+    elif name is not None:
+        d = _store(rt).get(name)
+    else:
+        raise DefinitionError("give an import name or --file")
+    result = preview(d, rt.s3.endpoint_url)
+    console.print(f"file: {result.file_name}")
+    table = Table("column", "sample value")
+    for column in result.columns:
+        table.add_row(column, _text(result.samples.get(column, "")))
+    console.print(table)
+    rows = Table(*result.columns)
+    for row in result.rows:
+        rows.add_row(*[_text(v) for v in row])
+    console.print(rows)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@imports_app.command("run")
+def run_command(name: str) -> None:
+    """Run an import now in the foreground, with a progress bar (rows, bytes) per file."""
+    rt = Runtime()
+    poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
+    try:
+        d = poller.store.get(name)
+        poller.wait_for_partitions()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("{task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bars:
+
+            def progress(file: S3File) -> Any:
+                task = bars.add_task(file.name, total=file.size, rows=0)
+                return lambda rows, nbytes: bars.update(task, completed=nbytes, rows=rows)
+
+            summary = poller.run_import(d, progress)
+    finally:
+        poller.close()
+    _print_summary(summary)
+    if summary.error:
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: RunSummary) -> None:
+    if summary.error:
+        console.print(f"[red]FAILED[/]: {summary.error}")
+    for run in summary.files:
+        console.print(
+            f"{run.file_name}: {run.status} rows {run.rows_total} added {run.rows_added} "
+            f"failed {run.rows_failed} skipped {run.rows_skipped} {run.message}"
+        )
+    for file, reason in summary.skipped.items():
+        console.print(f"{file}: skipped, {reason}")
+    for file in summary.not_owned:
+        console.print(f"{file}: handled by another poller (its ledger partition is owned elsewhere)")
+    if not (summary.files or summary.skipped or summary.not_owned or summary.error):
+        console.print("no matching files")
+
+
+@imports_app.command("archive")
+def archive(name: str) -> None:
+    """Archive an import: no future runs (a file being imported finishes)."""
+    _store(Runtime()).archive(name)
+    console.print(f"archived import {name}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inflow poller`` and ``inflow imports ...`` to the main CLI."""
+    app.command("poller")(poller_command)
+    app.add_typer(imports_app, name="imports")

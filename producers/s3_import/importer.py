@@ -1,0 +1,257 @@
+"""Import one file: stream it from S3 (through GnuPG when encrypted), map each row, produce the good rows
+as Avro records, count and report the bad ones, and checkpoint progress in the ledger.
+
+Memory is bounded whatever the file size: rows flow from the HTTP socket through the CSV reader into the
+producer's bounded queue; the error report is spooled to a temporary file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from confluent_kafka import KafkaError, Producer
+
+from config.settings import KafkaSettings
+from producers.s3_import.definition import MANDATORY_ROLES, FileFormat, ImportDefinition
+from producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
+from producers.s3_import.mapping import CompiledMapping, compile_mapping
+from producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
+from producers.s3_import.reading import EMPTY_ROW, CountingReader, Row, read_csv, read_ndjson, text_stream
+from producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
+from producers.s3_import.runs import FAILED, RunRecord, outcome
+from producers.s3_import.storage import Folder, S3File
+from schemas.serde import AvroSerde
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[int, int], None]
+CHECK_EVERY = 2_000  # rows between ownership checks and progress updates
+CHECKPOINT_ROWS = 100_000
+CHECKPOINT_SECONDS = 5.0
+MISSING_COLUMN = {
+    "User ID": "Column value for the selected identifier attribute (ID) is absent",
+    "Anonymous ID": "Column value for the selected identifier attribute (Anonymous ID) is absent",
+}
+
+
+@dataclass
+class ImportContext:
+    """What a file import needs from the poller: ownership checks and checkpoints in the ledger."""
+
+    still_owned: Callable[[], bool] = lambda: True
+    checkpoint: Callable[[int], None] = lambda _row: None
+    progress: ProgressFn | None = None
+    resume_after: int = 0
+
+
+class DataProducer:
+    """The producer of ingest records; remembers delivery errors so a file is never marked done on one."""
+
+    def __init__(self, kafka: KafkaSettings, serde: AvroSerde) -> None:
+        self.kafka = kafka
+        self.serde = serde
+        self.errors: list[KafkaError] = []
+        self.producer = Producer(kafka.producer_config(on_delivery=self._delivered))
+
+    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.errors.append(err)
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self) -> None:
+        """Wait until every produced row is acknowledged; raise on any delivery failure."""
+        while self.producer.flush(30):
+            log.warning("waiting for the broker to acknowledge rows")
+        if self.errors:
+            raise S3ImportError(f"the broker rejected rows: {self.errors[0]}")
+
+
+def _covered(key: str, columns: list[str]) -> bool:
+    """An NDJSON key is mapped itself, through its parent object, or through one of its children."""
+    parent = key.split(".", 1)[0]
+    return key in columns or parent in columns or any(c.startswith(key + ".") for c in columns)
+
+
+class FileImport:
+    """One file of one import; ``run()`` returns the finished run record, never raises for bad data."""
+
+    def __init__(
+        self,
+        d: ImportDefinition,
+        folder: Folder,
+        file: S3File,
+        run: RunRecord,
+        out: DataProducer,
+        ctx: ImportContext,
+    ) -> None:
+        self.d, self.folder, self.file, self.run_record, self.out, self.ctx = d, folder, file, run, out, ctx
+        self.topic = out.kafka.topic(TOPIC_BY_TYPE[d.type])
+        self.encode = out.serde.encoder(RECORD_BY_TYPE[d.type], topic=self.topic)
+        self.builder = RecordBuilder(d, f"{d.bucket}/{d.folder}", file.name, run.run_id, datetime.now(UTC))
+        self.report: IO[str] | None = None
+        self.last_row = ctx.resume_after
+        self.bytes_read = 0
+
+    def run(self) -> RunRecord:
+        run = self.run_record
+        try:
+            self._import()
+        except OwnershipLost:
+            raise
+        except S3ImportError as exc:
+            run.finish(FAILED, str(exc))
+        else:
+            status = outcome(run.rows_added, run.rows_failed)
+            message = "" if status == "SUCCESSFUL" else "At least 1 row failed"
+            if status == FAILED:
+                message = "All rows failed"
+            if run.unmapped_columns:
+                message = f"{message}; unmapped columns: {', '.join(run.unmapped_columns)}".lstrip("; ")
+            run.finish(status, message)
+        self._upload_report()
+        return run
+
+    def _import(self) -> None:
+        body = self.folder.open(self.file)
+        counting = CountingReader(body)
+        self._counter = counting
+        try:
+            if self.d.encrypted:
+                self._import_encrypted(counting)
+            else:
+                buffered = io.BufferedReader(counting, 1 << 20)
+                if looks_encrypted(buffered.peek(64)[:64]):
+                    raise FileFormatError(IS_ENCRYPTED)
+                self._consume(buffered)
+        finally:
+            with contextlib.suppress(Exception):
+                body.close()
+
+    def _import_encrypted(self, counting: CountingReader) -> None:
+        with Keyring(self.d.pgp) as keyring:
+            if self.d.pgp and self.d.pgp.signing_key:
+                verify_then(keyring, lambda: self.folder.open(self.file))
+            stream = DecryptStream(keyring, counting)
+            try:
+                self._consume(stream.stdout)
+            except BaseException:
+                stream.close()
+                raise
+            stream.finish()
+
+    def _consume(self, binary: IO[bytes]) -> None:
+        text = text_stream(binary)
+        if self.d.file_format is FileFormat.NDJSON:
+            columns = [m.column for m in self.d.mappings]
+            header, rows = read_ndjson(text, columns)
+            mapping = compile_mapping(columns, self.d.mappings, UTC, self.d.tz)
+            mapping.unmapped_columns = [h for h in header if not _covered(h, columns)]
+        else:
+            header, rows = read_csv(text)
+            mapping = compile_mapping(header, self.d.mappings, UTC, self.d.tz)
+        self._check_mandatory_columns(mapping)
+        self.run_record.unmapped_columns = mapping.unmapped_columns
+        self._rows(rows, mapping)
+
+    def _check_mandatory_columns(self, mapping: CompiledMapping) -> None:
+        present = mapping.roles()
+        for roles, label in MANDATORY_ROLES[self.d.type]:
+            if not roles & present:
+                raise FileFormatError(MISSING_COLUMN.get(label, "event datetime missing") + " in the file")
+
+    def _rows(self, rows: Iterator[Row], mapping: CompiledMapping) -> None:
+        run, ctx, out = self.run_record, self.ctx, self.out
+        convert, build, encode, produce, topic = (
+            mapping.convert,
+            self.builder.build,
+            self.encode,
+            out.produce,
+            self.topic,
+        )
+        resume_after = ctx.resume_after
+        last_checkpoint, last_time = resume_after, time.monotonic()
+        next_check = CHECK_EVERY
+        for row in rows:
+            n = row.number
+            run.rows_total += 1
+            if row.cells is None:
+                if row.error == EMPTY_ROW:
+                    run.rows_skipped += 1
+                else:
+                    self._fail(n, row.error or "unreadable row")
+            else:
+                try:
+                    attrs, roles, ids = convert(row.cells)
+                    key, record = build(n, attrs, roles, ids)
+                    value = encode(record)
+                except RowError as exc:
+                    self._fail(n, str(exc))
+                except S3ImportError as exc:  # a value the Avro schema refuses
+                    self._fail(n, str(exc))
+                else:
+                    if n > resume_after:
+                        produce(topic, key, value)
+                    run.rows_added += 1
+            self.last_row = n
+            if n >= next_check:
+                next_check = n + CHECK_EVERY
+                out.producer.poll(0)
+                if not ctx.still_owned():
+                    raise OwnershipLost(
+                        f"{self.file.name}: ledger partition moved to another poller at row {n}"
+                    )
+                if ctx.progress:
+                    ctx.progress(n, self._counter.bytes_read)
+                if (
+                    n - last_checkpoint >= CHECKPOINT_ROWS
+                    or time.monotonic() - last_time >= CHECKPOINT_SECONDS
+                ):
+                    out.flush()
+                    ctx.checkpoint(n)
+                    last_checkpoint, last_time = n, time.monotonic()
+        out.flush()
+        if ctx.progress:
+            ctx.progress(self.last_row, self._counter.bytes_read)
+
+    def handover(self) -> int:
+        """Flush rows in flight so the next owner can resume right after ``last_row``."""
+        self.out.flush()
+        return self.last_row
+
+    def _fail(self, row: int, reason: str) -> None:
+        self.run_record.rows_failed += 1
+        if self.report is None:
+            self._raw = tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+b")  # noqa: SIM115
+            self.report = io.TextIOWrapper(self._raw, encoding="utf-8", newline="")  # type: ignore[arg-type]
+            self._writer = csv.writer(self.report)
+            self._writer.writerow(["row", "reason"])
+        self._writer.writerow([row, reason])
+
+    def _upload_report(self) -> None:
+        if self.report is None:
+            return
+        key = self.folder.report_key(self.file)
+        try:
+            self.report.flush()
+            self._raw.seek(0)
+            self.folder.put_report(key, self._raw)  # streamed from the spooled file, never whole in memory
+            self.run_record.error_report_key = key
+        except S3ImportError as exc:
+            self.run_record.message += f"; error report not written: {exc}"
+        finally:
+            self.report.close()

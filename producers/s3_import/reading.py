@@ -1,0 +1,183 @@
+"""Streaming CSV and NDJSON rows out of a byte stream with bounded memory (reference 4.3).
+
+CSV: UTF-8 only, comma delimiter, double-quote quoting, the first row is the header (no duplicate or empty
+names), cells up to 128 KB, ``\\n`` line endings. NDJSON: one object per line, flattened two levels into
+dot-notation columns. File-level problems raise :class:`FileFormatError`; row-level ones are yielded as data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from producers.s3_import.exceptions import FileFormatError
+
+CELL_LIMIT = 131_072  # 128 KB per cell (reference 4.3)
+MAX_LINE = CELL_LIMIT * 100  # an NDJSON line holds at most 100 columns of 128 KB
+EMPTY_ROW = "empty row"
+csv.field_size_limit(CELL_LIMIT)
+ZERO_ROWS = "Found zero data rows in the file"
+NOT_UTF8 = (
+    "File is in an unsupported format or contains invalid characters. Please save it as UTF-8 and re-upload"
+)
+CELL_TOO_LARGE = "Column value found larger than the max size-limit (check opening/closing quotes in a row)"
+CRLF = "Only \\n line endings are supported: the file uses Windows \\r\\n line endings"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One data row: 1-based number (header excluded), its cells, or why it cannot be read."""
+
+    number: int
+    cells: Sequence[Any] | None
+    error: str | None = None
+
+
+class CountingReader(io.RawIOBase):
+    """Raw stream over any ``read(n)`` source, counting bytes for progress bars and run records."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.bytes_read += n
+        return n
+
+
+def text_stream(binary: IO[bytes] | io.RawIOBase) -> io.TextIOWrapper:
+    """Strict UTF-8 text over a binary stream; ``newline=''`` keeps ``\\r`` visible to the CSV rules."""
+    buffered: Any = binary if isinstance(binary, io.BufferedIOBase) else io.BufferedReader(binary, 1 << 20)  # type: ignore[type-var,arg-type]
+    return io.TextIOWrapper(buffered, encoding="utf-8", errors="strict", newline="")
+
+
+def decode_error(exc: UnicodeDecodeError) -> FileFormatError:
+    return FileFormatError(f"{NOT_UTF8} ({exc})")
+
+
+def check_header(header: Sequence[str]) -> None:
+    """No missing and no duplicate (case-sensitive) column names."""
+    if not header or all(h == "" for h in header):
+        raise FileFormatError("No data found: the header row is empty")
+    empty = [str(i + 1) for i, h in enumerate(header) if h.strip() == ""]
+    if empty:
+        raise FileFormatError(f"Column name missing in the header (column {', '.join(empty)})")
+    seen: set[str] = set()
+    dupes = sorted({h for h in header if h in seen or seen.add(h)})  # type: ignore[func-returns-value]
+    if dupes:
+        raise FileFormatError(f"Duplicate column names in the header: {', '.join(dupes)}")
+
+
+def read_csv(text: io.TextIOWrapper) -> tuple[list[str], Iterator[Row]]:
+    """Header and a lazy iterator of rows; raises at once when the header or first row is unusable."""
+    try:
+        first = text.readline()
+    except UnicodeDecodeError as exc:
+        raise decode_error(exc) from exc
+    if first.endswith("\r\n"):
+        raise FileFormatError(CRLF)
+    if first.startswith("\ufeff"):
+        first = first[1:]
+    try:
+        header = next(csv.reader([first]), [])
+    except csv.Error as exc:
+        raise FileFormatError(f"Cannot read the header row: {exc}") from exc
+    check_header(header)
+    return header, _csv_rows(text, len(header))
+
+
+def _csv_rows(text: io.TextIOWrapper, width: int) -> Iterator[Row]:
+    reader = csv.reader(text, strict=True)
+    number = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except UnicodeDecodeError as exc:
+            raise decode_error(exc) from exc
+        except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise FileFormatError(f"{CELL_TOO_LARGE}: data row {number + 1}") from exc
+            raise FileFormatError(f"Cannot parse the CSV at data row {number + 1}: {exc}") from exc
+        number += 1
+        if not cells or (len(cells) == 1 and cells[0] == ""):
+            yield Row(number, None, EMPTY_ROW)
+        elif len(cells) != width:
+            yield Row(number, None, f"row has {len(cells)} columns, the header has {width}")
+        else:
+            yield Row(number, cells)
+    if number == 0:
+        raise FileFormatError(ZERO_ROWS)
+
+
+def flatten(obj: dict[str, Any]) -> dict[str, Any]:
+    """Two levels of dot-notation (``user.first_name``); whole objects stay mappable by their own key."""
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        flat[key] = value
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                flat[f"{key}.{sub}"] = inner
+    return flat
+
+
+def read_ndjson(text: io.TextIOWrapper, columns: Sequence[str]) -> tuple[list[str], Iterator[Row]]:
+    """Rows as cells in the order of ``columns`` (default: the header, i.e. the first object's keys)."""
+    lines = _ndjson_objects(text)
+    first = next(lines, None)
+    if first is None:
+        raise FileFormatError(ZERO_ROWS)
+    header = list(first[1].keys()) if first[1] is not None else list(columns)
+    wanted = list(columns) or header  # preview: the first object's keys
+
+    def rows() -> Iterator[Row]:
+        for number, flat, error in _chain(first, lines):
+            if flat is None:
+                yield Row(number, None, error)
+            else:
+                yield Row(number, [flat.get(c, "") for c in wanted])
+
+    return header, rows()
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _ndjson_objects(text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    number = 0
+    while True:
+        try:
+            line = text.readline(MAX_LINE + 1)
+        except UnicodeDecodeError as exc:
+            raise decode_error(exc) from exc
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            raise FileFormatError(f"{CELL_TOO_LARGE}: data row {number + 1}")
+        if not line.strip():
+            number += 1
+            yield number, None, EMPTY_ROW
+            continue
+        number += 1
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            yield number, None, f"not a JSON object: {exc}"
+            continue
+        if not isinstance(obj, dict):
+            yield number, None, "not a JSON object"
+            continue
+        yield number, flatten(obj), None

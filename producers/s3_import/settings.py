@@ -1,0 +1,35 @@
+"""Settings of the poller and of status e-mails (environment ``INFLOW_POLLER_*`` / ``INFLOW_SMTP_*``).
+
+Kept here until they join ``config/settings.py``; library code receives them as arguments.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PollerSettings(BaseSettings):
+    """How often the poller looks at schedules, and the consumer group pollers share the ledger in."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_POLLER_", extra="forbid")
+
+    tick_seconds: float = Field(5.0, gt=0, description="how often schedules are evaluated")
+    group_id: str | None = Field(
+        None, description="ledger consumer group; default <prefix>.s3-import-pollers"
+    )
+    owner: str | None = Field(None, description="poller id written in ledger claims; default host-pid")
+
+
+class SmtpSettings(BaseSettings):
+    """The SMTP server that sends import status e-mails; unset host disables e-mails (logged instead)."""
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_SMTP_", extra="forbid")
+
+    host: str | None = None
+    port: int = 25
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = False
+    sender: str = "inflow@localhost"
+    timeout_s: float = 30.0

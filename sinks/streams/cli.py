@@ -1,0 +1,330 @@
+"""``inflow sink`` and ``inflow streams add|list|show|pause|resume|remove|dlq``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from config.file import InflowFile
+from config.secrets import SecretBox
+from config.settings import KafkaSettings
+from inflow.runtime import Runtime
+from schemas.serde import AvroSerde
+from sinks.streams import dlq as dlq_ops
+from sinks.streams.control import (
+    DEFINITIONS_TOPIC,
+    STATE_TOPIC,
+    ControlView,
+    definition_record,
+    pause_view,
+    publish,
+    read_control,
+    state_record,
+    watermarks,
+)
+from sinks.streams.definitions import StreamDefinition, parse_definition
+from sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from sinks.streams.sink import StreamSink, serve
+
+UP_PROCESSES: list[tuple[str, list[str]]] = [("sink", ["sink"])]
+console = Console()
+streams_app = typer.Typer(help="MoEngage-style Streams: export enriched events to HTTP endpoints.",
+                          no_args_is_help=True)  # fmt: skip
+dlq_app = typer.Typer(
+    help="The dead-letter queue of batches that failed every attempt.", no_args_is_help=True
+)
+streams_app.add_typer(dlq_app, name="dlq")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``inflow sink`` and ``inflow streams ...`` to the main CLI."""
+    app.command("sink")(sink)
+    app.add_typer(streams_app, name="streams")
+
+
+def yaml_definitions(config: InflowFile) -> list[StreamDefinition]:
+    """The ``streams:`` section, each entry validated by the stream model (unknown keys named)."""
+    defs = [parse_definition(entry, f"streams[{i}]") for i, entry in enumerate(config.streams)]
+    seen: set[str] = set()
+    for d in defs:
+        if d.id in seen:
+            raise StreamDefinitionError(f"streams: id {d.id!r} is defined twice")
+        seen.add(d.id)
+    return defs
+
+
+def _context() -> tuple[Runtime, KafkaSettings, AvroSerde, ControlView]:
+    rt = Runtime()
+    serde = AvroSerde(rt.kafka.schema_registry_url)
+    view = ControlView(yaml={d.id: d for d in yaml_definitions(rt.config)})
+    read_control(rt.kafka, serde, view)
+    return rt, rt.kafka, serde, view
+
+
+def sink(
+    stream: Annotated[list[str] | None, typer.Option(help="run only these stream ids (repeatable)")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(envvar="INFLOW_SINK_METRICS_PORT", help="serve Prometheus metrics on this port"),
+    ] = None,  # fmt: skip
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Run the Streams sink: every stream's events to its endpoint, with retries and DLQ, until SIGTERM."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = Runtime()
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    streams = StreamSink(rt.kafka, yaml_definitions(rt.config), SecretBox.from_settings(rt.paths),
+                         only=set(stream) if stream else None)  # fmt: skip
+    asyncio.run(serve(streams))
+
+
+def _split_list(value: str | None) -> str | list[str]:
+    if value is None or value.strip().lower() == "all":
+        return "all"
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@streams_app.command("add")
+def add(
+    stream_id: Annotated[str, typer.Argument(help="stream id (letters, digits, _ . -)")],
+    url: Annotated[str, typer.Option(help="endpoint URL with its query parameters")],
+    app_name: Annotated[str, typer.Option(help="app_name of every request")] = "",
+    workspace: Annotated[str | None, typer.Option(help="only this workspace's events")] = None,
+    header: Annotated[list[str] | None, typer.Option(help="static header 'Name: value' (repeatable)")] = None,
+    auth: Annotated[str, typer.Option(help="none, basic or header")] = "none",
+    username: Annotated[str | None, typer.Option(help="Basic auth username")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="INFLOW_STREAM_PASSWORD", help="Basic auth password (stored encrypted)"),
+    ] = None,  # fmt: skip
+    auth_header: Annotated[str | None, typer.Option(help="header auth: header name, e.g. X-Api-Key")] = None,
+    auth_value: Annotated[
+        str | None,
+        typer.Option(envvar="INFLOW_STREAM_AUTH_VALUE", help="header auth: value (stored encrypted)"),
+    ] = None,  # fmt: skip
+    events: Annotated[str, typer.Option(help="'all' or comma-separated event names or codes")] = "all",
+    user_attributes: Annotated[str, typer.Option(help="'all' or comma-separated user attributes")] = "all",
+    device_attributes: Annotated[
+        str, typer.Option(help="'all' or comma-separated device attributes")
+    ] = "all",
+    batch_size: Annotated[int, typer.Option(help="events per request")] = 100,
+    linger: Annotated[float, typer.Option(help="seconds before a partial batch is sent")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="request timeout in seconds")] = 30.0,
+    max_in_flight: Annotated[int, typer.Option(help="requests in flight at once")] = 4,
+    retry_delays: Annotated[str, typer.Option(help="comma-separated retry delays in seconds")] = "30,60,120",
+    pause_mode: Annotated[
+        str,
+        typer.Option(
+            help="skip (MoEngage: events during a pause are not sent) or resume (send them on resume)"
+        ),
+    ] = "skip",  # fmt: skip
+    replace: Annotated[bool, typer.Option(help="replace an existing stored definition")] = False,
+) -> None:
+    """Add (or with --replace, change) a stream; secrets are encrypted before they are stored in Kafka."""
+    rt, kafka, serde, view = _context()
+    if stream_id in view.yaml:
+        raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; change it there")
+    if stream_id in view.stored and not replace:
+        raise StreamDefinitionError(f"stream {stream_id!r} exists; use --replace to change it")
+    headers = {}
+    for h in header or []:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise StreamDefinitionError(f"--header {h!r} must look like 'Name: value'")
+        headers[name.strip()] = value.strip()
+    auth_data: dict[str, Any] = {"type": auth}
+    for key, value in (("username", username), ("password", password), ("header_name", auth_header),
+                       ("header_value", auth_value)):  # fmt: skip
+        if value is not None:
+            auth_data[key] = value
+    try:
+        delays = [float(d) for d in retry_delays.split(",") if d.strip()]
+    except ValueError as exc:
+        raise StreamDefinitionError(
+            f"--retry-delays {retry_delays!r} must be numbers separated by commas"
+        ) from exc
+    data = {
+        "id": stream_id, "url": url, "app_name": app_name, "workspace_id": workspace, "headers": headers,
+        "auth": auth_data, "events": _split_list(events), "user_attributes": _split_list(user_attributes),
+        "device_attributes": _split_list(device_attributes), "batch_size": batch_size, "linger_s": linger,
+        "request_timeout_s": timeout, "max_in_flight": max_in_flight, "retry_delays_s": delays,
+        "pause_mode": pause_mode,
+    }  # fmt: skip
+    definition = parse_definition(data, f"stream {stream_id}")
+    stored = definition.stored(SecretBox.from_settings(rt.paths))
+    publish(
+        kafka,
+        DEFINITIONS_TOPIC,
+        stream_id,
+        serde.encode("StreamDefinition", definition_record(stream_id, stored)),
+    )
+    console.print(f"stream {stream_id} {'replaced' if stream_id in view.stored else 'added'}")
+
+
+def _find(view: ControlView, stream_id: str) -> StreamDefinition:
+    found = view.definitions().get(stream_id)
+    if found is None:
+        known = ", ".join(sorted(view.definitions())) or "none"
+        raise UnknownStreamError(f"no stream {stream_id!r}; known streams: {known}")
+    return found
+
+
+@streams_app.command("remove")
+def remove(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
+    """Remove a stream added with ``streams add`` (YAML streams are removed from the file)."""
+    _, kafka, serde, view = _context()
+    if stream_id in view.yaml:
+        raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; remove it there")
+    _find(view, stream_id)
+    publish(
+        kafka,
+        DEFINITIONS_TOPIC,
+        stream_id,
+        serde.encode("StreamDefinition", definition_record(stream_id, None)),
+    )
+    console.print(f"stream {stream_id} removed")
+
+
+@streams_app.command("list")
+def list_streams() -> None:
+    """List every stream with its source (yaml or stored), endpoint, events and pause state."""
+    _, _, _, view = _context()
+    table = Table("id", "source", "url", "events", "batch", "retries (s)", "state")
+    for stream_id, d in sorted(view.definitions().items()):
+        state = pause_view(d, view.states.get(stream_id))
+        events = d.events if isinstance(d.events, str) else ",".join(d.events)
+        table.add_row(stream_id, "yaml" if stream_id in view.yaml else "stored", d.url, events, str(d.batch_size),
+                      ",".join(f"{x:g}" for x in d.retry_delays_s),
+                      f"paused ({state.mode})" if state.paused else "running")  # fmt: skip
+    console.print(table)
+
+
+@streams_app.command("show")
+def show(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
+    """Show a stream's definition (secrets masked), pause state and consumer-group progress."""
+    _, kafka, _, view = _context()
+    d = _find(view, stream_id)
+    state = view.states.get(stream_id)
+    out = {
+        "definition": d.public(),
+        "source": "yaml" if stream_id in view.yaml else "stored",
+        "state": pause_view(d, state).__repr__(),
+        "state_record": state,
+        "progress": group_progress(kafka, f"{kafka.topic_prefix}.streams.{stream_id}", kafka.topic("events")),
+    }
+    console.print_json(json.dumps(out, default=str))
+
+
+def group_progress(kafka: KafkaSettings, group: str, topic: str) -> dict[str, Any]:
+    """Committed offset, end offset and lag per partition of the stream's consumer group."""
+    consumer = Consumer(kafka.consumer_config(group))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return {}
+        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = consumer.committed(tps, timeout=10)
+        out = {}
+        for tp in committed:
+            _, high = watermarks(consumer, tp)
+            done = tp.offset if tp.offset >= 0 else None
+            out[str(tp.partition)] = {"committed": done, "end": high, "lag": high - (done or 0)}
+        return out
+    finally:
+        consumer.close()
+
+
+@streams_app.command("pause")
+def pause(
+    stream_id: Annotated[str, typer.Argument(help="stream id")],
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="skip (MoEngage: events during the pause are never sent) "
+            "or resume; default: the stream's pause_mode"
+        ),
+    ] = None,  # fmt: skip
+) -> None:
+    """Pause a stream: nothing is sent until ``streams resume``."""
+    _, kafka, serde, view = _context()
+    d = _find(view, stream_id)
+    chosen = mode or d.pause_mode
+    if chosen not in ("skip", "resume"):
+        raise StreamDefinitionError(f"--mode must be skip or resume, not {chosen!r}")
+    state = view.states.get(stream_id)
+    if state is not None and state["paused"]:
+        raise StreamDefinitionError(f"stream {stream_id!r} is already paused")
+    record = state_record(stream_id, True, chosen, datetime.now(UTC))
+    publish(kafka, STATE_TOPIC, stream_id, serde.encode("StreamState", record))
+    console.print(f"stream {stream_id} paused ({chosen})")
+
+
+@streams_app.command("resume")
+def resume(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
+    """Resume a paused stream; in skip mode the events that arrived during the pause are not sent."""
+    _, kafka, serde, view = _context()
+    _find(view, stream_id)
+    state = view.states.get(stream_id)
+    if state is None or not state["paused"]:
+        raise StreamDefinitionError(f"stream {stream_id!r} is not paused")
+    record = state_record(stream_id, False, state["mode"], state["changed_at"])
+    publish(kafka, STATE_TOPIC, stream_id, serde.encode("StreamState", record))
+    console.print(f"stream {stream_id} resumed ({state['mode']})")
+
+
+@dlq_app.command("list")
+def dlq_list(stream: Annotated[str | None, typer.Option(help="only this stream's batches")] = None) -> None:
+    """List dead batches: position, stream, request id, events, attempts, last error."""
+    rt = Runtime()
+    batches = dlq_ops.read_dlq(rt.kafka, AvroSerde(rt.kafka.schema_registry_url), stream)
+    table = Table("position", "stream", "moe_request_id", "events", "attempts", "last status", "last error")
+    for b in batches:
+        s = b.summary()
+        table.add_row(s["position"], s["stream_id"], s["moe_request_id"], str(s["events"]), str(s["attempts"]),
+                      str(s["last_status"]), s["last_error"])  # fmt: skip
+    console.print(table)
+    console.print(f"{len(batches)} dead batches")
+
+
+@dlq_app.command("show")
+def dlq_show(ident: Annotated[str, typer.Argument(help="moe_request_id or partition:offset")]) -> None:
+    """Show one dead batch with its events and every attempt's status and error."""
+    rt = Runtime()
+    batches = dlq_ops.read_dlq(rt.kafka, AvroSerde(rt.kafka.schema_registry_url))
+    for b in dlq_ops.select(batches, [ident]):
+        console.print_json(json.dumps(b.detail(), default=str))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    ident: Annotated[
+        list[str] | None, typer.Argument(help="moe_request_ids or partition:offset positions")
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="only this stream's batches")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="redrive every dead batch (of --stream if given)")
+    ] = False,
+) -> None:
+    """Send dead batches again (same moe_request_id) through the running sink's retry path."""
+    _, kafka, serde, view = _context()
+    if not ident and not all_:
+        raise DlqError("name the batches to redrive, or pass --all")
+    batches = dlq_ops.read_dlq(kafka, serde, stream)
+    chosen = dlq_ops.select(batches, ident) if ident else batches
+    for b in chosen:
+        _find(view, b.record["stream_id"])
+    done = dlq_ops.redrive(kafka, serde, chosen)
+    for b in done:
+        console.print(f"redriven {b.position} {b.record['stream_id']} {b.record['moe_request_id']}")
+    console.print(f"{len(done)} batches redriven")

@@ -1,0 +1,196 @@
+"""Stream definitions and pause state kept in compacted control topics, read by every sink and the CLI.
+
+``control.streams`` holds definitions added with ``inflow streams add`` (secrets encrypted);
+``control.stream-state`` holds pause/resume (StreamState). YAML definitions win over stored ones with
+the same id; the CLI refuses to add such an id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from config.settings import KafkaSettings
+from inflow.errors import InflowError
+from schemas.serde import AvroSerde
+from sinks.streams.definitions import StreamDefinition, parse_definition
+from sinks.streams.exceptions import StreamsError
+
+log = logging.getLogger(__name__)
+DEFINITIONS_TOPIC = "control.streams"
+STATE_TOPIC = "control.stream-state"
+FOREVER_MS = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class PauseView:
+    """What a worker does now: paused or not, and the arrival window (ms) to skip after a skip-mode pause."""
+
+    paused: bool
+    mode: str
+    skip_window: tuple[int, int] | None = None
+
+
+def pause_view(definition: StreamDefinition, state: Mapping[str, Any] | None) -> PauseView:
+    """Combine the definition's own flag with the live state record."""
+    if definition.paused:
+        return PauseView(True, definition.pause_mode)
+    if state is None:
+        return PauseView(False, definition.pause_mode)
+    mode = str(state.get("mode") or definition.pause_mode)
+    paused_at = state.get("paused_at")
+    if state["paused"]:
+        # Records fetched before the pause took hold are held; in skip mode those that arrived since are dropped.
+        window = (_ms(paused_at), FOREVER_MS) if mode == "skip" and paused_at is not None else None
+        return PauseView(True, mode, window)
+    if mode == "skip" and paused_at is not None:
+        return PauseView(False, mode, (_ms(paused_at), _ms(state["changed_at"])))
+    return PauseView(False, mode)
+
+
+def _ms(value: datetime | int) -> int:
+    return value if isinstance(value, int) else int(value.timestamp() * 1000)
+
+
+@dataclass
+class ControlView:
+    """Definitions (YAML and stored) and pause states as last read from the control topics."""
+
+    yaml: dict[str, StreamDefinition] = field(default_factory=dict)
+    stored: dict[str, StreamDefinition] = field(default_factory=dict)
+    stored_raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def definitions(self) -> dict[str, StreamDefinition]:
+        return {**self.stored, **self.yaml}
+
+    def apply(self, msg: Message, serde: AvroSerde, prefix: str) -> None:
+        """Fold one control record in; a bad record is logged with its position and skipped."""
+        value = msg.value()
+        if value is None:
+            return
+        try:
+            if msg.topic() == f"{prefix}.{DEFINITIONS_TOPIC}":
+                _, record = serde.decode(value, expected="StreamDefinition")
+                self._apply_definition(record)
+            else:
+                _, record = serde.decode(value, expected="StreamState")
+                self.states[record["stream_id"]] = record
+        except (InflowError, ValueError) as exc:
+            log.error(
+                "skipping control record %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc
+            )
+
+    def _apply_definition(self, record: dict[str, Any]) -> None:
+        stream_id = record["stream_id"]
+        if record["deleted"]:
+            self.stored.pop(stream_id, None)
+            self.stored_raw.pop(stream_id, None)
+            return
+        data = json.loads(record["definition_json"])
+        self.stored[stream_id] = parse_definition(data, f"{DEFINITIONS_TOPIC}[{stream_id}]")
+        self.stored_raw[stream_id] = data
+
+
+def tail_consumer(kafka: KafkaSettings) -> Consumer:
+    """A group-less reader of both control topics from their beginning (nothing is committed)."""
+    conf = kafka.consumer_config(f"{kafka.topic_prefix}.streams.control-{uuid.uuid4().hex[:8]}")
+    consumer = Consumer(conf)
+    meta = consumer.list_topics(timeout=15)
+    partitions = []
+    for short in (DEFINITIONS_TOPIC, STATE_TOPIC):
+        name = kafka.topic(short)
+        topic = meta.topics.get(name)
+        if topic is None or topic.error is not None:
+            raise StreamsError(f"control topic {name} is missing; run `inflow topics create`")
+        partitions += [TopicPartition(name, p, OFFSET_BEGINNING) for p in topic.partitions]
+    consumer.assign(partitions)
+    return consumer
+
+
+def read_control(
+    kafka: KafkaSettings, serde: AvroSerde, view: ControlView, timeout: float = 30.0
+) -> ControlView:
+    """Read both control topics to their current end (for the CLI and for a sink's start)."""
+    consumer = tail_consumer(kafka)
+    try:
+        ends = {}
+        for tp in consumer.assignment():
+            _, high = watermarks(consumer, tp)
+            if high > 0:
+                ends[(tp.topic, tp.partition)] = high
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise StreamsError(f"timed out reading the control topics ({len(ends)} partitions unread)")
+            for msg in consumer.consume(500, 0.5):
+                if msg.error():
+                    continue
+                view.apply(msg, serde, kafka.topic_prefix)
+                key = (msg.topic(), msg.partition())
+                if key in ends and msg.offset() + 1 >= ends[key]:
+                    del ends[key]
+    finally:
+        consumer.close()
+    return view
+
+
+@retry(
+    retry=retry_if_exception_type(KafkaException),
+    wait=wait_exponential(multiplier=0.1, max=2),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """Low and high offsets; retried while a just-created topic has no leader yet."""
+    low, high = consumer.get_watermark_offsets(tp, timeout=10)
+    return int(low), int(high)
+
+
+def publish(kafka: KafkaSettings, short_topic: str, key: str, value: bytes) -> None:
+    """Write one control record and wait for the broker's acknowledgement."""
+    producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
+    errors: list[str] = []
+
+    def delivered(err: Any, msg: Message) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    producer.produce(kafka.topic(short_topic), key=key.encode(), value=value, on_delivery=delivered)
+    left = producer.flush(30)
+    if left or errors:
+        raise StreamsError(
+            f"cannot write to {kafka.topic(short_topic)}: {errors or 'not acknowledged in 30s'}"
+        )
+
+
+def definition_record(stream_id: str, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A StreamDefinition record; ``stored`` None marks the id deleted."""
+    return {
+        "stream_id": stream_id,
+        "definition_json": json.dumps(stored or {}, sort_keys=True),
+        "deleted": stored is None,
+        "updated_at": datetime.now(UTC),
+    }
+
+
+def state_record(
+    stream_id: str, paused: bool, mode: str, paused_at: datetime | None, offsets: dict[str, int] | None = None
+) -> dict[str, Any]:
+    return {
+        "stream_id": stream_id,
+        "paused": paused,
+        "mode": mode,
+        "changed_at": datetime.now(UTC),
+        "paused_offsets_json": json.dumps(offsets) if offsets is not None else None,
+        "paused_at": paused_at,
+    }

@@ -1,0 +1,113 @@
+"""The dead-letter queue: list, show and redrive batches that failed every attempt.
+
+Redrive puts a batch back in the first retry topic, due now, with its history kept; the running sink then
+sends it (same ``moe_request_id``) and, if it fails again, walks the retry tiers to the DLQ once more.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from config.settings import KafkaSettings
+from inflow.errors import InflowError
+from schemas.serde import AvroSerde
+from sinks.streams.control import publish, watermarks
+from sinks.streams.exceptions import DlqError, StreamsError
+from sinks.streams.retry import DLQ_TOPIC, TIER_TOPICS
+
+
+@dataclass(frozen=True, slots=True)
+class DeadBatch:
+    """One DLQ record and where it sits."""
+
+    partition: int
+    offset: int
+    record: dict[str, Any]
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def summary(self) -> dict[str, Any]:
+        last = self.record["attempts"][-1] if self.record["attempts"] else {}
+        return {
+            "position": self.position,
+            "stream_id": self.record["stream_id"],
+            "moe_request_id": self.record["moe_request_id"],
+            "events": len(self.record["event_uuids"]),
+            "attempts": self.record["attempt"],
+            "last_status": last.get("status"),
+            "last_error": last.get("error", ""),
+            "dead_at": last.get("at"),
+        }
+
+    def detail(self) -> dict[str, Any]:
+        return {**self.summary(), **self.record, "events_json": json.loads(self.record["events_json"])}
+
+
+def read_dlq(kafka: KafkaSettings, serde: AvroSerde, stream_id: str | None = None,
+             timeout: float = 60.0) -> list[DeadBatch]:  # fmt: skip
+    """Every batch in the DLQ (optionally of one stream), oldest first per partition."""
+    topic = kafka.topic(DLQ_TOPIC)
+    consumer = Consumer(
+        kafka.consumer_config(f"{kafka.topic_prefix}.streams.dlq-reader-{uuid.uuid4().hex[:8]}")
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise StreamsError(f"topic {topic} is missing; run `inflow topics create`")
+        ends = {}
+        for p in meta.partitions:
+            low, high = watermarks(consumer, TopicPartition(topic, p))
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        found: list[DeadBatch] = []
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise StreamsError(f"timed out reading {topic}")
+            for msg in consumer.consume(500, 0.5):
+                if msg.error():
+                    continue
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+                try:
+                    _, record = serde.decode(msg.value(), "StreamBatch")
+                except InflowError:
+                    continue
+                if stream_id is None or record["stream_id"] == stream_id:
+                    found.append(DeadBatch(msg.partition(), msg.offset(), record))
+        return sorted(found, key=lambda b: (b.partition, b.offset))
+    finally:
+        consumer.close()
+
+
+def select(batches: list[DeadBatch], ids: list[str]) -> list[DeadBatch]:
+    """Batches named by ``moe_request_id`` or ``partition:offset``; an unknown name is an error."""
+    chosen = []
+    for ident in ids:
+        match = [b for b in batches if ident in (b.record["moe_request_id"], b.position)]
+        if not match:
+            raise DlqError(f"no dead batch {ident!r} in the DLQ (give a moe_request_id or partition:offset)")
+        chosen += [m for m in match if m not in chosen]
+    return chosen
+
+
+def redrive(kafka: KafkaSettings, serde: AvroSerde, batches: list[DeadBatch]) -> list[DeadBatch]:
+    """Re-park each batch that holds events in the first retry topic, due now; returns those re-parked."""
+    done = []
+    for batch in batches:
+        if not batch.record["event_uuids"]:
+            continue  # an unreadable record parked with its reason: nothing to resend
+        record = dict(batch.record) | {"due_at": datetime.now(UTC)}
+        publish(kafka, TIER_TOPICS[0], record["stream_id"], serde.encode("StreamBatch", record))
+        done.append(batch)
+    return done

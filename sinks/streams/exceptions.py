@@ -1,0 +1,25 @@
+"""Errors of the Streams sink; each is one line under Inflow's root exception."""
+
+from inflow.errors import ConfigError, InflowError
+
+
+class StreamsError(InflowError):
+    """Root of the Streams sink's errors."""
+
+
+class StreamDefinitionError(ConfigError):
+    """A stream definition is invalid (unknown keys, bad URL, bad auth); the message names the field."""
+
+
+class UnknownStreamError(StreamsError):
+    """No stream definition has the given id."""
+
+
+class DeliveryError(StreamsError):
+    """An HTTP delivery failed (non-2xx, timeout, connection error); failed batches travel as data."""
+
+    retriable = True
+
+
+class DlqError(StreamsError):
+    """A dead-letter queue selection or redrive request is invalid."""

@@ -1,0 +1,203 @@
+"""The export loop: read EnrichedEvents, filter and format them, POST batches, commit what is safe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+
+from inflow.errors import InflowError
+from sinks.streams import metrics
+from sinks.streams.batching import BatchBuilder, EventBatch
+from sinks.streams.consumer import TP, PolledConsumer
+from sinks.streams.offsets import OffsetTracker, WorkUnit
+from sinks.streams.payload import EventFilter, EventFormatter, events_array, request_body
+from sinks.streams.retry import DLQ_TOPIC, MAIN_TIER
+from sinks.streams.worker import StreamWorker, log_task_failure
+
+log = logging.getLogger(__name__)
+LAG_EVERY_S = 5.0
+# A sink that died is noticed after 10 s (librdkafka's default is 45 s) so its partitions move on quickly;
+# the fetch queue is bounded so a paused or slow stream does not hoard memory.
+GROUP_OVERRIDES = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000, "queued.max.messages.kbytes": 32768}
+SHUTDOWN_GRACE_S = 15.0
+
+
+class ExportLoop:
+    """Consumer group ``<prefix>.streams.<id>`` over the events topic."""
+
+    def __init__(self, worker: StreamWorker) -> None:
+        d = worker.definition
+        self.worker = worker
+        self.topic = worker.kafka.topic("events")
+        self.group = f"{worker.kafka.topic_prefix}.streams.{d.id}"
+        self.tracker = OffsetTracker()
+        self.builder = BatchBuilder(d.batch_size, d.linger_s)
+        self.accepts = EventFilter.of(d).accepts
+        self.fragment = EventFormatter(d).fragment
+        self.decode = worker.serde.decode
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self._paused = False
+        self._lag_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        conf = self.worker.kafka.consumer_config(self.group, **GROUP_OVERRIDES)
+        consumer = PolledConsumer(conf, [self.topic], f"streams-{self.worker.label}", on_revoke=self._revoked)
+        limit = self.worker.definition.max_in_flight
+        try:
+            while not stop.is_set():
+                view = self.worker.pause_view()
+                self._apply_pause(consumer, view.paused)
+                if len(self.in_flight) >= limit:
+                    await asyncio.wait(self.in_flight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                    consumer.commit(self.tracker.take_commits())
+                    continue
+                free = limit - len(self.in_flight)
+                messages = await consumer.consume(
+                    self.builder.batch_size * free, self._poll_timeout(view.paused)
+                )
+                now = time.monotonic()
+                for msg in messages:
+                    self._take(msg, view.skip_window)
+                    if self.builder.full and not view.paused:
+                        self._send(self.builder.take(), view.skip_window)
+                if not view.paused and self.builder.due(now):
+                    self._send(self.builder.take(), view.skip_window)
+                consumer.commit(self.tracker.take_commits())
+                if now - self._lag_at >= LAG_EVERY_S:
+                    self._lag_at = now
+                    metrics.CONSUMER_LAG.labels(self.worker.label).set(consumer_lag(consumer.client))
+        finally:
+            if self.in_flight:
+                await asyncio.wait(self.in_flight, timeout=SHUTDOWN_GRACE_S)
+            await consumer.commit_sync(self.tracker.take_commits())
+            await consumer.close()
+
+    def _poll_timeout(self, paused: bool) -> float:
+        if paused:
+            return 0.2
+        until_due = self.builder.time_to_due(time.monotonic())
+        return 0.5 if until_due is None else min(0.5, max(0.01, until_due))
+
+    def _apply_pause(self, consumer: PolledConsumer, paused: bool) -> None:
+        """Paused means not sent: stop fetching; resume continues where it stopped (events stay in Kafka)."""
+        if paused and (not self._paused or consumer.assignment_changed):
+            consumer.client.pause(consumer.assignment())
+        elif not paused and self._paused:
+            consumer.client.resume(consumer.assignment())
+        consumer.assignment_changed = False
+        self._paused = paused
+
+    def _take(self, msg: Message, skip_window: tuple[int, int] | None) -> None:
+        batch = self.builder.current
+        if not batch.fragments and not batch.partitions:
+            batch.opened = time.monotonic()
+        arrival = msg.timestamp()[1]
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if skip_window is not None and skip_window[0] <= arrival < skip_window[1]:
+            self.tracker.add(batch, topic, partition, offset)  # arrived while paused in skip mode
+            return
+        try:
+            _, event = self.decode(msg.value(), "EnrichedEvent")
+            if not self.accepts(event):
+                self.tracker.add(batch, topic, partition, offset)
+                return
+            fragment = self.fragment(event)
+        except (InflowError, KeyError, TypeError, ValueError) as exc:
+            self._park_invalid(msg, exc)
+            return
+        self.tracker.add(batch, topic, partition, offset)
+        self.builder.add(fragment, event["event_uuid"], arrival)
+
+    def _park_invalid(self, msg: Message, exc: Exception) -> None:
+        """A record that cannot be exported goes to the DLQ with its position and reason; the rest flows."""
+        unit = WorkUnit()
+        self.tracker.add(unit, msg.topic(), msg.partition(), msg.offset())
+        reason = f"invalid record {msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}"[:1000]
+        log.error("stream %s: %s", self.worker.label, reason)
+        metrics.INVALID_EVENTS.labels(self.worker.label).inc()
+        self._spawn(self._park(unit, reason))
+
+    async def _park(self, unit: WorkUnit, reason: str) -> None:
+        from sinks.streams.delivery import Attempt
+
+        batch = EventBatch()
+        previous = {
+            "moe_request_id": batch.moe_request_id,
+            "events_json": "[]",
+            "created_at": batch.created_at,
+        }
+        definition = self.worker.definition.model_copy(update={"retry_delays_s": []})
+        record_attempt = Attempt(False, None, reason, 0.0)
+        from sinks.streams.retry import next_destination, parked_batch
+
+        destination = next_destination(definition, MAIN_TIER)
+        assert destination.topic == DLQ_TOPIC
+        record = parked_batch(definition, previous, record_attempt, self.topic, destination)
+        await self.worker.produce(DLQ_TOPIC, self.worker.serde.encode("StreamBatch", record))
+        metrics.DEAD_LETTERED_BATCHES.labels(self.worker.label).inc()
+        self.tracker.complete(unit)
+
+    def _send(self, batch: EventBatch, skip_window: tuple[int, int] | None) -> None:
+        if skip_window is not None:
+            batch.drop_arrivals(*skip_window)  # taken just before a skip-mode pause took hold
+        if not batch.fragments:
+            self.tracker.complete(batch)  # only filtered or skipped records: nothing to send
+            return
+        self._spawn(self._deliver(batch))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        task.add_done_callback(log_task_failure)
+
+    async def _deliver(self, batch: EventBatch) -> None:
+        events_json = events_array(batch.fragments)
+        body = request_body(self.worker.definition.app_name, batch.moe_request_id, events_json)
+        attempt = await self.worker.post(body)
+        if attempt.ok:
+            self._delivered(batch)
+        else:
+            previous = {
+                "moe_request_id": batch.moe_request_id,
+                "events_json": events_json,
+                "event_uuids": batch.event_uuids,
+                "created_at": batch.created_at,
+            }
+            await self.worker.park(previous, attempt, self.topic, MAIN_TIER)
+        self.tracker.complete(batch)
+
+    def _delivered(self, batch: EventBatch) -> None:
+        label = self.worker.label
+        metrics.DELIVERED_EVENTS.labels(label).inc(len(batch.fragments))
+        now_ms = time.time() * 1000
+        delay = metrics.DELIVERY_DELAY.labels(label)
+        for arrival in batch.first_arrival_ms[:: max(1, len(batch.first_arrival_ms) // 10)]:
+            delay.observe(max(0.0, (now_ms - arrival) / 1000))
+
+    def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:
+        """Before partitions move to another sink: commit what is done, forget the rest (redelivered)."""
+        commits = self.tracker.commits_for(tps)
+        if commits:
+            try:
+                consumer.commit(offsets=commits, asynchronous=False)
+            except Exception as exc:  # noqa: BLE001 - a lost commit only means duplicates
+                log.warning("commit on revoke failed: %s", exc)
+        self.tracker.forget(tps)
+
+
+def consumer_lag(client: Consumer) -> int:
+    """Sum over assigned partitions of (high watermark - position), from cached watermarks."""
+    lag = 0
+    try:
+        for tp in client.position(client.assignment()):
+            _, high = client.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                lag += max(0, high - tp.offset)
+    except Exception:  # noqa: BLE001 - lag is best effort, never a reason to stop
+        return 0
+    return lag

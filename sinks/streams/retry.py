@@ -1,0 +1,68 @@
+"""Where a failed batch goes next, as a StreamBatch record: retry tier 1, 2, 3 (30/60/120 s), then the DLQ.
+
+The whole batch travels (same events, same ``moe_request_id``) with the history of every failed attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sinks.streams.definitions import StreamDefinition
+from sinks.streams.delivery import Attempt
+
+TIER_TOPICS = ("streams.retry.30s", "streams.retry.60s", "streams.retry.120s")
+DLQ_TOPIC = "streams.dlq"
+MAIN_TIER = -1  # a batch read from the events topic, before any retry
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Short topic name (``streams.retry.60s`` or ``streams.dlq``) and the tier index (-1 for none)."""
+
+    topic: str
+    tier: int
+
+    @property
+    def is_dlq(self) -> bool:
+        return self.topic == DLQ_TOPIC
+
+
+def next_destination(definition: StreamDefinition, failed_tier: int) -> Destination:
+    """The tier after ``failed_tier`` when the stream's schedule has one, else the DLQ."""
+    tier = failed_tier + 1
+    if tier < len(definition.retry_delays_s):
+        return Destination(TIER_TOPICS[tier], tier)
+    return Destination(DLQ_TOPIC, -1)
+
+
+def tier_of(short_topic: str) -> int:
+    return TIER_TOPICS.index(short_topic)
+
+
+def attempt_record(attempt: Attempt, source_topic: str, at: datetime) -> dict[str, Any]:
+    return {"at": at, "status": attempt.status, "error": attempt.error, "topic": source_topic}
+
+
+def parked_batch(
+    definition: StreamDefinition,
+    previous: dict[str, Any],
+    attempt: Attempt,
+    source_topic: str,
+    destination: Destination,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The StreamBatch for ``destination``: attempt count and history extended, due time set by the tier."""
+    now = now or datetime.now(UTC)
+    delay = definition.retry_delays_s[destination.tier] if not destination.is_dlq else 0.0
+    return {
+        "stream_id": definition.id,
+        "moe_request_id": previous["moe_request_id"],
+        "events_json": previous["events_json"],
+        "event_uuids": list(previous.get("event_uuids", [])),
+        "attempt": int(previous.get("attempt", 0)) + 1,
+        "attempts": [*previous.get("attempts", []), attempt_record(attempt, source_topic, now)],
+        "due_at": now + timedelta(seconds=delay),
+        "created_at": previous.get("created_at", now),
+    }

@@ -1,0 +1,132 @@
+"""Element rules that need no broker: array operators, platforms, TV, offsets, future events, unset rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from producers.bulk_api.context import RequestContext, client_ip
+from producers.bulk_api.elements import ElementValidator, Encoders
+from producers.bulk_api.exceptions import ApiError
+from producers.bulk_api.messages import BULK
+from producers.bulk_api.settings import GatewaySettings
+from schemas.serde import AvroSerde
+
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def validator() -> ElementValidator:
+    serde = AvroSerde()
+    encoders = Encoders(serde.encoder("UserUpsert"), serde.encoder("DeviceUpsert"), serde.encoder("EventRecord"))
+    return ElementValidator(GatewaySettings(), encoders)
+
+
+def run(validator, element, identifiers=()):
+    return validator.element(element, RequestContext("W", "rid00001", NOW, None), identifiers, BULK)
+
+
+def error(validator, element, identifiers=()) -> ApiError:
+    with pytest.raises(ApiError) as exc:
+        run(validator, element, identifiers)
+    return exc.value
+
+
+def customer(**attributes):
+    return {"type": "customer", "customer_id": "c1", "attributes": attributes}
+
+
+def event(**action):
+    return {"type": "event", "customer_id": "c1", "actions": [{"action": "Bought"} | action]}
+
+
+def test_array_operator_rules(validator):
+    both = customer(addValueToArrayField={"first_name": ["a"]}, removeValueFromArrayField={"first_name": ["b"]})
+    err = error(validator, both)
+    assert (err.attribute, err.message, err.type) == (
+        "addValueToArrayField", "Cannot add and remove 'first_name' at the same time", "ArrayFieldError")
+    assert error(validator, customer(tags=["x"], addValueToArrayField={"tags": ["y"]})).type == "ArrayFieldError"
+    assert error(validator, customer(addValueToArrayField={"platforms": ["y"]})).type == "ArrayFieldError"
+    ok = run(validator, customer(addValueToArrayField={"tags": ["y"]}, removeValueFromArrayField={"old": "z"}))
+    assert ok.users == 1
+
+
+def test_platforms_are_normalised_and_checked(validator):
+    result = run(validator, {"type": "customer", "customer_id": "c1", "platforms": [{"platform": "ios",
+                                                                                   "active": True}]})  # fmt: skip
+    assert result.messages[0].topic == "ingest.users"
+    assert error(validator, customer(platforms=[{"platform": "Symbian"}])).attribute == "platform"
+    assert error(validator, customer(platforms=[{"platform": "web", "active": "maybe"}])).attribute == "active"
+    assert error(validator, customer(platforms="web")).message == "platforms is expected to be list"
+
+
+@pytest.mark.parametrize("name", ["id", "_id", ""])
+def test_blocked_user_attribute_names(validator, name):
+    assert "not allowed" in error(validator, customer(**{name: 1})).message
+
+
+def test_system_moe_attributes_are_allowed(validator):
+    assert run(validator, customer(moe_unsubscribe=True, moe_gaid="g")).users == 1
+
+
+def test_update_existing_only_and_unset_attributes(validator):
+    assert error(validator, {"type": "customer", "customer_id": "c1", "update_existing_only": "yes"}).type == "TypeError"
+    good = {"type": "customer", "customer_id": "c1", "unset_attributes": [{"type": "prefix", "attr": "tmp_"}]}
+    assert run(validator, good).users == 1
+    bad = {"type": "customer", "customer_id": "c1", "unset_attributes": [{"type": "regex", "attr": "x"}]}
+    assert error(validator, bad).attribute == "unset_attributes"
+
+
+def test_customer_id_numbers_become_strings_and_other_types_are_rejected(validator):
+    assert run(validator, {"type": "customer", "customer_id": 12345}).users == 1
+    assert error(validator, {"type": "customer", "customer_id": {"a": 1}}).message == "customer_id is expected to be string"
+    assert error(validator, {"type": "customer", "customer_id": 1}).type == "BlockedValueError"
+    assert error(validator, {"type": "customer", "customer_id": " N/A "}).type == "BlockedValueError"
+
+
+def test_event_platform_tv_and_os_type(validator):
+    assert run(validator, event(platform="TV", moe_os_type="tvOS")).events == 1
+    assert error(validator, event(platform="web", moe_os_type="tvOS")).attribute == "moe_os_type"
+    assert error(validator, event(platform="TV", moe_os_type="Amiga")).attribute == "moe_os_type"
+    assert error(validator, event(platform="Blackberry")).attribute == "platform"
+
+
+@pytest.mark.parametrize("offset", [54001, -54001, 1.5, "19800", True])
+def test_timezone_offset_must_be_whole_seconds_in_range(validator, offset):
+    assert error(validator, event(user_timezone_offset=offset)).attribute == "user_timezone_offset"
+
+
+def test_future_events_are_rejected_and_bad_times_named(validator):
+    future = (NOW + timedelta(days=1)).timestamp()
+    err = error(validator, event(current_time=future))
+    assert (err.attribute, err.message) == ("current_time", "Future dated events are not accepted")
+    assert error(validator, event(user_time="2019-15-12")).attribute == "user_time"
+
+
+def test_each_action_is_one_event_record(validator):
+    element = {"type": "event", "customer_id": "c1", "actions": [{"action": "a"}, {"action": "b"}, {"action": "c"}]}
+    assert run(validator, element).events == 3
+
+
+def test_lone_surrogates_cannot_break_encoding(validator):
+    result = run(validator, customer(note="\ud800"))
+    assert result.users == 1
+    assert error(validator, {"type": "customer", "customer_id": "bad\ud800"}).type == "TypeError"
+
+
+def test_device_requires_platform_and_attributes(validator):
+    base = {"type": "device", "customer_id": "c1", "device_id": "d1"}
+    assert error(validator, base).attribute == "attributes"
+    assert error(validator, base | {"attributes": {}}).attribute == "platform"
+    assert error(validator, base | {"attributes": {"platform": "Nokia"}}).attribute == "platform"
+    result = run(validator, base | {"attributes": {"platform": "android", "push_id": "p"}})
+    assert json.loads(AvroSerde().decode(result.messages[0].value)[1]["attributes_json"])["platform"] == "ANDROID"
+
+
+def test_client_ip_is_the_left_most_valid_forwarded_address():
+    assert client_ip("203.0.113.195, 70.41.3.18", "127.0.0.1") == "203.0.113.195"
+    assert client_ip(" 2001:db8::1 ", None) == "2001:db8::1"
+    assert client_ip("unknown, 1.2.3.4", "127.0.0.1") == "127.0.0.1"
+    assert client_ip(None, "10.0.0.1") == "10.0.0.1"

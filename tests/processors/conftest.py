@@ -1,0 +1,66 @@
+"""A lane processor over in-memory state, fed through the real Avro serde like the worker does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from config.file import WorkspaceConfig
+from processors.engine import LaneProcessor
+from processors.outputs import Output
+from processors.state import State
+from processors.workspaces import WorkspaceDirectory
+from schemas.serde import AvroSerde
+
+WORKSPACES = [
+    WorkspaceConfig(id="W", identifiers=["customer_id", "email", "moe_mobile"]),
+    WorkspaceConfig(id="P", identifiers=["customer_id", "email"], merge_priority_attribute="loyalty_id"),
+]
+
+
+class Lane:
+    """Processes records like the Faust agent (decode, process, encode outputs, flush) and keeps results."""
+
+    def __init__(self) -> None:
+        self.serde = AvroSerde()
+        self.state = State.in_memory()
+        self.processor = LaneProcessor(
+            self.state, WorkspaceDirectory(WORKSPACES), clock=lambda: 1_800_000_000_000
+        )
+        self.outputs: list[Output] = []
+
+    def feed(self, record_name: str, record: dict[str, Any]) -> list[Output]:
+        name, decoded = self.serde.decode(self.serde.encode(record_name, record))
+        outputs = self.processor.process(name, decoded)
+        for output in outputs:
+            self.serde.encode(output.record_name, output.record)  # every output is a valid record
+        self.state.flush()
+        self.outputs += outputs
+        return outputs
+
+    def profile(self, ws: str, uid: str) -> dict[str, Any]:
+        """The latest published snapshot of a user."""
+        snaps = [o.record for o in self.outputs if o.topic == "profiles" and o.record["uid"] == uid]
+        assert snaps, f"no snapshot of {uid}"
+        return snaps[-1]
+
+    def uid_of(self, outputs: list[Output]) -> str:
+        return next(o.record["uid"] for o in outputs if o.topic in ("profiles", "events"))
+
+    def events(self, outputs: list[Output] | None = None) -> list[dict[str, Any]]:
+        return [o.record for o in (self.outputs if outputs is None else outputs) if o.topic == "events"]
+
+    def rejected(self, outputs: list[Output]) -> list[dict[str, Any]]:
+        return [o.record for o in outputs if o.topic == "processors.rejected"]
+
+
+@pytest.fixture
+def lane() -> Lane:
+    return Lane()
+
+
+def attrs(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(snapshot["attributes_json"])

@@ -1,0 +1,72 @@
+"""Builders of ingest records as the gateway and the importer produce them (schemas/*.avsc)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+BASE_MS = 1_750_000_000_000
+
+
+def user(ws: str, customer_id: str | None = None, *, at: int = 0, **kw: Any) -> dict[str, Any]:
+    """A UserUpsert; ``at`` is seconds after a fixed base time (received_at)."""
+    return {
+        "event_uuid": kw.pop("event_uuid", str(uuid.uuid4())),
+        "workspace_id": ws,
+        "request_id": "req-1",
+        "received_at": BASE_MS + at * 1000,
+        "source": "api",
+        "client_ip": None,
+        "customer_id": customer_id,
+        "anonymous_id": kw.pop("anonymous_id", None),
+        "user_identifiers": kw.pop("user_identifiers", {}),
+        "update_existing_only": kw.pop("update_existing_only", False),
+        "attributes_json": json.dumps(kw.pop("attributes", {})),
+        "unset_attributes_json": kw.pop("unset", None),
+        "origin": None,
+    }
+
+
+def device(
+    ws: str, customer_id: str | None, device_id: str, *, at: int = 0, **attributes: Any
+) -> dict[str, Any]:
+    return {
+        "event_uuid": str(uuid.uuid4()),
+        "workspace_id": ws,
+        "request_id": "req-1",
+        "received_at": BASE_MS + at * 1000,
+        "source": "api",
+        "client_ip": None,
+        "customer_id": customer_id,
+        "anonymous_id": None,
+        "device_id": device_id,
+        "attributes_json": json.dumps(attributes),
+        "origin": None,
+    }
+
+
+def event(
+    ws: str, customer_id: str | None, action: str = "Purchase", *, at: int = 0, **kw: Any
+) -> dict[str, Any]:
+    return {
+        "event_uuid": kw.pop("event_uuid", str(uuid.uuid4())),
+        "workspace_id": ws,
+        "request_id": "req-1",
+        "received_at": BASE_MS + at * 1000,
+        "source": "api",
+        "client_ip": None,
+        "customer_id": customer_id,
+        "anonymous_id": kw.pop("anonymous_id", None),
+        "user_identifiers": kw.pop("user_identifiers", {}),
+        "device_id": kw.pop("device_id", None),
+        "action": action,
+        "attributes_json": json.dumps(kw.pop("attributes", {})),
+        "platform": kw.pop("platform", None),
+        "moe_os_type": None,
+        "app_version": None,
+        "user_time": BASE_MS + at * 1000,
+        "current_time": None,
+        "user_timezone_offset": None,
+        "origin": None,
+    }

@@ -1,0 +1,166 @@
+"""Identity resolution rules (reference 2.8) on the lane processor with in-memory state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from processors.identity import BLOCKED_CUSTOMER_IDS, choose_retained
+from tests.processors import records as r
+from tests.processors.conftest import Lane, attrs
+
+
+def test_two_users_sharing_an_email_are_merged_into_the_latest_seen(lane: Lane):
+    a = lane.uid_of(
+        lane.feed("UserUpsert", r.user("W", "alice", at=1, attributes={"email": "a@x.io", "city": "Oslo"}))
+    )
+    lane.feed("DeviceUpsert", r.device("W", "alice", "dev-a", at=2, platform="ANDROID", push_id="tok-a"))
+    b = lane.uid_of(lane.feed("UserUpsert", r.user("W", "bob", at=3, attributes={"first_name": "Bob"})))
+    out = lane.feed("UserUpsert", r.user("W", "bob", at=4, attributes={"email": "a@x.io", "city": "Rome"}))
+
+    merges = {e["event_code"]: e for e in lane.events(out)}
+    assert merges["MOE_USER_MERGED"]["uid"] == b  # bob was seen last: retained
+    assert merges["MOE_USER_MERGE_EVENT"]["uid"] == a
+    assert json.loads(merges["MOE_USER_MERGED"]["event_attributes_json"])["merged_user"] == a
+    retained = lane.profile("W", b)
+    assert attrs(retained)["city"] == "Rome"  # retained attributes win
+    assert attrs(retained)["u_fn"] == "Bob"
+    assert attrs(retained)["u_em"] == "a@x.io"
+    assert retained["merged_uids"] == [a]
+    assert retained["customer_id"] == "bob"
+    assert [d["device_id"] for d in json.loads(retained["devices_json"])] == ["dev-a"]  # devices move
+    assert retained["first_seen"] == r.BASE_MS + 1000  # earliest first seen of the two
+    merged = lane.profile("W", a)
+    assert merged["merged_into"] == b
+    assert json.loads(merged["devices_json"]) == []
+    # Later events of either identifier resolve to the retained user, device included.
+    for who in ("alice", "bob"):
+        (ev,) = lane.events(lane.feed("EventRecord", r.event("W", who, at=5, device_id="dev-a")))
+        assert ev["uid"] == b
+        assert json.loads(ev["device_attributes_json"])["push_id"] == "tok-a"
+    (ev,) = lane.events(
+        lane.feed("EventRecord", r.event("W", None, at=6, user_identifiers={"email": "a@x.io"}))
+    )
+    assert ev["uid"] == b
+
+
+def test_attribute_presence_rule_beats_latest_last_seen(lane: Lane):
+    kept = lane.uid_of(
+        lane.feed("UserUpsert", r.user("P", "c1", at=1, attributes={"email": "e@x", "loyalty_id": "L1"}))
+    )
+    lane.uid_of(lane.feed("UserUpsert", r.user("P", "c2", at=5, attributes={"name": "Newer"})))
+    out = lane.feed("UserUpsert", r.user("P", "c2", at=6, attributes={"email": "e@x"}))
+    (merged_event,) = [e for e in lane.events(out) if e["event_code"] == "MOE_USER_MERGED"]
+    assert merged_event["uid"] == kept
+    assert attrs(lane.profile("P", kept))["u_n"] == "Newer"  # missing attribute copied from the merged user
+    (ev,) = lane.events(lane.feed("EventRecord", r.event("P", "c2", at=7)))
+    assert ev["uid"] == kept and ev["customer_id"] == "c1"
+
+
+def test_anonymous_user_merges_into_registered_user(lane: Lane):
+    anon = lane.uid_of(
+        lane.feed(
+            "UserUpsert",
+            r.user("W", None, at=1, anonymous_id="anon-1", attributes={"email": "z@x", "seen_ad": True}),
+        )
+    )
+    reg = lane.uid_of(lane.feed("UserUpsert", r.user("W", "zed", at=2, attributes={"moe_mobile": "+4711"})))
+    assert anon != reg
+    out = lane.feed("UserUpsert", r.user("W", "zed", at=3, attributes={"email": "z@x"}))
+    codes = {e["event_code"]: e["uid"] for e in lane.events(out)}
+    assert codes == {"MOE_USER_MERGED": reg, "MOE_USER_MERGE_EVENT": anon}
+    profile = lane.profile("W", reg)
+    assert profile["anonymous_ids"] == ["anon-1"]
+    assert attrs(profile)["seen_ad"] is True
+    (ev,) = lane.events(lane.feed("EventRecord", r.event("W", None, at=4, anonymous_id="anon-1")))
+    assert ev["uid"] == reg
+
+
+def test_anonymous_user_becomes_registered_when_only_it_holds_the_identifier(lane: Lane):
+    anon = lane.uid_of(
+        lane.feed("UserUpsert", r.user("W", None, at=1, anonymous_id="anon-2", attributes={"email": "y@x"}))
+    )
+    out = lane.feed("UserUpsert", r.user("W", "yan", at=2, attributes={"email": "y@x"}))
+    assert lane.uid_of(out) == anon and not lane.events(out)
+    assert lane.profile("W", anon)["customer_id"] == "yan"
+
+
+def test_conflicting_customer_ids_sharing_an_email_merge_and_both_ids_resolve(lane: Lane):
+    first = lane.uid_of(lane.feed("UserUpsert", r.user("W", "c-1", at=1, attributes={"email": "s@x"})))
+    out = lane.feed("UserUpsert", r.user("W", "c-2", at=2, attributes={"email": "s@x", "plan": "pro"}))
+    second = next(e["uid"] for e in lane.events(out) if e["event_code"] == "MOE_USER_MERGED")
+    assert second != first
+    assert lane.profile("W", first)["merged_into"] == second
+    assert lane.profile("W", second)["customer_id"] == "c-2"
+    for cid in ("c-1", "c-2"):
+        assert lane.events(lane.feed("EventRecord", r.event("W", cid, at=3)))[0]["uid"] == second
+
+
+def test_three_users_merged_by_one_record(lane: Lane):
+    u1 = lane.uid_of(lane.feed("UserUpsert", r.user("W", "m1", at=1)))
+    u2 = lane.uid_of(lane.feed("UserUpsert", r.user("W", None, at=2, attributes={"email": "m@x"})))
+    u3 = lane.uid_of(lane.feed("UserUpsert", r.user("W", None, at=3, attributes={"moe_mobile": "+1"})))
+    out = lane.feed("UserUpsert", r.user("W", "m1", at=9, attributes={"email": "m@x", "moe_mobile": "+1"}))
+    merged = sorted(e["uid"] for e in lane.events(out) if e["event_code"] == "MOE_USER_MERGE_EVENT")
+    assert merged == sorted([u2, u3])
+    assert sorted(lane.profile("W", u1)["merged_uids"]) == sorted([u2, u3])
+
+
+@pytest.mark.parametrize("blocked", ["guest", "NULL", " unknown ", "0", "-1", "customer_id", "n/a"])
+def test_blocked_customer_id_is_rejected_with_its_reason(lane: Lane, blocked: str):
+    out = lane.feed("UserUpsert", r.user("W", blocked, attributes={"name": "x"}))
+    (rej,) = lane.rejected(out)
+    assert "blocked value" in rej["reason"] and rej["outcome"] == "rejected"
+    assert json.loads(rej["record_json"])["customer_id"] == blocked
+    assert not [o for o in out if o.topic == "profiles"]
+    (rej_event,) = lane.rejected(lane.feed("EventRecord", r.event("W", blocked)))
+    assert "blocked" in rej_event["reason"]
+
+
+def test_blocked_list_is_the_reference_list():
+    assert len(BLOCKED_CUSTOMER_IDS) == 22 and "dummy_seller_code" in BLOCKED_CUSTOMER_IDS
+
+
+def test_blank_null_and_inactive_identifiers_are_ignored(lane: Lane):
+    u = lane.uid_of(lane.feed("UserUpsert", r.user("W", "keep", attributes={"email": "k@x"})))
+    # blank email, null mobile and an identifier the workspace does not use never match anything
+    out = lane.feed(
+        "UserUpsert", r.user("W", "other", attributes={"email": "  ", "moe_mobile": None, "phone": "k@x"})
+    )
+    assert lane.uid_of(out) != u and not lane.events(out)
+    (rej,) = lane.rejected(lane.feed("UserUpsert", r.user("W", "", attributes={"email": ""})))
+    assert "no active identifier" in rej["reason"]
+
+
+def test_identifier_match_is_exact_and_numbers_become_strings(lane: Lane):
+    u = lane.uid_of(lane.feed("UserUpsert", r.user("W", "n1", attributes={"moe_mobile": 4711})))
+    assert (
+        lane.events(lane.feed("EventRecord", r.event("W", None, user_identifiers={"moe_mobile": "4711"})))[0][
+            "uid"
+        ]
+        == u
+    )
+    other = lane.events(
+        lane.feed("EventRecord", r.event("W", None, user_identifiers={"moe_mobile": "04711"}))
+    )
+    assert other[0]["uid"] != u
+
+
+def test_update_existing_only_never_creates(lane: Lane):
+    (rej,) = lane.rejected(
+        lane.feed("UserUpsert", r.user("W", "ghost", update_existing_only=True, attributes={"a": 1}))
+    )
+    assert rej["outcome"] == "skipped" and "update_existing_only" in rej["reason"]
+    lane.feed("UserUpsert", r.user("W", "real"))
+    out = lane.feed("UserUpsert", r.user("W", "real", update_existing_only=True, attributes={"a": 2}))
+    assert attrs(lane.profile("W", lane.uid_of(out)))["a"] == 2
+
+
+def test_choose_retained_tiebreaks_deterministically():
+    a = {"uid": "b", "last_seen": 5, "first_seen": 1, "attributes": {}}
+    b = {"uid": "a", "last_seen": 5, "first_seen": 1, "attributes": {}}
+    c = {"uid": "c", "last_seen": 5, "first_seen": 0, "attributes": {}}
+    assert choose_retained([a, b], None)["uid"] == "a"
+    assert choose_retained([a, b, c], None)["uid"] == "c"
+    assert choose_retained([a, {**b, "attributes": {"vip": " "}}], "vip")["uid"] == "a"  # blank is absent

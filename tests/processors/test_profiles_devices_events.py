@@ -1,0 +1,232 @@
+"""Profiles, devices and enriched events on the lane processor with in-memory state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from processors.devices import MAX_DEVICES_PER_USER
+from processors.lanes import peek_workspace
+from processors.exceptions import LaneFramingError
+from processors.workspaces import IdentityRules, rules_from_config
+from config.file import WorkspaceConfig
+from schemas.serde import AvroSerde
+from tests.processors import records as r
+from tests.processors.conftest import Lane, attrs
+
+
+def test_profile_upsert_maps_standard_attributes_and_keeps_seen_times(lane: Lane):
+    uid = lane.uid_of(
+        lane.feed(
+            "UserUpsert",
+            r.user(
+                "W",
+                "u1",
+                at=10,
+                attributes={
+                    "name": "Ann Lee",
+                    "first_name": "Ann",
+                    "last_name": "Lee",
+                    "email": "ann@x",
+                    "mobile": "4711",
+                    "gender": "F",
+                    "birthday": "1990-01-02",
+                    "tier": "gold",
+                    "platforms": [{"platform": "android", "active": "true"}],
+                    "publisher_name": "ads",
+                    "t_rev": 99,
+                },
+            ),
+        )
+    )
+    lane.feed(
+        "UserUpsert",
+        r.user(
+            "W",
+            "u1",
+            at=20,
+            attributes={
+                "publisher_name": "other",
+                "tier": "silver",
+                "platforms": [
+                    {"platform": "ANDROID", "active": "false"},
+                    {"platform": "web", "active": "true"},
+                ],
+            },
+        ),
+    )
+    snap = lane.profile("W", uid)
+    a = attrs(snap)
+    assert {k: a[k] for k in ("u_n", "u_fn", "u_ln", "u_em", "u_mb", "u_gd", "u_bd")} == {
+        "u_n": "Ann Lee",
+        "u_fn": "Ann",
+        "u_ln": "Lee",
+        "u_em": "ann@x",
+        "u_mb": "4711",
+        "u_gd": "F",
+        "u_bd": "1990-01-02",
+    }
+    assert a["tier"] == "silver"
+    assert a["publisher_name"] == "ads"  # create-only
+    assert "t_rev" not in a  # read-only, derived
+    assert snap["platforms"] == ["web"]
+    assert snap["first_seen"] == r.BASE_MS + 10_000 and snap["last_seen"] == r.BASE_MS + 20_000
+    assert a["cr_t"] == snap["first_seen"] and a["u_l_a"] == snap["last_seen"]
+    assert snap["revision"] == 2
+
+
+def test_array_operators_add_and_remove_values_once(lane: Lane):
+    uid = lane.uid_of(lane.feed("UserUpsert", r.user("W", "arr", attributes={"tags": ["a"]})))
+    lane.feed(
+        "UserUpsert",
+        r.user("W", "arr", attributes={"addValueToArrayField": {"tags": ["b", "a"], "new": "x"}}),
+    )
+    lane.feed("UserUpsert", r.user("W", "arr", attributes={"removeValueFromArrayField": {"tags": "a"}}))
+    assert attrs(lane.profile("W", uid))["tags"] == ["b"]
+    assert attrs(lane.profile("W", uid))["new"] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        (
+            {"addValueToArrayField": {"t": 1}, "removeValueFromArrayField": {"t": 2}},
+            "Cannot add and remove 't'",
+        ),
+        ({"t": [1], "addValueToArrayField": {"t": 2}}, "Cannot set 't'"),
+        ({"addValueToArrayField": {"platforms": "web"}}, "Reserved attribute 'platforms'"),
+        ({"id": 3}, "attribute name 'id'"),
+        ({"platforms": [{"platform": "fridge"}]}, "not one of ANDROID"),
+    ],
+)
+def test_bad_attribute_updates_are_rejected_and_change_nothing(lane: Lane, attributes, message):
+    uid = lane.uid_of(lane.feed("UserUpsert", r.user("W", "bad", attributes={"t": [0]})))
+    (rej,) = lane.rejected(lane.feed("UserUpsert", r.user("W", "bad", attributes=attributes)))
+    assert message in rej["reason"]
+    assert attrs(lane.profile("W", uid))["t"] == [0]
+
+
+def test_unset_attributes_removes_custom_but_not_system_attributes(lane: Lane):
+    uid = lane.uid_of(
+        lane.feed(
+            "UserUpsert",
+            r.user("W", "un", attributes={"promo_a": 1, "promo_b": 2, "Keep": 3, "email": "q@x"}),
+        )
+    )
+    unset = json.dumps(
+        [{"type": "prefix", "attr": "PROMO_", "case_sensitive": False}, {"type": "equals", "attr": "u_em"}]
+    )
+    lane.feed("UserUpsert", r.user("W", "un", unset=unset))
+    a = attrs(lane.profile("W", uid))
+    assert "promo_a" not in a and "promo_b" not in a and a["Keep"] == 3 and a["u_em"] == "q@x"
+
+
+def test_devices_keep_reference_attributes_and_drop_custom_ones(lane: Lane):
+    uid = lane.uid_of(lane.feed("UserUpsert", r.user("W", "d1")))
+    lane.feed(
+        "DeviceUpsert", r.device("W", "d1", "phone", platform="ios", push_id="p1", model="X", colour="red")
+    )
+    (device,) = json.loads(lane.profile("W", uid)["devices_json"])
+    assert device["platform"] == "iOS" and device["model"] == "X" and "colour" not in device
+    assert len(device["moengage_device_id"]) == 32
+
+
+def test_device_of_unknown_user_is_rejected(lane: Lane):
+    (rej,) = lane.rejected(lane.feed("DeviceUpsert", r.device("W", "nobody", "dev", platform="web")))
+    assert "existing users only" in rej["reason"]
+
+
+def test_new_device_with_a_taken_push_id_replaces_the_old_device(lane: Lane):
+    u1 = lane.uid_of(lane.feed("UserUpsert", r.user("W", "p1")))
+    u2 = lane.uid_of(lane.feed("UserUpsert", r.user("W", "p2")))
+    lane.feed("DeviceUpsert", r.device("W", "p1", "old", platform="ANDROID", push_id="shared"))
+    lane.feed("DeviceUpsert", r.device("W", "p2", "new", platform="ANDROID", push_id="shared"))
+    assert json.loads(lane.profile("W", u1)["devices_json"]) == []
+    assert [d["device_id"] for d in json.loads(lane.profile("W", u2)["devices_json"])] == ["new"]
+
+
+def test_at_most_1000_devices_per_user(lane: Lane):
+    uid = lane.uid_of(lane.feed("UserUpsert", r.user("W", "many")))
+    book = {
+        f"d{i}": {"device_id": f"d{i}", "moengage_device_id": str(i)} for i in range(MAX_DEVICES_PER_USER)
+    }
+    lane.state.devices.put(f"W\x1f{uid}".encode(), book)
+    lane.state.flush()
+    (rej,) = lane.rejected(lane.feed("DeviceUpsert", r.device("W", "many", "one-more", platform="web")))
+    assert "1000 devices" in rej["reason"]
+    assert not lane.rejected(
+        lane.feed("DeviceUpsert", r.device("W", "many", "d7", platform="web"))
+    )  # update ok
+
+
+def test_events_are_enriched_classified_and_deduplicated(lane: Lane):
+    uid = lane.uid_of(
+        lane.feed("UserUpsert", r.user("W", "ev", attributes={"email": "ev@x", "mobile": "555"}))
+    )
+    lane.feed("DeviceUpsert", r.device("W", "ev", "tab", platform="android", push_id="tok"))
+    push = r.event(
+        "W",
+        "ev",
+        "NOTIFICATION_RECEIVED_MOE",
+        at=100,
+        device_id="tab",
+        attributes={"campaign_id": "c9", "email_subject": "hidden"},
+        platform="ANDROID",
+    )
+    (ev,) = lane.events(lane.feed("EventRecord", push))
+    assert ev["event_type"] == "CAMPAIGN_EVENT" and ev["event_name"] == "Notification Received Android"
+    assert ev["push_id"] == "tok" and ev["email_id"] is None
+    assert ev["event_time"] == (r.BASE_MS + 100_000) // 1000
+    assert json.loads(ev["event_attributes_json"]) == {"campaign_id": "c9"}
+    user = json.loads(ev["user_attributes_json"])
+    assert user["moengage_user_id"] == uid and user["u_em"] == "ev@x"
+    device = json.loads(ev["device_attributes_json"])
+    assert device["push_id"] == "tok" and device["moengage_device_id"]
+    assert lane.feed("EventRecord", push) == []  # same event_uuid again: dropped
+    (mail,) = lane.events(lane.feed("EventRecord", r.event("W", "ev", "MOE_EMAIL_OPEN")))
+    assert mail["email_id"] == "ev@x" and mail["event_type"] == "CAMPAIGN_EVENT"
+    (sms,) = lane.events(lane.feed("EventRecord", r.event("W", "ev", "SMS_DELIVERED")))
+    assert sms["mobile_number"] == "555"
+    (own,) = lane.events(lane.feed("EventRecord", r.event("W", "ev", "Song Played")))
+    assert own["event_type"] == "USER_ACTION_EVENT" and own["event_name"] == "Song Played"
+    assert json.loads(own["device_attributes_json"]) == {}  # no device "ev": empty object
+
+
+def test_event_of_unknown_user_creates_the_user_and_updates_last_seen(lane: Lane):
+    out = lane.feed("EventRecord", r.event("W", "fresh", at=50))
+    uid = lane.uid_of(out)
+    assert lane.profile("W", uid)["customer_id"] == "fresh"
+    lane.feed("EventRecord", r.event("W", "fresh", at=70))
+    assert lane.state.users.get(f"W\x1f{uid}".encode())["last_seen"] == r.BASE_MS + 70_000
+
+
+def test_duplicate_user_records_are_applied_once(lane: Lane):
+    rec = r.user("W", "dup", attributes={"addValueToArrayField": {"n": 1}})
+    first = lane.feed("UserUpsert", rec)
+    assert lane.feed("UserUpsert", rec) == []
+    assert lane.processor.duplicates == 1
+    assert attrs(lane.profile("W", lane.uid_of(first)))["n"] == [1]
+
+
+def test_router_reads_workspace_from_every_ingest_record():
+    serde = AvroSerde()
+    for name, rec in (
+        ("UserUpsert", r.user("ws-é", "a")),
+        ("DeviceUpsert", r.device("ws-é", "a", "d")),
+        ("EventRecord", r.event("ws-é", "a")),
+    ):
+        assert peek_workspace(serde.encode(name, rec)) == "ws-é"
+        fields = [f["name"] for f in serde.catalog.get(name).schema["fields"][:2]]
+        assert fields == ["event_uuid", "workspace_id"]  # the router relies on this order
+    confluent = b"\x00\x00\x00\x00\x07" + serde.encode("EventRecord", r.event("Z", "a"))[10:]
+    assert peek_workspace(confluent) == "Z"
+    for garbage in (b"", b"garbage", b"\xc3\x01" + b"\x00" * 8 + b"\x7f"):
+        with pytest.raises(LaneFramingError):
+            peek_workspace(garbage)
+
+
+def test_customer_id_is_always_the_first_active_identifier():
+    rules = rules_from_config(WorkspaceConfig(id="x", identifiers=["email", "customer_id", "email"]))
+    assert rules == IdentityRules(("customer_id", "email"))
+    assert rules.order[-1] == "anonymous_id"

@@ -1,0 +1,162 @@
+"""Real worker processes against the real broker: merges, enrichment, duplicates, restarts, two workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from tests.processors import records as r
+from tests.processors.workers import WorkerProcess, output_reader, produce, worker_env
+from tests.support import wait_for
+
+def lanes_owned(worker: WorkerProcess) -> list[int]:
+    """Lane partitions the worker logged as its own at its last rebalance."""
+    lines = [ln for ln in worker.log.read_text().splitlines() if "lane partitions owned" in ln]
+    return json.loads(lines[-1].rsplit(":", 1)[1]) if lines else []
+
+
+WORKSPACES = [{"id": "W", "identifiers": ["customer_id", "email"]}]
+
+
+def test_worker_merges_users_enriches_events_and_drops_duplicates(
+    catalogue_topics, producer_factory, tmp_path: Path
+):
+    kafka = catalogue_topics
+    env = worker_env(kafka, tmp_path / "home", WORKSPACES)
+    worker = WorkerProcess("solo", env, tmp_path / "data", tmp_path / "solo.log").start()
+    out = output_reader(kafka)
+    producer = producer_factory()
+    try:
+        produce(
+            producer,
+            kafka,
+            [
+                ("UserUpsert", r.user("W", "alice", at=1, attributes={"email": "a@x.io", "city": "Oslo"})),
+                ("UserUpsert", r.user("W", "bob", at=2, attributes={"name": "Bob"})),
+                ("UserUpsert", r.user("W", "guest", at=2)),
+            ],
+        )
+        wait_for(
+            out.until(lambda o: len(o.profiles) >= 2 and o.rejected, [worker]), 120, what="first profiles"
+        )
+        assert "blocked" in out.rejected[0]["reason"]
+        produce(
+            producer,
+            kafka,
+            [("DeviceUpsert", r.device("W", "alice", "dev-a", at=3, platform="ANDROID", push_id="t"))],
+        )
+        wait_for(
+            out.until(lambda o: any(json.loads(p["devices_json"]) for p in o.profiles), [worker]),
+            60,
+            what="device",
+        )
+        produce(producer, kafka, [("UserUpsert", r.user("W", "bob", at=4, attributes={"email": "a@x.io"}))])
+        wait_for(
+            out.until(lambda o: any(e["event_code"] == "MOE_USER_MERGED" for e in o.events), [worker]),
+            60,
+            what="merge events",
+        )
+        retained = next(e["uid"] for e in out.events if e["event_code"] == "MOE_USER_MERGED")
+        merged = next(e["uid"] for e in out.events if e["event_code"] == "MOE_USER_MERGE_EVENT")
+        # After the merge: events of either customer id, one sent twice, resolve to the retained user.
+        dup = r.event("W", "alice", "NOTIFICATION_CLICKED_MOE", at=5, device_id="dev-a")
+        batch = [
+            ("EventRecord", dup),
+            ("EventRecord", dup),
+            ("EventRecord", r.event("W", "bob", at=6)),
+            ("EventRecord", r.event("W", None, at=7, user_identifiers={"email": "a@x.io"})),
+        ]
+        produce(producer, kafka, batch)
+        wanted = {rec["event_uuid"] for _, rec in batch}
+        wait_for(
+            out.until(lambda o: wanted <= {e["event_uuid"] for e in o.events}, [worker]), 60, what="events"
+        )
+        out.poll()
+        uids = out.event_uids()
+        assert {uids[u] for u in wanted} == {retained}
+        assert sum(e["event_uuid"] == dup["event_uuid"] for e in out.events) == 1  # duplicate dropped
+        push = next(e for e in out.events if e["event_uuid"] == dup["event_uuid"])
+        assert push["event_type"] == "CAMPAIGN_EVENT" and push["push_id"] == "t"
+        assert json.loads(push["user_attributes_json"])["moengage_user_id"] == retained
+        assert json.loads(push["device_attributes_json"])["push_id"] == "t"
+        profiles = out.latest_profiles()
+        assert profiles[merged]["merged_into"] == retained
+        assert (
+            json.loads(profiles[retained]["attributes_json"])["city"] == "Oslo"
+        )  # copied from the merged user
+        assert [d["device_id"] for d in json.loads(profiles[retained]["devices_json"])] == ["dev-a"]
+        assert ("UserProfile", f"W:{retained}".encode()) in out.keys
+    finally:
+        code = worker.terminate()
+        out.consumer.close()
+    assert code == 0, worker.tail()
+
+
+def test_two_workers_six_partitions_and_a_killed_worker_lose_nothing(
+    catalogue_topics, producer_factory, admin: AdminClient, tmp_path: Path
+):
+    kafka = catalogue_topics
+    spaces = [f"ws{i}" for i in range(12)]
+    env = worker_env(
+        kafka, tmp_path / "home", [{"id": ws, "identifiers": ["customer_id", "email"]} for ws in spaces]
+    )
+    workers = [
+        WorkerProcess(f"w{i}", env, tmp_path / f"data{i}", tmp_path / f"w{i}.log").start() for i in (1, 2)
+    ]
+    out = output_reader(kafka)
+    producer = producer_factory()
+    try:
+        # Phase 1: in every workspace c1 and c2 share an e-mail and merge (the lanes spread over both workers).
+        produce(
+            producer,
+            kafka,
+            [("UserUpsert", r.user(ws, "c1", at=1, attributes={"email": f"e@{ws}"})) for ws in spaces],
+        )
+        produce(
+            producer,
+            kafka,
+            [("UserUpsert", r.user(ws, "c2", at=2, attributes={"email": f"e@{ws}"})) for ws in spaces],
+        )
+        wait_for(
+            out.until(lambda o: sum(e["event_code"] == "MOE_USER_MERGED" for e in o.events) >= 12, workers),
+            180,
+            what="a merge in each workspace",
+        )
+        retained = {e["workspace_id"]: e["uid"] for e in out.events if e["event_code"] == "MOE_USER_MERGED"}
+        group = admin.describe_consumer_groups([f"{kafka.topic_prefix}.processors"])
+        assert len(group[f"{kafka.topic_prefix}.processors"].result().members) == 2
+        wait_for(lambda: all(lanes_owned(w) for w in workers), 60, what="both workers owning lanes")
+
+        # Phase 2: events of both customer ids while worker 1 is killed and restarted with an empty data dir.
+        events = [r.event(ws, cid, at=10 + i) for i in range(60) for ws in spaces for cid in ("c1", "c2")]
+        produce(producer, kafka, [("EventRecord", e) for e in events[: len(events) // 3]])
+        wait_for(out.until(lambda o: len(o.events) > 24 + 50, workers), 120, what="events flowing")
+        workers[0].kill()
+        produce(producer, kafka, [("EventRecord", e) for e in events[len(events) // 3 :]])
+        workers[0] = WorkerProcess("w1", env, tmp_path / "data1-fresh", tmp_path / "w1b.log").start()
+        wanted = {e["event_uuid"] for e in events}
+        wait_for(
+            out.until(lambda o: wanted <= {e["event_uuid"] for e in o.events}, workers),
+            240,
+            what="every event after the restart",
+        )
+        uids = out.event_uids()
+        for e in events:  # state rebuilt from the changelogs: both ids still resolve to the retained user
+            assert uids[e["event_uuid"]] == retained[e["workspace_id"]]
+        new_users = [
+            p
+            for p in out.profiles
+            if p["customer_id"] in ("c1", "c2")
+            and p["uid"] not in retained.values()
+            and p["merged_into"] is None
+        ]
+        assert not new_users
+    except AssertionError:
+        print("\n".join(f"--- {w.name}\n{w.tail()}" for w in workers))
+        raise
+    finally:
+        codes = [w.terminate() for w in workers]
+        out.consumer.close()
+    assert codes == [0, 0], "\n".join(w.tail() for w in workers)

@@ -1,0 +1,111 @@
+"""`inflow streams ...` commands against the real broker, and a running sink picking up a CLI-added stream."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from cryptography.fernet import Fernet
+from typer.testing import CliRunner
+
+from inflow.cli import app
+from schemas.serde import AvroSerde
+from sinks.streams import cli as streams_cli
+from sinks.streams.control import ControlView, read_control
+from sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from tests.streams.conftest import SinkThread, enriched
+from tests.support import consume_n, wait_for
+
+if not any(getattr(g, "name", None) == "streams" for g in app.registered_groups):
+    streams_cli.register(app)
+
+
+@pytest.fixture
+def cli_env(catalogue_topics, tmp_path):
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": str(catalogue_topics.bootstrap_servers),
+        "KAFKA_TOPIC_PREFIX": catalogue_topics.topic_prefix,
+        "INFLOW_HOME": str(tmp_path / "home"),
+        "INFLOW_CONFIG": "",
+        "COLUMNS": "250",
+        "INFLOW_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+
+
+def invoke(env, *args: str, ok: bool = True):
+    env = {k: v for k, v in env.items() if v != ""}
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=True)
+    if ok:
+        assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def test_add_stores_secrets_encrypted_and_list_show_mask_them(cli_env, catalogue_topics, consumer_factory):
+    invoke(cli_env, "streams", "add", "crm", "--url", "https://api.example.com/events?k=v", "--auth", "basic",
+           "--username", "ws", "--password", "hunter2-secret", "--events", "Purchase,MOE_EMAIL_SENT",
+           "--header", "header1: value1", "--app-name", "Shop")  # fmt: skip
+    [msg] = consume_n(consumer_factory([catalogue_topics.topic("control.streams")]), 1)
+    assert b"hunter2-secret" not in msg.value()
+    _, record = AvroSerde().decode(msg.value(), "StreamDefinition")
+    assert '"password": "enc:v1:' in record["definition_json"]
+    listed = invoke(cli_env, "streams", "list").output
+    assert "crm" in listed and "stored" in listed and "running" in listed
+    shown = invoke(cli_env, "streams", "show", "crm").output
+    assert "hunter2-secret" not in shown and "**********" in shown and "Purchase" in shown
+    again = invoke(cli_env, "streams", "add", "crm", "--url", "http://x", ok=False)
+    assert isinstance(again.exception, StreamDefinitionError) and "--replace" in str(again.exception)
+
+
+def test_add_rejects_bad_definitions_with_the_reason(cli_env):
+    bad_url = invoke(cli_env, "streams", "add", "x", "--url", "ftp://host/file", ok=False)
+    assert isinstance(bad_url.exception, StreamDefinitionError) and "http(s) URL" in str(bad_url.exception)
+    half_auth = invoke(cli_env, "streams", "add", "x", "--url", "http://h", "--auth", "basic", "--username", "u",
+                       ok=False)  # fmt: skip
+    assert "basic auth needs username and password" in str(half_auth.exception)
+    unknown = invoke(cli_env, "streams", "show", "nope", ok=False)
+    assert isinstance(unknown.exception, UnknownStreamError)
+
+
+def test_pause_and_resume_write_the_stream_state(cli_env, catalogue_topics):
+    invoke(cli_env, "streams", "add", "s", "--url", "http://127.0.0.1:9/x")
+    invoke(cli_env, "streams", "pause", "s", "--mode", "resume")
+    view = read_control(catalogue_topics, AvroSerde(), ControlView())
+    assert view.states["s"]["paused"] is True and view.states["s"]["mode"] == "resume"
+    assert "paused (resume)" in invoke(cli_env, "streams", "list").output
+    again = invoke(cli_env, "streams", "pause", "s", ok=False)
+    assert "already paused" in str(again.exception)
+    invoke(cli_env, "streams", "resume", "s")
+    view = read_control(catalogue_topics, AvroSerde(), ControlView())
+    assert view.states["s"]["paused"] is False and view.states["s"]["paused_at"] is not None
+    not_paused = invoke(cli_env, "streams", "resume", "s", ok=False)
+    assert "is not paused" in str(not_paused.exception)
+
+
+def test_a_running_sink_picks_up_a_cli_added_stream_with_basic_auth_and_the_dlq_commands_work(
+    cli_env, catalogue_topics, writer, endpoint_factory, monkeypatch
+):
+    from config.secrets import SecretBox
+
+    ep = endpoint_factory(default=500)
+    box = SecretBox(cli_env["INFLOW_SECRET_KEY"].encode())
+    runner = SinkThread(catalogue_topics, [], box).start()
+    try:
+        invoke(cli_env, "streams", "add", "live", "--url", ep.url, "--auth", "basic", "--username", "ws",
+               "--password", "pw", "--retry-delays", "0.5", "--linger", "0.2")  # fmt: skip
+        sent = writer.write([enriched() for _ in range(3)])
+        wait_for(lambda: len(ep.snapshot()) >= 2, 60, what="first attempt and one retry")
+        assert ep.snapshot()[0].headers["Authorization"] == "Basic " + base64.b64encode(b"ws:pw").decode()
+        listed = wait_for(lambda: "1 dead batches" in (out := invoke(cli_env, "streams", "dlq", "list").output)
+                          and out, 60, interval=0.5, what="the batch in the DLQ")  # fmt: skip
+        assert "live" in listed and "HTTP 500" in listed
+        request_id = ep.snapshot()[0].body["moe_request_id"]
+        shown = invoke(cli_env, "streams", "dlq", "show", request_id).output
+        assert all(u in shown for u in sent) and shown.count('"status": 500') == 2
+        missing = invoke(cli_env, "streams", "dlq", "redrive", ok=False)
+        assert isinstance(missing.exception, DlqError)
+        ep.default = 200
+        out = invoke(cli_env, "streams", "dlq", "redrive", request_id).output
+        assert "1 batches redriven" in out
+        wait_for(lambda: ep.delivered_uuids() == set(sent), 60, what="redriven delivery")
+    finally:
+        runner.stop()

@@ -1,0 +1,61 @@
+"""The sink as a real process (`inflow sink`): killed mid-batch and restarted, nothing is lost; SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from cryptography.fernet import Fernet
+
+from config.settings import KafkaSettings
+from tests.streams.conftest import enriched
+from tests.support import wait_for
+
+
+def sink_env(kafka: KafkaSettings, tmp_path: Path, streams: list[dict]) -> dict[str, str]:
+    config = tmp_path / "inflow.yaml"
+    config.write_text(yaml.safe_dump({"streams": streams}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "S3_", "INFLOW_"))}
+    return env | {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "INFLOW_HOME": str(tmp_path / "home"),
+        "INFLOW_CONFIG": str(config),
+        "INFLOW_SECRET_KEY": Fernet.generate_key().decode(),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_sink(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "inflow.cli", "sink"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+
+def test_sink_killed_mid_batch_and_restarted_loses_nothing(catalogue_topics, writer, endpoint_factory, tmp_path):
+    ep = endpoint_factory(delay_s=0.2)
+    streams = [{"id": "s1", "url": ep.url, "batch_size": 50, "linger_s": 0.2, "max_in_flight": 2}]
+    env = sink_env(catalogue_topics, tmp_path, streams)
+    sent = set(writer.write([enriched(uid=f"u-{i % 13}") for i in range(1500)]))
+    log = tmp_path / "sink.log"
+    first = start_sink(env, log)
+    try:
+        wait_for(lambda: len(ep.snapshot()) >= 4, 90, what=f"some requests before the kill; log:\n{log}")
+        os.kill(first.pid, signal.SIGKILL)  # mid-batch: requests are in flight
+        first.wait(30)
+        assert ep.delivered_uuids() != sent, "the kill came too late to prove anything"
+        second = start_sink(env, log)
+        try:
+            wait_for(lambda: ep.delivered_uuids() == sent, 120, what="every event after the restart")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(30)
+    assert "stream s1: started" in log.read_text()

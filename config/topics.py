@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,19 @@ def create_topics(
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
                 # Created meanwhile (or metadata was stale): ask for this topic alone.
-                found = admin.list_topics(topic=name, timeout=timeout).topics[name]
                 spec = next(s for s in missing if s.name == name)
-                _note_existing(report, spec, len(found.partitions))
+                _note_existing(report, spec, _partition_count(admin, name, timeout))
     return report
+
+
+def _partition_count(admin: AdminClient, name: str, timeout: float) -> int:
+    """Partitions of a topic the controller has but this broker's metadata may not show yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = admin.list_topics(topic=name, timeout=timeout).topics[name]
+        if (found.error is None and found.partitions) or time.monotonic() > deadline:
+            return len(found.partitions)
+        time.sleep(0.1)
 
 
 def _note_existing(report: CreateReport, spec: TopicSpec, partitions: int) -> None:

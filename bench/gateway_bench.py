@@ -51,16 +51,41 @@ def element(rng: random.Random, n: int) -> dict:
     """A realistic mix: 1 in 5 elements is a customer update, the rest events of 1 to 3 actions."""
     cid = f"user-{rng.randrange(100_000)}@example.com"
     if n % 5 == 0:
-        return {"type": "customer", "customer_id": cid, "attributes": {
-            "name": "Jane Doe", "first_name": "Jane", "email": cid, "plan": rng.choice(["free", "pro", "team"]),
-            "ltv": round(rng.random() * 1000, 2), "platforms": [{"platform": "ANDROID", "active": "true"}]}}
+        return {
+            "type": "customer",
+            "customer_id": cid,
+            "attributes": {
+                "name": "Jane Doe",
+                "first_name": "Jane",
+                "email": cid,
+                "plan": rng.choice(["free", "pro", "team"]),
+                "ltv": round(rng.random() * 1000, 2),
+                "platforms": [{"platform": "ANDROID", "active": "true"}],
+            },
+        }
     now = int(time.time()) - rng.randrange(86_400)
-    actions = [{"action": rng.choice(["ProductViewed", "AddedToCart", "Purchased", "AppOpened"]),
-                "attributes": {"product_id": f"sku-{rng.randrange(10_000)}", "price": rng.randrange(100, 99_999) / 100,
-                               "currency": "USD", "category": "Accessories"},
-                "platform": "ANDROID", "app_version": "4.2.1", "current_time": now, "user_timezone_offset": 19800}
-               for _ in range(rng.randint(1, 3))]
-    return {"type": "event", "customer_id": cid, "device_id": f"dev-{rng.randrange(100_000)}", "actions": actions}
+    actions = [
+        {
+            "action": rng.choice(["ProductViewed", "AddedToCart", "Purchased", "AppOpened"]),
+            "attributes": {
+                "product_id": f"sku-{rng.randrange(10_000)}",
+                "price": rng.randrange(100, 99_999) / 100,
+                "currency": "USD",
+                "category": "Accessories",
+            },
+            "platform": "ANDROID",
+            "app_version": "4.2.1",
+            "current_time": now,
+            "user_timezone_offset": 19800,
+        }
+        for _ in range(rng.randint(1, 3))
+    ]
+    return {
+        "type": "event",
+        "customer_id": cid,
+        "device_id": f"dev-{rng.randrange(100_000)}",
+        "actions": actions,
+    }
 
 
 def payload(seed: int) -> tuple[bytes, int, int]:
@@ -81,17 +106,33 @@ def payload(seed: int) -> tuple[bytes, int, int]:
     return body, records, events
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to report throughput per gateway core."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_gateway(kafka: KafkaSettings, home: Path) -> tuple[subprocess.Popen[bytes], str]:
     config = home / "inflow.yaml"
-    config.write_text(f"workspaces:\n  - id: {WS}\n    api_key: {KEY}\n"
-                      "    rate_limits: {users_per_minute: 1000000000, events_per_minute: 1000000000}\n")
+    config.write_text(
+        f"workspaces:\n  - id: {WS}\n    api_key: {KEY}\n"
+        "    rate_limits: {users_per_minute: 1000000000, events_per_minute: 1000000000}\n"
+    )
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "INFLOW_"))}
-    env |= {"KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers), "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "INFLOW_HOME": str(home), "INFLOW_CONFIG": str(config)}
+    env |= {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "INFLOW_HOME": str(home),
+        "INFLOW_CONFIG": str(config),
+    }
     log = (home / "gateway.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "inflow.cli", "gateway", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inflow.cli", "gateway", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -109,16 +150,21 @@ async def wait_healthy(url: str, timeout: float = 90) -> None:
     raise RuntimeError("gateway did not become healthy")
 
 
-HEADERS = {"Authorization": "Basic " + base64.b64encode(f"{WS}:{KEY}".encode()).decode(),
-           "Content-Type": "application/json"}
+HEADERS = {
+    "Authorization": "Basic " + base64.b64encode(f"{WS}:{KEY}".encode()).decode(),
+    "Content-Type": "application/json",
+}
 
 
-async def closed_loop(url: str, bodies: list[tuple[bytes, int, int]], seconds: float, concurrency: int) -> dict:
+async def closed_loop(
+    url: str, bodies: list[tuple[bytes, int, int]], seconds: float, concurrency: int
+) -> dict:
     """``concurrency`` clients sending back to back; accepted records and events per second."""
     done = {"requests": 0, "records": 0, "events": 0, "errors": 0}
     stop_at = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=HEADERS) as session:
+
         async def client(i: int) -> None:
             n = i
             while time.monotonic() < stop_at:
@@ -144,6 +190,7 @@ async def open_loop(url: str, bodies: list[tuple[bytes, int, int]], rate: float,
     latencies: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), headers=HEADERS) as session:
+
         async def one(body: bytes) -> None:
             nonlocal errors
             t0 = time.perf_counter()
@@ -172,15 +219,21 @@ def raw_baseline(kafka: KafkaSettings, bodies: list[tuple[bytes, int, int]], sec
     """The same Avro bytes the gateway would produce, sent by a bare producer and acknowledged."""
     serde = AvroSerde()
     topic = kafka.topic
-    validator = ElementValidator(GatewaySettings(), Encoders(
-        serde.encoder("UserUpsert", topic=topic("ingest.users")),
-        serde.encoder("DeviceUpsert", topic=topic("ingest.devices")),
-        serde.encoder("EventRecord", topic=topic("ingest.events"))))
+    validator = ElementValidator(
+        GatewaySettings(),
+        Encoders(
+            serde.encoder("UserUpsert", topic=topic("ingest.users")),
+            serde.encoder("DeviceUpsert", topic=topic("ingest.devices")),
+            serde.encoder("EventRecord", topic=topic("ingest.events")),
+        ),
+    )
     messages = []
     for i, (body, _, _) in enumerate(bodies):
         ctx = RequestContext(WS, f"raw{i:05d}", datetime.now(UTC), "127.0.0.1")
         for el in json.loads(body)["elements"]:
-            messages.extend((topic(m.topic), m.key, m.value) for m in validator.element(el, ctx, (), BULK).messages)
+            messages.extend(
+                (topic(m.topic), m.key, m.value) for m in validator.element(el, ctx, (), BULK).messages
+            )
     producer = Producer(kafka.producer_config())
     acked = 0
 
@@ -207,14 +260,18 @@ def raw_baseline(kafka: KafkaSettings, bodies: list[tuple[bytes, int, int]], sec
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--write", type=Path, help="write the results as Markdown to this file")
     args = parser.parse_args()
 
-    kafka = KafkaSettings(bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                          topic_prefix=f"bench{uuid.uuid4().hex[:8]}")
+    kafka = KafkaSettings(
+        bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}",
+    )
     create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
     bodies = [payload(seed) for seed in range(16)]
     avg_bytes = sum(len(b) for b, _, _ in bodies) / len(bodies)
@@ -226,7 +283,9 @@ def main() -> None:
         try:
             asyncio.run(wait_healthy(url))
             asyncio.run(closed_loop(url, bodies, 3, args.concurrency))  # warm-up
+            cpu_before = cpu_seconds(proc.pid)
             peak = asyncio.run(closed_loop(url, bodies, args.seconds, args.concurrency))
+            cpu_share = (cpu_seconds(proc.pid) - cpu_before) / peak["seconds"]
             half_rate = peak["requests"] / 2
             latency = asyncio.run(open_loop(url, bodies, half_rate, args.seconds))
         finally:
@@ -236,18 +295,29 @@ def main() -> None:
 
     ratio = peak["records"] / raw["records_per_s"]
     rows = [
-        ("request body", f"{avg_bytes / 1024:.1f} KB, {avg_records:.0f} records ({avg_events:.0f} event actions)"),
+        (
+            "request body",
+            f"{avg_bytes / 1024:.1f} KB, {avg_records:.0f} records ({avg_events:.0f} event actions)",
+        ),
         ("gateway accepted events/s (actions)", f"{peak['events']:,.0f}"),
         ("gateway accepted records/s (users + events)", f"{peak['records']:,.0f}"),
+        ("gateway CPU use during the peak phase", f"{cpu_share:.2f} cores"),
+        ("gateway accepted events/s per busy gateway core", f"{peak['events'] / max(cpu_share, 1e-9):,.0f}"),
         ("gateway requests/s", f"{peak['requests']:,.1f} (non-200: {peak['errors']:.1f}/s)"),
         ("raw producer records/s, same bytes", f"{raw['records_per_s']:,.0f}"),
         ("gateway / raw", f"{ratio:.2f}"),
-        (f"latency at half rate ({half_rate:.1f} req/s)", f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms"
-         f" ({latency['requests']} requests, {latency['errors']} non-200)"),
+        (
+            f"latency at half rate ({half_rate:.1f} req/s)",
+            f"p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms"
+            f" ({latency['requests']} requests, {latency['errors']} non-200)",
+        ),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    text = (f"| measure | value |\n|---|---|\n{table}\n\nconcurrency {args.concurrency}, {args.seconds:.0f} s per "
-            f"phase, broker {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    text = (
+        f"| measure | value |\n|---|---|\n{table}\n\nconcurrency {args.concurrency}, "
+        f"{args.seconds:.0f} s per phase, broker {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
     print(text)
     if args.write:
         args.write.write_text(text + "\n")

@@ -77,12 +77,17 @@ def build_app(
         table_standby_replicas=0,
         processing_guarantee="at_least_once",
     )
+    # faust's send buffer warns and stalls the stream above 100 queued messages; batches need more room.
+    app.producer.buffer.max_messages = worker.producer_buffer_messages
     serde = AvroSerde(kafka.schema_registry_url)
     ingest = app.topic(*(catalogue[name].name for name in INGEST_TOPICS), **RAW)
     lanes = app.topic(lanes_spec.name, partitions=partitions, **RAW)
     outputs = {short: app.topic(catalogue[short].name, **RAW) for short in (PROFILES, EVENTS, REJECTED)}
-    raw_schema = faust.Schema(**RAW)
-    tables = [app.Table(name, default=None, partitions=partitions, schema=raw_schema) for name in TABLES]
+    # bytes key and value types make faust use the raw codec for the store and the changelog alike.
+    tables = [
+        app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+        for name in TABLES
+    ]
     state = State(*(JsonTable(table, worker.cache_limit) for table in tables))
     processor = LaneProcessor(state, directory)
 

@@ -27,6 +27,9 @@ class WorkerSettings(BaseSettings):
     linger_ms: int = Field(20, ge=0, description="producer linger; batches outputs and changelog writes")
     max_batch_size: int = Field(1_048_576, gt=0, description="producer batch bytes (default 16 KiB)")
     commit_interval_s: float = Field(1.0, gt=0, description="offset commit period (default 2.8 s)")
+    producer_buffer_messages: int = Field(
+        20_000, gt=0, description="faust send buffer before it stalls (100)"
+    )
     session_timeout_s: float = Field(
         10.0, gt=0, description="a dead worker's lanes move after this (default 60 s)"
     )

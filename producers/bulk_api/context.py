@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import random
 import secrets
 import string
 import uuid
@@ -10,8 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from producers.bulk_api.times import to_ms
+
 _ALPHABET = string.ascii_letters + string.digits
 _NAMESPACE = uuid.UUID("5b1f8f52-3c1e-4d55-9a51-0e6b8f3d2a10")
+_VARIANT = "89ab"
+# event_uuids must be unique, not secret: a Mersenne Twister seeded from the OS (reseeded in forked children).
+_random = random.Random(secrets.randbits(256))
+os.register_at_fork(after_in_child=lambda: _random.seed(secrets.randbits(256)))
 
 
 def new_request_id() -> str:
@@ -41,9 +49,13 @@ class RequestContext:
     idempotency_key: str | None = None
     _counter: int = field(default=0)
     _uuid_of: Callable[[], str] = field(init=False)
+    received_ms: int = field(init=False)
+    client_ip_branch: tuple[str, str] | None = field(init=False)
 
     def __post_init__(self) -> None:
+        self.client_ip_branch = None if self.client_ip is None else ("string", self.client_ip)
         self._uuid_of = self._random_uuid if not self.idempotency_key else self._derived_uuid
+        self.received_ms = to_ms(self.received_at)
 
     def next_event_uuid(self) -> str:
         """Random per record; with an Idempotency-Key, derived from it so a retried request dedupes."""
@@ -51,7 +63,9 @@ class RequestContext:
 
     @staticmethod
     def _random_uuid() -> str:
-        return str(uuid.uuid4())
+        """A version-4 UUID from the seeded generator, formatted without a UUID object (hot path)."""
+        h = f"{_random.getrandbits(128):032x}"
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
     def _derived_uuid(self) -> str:
         self._counter += 1

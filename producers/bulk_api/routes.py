@@ -11,7 +11,6 @@ body. With ``reject_request`` any bad element fails the whole request with that 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -68,12 +68,8 @@ STATE = web.RequestKey("state", RequestState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def dumps(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"))
+    return orjson.dumps(body).decode()
 
 
 @web.middleware
@@ -137,9 +133,9 @@ class Handlers:
                 raise payload_too_large(cap)
         if not body.strip():
             raise empty_body()
-        try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as exc:
+        try:  # orjson: strict RFC 8259 (no NaN), UTF-8 only, and several times faster than json
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             raise malformed_json(texts) from exc
 
     def _context(self, request: web.Request, workspace: Workspace) -> RequestContext:
@@ -170,8 +166,11 @@ class Handlers:
             self.gw.metrics.delivery_failures.inc()
             log.warning("request %s: %s", request[STATE].request_id, exc)
             raise server_unavailable("The records could not be stored.") from exc
+        per_topic: dict[str, int] = {}
         for msg in messages:
-            self.gw.metrics.records.labels(msg.topic).inc()
+            per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
+        for topic, n in per_topic.items():
+            self.gw.metrics.records.labels(topic).inc(n)
 
     def _accepted(self, request: web.Request, extra: dict[str, Any] | None = None) -> web.Response:
         body = {"status": "success", "message": ACCEPTED, "request_id": request[STATE].request_id} | (

@@ -77,26 +77,47 @@ def parser_for(fmt: str) -> DatetimeParser:
     if fmt not in DATETIME_FORMATS:
         raise ValueError(f"unsupported datetime_format {fmt!r}; supported: {', '.join(DATETIME_FORMATS)}")
     regex = format_regex(fmt)
+    to_iso = _iso_rewriter(fmt)
 
     def parse(value: str, default_tz: tzinfo) -> datetime:
-        match = regex.match(value.strip())
-        if match is None:
-            raise RowError(f"value {value!r} does not match datetime format {fmt}")
-        g = match.groupdict()
-        frac = (g.get("f") or "0")[:6].ljust(6, "0")
-        tz = _offset(g["tz"]) if g.get("tz") else default_tz
-        try:
-            return datetime(
-                int(g["y"]),
-                int(g["mo"]),
-                int(g["d"]),
-                int(g.get("h") or 0),
-                int(g.get("mi") or 0),
-                int(g.get("s") or 0),
-                int(frac),
-                tzinfo=tz,
-            ).astimezone(UTC)
-        except ValueError as exc:
-            raise RowError(f"value {value!r} is not a valid date-time ({exc})") from exc
+        value = value.strip()
+        if regex.match(value) is not None:  # fast path: the shape is right, let C parse it
+            try:
+                parsed = datetime.fromisoformat(to_iso(value))
+            except ValueError:
+                pass  # e.g. 31 February or a 7+ digit fraction: the exact path below says why
+            else:
+                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=default_tz)).astimezone(UTC)
+        return _parse_exact(regex, fmt, value, default_tz)
 
     return parse
+
+
+def _iso_rewriter(fmt: str) -> Callable[[str], str]:
+    """Turn a value of ``fmt`` into ISO 8601 by slicing (dates come first, at fixed positions)."""
+    if fmt.startswith("YYYY"):
+        return (lambda v: v.replace("/", "-")) if "/" in fmt[:10] else (lambda v: v)
+    return lambda v: f"{v[6:10]}-{v[3:5]}-{v[0:2]}{v[10:]}"
+
+
+def _parse_exact(regex: re.Pattern[str], fmt: str, value: str, default_tz: tzinfo) -> datetime:
+    """The exact path: field by field, so an impossible value gets a precise reason."""
+    match = regex.match(value)
+    if match is None:
+        raise RowError(f"value {value!r} does not match datetime format {fmt}")
+    g = match.groupdict()
+    frac = (g.get("f") or "0")[:6].ljust(6, "0")
+    tz = _offset(g["tz"]) if g.get("tz") else default_tz
+    try:
+        return datetime(
+            int(g["y"]),
+            int(g["mo"]),
+            int(g["d"]),
+            int(g.get("h") or 0),
+            int(g.get("mi") or 0),
+            int(g.get("s") or 0),
+            int(frac),
+            tzinfo=tz,
+        ).astimezone(UTC)
+    except ValueError as exc:
+        raise RowError(f"value {value!r} is not a valid date-time ({exc})") from exc

@@ -21,6 +21,7 @@ from typing import IO, Any
 from confluent_kafka import KafkaError, Producer
 
 from config.settings import KafkaSettings
+from producers.s3_import.avro_template import template_encoder
 from producers.s3_import.definition import MANDATORY_ROLES, FileFormat, ImportDefinition
 from producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
 from producers.s3_import.mapping import CompiledMapping, compile_mapping
@@ -29,6 +30,7 @@ from producers.s3_import.reading import EMPTY_ROW, CountingReader, Row, read_csv
 from producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
 from producers.s3_import.runs import FAILED, RunRecord, outcome
 from producers.s3_import.storage import Folder, S3File
+from schemas.exceptions import SerdeError
 from schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,10 @@ class DataProducer:
         self.kafka = kafka
         self.serde = serde
         self.errors: list[KafkaError] = []
-        self.producer = Producer(kafka.producer_config(on_delivery=self._delivered))
+        # Reports only for failures: a per-row Python callback would cost as much as the encoding.
+        self.producer = Producer(
+            kafka.producer_config(on_delivery=self._delivered, **{"delivery.report.only.error": True})
+        )
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
@@ -101,7 +106,6 @@ class FileImport:
     ) -> None:
         self.d, self.folder, self.file, self.run_record, self.out, self.ctx = d, folder, file, run, out, ctx
         self.topic = out.kafka.topic(TOPIC_BY_TYPE[d.type])
-        self.encode = out.serde.encoder(RECORD_BY_TYPE[d.type], topic=self.topic)
         self.builder = RecordBuilder(d, f"{d.bucket}/{d.folder}", file.name, run.run_id, datetime.now(UTC))
         self.report: IO[str] | None = None
         self.last_row = ctx.resume_after
@@ -175,58 +179,70 @@ class FileImport:
                 raise FileFormatError(MISSING_COLUMN.get(label, "event datetime missing") + " in the file")
 
     def _rows(self, rows: Iterator[Row], mapping: CompiledMapping) -> None:
+        """The hot loop: locals only, counters kept in variables and stored on the run at check points."""
         run, ctx, out = self.run_record, self.ctx, self.out
-        convert, build, encode, produce, topic = (
-            mapping.convert,
-            self.builder.build,
-            self.encode,
-            out.produce,
-            self.topic,
-        )
+        encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
+        convert, build, topic = mapping.convert, self.builder.build, self.topic
+        produce, poll = out.producer.produce, out.producer.poll
         resume_after = ctx.resume_after
         last_checkpoint, last_time = resume_after, time.monotonic()
         next_check = CHECK_EVERY
-        for row in rows:
-            n = row.number
-            run.rows_total += 1
-            if row.cells is None:
-                if row.error == EMPTY_ROW:
-                    run.rows_skipped += 1
+        total = added = skipped = 0
+        n = resume_after
+        try:
+            for row in rows:
+                n = row.number
+                total += 1
+                cells = row.cells
+                if cells is None:
+                    if row.error == EMPTY_ROW:
+                        skipped += 1
+                    else:
+                        self._fail(n, row.error or "unreadable row")
                 else:
-                    self._fail(n, row.error or "unreadable row")
-            else:
-                try:
-                    attrs, roles, ids = convert(row.cells)
-                    key, record = build(n, attrs, roles, ids)
-                    value = encode(record)
-                except RowError as exc:
-                    self._fail(n, str(exc))
-                except S3ImportError as exc:  # a value the Avro schema refuses
-                    self._fail(n, str(exc))
-                else:
-                    if n > resume_after:
-                        produce(topic, key, value)
-                    run.rows_added += 1
-            self.last_row = n
-            if n >= next_check:
-                next_check = n + CHECK_EVERY
-                out.producer.poll(0)
-                if not ctx.still_owned():
-                    raise OwnershipLost(
-                        f"{self.file.name}: ledger partition moved to another poller at row {n}"
-                    )
-                if ctx.progress:
-                    ctx.progress(n, self._counter.bytes_read)
-                if (
-                    n - last_checkpoint >= CHECKPOINT_ROWS
-                    or time.monotonic() - last_time >= CHECKPOINT_SECONDS
-                ):
-                    out.flush()
-                    ctx.checkpoint(n)
-                    last_checkpoint, last_time = n, time.monotonic()
+                    try:
+                        key, record = build(n, *convert(cells))
+                        if encode is None:
+                            encode = self._encoder(record)
+                        value = encode(record)
+                    except (RowError, SerdeError) as exc:  # SerdeError: a value the Avro schema refuses
+                        self._fail(n, str(exc))
+                    else:
+                        if n > resume_after:
+                            try:
+                                produce(topic, value, key)
+                            except BufferError:  # the local queue is full: wait for acknowledgements
+                                out.produce(topic, key, value)
+                        added += 1
+                if n >= next_check:
+                    next_check = n + CHECK_EVERY
+                    self.last_row, run.rows_total, run.rows_added, run.rows_skipped = n, total, added, skipped
+                    poll(0)
+                    if not ctx.still_owned():
+                        raise OwnershipLost(
+                            f"{self.file.name}: ledger partition moved to another poller at row {n}"
+                        )
+                    if ctx.progress:
+                        ctx.progress(n, self._counter.bytes_read)
+                    if (
+                        n - last_checkpoint >= CHECKPOINT_ROWS
+                        or time.monotonic() - last_time >= CHECKPOINT_SECONDS
+                    ):
+                        out.flush()
+                        ctx.checkpoint(n)
+                        last_checkpoint, last_time = n, time.monotonic()
+        finally:  # a file-level failure mid-file still reports the rows read so far
+            self.last_row, run.rows_total, run.rows_added, run.rows_skipped = n, total, added, skipped
         out.flush()
         if ctx.progress:
-            ctx.progress(self.last_row, self._counter.bytes_read)
+            ctx.progress(n, self._counter.bytes_read)
+
+    def _encoder(self, sample: dict[str, Any]) -> Callable[[Any], bytes]:
+        """The per-file template encoder (checked against fastavro on this first record)."""
+        serde = self.out.serde
+        return template_encoder(
+            serde, RECORD_BY_TYPE[self.d.type], self.topic, self.builder.constants, sample
+        )
 
     def handover(self) -> int:
         """Flush rows in flight so the next owner can resume right after ``last_row``."""

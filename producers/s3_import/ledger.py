@@ -141,9 +141,7 @@ class Ledger:
             tp = TopicPartition(self.topic, p)
             try:
                 if state.target is None:
-                    low, high = self._consumer.get_watermark_offsets(
-                        tp, timeout=5, cached=False
-                    )
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
                     state.target = high
                     if high <= low:
                         state.ready = True

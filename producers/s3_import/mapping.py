@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -160,35 +160,44 @@ class Converter:
 
 
 def make_converter(index: int, m: ColumnMapping, default_tz: tzinfo, app_tz: tzinfo) -> Converter:
+    """One column's converter; ``None`` means the text is the value (the common string case)."""
     role = m.effective_role
+    convert: Callable[[Any], Any] | None
     if m.type is ColumnType.DATETIME:
         parse = parser_for(m.datetime_format or "")
         tz = app_tz if role is Role.EVENT_TIME_APP_TIMEZONE else default_tz
 
         def convert(raw: Any) -> Any:
-            if not isinstance(raw, str):
+            if raw.__class__ is not str:
                 raise RowError(f"value {raw!r} is not a date-time text")
-            return parse(raw, tz)
+            value = parse(raw, tz)
+            return value if role is not None else value.isoformat()  # attributes travel as ISO 8601 text
 
     elif m.type is ColumnType.DOUBLE:
 
         def convert(raw: Any) -> Any:
-            if isinstance(raw, list):
+            if raw.__class__ is list:
                 return [v for v in (_try(_to_double, x) for x in raw) if v is not None]
-            if isinstance(raw, str) and raw[:1] == "[" and raw[-1:] == "]":
+            if raw.__class__ is str and raw[:1] == "[" and raw[-1:] == "]":
                 return _array(raw, _to_double)
             return _to_double(raw)
 
     elif m.type is ColumnType.BOOL:
         convert = _to_bool
-    else:
+    elif role is None:
 
         def convert(raw: Any) -> Any:
-            if not isinstance(raw, str):
-                return raw if role is None else str(raw)  # NDJSON objects and arrays map whole
-            return _array(raw, str) if raw[:1] == "[" and raw[-1:] == "]" and role is None else raw
+            if raw.__class__ is str and raw[:1] == "[" and raw[-1:] == "]":
+                return _array(raw, str)
+            return raw  # text, or a whole NDJSON object / array
 
+    else:
+        convert = _identifier_text
     return Converter(index, m.column, m.moe_attr or m.column, role, convert)
+
+
+def _identifier_text(raw: Any) -> str:
+    return raw if raw.__class__ is str else str(raw)
 
 
 @dataclass
@@ -203,27 +212,31 @@ class CompiledMapping:
     def roles(self) -> set[Role]:
         return {c.role for c in self.converters if c.role is not None}
 
-    def convert(self, cells: Sequence[str]) -> tuple[dict[str, Any], dict[Role, Any], dict[str, str]]:
-        """Attributes, role values and identifiers of one row; empty cells are skipped (no update)."""
+    def convert(self, cells: Sequence[Any]) -> tuple[dict[str, Any], dict[Role, Any], dict[str, str]]:
+        """Attributes, role values and identifiers of one row; empty cells are skipped (no update).
+
+        ``cells`` has one entry per header column (CSV rows of another width never get here).
+        """
         attrs: dict[str, Any] = {}
         roles: dict[Role, Any] = {}
         identifiers: dict[str, str] = {}
         for c in self.converters:
-            raw = cells[c.index] if c.index < len(cells) else ""
+            raw = cells[c.index]
             if raw == "" or raw is None:
                 continue
             try:
                 value = c.convert(raw)
             except RowError as exc:
                 raise RowError(f"column {c.column!r}: {exc}") from None
-            if c.role is None:
-                attrs[c.attr] = value.isoformat() if isinstance(value, datetime) else value
-            elif c.role is Role.IDENTIFIER:
+            role = c.role
+            if role is None:
+                attrs[c.attr] = value
+            elif role is Role.IDENTIFIER:
                 identifiers[c.attr] = str(value)
                 attrs[c.attr] = value
             else:
-                roles[c.role] = value
-                if c.role is Role.ANONYMOUS_ID:
+                roles[role] = value
+                if role is Role.ANONYMOUS_ID:
                     attrs[c.attr] = value
         return attrs, roles, identifiers
 

@@ -205,21 +205,28 @@ class DecryptStream:
 def check_status(
     status: list[str], code: int, signers: set[str], stderr: bytes = b"", head_encrypted: bool = True
 ) -> None:
-    """Decide the outcome from ``[GNUPG:]`` status keywords (doc/DETAILS of GnuPG)."""
-    words = [line.split()[1] for line in status if line.startswith("[GNUPG:]") and len(line.split()) > 1]
+    """Decide the outcome from ``[GNUPG:]`` status keywords (GnuPG's doc/DETAILS).
+
+    ENC_TO without KEY_CONSIDERED: encrypted for a key we lack. KEY_CONSIDERED without DECRYPTION_KEY:
+    the key is there but its passphrase did not unlock it. DECRYPTION_KEY without DECRYPTION_OKAY: the
+    session key was recovered but the data is damaged. Without a signing key, the signature is optional.
+    """
+    words = {line.split()[1] for line in status if line.startswith("[GNUPG:]") and len(line.split()) > 1}
     detail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"gpg exit code {code}"]
-    if "DECRYPTION_OKAY" not in words and "ENC_TO" not in words and "BEGIN_DECRYPTION" not in words:
+    if not words & {"ENC_TO", "BEGIN_DECRYPTION", "DECRYPTION_OKAY", "DECRYPTION_KEY"}:
         if head_encrypted:
             raise PgpError(f"{UNABLE_TO_DECRYPT}: the PGP message is damaged or truncated ({detail[0]})")
         raise PgpError(NOT_ENCRYPTED)
-    if "DECRYPTION_OKAY" not in words:
-        if "ENC_TO" in words and "KEY_CONSIDERED" not in words or "NO_SECKEY" in words:
-            raise PgpError(f"{DECRYPTION_KEY_WRONG}: the file is encrypted for another key")
-        if {"KEY_CONSIDERED", "BAD_PASSPHRASE", "MISSING_PASSPHRASE"} & set(words):
+    if "DECRYPTION_OKAY" not in words or "DECRYPTION_FAILED" in words:
+        if "DECRYPTION_KEY" in words:
+            raise PgpError(f"{UNABLE_TO_DECRYPT}: the PGP message is damaged or truncated ({detail[0]})")
+        if "KEY_CONSIDERED" in words:
             raise PgpError(f"{UNABLE_TO_DECRYPT}: wrong key passphrase")
+        if "ENC_TO" in words:
+            raise PgpError(f"{DECRYPTION_KEY_WRONG}: the file is encrypted for another key")
         raise PgpError(f"{UNABLE_TO_DECRYPT}: {detail[0]}")
-    if code != 0 and not signers:
-        raise PgpError(f"{UNABLE_TO_DECRYPT}: {detail[0]}")
+    if "BADSIG" in words:
+        raise PgpError(f"{VERIFICATION_FAILED}: bad signature")
     if signers:
         check_signature(status, signers)
 

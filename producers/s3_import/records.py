@@ -7,10 +7,11 @@ ids and downstream de-duplication makes the import effectively-once.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+import orjson
 
 from producers.s3_import.definition import ImportDefinition, ImportType
 from producers.s3_import.exceptions import RowError
@@ -35,13 +36,14 @@ RECORD_BY_TYPE = {
 def row_uuid(prefix: bytes, row: int) -> str:
     """UUID5 (RFC 4122 name-based, SHA-1) of ``<import>/<folder>/<file>/<row>`` in a fixed namespace.
 
-    Same result as ``uuid.uuid5``; the namespace and file part are hashed once per file (``prefix``).
+    Same result as ``uuid.uuid5``; the namespace and file part are hashed once per file (``prefix``), and
+    the version and variant bits are set on the hex text directly (this runs once per row).
     """
-    digest = bytearray(hashlib.sha1(prefix + str(row).encode(), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(prefix + b"%d" % row, usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}
 
 
 def uuid_prefix(import_name: str, folder: str, file_name: str) -> bytes:
@@ -53,62 +55,70 @@ def record_key(workspace_id: str, routing_id: str) -> bytes:
     return f"{workspace_id}:{routing_id}".encode()
 
 
+def _dumps(attrs: dict[str, Any]) -> str:
+    """Compact JSON of a row's attributes; orjson is about six times faster than ``json`` here."""
+    return orjson.dumps(attrs).decode()
+
+
 class RecordBuilder:
     """Builds the Avro dict and key for one converted row of a definition's type."""
 
     def __init__(self, d: ImportDefinition, folder: str, file_name: str, run_id: str, received_at: datetime):
         self.d = d
         self.kind = d.type
+        self.workspace = d.workspace_id
+        self.key_prefix = f"{d.workspace_id}:"
         self.prefix = uuid_prefix(d.name, folder, file_name)
         self.origin = f"{d.name}/{file_name}/"
-        self.base: dict[str, Any] = {
+        # The fields that are the same for every row of the file, set once.
+        template: dict[str, Any] = {
             "workspace_id": d.workspace_id,
             "request_id": run_id,
             "received_at": received_at,
             "source": SOURCE,
             "client_ip": None,
+            "anonymous_id": None,
+            "customer_id": None,
         }
-        self.event_name = d.event_name or ""
+        if self.kind is ImportType.EVENTS:
+            template |= {
+                "device_id": None,
+                "action": d.event_name or "",
+                "platform": None,
+                "moe_os_type": None,
+                "app_version": None,
+                "current_time": None,
+                "user_timezone_offset": None,
+            }
+        else:
+            template["update_existing_only"] = (
+                d.do_not_create_new_users and self.kind is not ImportType.ANONYMOUS_USERS
+            )
+        self.template = template
+        # What an encoder may treat as fixed for the whole file: the template minus the per-row identity.
+        self.constants = {k: v for k, v in template.items() if k not in ("customer_id", "anonymous_id")}
 
     def build(
         self, row: int, attrs: dict[str, Any], roles: dict[Role, Any], ids: dict[str, str]
     ) -> tuple[bytes, dict[str, Any]]:
-        uid = roles.get(Role.USER_ID)
-        record = dict(self.base)
+        record = self.template.copy()
         record["event_uuid"] = row_uuid(self.prefix, row)
         record["origin"] = self.origin + str(row)
         record["user_identifiers"] = ids
-        record["attributes_json"] = json.dumps(attrs, separators=(",", ":"), ensure_ascii=False)
-        if self.kind is ImportType.EVENTS:
-            if not uid:
-                raise RowError("Column value for the selected identifier attribute (ID) is absent")
-            when = roles.get(Role.EVENT_TIME_UTC) or roles.get(Role.EVENT_TIME_APP_TIMEZONE)
-            if when is None:
-                raise RowError("event datetime missing")
-            record |= {
-                "customer_id": uid,
-                "anonymous_id": None,
-                "device_id": None,
-                "action": self.event_name,
-                "platform": None,
-                "moe_os_type": None,
-                "app_version": None,
-                "user_time": when,
-                "current_time": None,
-                "user_timezone_offset": None,
-            }
-            return record_key(self.d.workspace_id, uid), record
+        record["attributes_json"] = _dumps(attrs)
         if self.kind is ImportType.ANONYMOUS_USERS:
             anon = roles.get(Role.ANONYMOUS_ID)
             if not anon:
                 raise RowError("Column value for the selected identifier attribute (Anonymous ID) is absent")
-            record |= {"customer_id": None, "anonymous_id": str(anon), "update_existing_only": False}
-            return record_key(self.d.workspace_id, str(anon)), record
+            record["anonymous_id"] = anon = str(anon)
+            return (self.key_prefix + anon).encode(), record
+        uid = roles.get(Role.USER_ID)
         if not uid:
             raise RowError("Column value for the selected identifier attribute (ID) is absent")
-        record |= {
-            "customer_id": uid,
-            "anonymous_id": None,
-            "update_existing_only": self.d.do_not_create_new_users,
-        }
-        return record_key(self.d.workspace_id, uid), record
+        record["customer_id"] = uid
+        if self.kind is ImportType.EVENTS:
+            when = roles.get(Role.EVENT_TIME_UTC) or roles.get(Role.EVENT_TIME_APP_TIMEZONE)
+            if when is None:
+                raise RowError("event datetime missing")
+            record["user_time"] = when
+        return (self.key_prefix + uid).encode(), record

@@ -41,6 +41,7 @@ class DefinitionStore:
         self._consumer.assign(self._partitions)
         self.definitions: dict[str, ImportDefinition] = {}
         self.errors: dict[str, str] = {}
+        self._applied: dict[int, int] = {}
         self.load()
 
     def load(self, timeout: float = 30.0) -> None:
@@ -68,6 +69,7 @@ class DefinitionStore:
     def _apply(self, msg: Any) -> None:
         if msg.error():
             return
+        self._applied[msg.partition()] = msg.offset()
         name = msg.key().decode() if msg.key() else ""
         if msg.value() is None:
             self.definitions.pop(name, None)
@@ -123,16 +125,26 @@ class DefinitionStore:
             "created_at": d.created_at or now,
             "updated_at": now,
         }
-        errors: list[Any] = []
+        delivered: list[Any] = []
         self._producer.produce(
             self.topic,
             self._encode(record),
             d.name.encode(),
-            on_delivery=lambda err, _m: errors.append(err) if err else None,
+            on_delivery=lambda err, m: delivered.append((err, m)),
         )
-        if self._producer.flush(30) or errors:
-            raise S3ImportError(f"writing import {d.name} to {self.topic} failed: {errors or 'timeout'}")
-        self.definitions[d.name] = d
+        self._producer.flush(30)
+        if not delivered or delivered[0][0] is not None:
+            raise S3ImportError(f"writing import {d.name} to {self.topic} failed: {delivered or 'timeout'}")
+        self._read_until(delivered[0][1].partition(), delivered[0][1].offset())
+
+    def _read_until(self, partition: int, offset: int, timeout: float = 30.0) -> None:
+        """Read our own write back, so that the local view is exactly the topic's (no stale overwrite)."""
+        deadline = datetime.now(UTC).timestamp() + timeout
+        while self._applied.get(partition, -1) < offset:
+            if datetime.now(UTC).timestamp() > deadline:
+                raise S3ImportError(f"timed out reading back {self.topic} offset {offset}")
+            for msg in self._consumer.consume(500, timeout=0.5):
+                self._apply(msg)
 
     def close(self) -> None:
         try:

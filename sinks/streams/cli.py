@@ -36,8 +36,9 @@ from sinks.streams.sink import StreamSink, serve
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("sink", ["sink"])]
 console = Console()
-streams_app = typer.Typer(help="MoEngage-style Streams: export enriched events to HTTP endpoints.",
-                          no_args_is_help=True)  # fmt: skip
+streams_app = typer.Typer(
+    help="MoEngage-style Streams: export enriched events to HTTP endpoints.", no_args_is_help=True
+)
 dlq_app = typer.Typer(
     help="The dead-letter queue of batches that failed every attempt.", no_args_is_help=True
 )
@@ -74,7 +75,7 @@ def sink(
     metrics_port: Annotated[
         int | None,
         typer.Option(envvar="INFLOW_SINK_METRICS_PORT", help="serve Prometheus metrics on this port"),
-    ] = None,  # fmt: skip
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the Streams sink: every stream's events to its endpoint, with retries and DLQ, until SIGTERM."""
@@ -84,8 +85,12 @@ def sink(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
-    streams = StreamSink(rt.kafka, yaml_definitions(rt.config), SecretBox.from_settings(rt.paths),
-                         only=set(stream) if stream else None)  # fmt: skip
+    streams = StreamSink(
+        rt.kafka,
+        yaml_definitions(rt.config),
+        SecretBox.from_settings(rt.paths),
+        only=set(stream) if stream else None,
+    )
     asyncio.run(serve(streams))
 
 
@@ -107,12 +112,12 @@ def add(
     password: Annotated[
         str | None,
         typer.Option(envvar="INFLOW_STREAM_PASSWORD", help="Basic auth password (stored encrypted)"),
-    ] = None,  # fmt: skip
+    ] = None,
     auth_header: Annotated[str | None, typer.Option(help="header auth: header name, e.g. X-Api-Key")] = None,
     auth_value: Annotated[
         str | None,
         typer.Option(envvar="INFLOW_STREAM_AUTH_VALUE", help="header auth: value (stored encrypted)"),
-    ] = None,  # fmt: skip
+    ] = None,
     events: Annotated[str, typer.Option(help="'all' or comma-separated event names or codes")] = "all",
     user_attributes: Annotated[str, typer.Option(help="'all' or comma-separated user attributes")] = "all",
     device_attributes: Annotated[
@@ -128,7 +133,7 @@ def add(
         typer.Option(
             help="skip (MoEngage: events during a pause are not sent) or resume (send them on resume)"
         ),
-    ] = "skip",  # fmt: skip
+    ] = "skip",
     replace: Annotated[bool, typer.Option(help="replace an existing stored definition")] = False,
 ) -> None:
     """Add (or with --replace, change) a stream; secrets are encrypted before they are stored in Kafka."""
@@ -144,10 +149,13 @@ def add(
             raise StreamDefinitionError(f"--header {h!r} must look like 'Name: value'")
         headers[name.strip()] = value.strip()
     auth_data: dict[str, Any] = {"type": auth}
-    for key, value in (("username", username), ("password", password), ("header_name", auth_header),
-                       ("header_value", auth_value)):  # fmt: skip
-        if value is not None:
-            auth_data[key] = value
+    given = {
+        "username": username,
+        "password": password,
+        "header_name": auth_header,
+        "header_value": auth_value,
+    }
+    auth_data.update({key: value for key, value in given.items() if value is not None})
     try:
         delays = [float(d) for d in retry_delays.split(",") if d.strip()]
     except ValueError as exc:
@@ -155,12 +163,22 @@ def add(
             f"--retry-delays {retry_delays!r} must be numbers separated by commas"
         ) from exc
     data = {
-        "id": stream_id, "url": url, "app_name": app_name, "workspace_id": workspace, "headers": headers,
-        "auth": auth_data, "events": _split_list(events), "user_attributes": _split_list(user_attributes),
-        "device_attributes": _split_list(device_attributes), "batch_size": batch_size, "linger_s": linger,
-        "request_timeout_s": timeout, "max_in_flight": max_in_flight, "retry_delays_s": delays,
+        "id": stream_id,
+        "url": url,
+        "app_name": app_name,
+        "workspace_id": workspace,
+        "headers": headers,
+        "auth": auth_data,
+        "events": _split_list(events),
+        "user_attributes": _split_list(user_attributes),
+        "device_attributes": _split_list(device_attributes),
+        "batch_size": batch_size,
+        "linger_s": linger,
+        "request_timeout_s": timeout,
+        "max_in_flight": max_in_flight,
+        "retry_delays_s": delays,
         "pause_mode": pause_mode,
-    }  # fmt: skip
+    }
     definition = parse_definition(data, f"stream {stream_id}")
     stored = definition.stored(SecretBox.from_settings(rt.paths))
     publish(
@@ -204,9 +222,10 @@ def list_streams() -> None:
     for stream_id, d in sorted(view.definitions().items()):
         state = pause_view(d, view.states.get(stream_id))
         events = d.events if isinstance(d.events, str) else ",".join(d.events)
-        table.add_row(stream_id, "yaml" if stream_id in view.yaml else "stored", d.url, events, str(d.batch_size),
-                      ",".join(f"{x:g}" for x in d.retry_delays_s),
-                      f"paused ({state.mode})" if state.paused else "running")  # fmt: skip
+        source = "yaml" if stream_id in view.yaml else "stored"
+        delays = ",".join(f"{x:g}" for x in d.retry_delays_s)
+        status = f"paused ({state.mode})" if state.paused else "running"
+        table.add_row(stream_id, source, d.url, events, str(d.batch_size), delays, status)
     console.print(table)
 
 
@@ -254,12 +273,12 @@ def pause(
             help="skip (MoEngage: events during the pause are never sent) "
             "or resume; default: the stream's pause_mode"
         ),
-    ] = None,  # fmt: skip
+    ] = None,
 ) -> None:
     """Pause a stream: nothing is sent until ``streams resume``."""
     _, kafka, serde, view = _context()
     d = _find(view, stream_id)
-    chosen = mode or d.pause_mode
+    chosen: str = mode or d.pause_mode
     if chosen not in ("skip", "resume"):
         raise StreamDefinitionError(f"--mode must be skip or resume, not {chosen!r}")
     state = view.states.get(stream_id)
@@ -291,8 +310,8 @@ def dlq_list(stream: Annotated[str | None, typer.Option(help="only this stream's
     table = Table("position", "stream", "moe_request_id", "events", "attempts", "last status", "last error")
     for b in batches:
         s = b.summary()
-        table.add_row(s["position"], s["stream_id"], s["moe_request_id"], str(s["events"]), str(s["attempts"]),
-                      str(s["last_status"]), s["last_error"])  # fmt: skip
+        cells = [s["position"], s["stream_id"], s["moe_request_id"], str(s["events"]), str(s["attempts"])]
+        table.add_row(*cells, str(s["last_status"]), s["last_error"])
     console.print(table)
     console.print(f"{len(batches)} dead batches")
 

@@ -47,7 +47,7 @@ class PolledConsumer:
     async def consume(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to ``max_messages`` records; consumer errors are logged and skipped (librdkafka retries)."""
         loop = asyncio.get_running_loop()
-        messages = await loop.run_in_executor(self._executor, self.client.consume, max_messages, timeout)
+        messages = await loop.run_in_executor(self._executor, self._fetch, max_messages, timeout)
         good = []
         for msg in messages:
             err = msg.error()
@@ -58,6 +58,19 @@ class PolledConsumer:
             else:
                 log.warning("consumer error on %s: %s", msg.topic(), err.str())
         return good
+
+    def _fetch(self, max_messages: int, timeout: float) -> list[Message]:
+        """What is queued now; else wait up to ``timeout`` for the first record only, then take the rest queued.
+
+        ``consume(n, timeout)`` alone would wait for all n records, delaying a trickle by the whole timeout.
+        """
+        ready = self.client.consume(max_messages, 0)
+        if ready:
+            return list(ready)
+        first = self.client.poll(timeout)
+        if first is None:
+            return []
+        return [first, *self.client.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
 
     def assignment(self) -> list[TopicPartition]:
         return list(self.client.assignment())

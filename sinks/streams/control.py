@@ -49,7 +49,7 @@ def pause_view(definition: StreamDefinition, state: Mapping[str, Any] | None) ->
     mode = str(state.get("mode") or definition.pause_mode)
     paused_at = state.get("paused_at")
     if state["paused"]:
-        # Records fetched before the pause took hold are held; in skip mode those that arrived since are dropped.
+        # Records fetched before the pause took hold are held; skip mode drops those that arrived since.
         window = (_ms(paused_at), FOREVER_MS) if mode == "skip" and paused_at is not None else None
         return PauseView(True, mode, window)
     if mode == "skip" and paused_at is not None:
@@ -136,8 +136,8 @@ def read_control(
                 if msg.error():
                     continue
                 view.apply(msg, serde, kafka.topic_prefix)
-                key = (msg.topic(), msg.partition())
-                if key in ends and msg.offset() + 1 >= ends[key]:
+                key = (str(msg.topic()), int(msg.partition() or 0))
+                if key in ends and int(msg.offset() or 0) + 1 >= ends[key]:
                     del ends[key]
     finally:
         consumer.close()

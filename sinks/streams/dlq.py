@@ -52,8 +52,9 @@ class DeadBatch:
         return {**self.summary(), **self.record, "events_json": json.loads(self.record["events_json"])}
 
 
-def read_dlq(kafka: KafkaSettings, serde: AvroSerde, stream_id: str | None = None,
-             timeout: float = 60.0) -> list[DeadBatch]:  # fmt: skip
+def read_dlq(
+    kafka: KafkaSettings, serde: AvroSerde, stream_id: str | None = None, timeout: float = 60.0
+) -> list[DeadBatch]:
     """Every batch in the DLQ (optionally of one stream), oldest first per partition."""
     topic = kafka.topic(DLQ_TOPIC)
     consumer = Consumer(
@@ -77,14 +78,15 @@ def read_dlq(kafka: KafkaSettings, serde: AvroSerde, stream_id: str | None = Non
             for msg in consumer.consume(500, 0.5):
                 if msg.error():
                     continue
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
+                partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
+                if offset + 1 >= ends.get(partition, 0):
+                    ends.pop(partition, None)
                 try:
-                    _, record = serde.decode(msg.value(), "StreamBatch")
+                    _, record = serde.decode(msg.value() or b"", "StreamBatch")
                 except InflowError:
                     continue
                 if stream_id is None or record["stream_id"] == stream_id:
-                    found.append(DeadBatch(msg.partition(), msg.offset(), record))
+                    found.append(DeadBatch(partition, offset, record))
         return sorted(found, key=lambda b: (b.partition, b.offset))
     finally:
         consumer.close()

@@ -13,16 +13,22 @@ from inflow.errors import InflowError
 from sinks.streams import metrics
 from sinks.streams.batching import BatchBuilder, EventBatch
 from sinks.streams.consumer import TP, PolledConsumer
+from sinks.streams.delivery import Attempt
 from sinks.streams.offsets import OffsetTracker, WorkUnit
 from sinks.streams.payload import EventFilter, EventFormatter, events_array, request_body
-from sinks.streams.retry import DLQ_TOPIC, MAIN_TIER
+from sinks.streams.reading import EnrichedEventReader
+from sinks.streams.retry import DLQ_TOPIC, MAIN_TIER, dead_record
 from sinks.streams.worker import StreamWorker, log_task_failure
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
 # A sink that died is noticed after 10 s (librdkafka's default is 45 s) so its partitions move on quickly;
 # the fetch queue is bounded so a paused or slow stream does not hoard memory.
-GROUP_OVERRIDES = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000, "queued.max.messages.kbytes": 32768}
+GROUP_OVERRIDES = {
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 2_000,
+    "queued.max.messages.kbytes": 32768,
+}
 SHUTDOWN_GRACE_S = 15.0
 
 
@@ -38,7 +44,7 @@ class ExportLoop:
         self.builder = BatchBuilder(d.batch_size, d.linger_s)
         self.accepts = EventFilter.of(d).accepts
         self.fragment = EventFormatter(d).fragment
-        self.decode = worker.serde.decode
+        self.read = EnrichedEventReader(worker.serde).read
         self.in_flight: set[asyncio.Task[Any]] = set()
         self._paused = False
         self._lag_at = 0.0
@@ -96,12 +102,12 @@ class ExportLoop:
         if not batch.fragments and not batch.partitions:
             batch.opened = time.monotonic()
         arrival = msg.timestamp()[1]
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
         if skip_window is not None and skip_window[0] <= arrival < skip_window[1]:
             self.tracker.add(batch, topic, partition, offset)  # arrived while paused in skip mode
             return
         try:
-            _, event = self.decode(msg.value(), "EnrichedEvent")
+            event = self.read(msg.value() or b"")
             if not self.accepts(event):
                 self.tracker.add(batch, topic, partition, offset)
                 return
@@ -115,28 +121,15 @@ class ExportLoop:
     def _park_invalid(self, msg: Message, exc: Exception) -> None:
         """A record that cannot be exported goes to the DLQ with its position and reason; the rest flows."""
         unit = WorkUnit()
-        self.tracker.add(unit, msg.topic(), msg.partition(), msg.offset())
+        self.tracker.add(unit, str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0))
         reason = f"invalid record {msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}"[:1000]
         log.error("stream %s: %s", self.worker.label, reason)
         metrics.INVALID_EVENTS.labels(self.worker.label).inc()
         self._spawn(self._park(unit, reason))
 
     async def _park(self, unit: WorkUnit, reason: str) -> None:
-        from sinks.streams.delivery import Attempt
-
         batch = EventBatch()
-        previous = {
-            "moe_request_id": batch.moe_request_id,
-            "events_json": "[]",
-            "created_at": batch.created_at,
-        }
-        definition = self.worker.definition.model_copy(update={"retry_delays_s": []})
-        record_attempt = Attempt(False, None, reason, 0.0)
-        from sinks.streams.retry import next_destination, parked_batch
-
-        destination = next_destination(definition, MAIN_TIER)
-        assert destination.topic == DLQ_TOPIC
-        record = parked_batch(definition, previous, record_attempt, self.topic, destination)
+        record = dead_record(self.worker.definition.id, batch, Attempt(False, None, reason, 0.0), self.topic)
         await self.worker.produce(DLQ_TOPIC, self.worker.serde.encode("StreamBatch", record))
         metrics.DEAD_LETTERED_BATCHES.labels(self.worker.label).inc()
         self.tracker.complete(unit)

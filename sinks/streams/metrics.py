@@ -12,8 +12,9 @@ RETRIED_BATCHES = Counter(
     "inflow_streams_retried_batches", "Failed batches parked in a retry topic", ["stream", "tier"]
 )
 DEAD_LETTERED_BATCHES = Counter("inflow_streams_dead_lettered_batches", "Batches sent to the DLQ", ["stream"])
-INVALID_EVENTS = Counter("inflow_streams_invalid_events", "Records of the events topic that could not be read",
-                         ["stream"])  # fmt: skip
+INVALID_EVENTS = Counter(
+    "inflow_streams_invalid_events", "Unreadable records of the events topic", ["stream"]
+)
 IN_FLIGHT = Gauge("inflow_streams_in_flight_requests", "HTTP requests in flight", ["stream"])
 CONSUMER_LAG = Gauge(
     "inflow_streams_consumer_lag", "Records of the events topic not yet consumed", ["stream"]

@@ -58,13 +58,19 @@ class EventFormatter:
         code = event["event_code"]
         is_campaign = event["event_type"] == CAMPAIGN_EVENT
         parts = [
-            '{"event_name":', quote(event["event_name"]),
-            ',"event_code":', quote(code),
-            ',"event_uuid":', quote(event["event_uuid"]),
-            ',"event_time":', str(int(event["event_time"])),
-            ',"event_type":', quote(event["event_type"]),
-            ',"event_source":', quote(event.get("event_source") or "MOENGAGE"),
-        ]  # fmt: skip
+            '{"event_name":',
+            quote(event["event_name"]),
+            ',"event_code":',
+            quote(code),
+            ',"event_uuid":',
+            quote(event["event_uuid"]),
+            ',"event_time":',
+            str(int(event["event_time"])),
+            ',"event_type":',
+            quote(event["event_type"]),
+            ',"event_source":',
+            quote(event.get("event_source") or "MOENGAGE"),
+        ]
         recipient = recipient_field(event, is_campaign)
         if recipient is not None:
             parts += [',"', recipient, '":', quote(event[recipient])]

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -86,16 +86,22 @@ class RetryLoop:
 
     def _take(self, msg: Message) -> None:
         unit = WorkUnit()
-        tp = (msg.topic(), msg.partition())
-        self.tracker.add(unit, tp[0], tp[1], msg.offset())
+        tp = (str(msg.topic()), int(msg.partition() or 0))
+        self.tracker.add(unit, tp[0], tp[1], int(msg.offset() or 0))
         if msg.key() != self.key:
             self.tracker.complete(unit)  # another stream's batch
             return
         try:
-            _, record = self.worker.serde.decode(msg.value(), "StreamBatch")
+            _, record = self.worker.serde.decode(msg.value() or b"", "StreamBatch")
         except InflowError as exc:
-            log.error("stream %s: unreadable retry record %s[%s]@%s skipped: %s", self.worker.label, tp[0], tp[1],
-                      msg.offset(), exc)  # fmt: skip
+            log.error(
+                "stream %s: unreadable retry record %s[%s]@%s skipped: %s",
+                self.worker.label,
+                tp[0],
+                tp[1],
+                msg.offset(),
+                exc,
+            )
             self.tracker.complete(unit)
             return
         if record["stream_id"] != self.worker.definition.id:
@@ -161,7 +167,3 @@ class RetryLoop:
         for tp in tps:
             self.holds.pop(tp, None)
             self.paused.discard(tp)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)

@@ -66,3 +66,18 @@ def parked_batch(
         "due_at": now + timedelta(seconds=delay),
         "created_at": previous.get("created_at", now),
     }
+
+
+def dead_record(stream_id: str, batch: Any, attempt: Attempt, source_topic: str) -> dict[str, Any]:
+    """A DLQ StreamBatch with no events for a record that could not be read; the reason names its position."""
+    now = datetime.now(UTC)
+    return {
+        "stream_id": stream_id,
+        "moe_request_id": batch.moe_request_id,
+        "events_json": "[]",
+        "event_uuids": [],
+        "attempt": 1,
+        "attempts": [attempt_record(attempt, source_topic, now)],
+        "due_at": now,
+        "created_at": now,
+    }

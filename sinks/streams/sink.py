@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,9 @@ class StreamSink:
             executor.shutdown(wait=False)
             left = await loop.run_in_executor(None, producer.close)
             if left:
-                log.error("%d parked batches were not acknowledged at shutdown; their offsets were not committed",
-                          left)  # fmt: skip
+                log.error(
+                    "%d parked batches unacknowledged at shutdown; their offsets stay uncommitted", left
+                )
 
     def _reconcile(self, producer: AsyncProducer) -> None:
         wanted = {k: v for k, v in self.view.definitions().items() if self.only is None or k in self.only}
@@ -82,13 +84,17 @@ class StreamSink:
         for stream_id, definition in wanted.items():
             if stream_id in self.running:
                 continue
-            worker = StreamWorker(definition, self.kafka, self.serde, producer, self.box,
-                                  lambda sid=stream_id: self.view.states.get(sid))  # fmt: skip
+            worker = StreamWorker(
+                definition, self.kafka, self.serde, producer, self.box, self._state_getter(stream_id)
+            )
             stop = asyncio.Event()
             task = asyncio.get_running_loop().create_task(worker.run(stop), name=f"stream-{stream_id}")
             task.add_done_callback(_report_exit)
             self.running[stream_id] = Running(definition, stop, task)
             log.info("stream %s: started (%s)", stream_id, definition.url.split("?")[0])
+
+    def _state_getter(self, stream_id: str) -> Callable[[], dict[str, Any] | None]:
+        return lambda: self.view.states.get(stream_id)
 
     async def _stop_all(self) -> None:
         for running in self.running.values():

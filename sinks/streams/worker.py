@@ -74,8 +74,12 @@ class StreamWorker:
         await self.produce(destination.topic, self._encode(record))
         if destination.is_dlq:
             metrics.DEAD_LETTERED_BATCHES.labels(self.label).inc()
-            log.warning("stream %s: batch %s dead-lettered after %d attempts", self.label,
-                        record["moe_request_id"], record["attempt"])  # fmt: skip
+            log.warning(
+                "stream %s: batch %s dead-lettered after %d attempts",
+                self.label,
+                record["moe_request_id"],
+                record["attempt"],
+            )
         else:
             metrics.RETRIED_BATCHES.labels(self.label, destination.topic).inc()
         return destination

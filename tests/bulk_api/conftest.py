@@ -41,7 +41,9 @@ def basic(user: str, password: str) -> str:
 
 def seed_workspaces(users: int = 10_000, events: int = 30_000) -> list[WorkspaceConfig]:
     return [
-        WorkspaceConfig(id=WS, api_key=KEY, rate_limits=RateLimits(users_per_minute=users, events_per_minute=events)),
+        WorkspaceConfig(
+            id=WS, api_key=KEY, rate_limits=RateLimits(users_per_minute=users, events_per_minute=events)
+        ),
         WorkspaceConfig(id=IR_WS, api_key=IR_KEY, identifiers=["customer_id", "moe_mobile", "email"]),
         WorkspaceConfig(id=NOKEY_WS),
     ]
@@ -55,8 +57,15 @@ class RunningGateway:
     url: str
     session: requests.Session = field(default_factory=requests.Session)
 
-    def post(self, path: str, body: Any = None, *, auth: tuple[str, str] | None = (WS, KEY),
-             data: bytes | None = None, headers: dict[str, str] | None = None) -> requests.Response:  # fmt: skip
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        auth: tuple[str, str] | None = (WS, KEY),
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
         hdrs = {"Content-Type": "application/json"}
         if auth is not None:
             hdrs["Authorization"] = basic(*auth)
@@ -74,8 +83,9 @@ def start_in_process(kafka: KafkaSettings, settings: GatewaySettings, seeds: lis
     gateway.start()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve(gateway, stop, announce=False)),
-                              daemon=True)  # fmt: skip
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(serve(gateway, stop, announce=False)), daemon=True
+    )
     thread.start()
 
     def shutdown() -> None:
@@ -88,15 +98,20 @@ def start_in_process(kafka: KafkaSettings, settings: GatewaySettings, seeds: lis
 
 @pytest.fixture
 def gateway_factory(catalogue_topics: KafkaSettings) -> Iterator[Callable[..., RunningGateway]]:
-    """``gateway_factory(kafka=None, seeds=None, **settings)`` starts a gateway; all are stopped at the end."""
+    """``gateway_factory(kafka=None, seeds=None, **settings)`` starts a gateway; all stop at the end."""
     stops: list[Callable[[], None]] = []
 
-    def make(kafka: KafkaSettings | None = None, seeds: list[WorkspaceConfig] | None = None,
-             wait_views: bool = True, **overrides: Any) -> RunningGateway:  # fmt: skip
+    def make(
+        kafka: KafkaSettings | None = None,
+        seeds: list[WorkspaceConfig] | None = None,
+        wait_views: bool = True,
+        **overrides: Any,
+    ) -> RunningGateway:
         port = free_port()
         settings = GatewaySettings(port=port, **overrides)
-        gateway, shutdown = start_in_process(kafka or catalogue_topics, settings,
-                                             seed_workspaces() if seeds is None else seeds)  # fmt: skip
+        gateway, shutdown = start_in_process(
+            kafka or catalogue_topics, settings, seed_workspaces() if seeds is None else seeds
+        )
         stops.append(shutdown)
         running = RunningGateway(gateway, f"http://127.0.0.1:{port}")
         wait_for(lambda: _answers(running.url), 30, what="gateway to listen")
@@ -153,8 +168,12 @@ class GatewayProcess:
 
 def gateway_env(kafka: KafkaSettings, home: Path, config: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "S3_", "INFLOW_"))}
-    env |= {"KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers), "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "INFLOW_HOME": str(home), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env |= {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "INFLOW_HOME": str(home),
+        "PYTHONUNBUFFERED": "1",
+    }
     if config is not None:
         env["INFLOW_CONFIG"] = str(config)
     return env | extra
@@ -177,8 +196,13 @@ def gateway_process(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
         port = free_port()
         log = tmp_path / f"{name}-{port}.log"
         with log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "inflow.cli", "gateway", "--port", str(port)],
-                                    env=env, stdout=out, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "inflow.cli", "gateway", "--port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         running = GatewayProcess(proc, f"http://127.0.0.1:{port}", log)
         made.append(running)
 

@@ -28,11 +28,17 @@ EVENT = {
     "customer_id": "john@example.com",
     "device_id": "dev-1",
     "actions": [
-        {"action": "ProductAdded", "attributes": {"product": "Accessories", "color": "Black"}, "platform": "Android",
-         "app_version": "1.2.3", "user_time": "1708939453396", "current_time": "1708939453396"},
+        {
+            "action": "ProductAdded",
+            "attributes": {"product": "Accessories", "color": "Black"},
+            "platform": "Android",
+            "app_version": "1.2.3",
+            "user_time": "1708939453396",
+            "current_time": "1708939453396",
+        },
         {"action": "Viewed", "user_time": 1590404615, "user_timezone_offset": 19800},
     ],
-}  # fmt: skip
+}
 DEVICE = {
     "type": "device",
     "customer_id": "john@example.com",
@@ -46,8 +52,11 @@ def bulk(*elements):
 
 
 def test_bulk_request_lands_on_the_three_topics_with_request_facts(gw, read_topic):
-    resp = gw.post(f"/v1/transition/{WS}", bulk(CUSTOMER, EVENT, DEVICE),
-                   headers={"X-Forwarded-For": "203.0.113.195, 70.41.3.18, 150.172.238.178"})  # fmt: skip
+    resp = gw.post(
+        f"/v1/transition/{WS}",
+        bulk(CUSTOMER, EVENT, DEVICE),
+        headers={"X-Forwarded-For": "203.0.113.195, 70.41.3.18, 150.172.238.178"},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body == {"status": "success", "message": ACCEPTED, "request_id": body["request_id"]}
@@ -70,7 +79,9 @@ def test_bulk_request_lands_on_the_three_topics_with_request_facts(gw, read_topi
     assert {k for k, _ in events} == {f"{WS}:john@example.com".encode()}
     by_action = {e["action"]: e for _, e in events}
     added = by_action["ProductAdded"]
-    assert added["platform"] == "ANDROID" and added["app_version"] == "1.2.3" and added["device_id"] == "dev-1"
+    assert (
+        added["platform"] == "ANDROID" and added["app_version"] == "1.2.3" and added["device_id"] == "dev-1"
+    )
     assert added["user_time"] == datetime.fromtimestamp(1708939453.396, UTC)  # current_time wins
     assert added["current_time"] == datetime.fromtimestamp(1708939453.396, UTC)
     assert json.loads(added["attributes_json"]) == {"product": "Accessories", "color": "Black"}
@@ -93,7 +104,9 @@ def test_app_id_query_form_and_socket_peer_as_client_ip(gw, read_topic):
 
 
 def test_one_users_records_share_a_key_and_keep_their_order(gw, read_topic):
-    elements = [{"type": "event", "customer_id": f"u{i % 3}", "actions": [{"action": f"a{i}"}]} for i in range(30)]
+    elements = [
+        {"type": "event", "customer_id": f"u{i % 3}", "actions": [{"action": f"a{i}"}]} for i in range(30)
+    ]
     assert gw.post(f"/v1/transition/{WS}", bulk(*elements)).status_code == 200
     events = read_topic("ingest.events", 30)
     by_key: dict[bytes, list[int]] = {}
@@ -126,7 +139,11 @@ def test_single_api_rejects_an_element_of_another_type(gw):
 
 def test_identity_resolution_workspace_accepts_users_and_events_without_customer_id(gw, read_topic):
     user = {"type": "customer", "attributes": {"moe_mobile": "+919876500000", "email": " ", "name": "N"}}
-    event = {"type": "event", "user_identifiers": {"moe_mobile": 919876500000}, "actions": [{"action": "Paid"}]}
+    event = {
+        "type": "event",
+        "user_identifiers": {"moe_mobile": 919876500000},
+        "actions": [{"action": "Paid"}],
+    }
     resp = gw.post(f"/v1/transition/{IR_WS}", bulk(user, event), auth=(IR_WS, IR_KEY))
     assert resp.status_code == 200, resp.text
     [(ukey, urec)] = read_topic("ingest.users", 1)
@@ -149,18 +166,31 @@ def test_good_elements_are_accepted_and_bad_ones_reported(gw, read_topic, consum
     body = resp.json()
     assert body["status"] == "success" and body["accepted_elements"] == 2
     assert body["failed_elements"] == [
-        {"index": 1, "error": {"attribute": "type", "message": "'type in elements should be customer/event/device",
-                               "type": "AttributeError"}},
-        {"index": 2, "error": {"attribute": "action", "message": "'action cannot be empty Unicode string",
-                               "type": "MissingAttributeError"}},
-    ]  # fmt: skip
+        {
+            "index": 1,
+            "error": {
+                "attribute": "type",
+                "message": "'type in elements should be customer/event/device",
+                "type": "AttributeError",
+            },
+        },
+        {
+            "index": 2,
+            "error": {
+                "attribute": "action",
+                "message": "'action cannot be empty Unicode string",
+                "type": "MissingAttributeError",
+            },
+        },
+    ]
     assert len(read_topic("ingest.users", 1)) == 1 and len(read_topic("ingest.devices", 1)) == 1
     events = consumer_factory([catalogue_topics.topic("ingest.events")])
     assert consume_until_quiet(events, quiet=2.0) == []
 
 
-def test_reject_request_policy_stores_nothing_when_one_element_is_bad(gateway_factory, consumer_factory,
-                                                                     catalogue_topics):  # fmt: skip
+def test_reject_request_policy_stores_nothing_when_one_element_is_bad(
+    gateway_factory, consumer_factory, catalogue_topics
+):
     gw = gateway_factory(bad_elements="reject_request")
     resp = gw.post(f"/v1/transition/{WS}", bulk(CUSTOMER, {"type": "customer", "attributes": {}}))
     assert resp.status_code == 400

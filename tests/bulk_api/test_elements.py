@@ -20,7 +20,9 @@ NOW = datetime.now(UTC)
 @pytest.fixture(scope="module")
 def validator() -> ElementValidator:
     serde = AvroSerde()
-    encoders = Encoders(serde.encoder("UserUpsert"), serde.encoder("DeviceUpsert"), serde.encoder("EventRecord"))
+    encoders = Encoders(
+        serde.encoder("UserUpsert"), serde.encoder("DeviceUpsert"), serde.encoder("EventRecord")
+    )
     return ElementValidator(GatewaySettings(), encoders)
 
 
@@ -43,22 +45,35 @@ def event(**action):
 
 
 def test_array_operator_rules(validator):
-    both = customer(addValueToArrayField={"first_name": ["a"]}, removeValueFromArrayField={"first_name": ["b"]})
+    both = customer(
+        addValueToArrayField={"first_name": ["a"]}, removeValueFromArrayField={"first_name": ["b"]}
+    )
     err = error(validator, both)
     assert (err.attribute, err.message, err.type) == (
-        "addValueToArrayField", "Cannot add and remove 'first_name' at the same time", "ArrayFieldError")
-    assert error(validator, customer(tags=["x"], addValueToArrayField={"tags": ["y"]})).type == "ArrayFieldError"
+        "addValueToArrayField",
+        "Cannot add and remove 'first_name' at the same time",
+        "ArrayFieldError",
+    )
+    assert (
+        error(validator, customer(tags=["x"], addValueToArrayField={"tags": ["y"]})).type == "ArrayFieldError"
+    )
     assert error(validator, customer(addValueToArrayField={"platforms": ["y"]})).type == "ArrayFieldError"
-    ok = run(validator, customer(addValueToArrayField={"tags": ["y"]}, removeValueFromArrayField={"old": "z"}))
+    ok = run(
+        validator, customer(addValueToArrayField={"tags": ["y"]}, removeValueFromArrayField={"old": "z"})
+    )
     assert ok.users == 1
 
 
 def test_platforms_are_normalised_and_checked(validator):
-    result = run(validator, {"type": "customer", "customer_id": "c1", "platforms": [{"platform": "ios",
-                                                                                   "active": True}]})  # fmt: skip
+    result = run(
+        validator,
+        {"type": "customer", "customer_id": "c1", "platforms": [{"platform": "ios", "active": True}]},
+    )
     assert result.messages[0].topic == "ingest.users"
     assert error(validator, customer(platforms=[{"platform": "Symbian"}])).attribute == "platform"
-    assert error(validator, customer(platforms=[{"platform": "web", "active": "maybe"}])).attribute == "active"
+    assert (
+        error(validator, customer(platforms=[{"platform": "web", "active": "maybe"}])).attribute == "active"
+    )
     assert error(validator, customer(platforms="web")).message == "platforms is expected to be list"
 
 
@@ -72,7 +87,10 @@ def test_system_moe_attributes_are_allowed(validator):
 
 
 def test_update_existing_only_and_unset_attributes(validator):
-    assert error(validator, {"type": "customer", "customer_id": "c1", "update_existing_only": "yes"}).type == "TypeError"
+    assert (
+        error(validator, {"type": "customer", "customer_id": "c1", "update_existing_only": "yes"}).type
+        == "TypeError"
+    )
     good = {"type": "customer", "customer_id": "c1", "unset_attributes": [{"type": "prefix", "attr": "tmp_"}]}
     assert run(validator, good).users == 1
     bad = {"type": "customer", "customer_id": "c1", "unset_attributes": [{"type": "regex", "attr": "x"}]}
@@ -81,7 +99,10 @@ def test_update_existing_only_and_unset_attributes(validator):
 
 def test_customer_id_numbers_become_strings_and_other_types_are_rejected(validator):
     assert run(validator, {"type": "customer", "customer_id": 12345}).users == 1
-    assert error(validator, {"type": "customer", "customer_id": {"a": 1}}).message == "customer_id is expected to be string"
+    assert (
+        error(validator, {"type": "customer", "customer_id": {"a": 1}}).message
+        == "customer_id is expected to be string"
+    )
     assert error(validator, {"type": "customer", "customer_id": 1}).type == "BlockedValueError"
     assert error(validator, {"type": "customer", "customer_id": " N/A "}).type == "BlockedValueError"
 
@@ -106,13 +127,16 @@ def test_future_events_are_rejected_and_bad_times_named(validator):
 
 
 def test_each_action_is_one_event_record(validator):
-    element = {"type": "event", "customer_id": "c1", "actions": [{"action": "a"}, {"action": "b"}, {"action": "c"}]}
+    element = {
+        "type": "event",
+        "customer_id": "c1",
+        "actions": [{"action": "a"}, {"action": "b"}, {"action": "c"}],
+    }
     assert run(validator, element).events == 3
 
 
-def test_lone_surrogates_cannot_break_encoding(validator):
-    result = run(validator, customer(note="\ud800"))
-    assert result.users == 1
+def test_lone_surrogates_are_a_clear_element_error(validator):
+    assert error(validator, customer(note="\ud800")).attribute == "attributes"
     assert error(validator, {"type": "customer", "customer_id": "bad\ud800"}).type == "TypeError"
 
 
@@ -122,7 +146,10 @@ def test_device_requires_platform_and_attributes(validator):
     assert error(validator, base | {"attributes": {}}).attribute == "platform"
     assert error(validator, base | {"attributes": {"platform": "Nokia"}}).attribute == "platform"
     result = run(validator, base | {"attributes": {"platform": "android", "push_id": "p"}})
-    assert json.loads(AvroSerde().decode(result.messages[0].value)[1]["attributes_json"])["platform"] == "ANDROID"
+    assert (
+        json.loads(AvroSerde().decode(result.messages[0].value)[1]["attributes_json"])["platform"]
+        == "ANDROID"
+    )
 
 
 def test_client_ip_is_the_left_most_valid_forwarded_address():

@@ -16,19 +16,33 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def profile(uid: str, customer_id: str | None, revision: int = 1, workspace: str = WS, **extra):
     rec = {
-        "workspace_id": workspace, "uid": uid, "customer_id": customer_id, "anonymous_ids": [],
-        "identifiers": {}, "attributes_json": json.dumps({"u_fn": "Ann", "plan": "gold"}), "platforms": ["ANDROID"],
-        "devices_json": "[]", "first_seen": NOW, "last_seen": NOW, "merged_into": None, "merged_uids": [],
-        "updated_at": NOW, "revision": revision, "deleted": False,
-    }  # fmt: skip
+        "workspace_id": workspace,
+        "uid": uid,
+        "customer_id": customer_id,
+        "anonymous_ids": [],
+        "identifiers": {},
+        "attributes_json": json.dumps({"u_fn": "Ann", "plan": "gold"}),
+        "platforms": ["ANDROID"],
+        "devices_json": "[]",
+        "first_seen": NOW,
+        "last_seen": NOW,
+        "merged_into": None,
+        "merged_uids": [],
+        "updated_at": NOW,
+        "revision": revision,
+        "deleted": False,
+    }
     return rec | extra
 
 
 def publish(producer_factory, serde, kafka: KafkaSettings, records):
     producer = producer_factory()
     for rec in records:
-        producer.produce(kafka.topic("profiles"), serde.encode("UserProfile", rec),
-                         f"{rec['workspace_id']}:{rec['uid']}".encode())  # fmt: skip
+        producer.produce(
+            kafka.topic("profiles"),
+            serde.encode("UserProfile", rec),
+            f"{rec['workspace_id']}:{rec['uid']}".encode(),
+        )
     assert producer.flush(30) == 0
 
 
@@ -38,18 +52,28 @@ def export(gw, identifiers, fields=None, app_id=WS, auth=(WS, "ws1-data-api-key"
 
 
 def test_get_user_answers_from_the_profile_topic(gateway_factory, catalogue_topics, producer_factory, serde):
-    publish(producer_factory, serde, catalogue_topics, [
-        profile("uid-1", "ann", revision=1, attributes_json=json.dumps({"u_fn": "Old"})),
-        profile("uid-1", "ann", revision=2),
-        profile("uid-2", None, workspace=IR_WS, identifiers={"moe_mobile": "+9100"}),
-        profile("uid-3", "bob", revision=5),
-        profile("uid-3", "bob", revision=6, merged_into="uid-1"),
-        profile("uid-4", "gone", deleted=True),
-    ])  # fmt: skip
+    publish(
+        producer_factory,
+        serde,
+        catalogue_topics,
+        [
+            profile("uid-1", "ann", revision=1, attributes_json=json.dumps({"u_fn": "Old"})),
+            profile("uid-1", "ann", revision=2),
+            profile("uid-2", None, workspace=IR_WS, identifiers={"moe_mobile": "+9100"}),
+            profile("uid-3", "bob", revision=5),
+            profile("uid-3", "bob", revision=6, merged_into="uid-1"),
+            profile("uid-4", "gone", deleted=True),
+        ],
+    )
     gw = gateway_factory()  # reads the topic to its end before it answers
-    resp = export(gw, [{"identifier_type": "customer_id", "identifier": "ann"},
-                       {"identifier_type": "customer_id", "identifier": "nobody"},
-                       {"identifier_type": "customer_id", "identifier": "gone"}])  # fmt: skip
+    resp = export(
+        gw,
+        [
+            {"identifier_type": "customer_id", "identifier": "ann"},
+            {"identifier_type": "customer_id", "identifier": "nobody"},
+            {"identifier_type": "customer_id", "identifier": "gone"},
+        ],
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "success" and body["type"] == "export_users"
@@ -60,15 +84,24 @@ def test_get_user_answers_from_the_profile_topic(gateway_factory, catalogue_topi
     assert attrs["plan"] == "gold" and attrs["platforms"] == ["ANDROID"] and attrs["cr_t"] == NOW.isoformat()
 
     by_id = export(gw, [{"identifier_type": "moengage_id", "identifier": "uid-3"}], fields=["plan"]).json()
-    assert by_id["data"]["users"] == [{"user_attributes": {"moengage_id": "uid-1", "uid": "ann", "plan": "gold"}}]
+    assert by_id["data"]["users"] == [
+        {"user_attributes": {"moengage_id": "uid-1", "uid": "ann", "plan": "gold"}}
+    ]
 
-    ir = export(gw, [{"identifier_type": "moe_mobile", "identifier": "+9100"}], app_id=IR_WS, auth=(IR_WS, IR_KEY))
+    ir = export(
+        gw, [{"identifier_type": "moe_mobile", "identifier": "+9100"}], app_id=IR_WS, auth=(IR_WS, IR_KEY)
+    )
     assert ir.json()["data"]["users"][0]["user_attributes"]["moe_mobile"] == "+9100"
 
     # A snapshot published while the gateway runs is visible within the follow latency.
     publish(producer_factory, serde, catalogue_topics, [profile("uid-9", "late")])
-    wait_for(lambda: export(gw, [{"identifier_type": "customer_id", "identifier": "late"}]).json()["data"]["users"],
-             30, what="late profile")  # fmt: skip
+    wait_for(
+        lambda: export(gw, [{"identifier_type": "customer_id", "identifier": "late"}]).json()["data"][
+            "users"
+        ],
+        30,
+        what="late profile",
+    )
 
 
 def test_get_user_limits_and_validation(gateway_factory):
@@ -82,8 +115,9 @@ def test_get_user_limits_and_validation(gateway_factory):
     assert resp.status_code == 200 and resp.headers["x-ratelimit-limit"] == "1000"
 
 
-def test_get_user_is_503_with_a_clear_body_until_the_profile_topic_exists(gateway_factory, kafka_bootstrap,
-                                                                          admin, unique):  # fmt: skip
+def test_get_user_is_503_with_a_clear_body_until_the_profile_topic_exists(
+    gateway_factory, kafka_bootstrap, admin, unique
+):
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"np{unique}")
     topic = kafka.topic("control.workspaces")
     admin.create_topics([NewTopic(topic, 1, 1, config={"cleanup.policy": "compact"})])[topic].result()

@@ -19,8 +19,10 @@ def test_keys_are_stored_salted_and_verified():
     assert not verify_key(key + "x", first)
 
 
-@pytest.mark.parametrize("stored", ["", "plain", "md5$n=1,r=1,p=1$AA==$AA==", "scrypt$n=x$AA==$AA==",
-                                    "scrypt$n=1024,r=8,p=1$!!$AA=="])  # fmt: skip
+@pytest.mark.parametrize(
+    "stored",
+    ["", "plain", "md5$n=1,r=1,p=1$AA==$AA==", "scrypt$n=x$AA==$AA==", "scrypt$n=1024,r=8,p=1$!!$AA=="],
+)
 def test_malformed_stored_hashes_never_verify(stored):
     assert not verify_key("k", stored)
 

@@ -10,8 +10,14 @@ from tests.bulk_api.conftest import WS
 def test_openapi_document_describes_every_endpoint_and_the_policy(shared_gw):
     doc = requests.get(shared_gw.url + "/openapi.json", timeout=30).json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/v1/transition/{workspace_id}", "/v1/transition", "/v1/customer/{workspace_id}",
-                                 "/v1/event/{workspace_id}", "/v1/device/{workspace_id}", "/v1/customers/export"}  # fmt: skip
+    assert set(doc["paths"]) == {
+        "/v1/transition/{workspace_id}",
+        "/v1/transition",
+        "/v1/customer/{workspace_id}",
+        "/v1/event/{workspace_id}",
+        "/v1/device/{workspace_id}",
+        "/v1/customers/export",
+    }
     assert "failed_elements" in doc["info"]["description"]
     assert "102400 bytes" in doc["paths"]["/v1/transition/{workspace_id}"]["post"]["description"]
 

@@ -24,8 +24,9 @@ CUSTOMER = {"type": "customer", "customer_id": "cli-user"}
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "inflow.cli", *args], env=env, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "inflow.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -35,7 +36,9 @@ def status(url: str, ws: str, key: str) -> int:
     return requests.post(f"{url}/v1/customer/{ws}", json=CUSTOMER, headers=headers, timeout=60).status_code
 
 
-def test_workspace_commands_and_key_rotation_on_a_running_gateway(gateway_process, catalogue_topics, tmp_path):
+def test_workspace_commands_and_key_rotation_on_a_running_gateway(
+    gateway_process, catalogue_topics, tmp_path
+):
     env = gateway_env(catalogue_topics, tmp_path / "home", write_config(tmp_path / "inflow.yaml"))
     gw = gateway_process(env)
     created = json.loads(cli(env, "workspaces", "create", "NEWWS", "--identifiers", "moe_mobile").stdout)
@@ -64,21 +67,35 @@ def test_workspace_commands_and_key_rotation_on_a_running_gateway(gateway_proces
 def test_creating_an_existing_workspace_fails_with_a_clear_message(catalogue_topics, tmp_path):
     env = gateway_env(catalogue_topics, tmp_path / "home")
     cli(env, "workspaces", "create", "DUP", "--key", "k-one")
-    result = subprocess.run([sys.executable, "-m", "inflow.cli", "workspaces", "create", "DUP"], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "inflow.cli", "workspaces", "create", "DUP"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "workspace DUP already exists" in result.stdout + result.stderr
 
 
-def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(gateway_process, tmp_path, kafka_bootstrap):
-    local = LocalKafka(tmp_path / "kafka", Path.home() / ".cache" / "inflow",
-                       LocalKafkaSettings(port=free_port(), controller_port=free_port()))  # fmt: skip
+def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(
+    gateway_process, tmp_path, kafka_bootstrap
+):
+    local = LocalKafka(
+        tmp_path / "kafka",
+        Path.home() / ".cache" / "inflow",
+        LocalKafkaSettings(port=free_port(), controller_port=free_port()),
+    )
     local.start()
     try:
         kafka = KafkaSettings(bootstrap_servers=local.bootstrap_servers, topic_prefix="outage")
         create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
-        env = gateway_env(kafka, tmp_path / "home", write_config(tmp_path / "inflow.yaml"),
-                          INFLOW_GATEWAY_DELIVERY_TIMEOUT_MS="4000")  # fmt: skip
+        env = gateway_env(
+            kafka,
+            tmp_path / "home",
+            write_config(tmp_path / "inflow.yaml"),
+            INFLOW_GATEWAY_DELIVERY_TIMEOUT_MS="4000",
+        )
         gw = gateway_process(env)
         results: list[tuple[int, list[str]]] = []
         stop_sending = threading.Event()
@@ -88,9 +105,14 @@ def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(gateway_proce
             n = 0
             while not stop_sending.is_set():
                 ids = [f"w{worker}-r{n}-{i}" for i in range(20)]
-                body = {"type": "transition", "elements": [{"type": "customer", "customer_id": c} for c in ids]}
+                body = {
+                    "type": "transition",
+                    "elements": [{"type": "customer", "customer_id": c} for c in ids],
+                }
                 try:
-                    resp = requests.post(f"{gw.url}/v1/transition/{WS}", json=body, headers=headers, timeout=60)
+                    resp = requests.post(
+                        f"{gw.url}/v1/transition/{WS}", json=body, headers=headers, timeout=60
+                    )
                     results.append((resp.status_code, ids))
                     if resp.status_code == 503:
                         assert resp.json()["error"]["type"] == "Server Error"
@@ -101,9 +123,13 @@ def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(gateway_proce
         threads = [threading.Thread(target=sender, args=(w,)) for w in range(3)]
         for t in threads:
             t.start()
-        wait_for(lambda: sum(1 for s, _ in results if s == 200) >= 5, 60, what="accepted requests before the stop")
+        wait_for(
+            lambda: sum(1 for s, _ in results if s == 200) >= 5, 60, what="accepted requests before the stop"
+        )
         local.stop()
-        wait_for(lambda: sum(1 for s, _ in results if s == 503) >= 3, 90, what="503 answers while Kafka is down")
+        wait_for(
+            lambda: sum(1 for s, _ in results if s == 503) >= 3, 90, what="503 answers while Kafka is down"
+        )
         stop_sending.set()
         for t in threads:
             t.join(60)

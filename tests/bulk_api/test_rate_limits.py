@@ -16,7 +16,10 @@ WINDOW = 3600  # long windows so a test never straddles a reset; the length is c
 
 
 def customers(prefix: str, n: int) -> dict:
-    return {"type": "transition", "elements": [{"type": "customer", "customer_id": f"{prefix}{i}"} for i in range(n)]}
+    return {
+        "type": "transition",
+        "elements": [{"type": "customer", "customer_id": f"{prefix}{i}"} for i in range(n)],
+    }
 
 
 def wait_for_fresh_window(margin: int = 60) -> None:
@@ -45,16 +48,22 @@ def test_limits_of_two_gateways_are_shared_through_the_topic():
     assert a.status(WS, limits, now).remaining("users") == 4
 
 
-def test_over_the_limit_is_429_with_headers_and_nothing_is_stored(gateway_factory, consumer_factory,
-                                                                  catalogue_topics):  # fmt: skip
+def test_over_the_limit_is_429_with_headers_and_nothing_is_stored(
+    gateway_factory, consumer_factory, catalogue_topics
+):
     wait_for_fresh_window()
-    seeds = [WorkspaceConfig(id=WS, api_key=KEY, rate_limits=RateLimits(users_per_minute=5, events_per_minute=3))]
+    seeds = [
+        WorkspaceConfig(id=WS, api_key=KEY, rate_limits=RateLimits(users_per_minute=5, events_per_minute=3))
+    ]
     gw = gateway_factory(seeds=seeds, rate_window_s=WINDOW)
     assert gw.post(f"/v1/transition/{WS}", customers("a", 4)).status_code == 200
     resp = gw.post(f"/v1/transition/{WS}", customers("b", 2))
     assert resp.status_code == 429
     assert resp.json()["error"] | {"request_id": "x"} == {
-        "message": "Rate Limits for User / Event exceeded", "type": "Rate Limit Exceeded", "request_id": "x"}
+        "message": "Rate Limits for User / Event exceeded",
+        "type": "Rate Limit Exceeded",
+        "request_id": "x",
+    }
     assert resp.headers["x-ratelimit-remaining-users"] == "1"
     assert 0 < int(resp.headers["x-ratelimit-reset"]) <= WINDOW
     events = {"type": "event", "customer_id": "e1", "actions": [{"action": "a"}] * 4}
@@ -66,8 +75,9 @@ def test_over_the_limit_is_429_with_headers_and_nothing_is_stored(gateway_factor
     assert consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.events")]), quiet=1.0) == []
 
 
-def test_rate_limit_holds_across_two_gateway_processes(gateway_process, catalogue_topics, consumer_factory,
-                                                       tmp_path):  # fmt: skip
+def test_rate_limit_holds_across_two_gateway_processes(
+    gateway_process, catalogue_topics, consumer_factory, tmp_path
+):
     wait_for_fresh_window()
     config = write_config(tmp_path / "inflow.yaml", users=10, events=1000)
     env = gateway_env(catalogue_topics, tmp_path / "home", config, INFLOW_GATEWAY_RATE_WINDOW_S=str(WINDOW))

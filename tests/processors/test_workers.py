@@ -11,6 +11,7 @@ from tests.processors import records as r
 from tests.processors.workers import WorkerProcess, output_reader, produce, worker_env
 from tests.support import wait_for
 
+
 def lanes_owned(worker: WorkerProcess) -> list[int]:
     """Lane partitions the worker logged as its own at its last rebalance."""
     lines = [ln for ln in worker.log.read_text().splitlines() if "lane partitions owned" in ln]
@@ -27,7 +28,7 @@ def test_worker_merges_users_enriches_events_and_drops_duplicates(
     env = worker_env(kafka, tmp_path / "home", WORKSPACES)
     worker = WorkerProcess("solo", env, tmp_path / "data", tmp_path / "solo.log").start()
     out = output_reader(kafka)
-    producer = producer_factory()
+    producer = producer_factory(**{"compression.type": "lz4", "linger.ms": 5})  # as the gateway produces
     try:
         produce(
             producer,
@@ -147,7 +148,7 @@ def test_two_workers_six_partitions_and_a_killed_worker_lose_nothing(
             assert uids[e["event_uuid"]] == retained[e["workspace_id"]]
         new_users = [
             p
-            for p in out.profiles
+            for p in out.latest_profiles().values()
             if p["customer_id"] in ("c1", "c2")
             and p["uid"] not in retained.values()
             and p["merged_into"] is None

@@ -88,8 +88,10 @@ def test_types_arrays_and_empty_cells() -> None:
     assert roles == {Role.USER_ID: "u1"} and ids == {}
     assert attrs == {"d": 1.5, "b": False, "s": ["a", "b"], "nums": [1.0, 2.0, 3.5]}
     assert m.convert(["u2", "", "", "", ""])[0] == {}
-    for cells, reason in ((["u", "x", "", "", ""], "'d': value 'x' is not a double"),
-                          (["u", "", "maybe", "", ""], "'b': value 'maybe' is not a bool")):  # fmt: skip
+    for cells, reason in (
+        (["u", "x", "", "", ""], "'d': value 'x' is not a double"),
+        (["u", "", "maybe", "", ""], "'b': value 'maybe' is not a bool"),
+    ):
         with pytest.raises(RowError, match=reason):
             m.convert(cells)
 

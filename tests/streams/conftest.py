@@ -73,7 +73,9 @@ class EventWriter:
 class SinkThread:
     """The real sink (StreamSink) on its own event loop in a background thread."""
 
-    def __init__(self, kafka: KafkaSettings, definitions: list[StreamDefinition], box: SecretBox | None) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, definitions: list[StreamDefinition], box: SecretBox | None
+    ) -> None:
         self.sink = StreamSink(kafka, definitions, box)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -149,5 +151,11 @@ def sink_factory(catalogue_topics: KafkaSettings, box: SecretBox) -> Iterator[Ca
 
 def stream(url: str, **kwargs: Any) -> StreamDefinition:
     """A definition with test-friendly defaults: short linger and retry delays."""
-    data = {"id": "s1", "url": url, "app_name": "Test App", "linger_s": 0.2, "retry_delays_s": [1, 1, 1]} | kwargs
+    data = {
+        "id": "s1",
+        "url": url,
+        "app_name": "Test App",
+        "linger_s": 0.2,
+        "retry_delays_s": [1, 1, 1],
+    } | kwargs
     return StreamDefinition.model_validate(data)

@@ -81,7 +81,15 @@ class RecordingEndpoint:
             else:
                 status = self.statuses[index] if index < len(self.statuses) else self.default
             self.requests.append(
-                Recorded(request.path, dict(request.query), dict(request.headers), body, raw, time.monotonic(), status)
+                Recorded(
+                    request.path,
+                    dict(request.query),
+                    dict(request.headers),
+                    body,
+                    raw,
+                    time.monotonic(),
+                    status,
+                )
             )
         if self.delay_s:
             await asyncio.sleep(self.delay_s)

@@ -41,9 +41,26 @@ def invoke(env, *args: str, ok: bool = True):
 
 
 def test_add_stores_secrets_encrypted_and_list_show_mask_them(cli_env, catalogue_topics, consumer_factory):
-    invoke(cli_env, "streams", "add", "crm", "--url", "https://api.example.com/events?k=v", "--auth", "basic",
-           "--username", "ws", "--password", "hunter2-secret", "--events", "Purchase,MOE_EMAIL_SENT",
-           "--header", "header1: value1", "--app-name", "Shop")  # fmt: skip
+    invoke(
+        cli_env,
+        "streams",
+        "add",
+        "crm",
+        "--url",
+        "https://api.example.com/events?k=v",
+        "--auth",
+        "basic",
+        "--username",
+        "ws",
+        "--password",
+        "hunter2-secret",
+        "--events",
+        "Purchase,MOE_EMAIL_SENT",
+        "--header",
+        "header1: value1",
+        "--app-name",
+        "Shop",
+    )
     [msg] = consume_n(consumer_factory([catalogue_topics.topic("control.streams")]), 1)
     assert b"hunter2-secret" not in msg.value()
     _, record = AvroSerde().decode(msg.value(), "StreamDefinition")
@@ -59,8 +76,9 @@ def test_add_stores_secrets_encrypted_and_list_show_mask_them(cli_env, catalogue
 def test_add_rejects_bad_definitions_with_the_reason(cli_env):
     bad_url = invoke(cli_env, "streams", "add", "x", "--url", "ftp://host/file", ok=False)
     assert isinstance(bad_url.exception, StreamDefinitionError) and "http(s) URL" in str(bad_url.exception)
-    half_auth = invoke(cli_env, "streams", "add", "x", "--url", "http://h", "--auth", "basic", "--username", "u",
-                       ok=False)  # fmt: skip
+    half_auth = invoke(
+        cli_env, "streams", "add", "x", "--url", "http://h", "--auth", "basic", "--username", "u", ok=False
+    )
     assert "basic auth needs username and password" in str(half_auth.exception)
     unknown = invoke(cli_env, "streams", "show", "nope", ok=False)
     assert isinstance(unknown.exception, UnknownStreamError)
@@ -90,13 +108,33 @@ def test_a_running_sink_picks_up_a_cli_added_stream_with_basic_auth_and_the_dlq_
     box = SecretBox(cli_env["INFLOW_SECRET_KEY"].encode())
     runner = SinkThread(catalogue_topics, [], box).start()
     try:
-        invoke(cli_env, "streams", "add", "live", "--url", ep.url, "--auth", "basic", "--username", "ws",
-               "--password", "pw", "--retry-delays", "0.5", "--linger", "0.2")  # fmt: skip
+        invoke(
+            cli_env,
+            "streams",
+            "add",
+            "live",
+            "--url",
+            ep.url,
+            "--auth",
+            "basic",
+            "--username",
+            "ws",
+            "--password",
+            "pw",
+            "--retry-delays",
+            "0.5",
+            "--linger",
+            "0.2",
+        )
         sent = writer.write([enriched() for _ in range(3)])
         wait_for(lambda: len(ep.snapshot()) >= 2, 60, what="first attempt and one retry")
         assert ep.snapshot()[0].headers["Authorization"] == "Basic " + base64.b64encode(b"ws:pw").decode()
-        listed = wait_for(lambda: "1 dead batches" in (out := invoke(cli_env, "streams", "dlq", "list").output)
-                          and out, 60, interval=0.5, what="the batch in the DLQ")  # fmt: skip
+        listed = wait_for(
+            lambda: "1 dead batches" in (out := invoke(cli_env, "streams", "dlq", "list").output) and out,
+            60,
+            interval=0.5,
+            what="the batch in the DLQ",
+        )
         assert "live" in listed and "HTTP 500" in listed
         request_id = ep.snapshot()[0].body["moe_request_id"]
         shown = invoke(cli_env, "streams", "dlq", "show", request_id).output

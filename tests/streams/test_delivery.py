@@ -10,24 +10,42 @@ from tests.support import wait_for
 
 
 def campaign(code: str, name: str, channel: str, **fields):
-    attrs = {"campaign_id": "353df897hkbh67658", "campaign_name": "Name of the Campaign",
-             "campaign_type": "Event Trigger", "campaign_channel": channel,
-             "email_subject": "never exported", "email_click_url": "https://x"}  # fmt: skip
-    return enriched(event_code=code, event_name=name, event_type="CAMPAIGN_EVENT",
-                    event_attributes_json=json.dumps(attrs), **fields)  # fmt: skip
+    attrs = {
+        "campaign_id": "353df897hkbh67658",
+        "campaign_name": "Name of the Campaign",
+        "campaign_type": "Event Trigger",
+        "campaign_channel": channel,
+        "email_subject": "never exported",
+        "email_click_url": "https://x",
+    }
+    return enriched(
+        event_code=code,
+        event_name=name,
+        event_type="CAMPAIGN_EVENT",
+        event_attributes_json=json.dumps(attrs),
+        **fields,
+    )
 
 
 def test_exact_body_and_headers_for_user_action_push_email_and_sms(writer, endpoint_factory, sink_factory):
     ep = endpoint_factory()
-    definition = stream(ep.url + "?url_param1=value1", headers={"header1": "value1"},
-                        auth={"type": "header", "header_name": "X-Api-Key", "header_value": "k-123"})  # fmt: skip
+    definition = stream(
+        ep.url + "?url_param1=value1",
+        headers={"header1": "value1"},
+        auth={"type": "header", "header_name": "X-Api-Key", "header_value": "k-123"},
+    )
     events = [
         enriched(uid="u-1"),
-        campaign("NOTIFICATION_RECEIVED_MOE", "Notification Received Android", "Push", push_id="tok-1",
-                 email_id="leak@x.io"),
+        campaign(
+            "NOTIFICATION_RECEIVED_MOE",
+            "Notification Received Android",
+            "Push",
+            push_id="tok-1",
+            email_id="leak@x.io",
+        ),
         campaign("MOE_EMAIL_SENT", "Email Sent", "Email", email_id="a@b.io"),
         campaign("SMS_DELIVERED", "SMS Delivered", "SMS", mobile_number="+3361234"),
-    ]  # fmt: skip
+    ]
     writer.write(events)
     sink_factory(definition)
     wait_for(lambda: len(ep.delivered_uuids()) == 4, 60, what="4 events delivered")
@@ -43,17 +61,36 @@ def test_exact_body_and_headers_for_user_action_push_email_and_sms(writer, endpo
     by_code = {e["event_code"]: e for e in body["events"]}
     user_action = by_code["Purchase"]
     assert user_action == {
-        "event_name": "Purchase", "event_code": "Purchase", "event_uuid": events[0]["event_uuid"],
-        "event_time": 1580967474, "event_type": "USER_ACTION_EVENT", "event_source": "MOENGAGE",
-        "uid": "cust-1", "event_attributes": {"amount": 10},
+        "event_name": "Purchase",
+        "event_code": "Purchase",
+        "event_uuid": events[0]["event_uuid"],
+        "event_time": 1580967474,
+        "event_type": "USER_ACTION_EVENT",
+        "event_source": "MOENGAGE",
+        "uid": "cust-1",
+        "event_attributes": {"amount": 10},
         "user_attributes": {"moengage_user_id": "u-1", "city": "Paris"},
         "device_attributes": {"moengage_device_id": "d-1", "os": "android"},
-    }  # fmt: skip
-    campaign_attrs = {"campaign_id": "353df897hkbh67658", "campaign_name": "Name of the Campaign",
-                      "campaign_type": "Event Trigger"}  # fmt: skip
+    }
+    campaign_attrs = {
+        "campaign_id": "353df897hkbh67658",
+        "campaign_name": "Name of the Campaign",
+        "campaign_type": "Event Trigger",
+    }
     push = by_code["NOTIFICATION_RECEIVED_MOE"]
-    assert list(push) == ["event_name", "event_code", "event_uuid", "event_time", "event_type", "event_source",
-                          "push_id", "uid", "event_attributes", "user_attributes", "device_attributes"]  # fmt: skip
+    assert list(push) == [
+        "event_name",
+        "event_code",
+        "event_uuid",
+        "event_time",
+        "event_type",
+        "event_source",
+        "push_id",
+        "uid",
+        "event_attributes",
+        "user_attributes",
+        "device_attributes",
+    ]
     assert push["push_id"] == "tok-1" and "email_id" not in push
     assert push["event_attributes"] == campaign_attrs | {"campaign_channel": "Push"}
     email = by_code["MOE_EMAIL_SENT"]
@@ -66,11 +103,18 @@ def test_exact_body_and_headers_for_user_action_push_email_and_sms(writer, endpo
 
 def test_filters_events_workspace_and_attribute_lists(writer, endpoint_factory, sink_factory):
     ep = endpoint_factory()
-    definition = stream(ep.url, workspace_id="W1", events=["Purchase", "MOE_EMAIL_SENT"],
-                        user_attributes=["city"], device_attributes=["os"])  # fmt: skip
+    definition = stream(
+        ep.url,
+        workspace_id="W1",
+        events=["Purchase", "MOE_EMAIL_SENT"],
+        user_attributes=["city"],
+        device_attributes=["os"],
+    )
     wanted = [
         enriched(user_attributes_json='{"moengage_user_id":"u-1","city":"Paris","secret":"x"}'),
-        enriched(event_name="Email Sent", event_code="MOE_EMAIL_SENT", event_type="CAMPAIGN_EVENT", email_id="a@b"),
+        enriched(
+            event_name="Email Sent", event_code="MOE_EMAIL_SENT", event_type="CAMPAIGN_EVENT", email_id="a@b"
+        ),
     ]
     unwanted = [enriched(event_name="Login", event_code="Login"), enriched(workspace_id="W2")]
     writer.write([wanted[0], unwanted[0], unwanted[1], wanted[1]])

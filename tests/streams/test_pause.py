@@ -17,7 +17,9 @@ def set_state(kafka, stream_id: str, paused: bool, mode: str, paused_at: datetim
     publish(kafka, STATE_TOPIC, stream_id, AvroSerde().encode("StreamState", record))
 
 
-def pause_and_prove_nothing_is_sent(kafka, writer, ep, sink, mode: str) -> tuple[list[str], list[str], datetime]:
+def pause_and_prove_nothing_is_sent(
+    kafka, writer, ep, sink, mode: str
+) -> tuple[list[str], list[str], datetime]:
     before = writer.write([enriched(uid="a")])
     wait_for(lambda: ep.delivered_uuids() == set(before), 60, what="delivery before the pause")
     paused_at = datetime.now(UTC)
@@ -34,8 +36,9 @@ def pause_and_prove_nothing_is_sent(kafka, writer, ep, sink, mode: str) -> tuple
     return before, during, paused_at
 
 
-def test_pause_in_skip_mode_drops_events_that_arrived_during_the_pause(writer, endpoint_factory, sink_factory,
-                                                                        catalogue_topics):  # fmt: skip
+def test_pause_in_skip_mode_drops_events_that_arrived_during_the_pause(
+    writer, endpoint_factory, sink_factory, catalogue_topics
+):
     ep = endpoint_factory()
     sink = sink_factory(stream(ep.url))
     before, during, paused_at = pause_and_prove_nothing_is_sent(catalogue_topics, writer, ep, sink, "skip")
@@ -48,8 +51,9 @@ def test_pause_in_skip_mode_drops_events_that_arrived_during_the_pause(writer, e
     assert not set(during) & ep.delivered_uuids()
 
 
-def test_pause_in_resume_mode_sends_the_paused_events_afterwards(writer, endpoint_factory, sink_factory,
-                                                                 catalogue_topics):  # fmt: skip
+def test_pause_in_resume_mode_sends_the_paused_events_afterwards(
+    writer, endpoint_factory, sink_factory, catalogue_topics
+):
     ep = endpoint_factory()
     sink = sink_factory(stream(ep.url))
     before, during, paused_at = pause_and_prove_nothing_is_sent(catalogue_topics, writer, ep, sink, "resume")

@@ -1,4 +1,4 @@
-"""The sink as a real process (`inflow sink`): killed mid-batch and restarted, nothing is lost; SIGTERM exits 0."""
+"""The sink as a real process (`inflow sink`): killed mid-batch, restarted, nothing lost; SIGTERM exits 0."""
 
 from __future__ import annotations
 
@@ -32,11 +32,18 @@ def sink_env(kafka: KafkaSettings, tmp_path: Path, streams: list[dict]) -> dict[
 
 def start_sink(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "inflow.cli", "sink"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "inflow.cli", "sink"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
-def test_sink_killed_mid_batch_and_restarted_loses_nothing(catalogue_topics, writer, endpoint_factory, tmp_path):
+def test_sink_killed_mid_batch_and_restarted_loses_nothing(
+    catalogue_topics, writer, endpoint_factory, tmp_path
+):
     ep = endpoint_factory(delay_s=0.2)
     streams = [{"id": "s1", "url": ep.url, "batch_size": 50, "linger_s": 0.2, "max_in_flight": 2}]
     env = sink_env(catalogue_topics, tmp_path, streams)

@@ -53,9 +53,11 @@ def test_always_failing_endpoint_retries_three_times_then_dlq_then_redrive(
     assert all(a["error"] == "HTTP 503 Service Unavailable" for a in record["attempts"])
     prefix = catalogue_topics.topic_prefix
     assert [a["topic"] for a in record["attempts"]] == [
-        f"{prefix}.events", f"{prefix}.streams.retry.30s", f"{prefix}.streams.retry.60s",
+        f"{prefix}.events",
+        f"{prefix}.streams.retry.30s",
+        f"{prefix}.streams.retry.60s",
         f"{prefix}.streams.retry.120s",
-    ]  # fmt: skip
+    ]
     assert sorted(record["event_uuids"]) == sorted(sent)
     # The endpoint recovers; redrive resends the same batch through the running sink.
     ep.default = 200
@@ -64,7 +66,9 @@ def test_always_failing_endpoint_retries_three_times_then_dlq_then_redrive(
     assert ep.snapshot()[-1].body["moe_request_id"] == requests[0].body["moe_request_id"]
 
 
-def test_timeouts_count_as_failures_with_their_reason(writer, endpoint_factory, sink_factory, catalogue_topics):
+def test_timeouts_count_as_failures_with_their_reason(
+    writer, endpoint_factory, sink_factory, catalogue_topics
+):
     ep = endpoint_factory(delay_s=3.0)
     writer.write([enriched()])
     sink_factory(stream(ep.url, request_timeout_s=0.5, retry_delays_s=[0.5]))

@@ -1,0 +1,230 @@
+"""Benchmark of the processors: enriched events per second per worker, beside a bare copy baseline.
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python -m bench.processors_bench [--events 200000]
+
+What runs, on the same broker in the same run:
+1. baseline: a bare confluent-kafka consumer -> producer copy of the same ingest.events topic (bytes in,
+   bytes out, no decoding), one process;
+2. the processors with 1 worker process, then with 2, each on its own topic prefix holding the same
+   data: users first (identity index and profiles warm), then the events, every event resolved through
+   the identity index, de-duplicated, enriched with the user's profile and device, and published.
+Throughput is counted from the broker timestamps of the first and last output record, so worker start
+and rebalance time are excluded. Figures are printed as events/s and as a ratio to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from config.settings import KafkaSettings
+from config.topics import create_topics, load_catalogue
+from schemas.serde import AvroSerde
+
+BASE_MS = 1_750_000_000_000
+
+
+def records(
+    workspaces: int, users: int, events: int
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """Encoded (key, value) users (with one device each) and events spread over workspaces and users."""
+    serde = AvroSerde()
+    user_records, event_records = [], []
+    for i in range(users):
+        ws, cid = f"bench{i % workspaces}", f"user-{i}"
+        user = {
+            "event_uuid": uuid.uuid4().hex,
+            "workspace_id": ws,
+            "request_id": "bench",
+            "received_at": BASE_MS,
+            "source": "api",
+            "customer_id": cid,
+            "attributes_json": f'{{"name":"User {i}","email":"u{i}@x.io","tier":"gold"}}',
+        }
+        user_records.append((f"{ws}:{cid}".encode(), serde.encode("UserUpsert", user)))
+        device = {
+            "event_uuid": uuid.uuid4().hex,
+            "workspace_id": ws,
+            "request_id": "bench",
+            "received_at": BASE_MS,
+            "source": "api",
+            "customer_id": cid,
+            "device_id": cid,
+            "attributes_json": f'{{"platform":"ANDROID","push_id":"tok-{i}","model":"Pixel"}}',
+        }
+        user_records.append((f"{ws}:{cid}".encode(), serde.encode("DeviceUpsert", device)))
+    for n in range(events):
+        i = n % users
+        ws, cid = f"bench{i % workspaces}", f"user-{i}"
+        event = {
+            "event_uuid": uuid.uuid4().hex,
+            "workspace_id": ws,
+            "request_id": "bench",
+            "received_at": BASE_MS,
+            "source": "api",
+            "customer_id": cid,
+            "action": "Purchase",
+            "attributes_json": '{"amount":12.5}',
+            "user_time": BASE_MS + n,
+        }
+        event_records.append((f"{ws}:{cid}".encode(), serde.encode("EventRecord", event)))
+    return user_records, event_records
+
+
+def produce(kafka: KafkaSettings, topic: str, data: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer(kafka.producer_config())
+    for key, value in data:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+
+
+def span_of_outputs(kafka: KafkaSettings, topic: str, expected: int, timeout: float) -> tuple[int, float]:
+    """Read ``topic`` until ``expected`` records arrived: (count, seconds from first to last timestamp)."""
+    consumer = Consumer(
+        kafka.consumer_config(f"bench-read-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
+    )
+    consumer.subscribe([topic])
+    first, last, count = None, 0, 0
+    deadline = time.monotonic() + timeout
+    while count < expected and time.monotonic() < deadline:
+        for msg in consumer.consume(10000, 0.5):
+            if msg.error():
+                continue
+            ts = msg.timestamp()[1]
+            first = ts if first is None else min(first, ts)
+            last = max(last, ts)
+            count += 1
+    consumer.close()
+    return count, (last - (first or last)) / 1000.0
+
+
+def wait_for_records(consumer: Consumer, count: int, timeout: float) -> None:
+    """Read ``count`` records (the profile snapshots of a phase) before the next phase starts."""
+    got, deadline = 0, time.monotonic() + timeout
+    while got < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"only {got} of {count} profile snapshots after {timeout:.0f}s; see the worker logs"
+            )
+        got += sum(1 for m in consumer.consume(10000, 0.5) if not m.error())
+
+
+def baseline_copy(kafka: KafkaSettings, source: str, target: str, expected: int) -> float:
+    """Bare consumer -> producer copy; returns records per second (first record read to last delivered)."""
+    consumer = Consumer(
+        kafka.consumer_config(f"bench-copy-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
+    )
+    consumer.subscribe([source])
+    producer = Producer(kafka.producer_config())
+    copied, started = 0, None
+    while copied < expected:
+        batch = consumer.consume(10000, 1.0)
+        if batch and started is None:
+            started = time.monotonic()
+        for msg in batch:
+            if msg.error():
+                continue
+            while True:
+                try:
+                    producer.produce(target, key=msg.key(), value=msg.value())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            copied += 1
+        producer.poll(0)
+        consumer.commit(asynchronous=True)
+    producer.flush(60)
+    consumer.close()
+    return copied / (time.monotonic() - (started or time.monotonic()))
+
+
+def run_workers(
+    kafka: KafkaSettings, count: int, users, events, workspaces: int, timeout: float
+) -> tuple[int, float]:
+    """Start ``count`` workers on a fresh prefix holding the data; events/s of the enriched output."""
+    admin = AdminClient(kafka.client_config())
+    create_topics(admin, load_catalogue(kafka.topic_prefix))
+    home = Path(tempfile.mkdtemp(prefix="inflow-bench-"))
+    config = home / "inflow.yaml"
+    config.write_text(yaml.safe_dump({"workspaces": [{"id": f"bench{i}"} for i in range(workspaces)]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "INFLOW_"))}
+    env |= {
+        "KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
+        "KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "INFLOW_HOME": str(home),
+        "INFLOW_CONFIG": str(config),
+    }
+    procs = []
+    for n in range(count):
+        log = (home / f"w{n}.log").open("wb")
+        argv = [sys.executable, "-m", "inflow.cli", "worker", "--name", f"w{n}"]
+        procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+    profiles = Consumer(kafka.consumer_config(f"bench-profiles-{uuid.uuid4().hex}"))
+    profiles.subscribe([kafka.topic("profiles")])
+    # Users first, then their devices, so every device finds its user; then the measured events.
+    produce(kafka, kafka.topic("ingest.users"), users[0::2])
+    wait_for_records(profiles, len(users) // 2, timeout)
+    produce(kafka, kafka.topic("ingest.devices"), users[1::2])
+    wait_for_records(profiles, len(users) // 2, timeout)
+    profiles.close()
+    produce(kafka, kafka.topic("ingest.events"), events)
+    try:
+        return span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--workspaces", type=int, default=12)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    base = KafkaSettings()
+    run = uuid.uuid4().hex[:8]
+    print(f"building {args.users} users (+1 device each), {args.events} events, {args.workspaces} workspaces")
+    users, events = records(args.workspaces, args.users, args.events)
+
+    kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
+    create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
+    produce(kafka, kafka.topic("ingest.events"), events)
+    copy_rate = baseline_copy(kafka, kafka.topic("ingest.events"), kafka.topic("events"), len(events))
+    print(f"baseline  bare confluent-kafka copy of ingest.events: {copy_rate:10,.0f} records/s")
+
+    results = {}
+    for count in (int(c) for c in args.workers.split(",")):
+        kafka = base.model_copy(update={"topic_prefix": f"bench{run}w{count}"})
+        got, seconds = run_workers(kafka, count, users, events, args.workspaces, args.timeout)
+        rate = got / seconds if seconds else 0.0
+        results[count] = rate
+        print(
+            f"processors {count} worker(s): {got:,} events in {seconds:.1f}s = {rate:10,.0f} events/s "
+            f"({rate / count:,.0f} per worker), ratio to baseline {rate / copy_rate:.2f}"
+        )
+    if 1 in results and 2 in results and results[1]:
+        print(f"scaling 1 -> 2 workers: x{results[2] / results[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -154,9 +154,15 @@ def baseline_copy(kafka: KafkaSettings, source: str, target: str, expected: int)
     return copied / (time.monotonic() - (started or time.monotonic()))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to report events per CPU-second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_workers(
     kafka: KafkaSettings, count: int, users, events, workspaces: int, timeout: float
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
     """Start ``count`` workers on a fresh prefix holding the data; events/s of the enriched output."""
     admin = AdminClient(kafka.client_config())
     create_topics(admin, load_catalogue(kafka.topic_prefix))
@@ -183,14 +189,24 @@ def run_workers(
     produce(kafka, kafka.topic("ingest.devices"), users[1::2])
     wait_for_records(profiles, len(users) // 2, timeout)
     profiles.close()
+    cpu_before = sum(cpu_seconds(p.pid) for p in procs)
     produce(kafka, kafka.topic("ingest.events"), events)
     try:
-        return span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
+        got, seconds = span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
+        return got, seconds, sum(cpu_seconds(p.pid) for p in procs) - cpu_before
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(60)
+
+
+def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
+    """Delete every topic this run created (catalogue and faust changelogs) so runs do not pile up."""
+    admin = AdminClient(kafka.client_config())
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    for future in admin.delete_topics(names, operation_timeout=60).values() if names else []:
+        future.exception()
 
 
 def main() -> None:
@@ -209,19 +225,26 @@ def main() -> None:
     kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
     create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
     produce(kafka, kafka.topic("ingest.events"), events)
+    cpu_before = os.times()
     copy_rate = baseline_copy(kafka, kafka.topic("ingest.events"), kafka.topic("events"), len(events))
-    print(f"baseline  bare confluent-kafka copy of ingest.events: {copy_rate:10,.0f} records/s")
+    cpu = sum(os.times()[:2]) - sum(cpu_before[:2])
+    print(
+        f"baseline  bare confluent-kafka copy of ingest.events: {copy_rate:10,.0f} records/s, "
+        f"{len(events) / cpu:,.0f} per CPU-second (this process)"
+    )
 
     results = {}
     for count in (int(c) for c in args.workers.split(",")):
         kafka = base.model_copy(update={"topic_prefix": f"bench{run}w{count}"})
-        got, seconds = run_workers(kafka, count, users, events, args.workspaces, args.timeout)
+        got, seconds, cpu = run_workers(kafka, count, users, events, args.workspaces, args.timeout)
         rate = got / seconds if seconds else 0.0
         results[count] = rate
         print(
             f"processors {count} worker(s): {got:,} events in {seconds:.1f}s = {rate:10,.0f} events/s "
-            f"({rate / count:,.0f} per worker), ratio to baseline {rate / copy_rate:.2f}"
+            f"({rate / count:,.0f} per worker), ratio to baseline {rate / copy_rate:.3f}; "
+            f"{got / cpu if cpu else 0:,.0f} events per worker CPU-second"
         )
+    drop_topics(base, f"bench{run}")
     if 1 in results and 2 in results and results[1]:
         print(f"scaling 1 -> 2 workers: x{results[2] / results[1]:.2f}")
 

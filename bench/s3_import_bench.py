@@ -188,6 +188,7 @@ def gpg_key(home: Path, passphrase: str) -> tuple[str, str]:
     colons = subprocess.run([*base, "--with-colons", "--list-secret-keys"], check=True, capture_output=True,
                             text=True).stdout  # fmt: skip
     fpr = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr"))
+    subprocess.run([*base, "--quick-add-key", fpr, "rsa2048", "encr", "never"], check=True, capture_output=True)
     private = subprocess.run([*base, "--armor", "--export-secret-keys", fpr], check=True, capture_output=True,
                              text=True).stdout  # fmt: skip
     return private, fpr

@@ -97,28 +97,32 @@ def build_app(
 
     async def route(stream: StreamT) -> None:
         """Forward each ingest record, unchanged, to its workspace's lane."""
-        event: EventT
-        async for event in stream.events():
-            data = event.value
-            try:
-                workspace = peek_workspace(data)
-            except LaneFramingError as exc:
-                publish(_unreadable(event, str(exc), processor))
-                continue
-            lanes.send_soon(key=workspace.encode(), value=data)
+        async for events in stream.take_events(worker.batch_size, worker.batch_within_s):  # type: ignore[attr-defined]
+            for event in events:
+                try:
+                    workspace = peek_workspace(event.value)
+                except LaneFramingError as exc:
+                    publish(_unreadable(event, str(exc), processor))
+                    continue
+                lanes.send_soon(key=workspace.encode(), value=event.value)
 
     async def lane(stream: StreamT) -> None:
-        """Apply each record of the lane: outputs first, then the state that records them."""
-        event: EventT
-        async for event in stream.events():
-            try:
-                record_name, record = serde.decode(event.value)
-            except SerdeError as exc:
-                publish(_unreadable(event, str(exc), processor))
-                continue
-            for output in processor.process(record_name, record):
-                publish(output)
-            state.flush()
+        """Apply each record of the lane: outputs first, then the state that records them.
+
+        Records come in batches (faust acks a batch only after this loop body returns); each record is
+        made the stream's current event so its table writes go to the changelog partition of its lane.
+        """
+        async for events in stream.take_events(worker.batch_size, worker.batch_within_s):  # type: ignore[attr-defined]
+            for event in events:
+                stream._set_current_event(event)  # type: ignore[attr-defined]
+                try:
+                    record_name, record = serde.decode(event.value)
+                except SerdeError as exc:
+                    publish(_unreadable(event, str(exc), processor))
+                    continue
+                for output in processor.process(record_name, record):
+                    publish(output)
+                state.flush()
 
     app.agent(ingest, name="route")(route)
     app.agent(lanes, name="lane")(lane)

@@ -39,6 +39,9 @@ from processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, Work
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
 MERGE_EVENT = "MOE_USER_MERGE_EVENT"  # on the merged user
 Profile = dict[str, Any]
+# Events move last seen forward only by this much or more: one profile write per user and minute, not per
+# event. User and device upserts set it exactly.
+LAST_SEEN_RESOLUTION_MS = 60_000
 
 
 def now_ms() -> int:
@@ -296,7 +299,7 @@ class LaneProcessor:
             profile = self.state.users.get(keys.user_key(ws, uid))
             if profile is None:
                 raise Rejection(f"identity index points at unknown user {uid}")
-            if event_ms > profile["last_seen"]:
+            if event_ms > profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
                 profile = dict(profile, last_seen=event_ms)  # shallow copy: the cached value stays intact
                 self._save(ws, profile)
         device_id = record.get("device_id") or record.get("customer_id") or record.get("anonymous_id")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from config.settings import KafkaSettings
+from producers.bulk_api.exceptions import GatewayError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes | None, bytes | None], None]
@@ -113,12 +114,18 @@ class TopicFollower:
 
 
 def read_to_end(kafka: KafkaSettings, topic: str, handle: Handler, timeout: float = 30.0) -> None:
-    """Read a whole topic once (CLI commands); raises TimeoutError with the reason when it cannot."""
+    """Read a whole topic once (CLI commands); a missing topic fails after ``missing_after`` seconds."""
     follower = TopicFollower(kafka, topic, handle).start()
+    missing_after = min(timeout, 5.0)
     try:
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
         while not follower.wait_ready(0.2):
-            if time.monotonic() > deadline:
-                raise TimeoutError(follower.problem or f"{topic} not read within {timeout:.0f}s")
+            waited = time.monotonic() - started
+            problem = follower.problem or ""
+            if waited > timeout or (waited > missing_after and "does not exist" in problem):
+                hint = (
+                    " (create the topics with `inflow topics create`)" if "does not exist" in problem else ""
+                )
+                raise GatewayError(f"cannot read {topic}: {problem or 'timed out'}{hint}")
     finally:
         follower.stop()

@@ -101,8 +101,8 @@ def template_encoder(
     varying: list[tuple[str, FieldEncoder]] = []
     for field in serde.catalog.get(record_name).parsed["fields"]:
         name, schema = field["name"], field["type"]
-        if name in constants:
-            consts[-1] += _constant(schema, constants[name])
+        if name in constants or (name not in sample and "default" in field):
+            consts[-1] += _constant(schema, constants[name] if name in constants else field["default"])
             continue
         encoder = _field_encoder(schema)
         if encoder is None:
@@ -121,6 +121,8 @@ def template_encoder(
             out.append(const)
         return b"".join(out)
 
-    if encode(sample) != expected:
-        return plain
-    return encode
+    try:
+        same = encode(sample) == expected
+    except (KeyError, TypeError, AttributeError, ValueError):
+        same = False
+    return encode if same else plain

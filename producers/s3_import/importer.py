@@ -52,6 +52,7 @@ class ImportContext:
     checkpoint: Callable[[int], None] = lambda _row: None
     progress: ProgressFn | None = None
     resume_after: int = 0
+    checkpoint_rows: int = CHECKPOINT_ROWS
 
 
 class DataProducer:
@@ -62,8 +63,16 @@ class DataProducer:
         self.serde = serde
         self.errors: list[KafkaError] = []
         # Reports only for failures: a per-row Python callback would cost as much as the encoding.
+        # A bounded local queue (64 MB) is the back-pressure: memory stays flat when the broker is slow.
         self.producer = Producer(
-            kafka.producer_config(on_delivery=self._delivered, **{"delivery.report.only.error": True})
+            kafka.producer_config(
+                on_delivery=self._delivered,
+                **{
+                    "delivery.report.only.error": True,
+                    "queue.buffering.max.kbytes": 65_536,
+                    "queue.buffering.max.messages": 200_000,
+                },
+            )
         )
 
     def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
@@ -184,7 +193,7 @@ class FileImport:
         encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
         convert, build, topic = mapping.convert, self.builder.build, self.topic
         produce, poll = out.producer.produce, out.producer.poll
-        resume_after = ctx.resume_after
+        resume_after, checkpoint_rows = ctx.resume_after, ctx.checkpoint_rows
         last_checkpoint, last_time = resume_after, time.monotonic()
         next_check = CHECK_EVERY
         total = added = skipped = 0
@@ -225,7 +234,7 @@ class FileImport:
                     if ctx.progress:
                         ctx.progress(n, self._counter.bytes_read)
                     if (
-                        n - last_checkpoint >= CHECKPOINT_ROWS
+                        n - last_checkpoint >= checkpoint_rows
                         or time.monotonic() - last_time >= CHECKPOINT_SECONDS
                     ):
                         out.flush()

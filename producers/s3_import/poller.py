@@ -183,7 +183,11 @@ class Poller:
         self.runs.write(run)
         partition = partition_for(key, self.ledger.partitions)
         owned = [True]
-        ctx = ImportContext(resume_after=resume_after, progress=progress(file) if progress else None)
+        ctx = ImportContext(
+            resume_after=resume_after,
+            progress=progress(file) if progress else None,
+            checkpoint_rows=self.settings.checkpoint_rows,
+        )
         job = FileImport(d, folder, file, run, self.out, ctx)
 
         def checkpoint(row: int) -> None:
@@ -198,6 +202,9 @@ class Poller:
 
         def still_owned() -> bool:
             self.ledger.pump(0)  # serves the group's callbacks: a revocation flips ``owned``
+            if self.stop.is_set() and owned[0]:  # SIGTERM: checkpoint and leave; the next owner resumes
+                owned[0] = False
+                checkpoint(job.handover())
             return owned[0]
 
         ctx.still_owned = still_owned

@@ -18,6 +18,7 @@ class PollerSettings(BaseSettings):
     group_id: str | None = Field(
         None, description="ledger consumer group; default <prefix>.s3-import-pollers"
     )
+    checkpoint_rows: int = Field(100_000, gt=0, description="rows between ledger checkpoints of a file")
     owner: str | None = Field(None, description="poller id written in ledger claims; default host-pid")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from datetime import UTC, datetime
@@ -238,7 +239,7 @@ def show(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     out = {
         "definition": d.public(),
         "source": "yaml" if stream_id in view.yaml else "stored",
-        "state": pause_view(d, state).__repr__(),
+        "state": dataclasses.asdict(pause_view(d, state)),
         "state_record": state,
         "progress": group_progress(kafka, f"{kafka.topic_prefix}.streams.{stream_id}", kafka.topic("events")),
     }

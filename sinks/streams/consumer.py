@@ -60,7 +60,7 @@ class PolledConsumer:
         return good
 
     def _fetch(self, max_messages: int, timeout: float) -> list[Message]:
-        """What is queued now; else wait up to ``timeout`` for the first record only, then take the rest queued.
+        """What is queued now; else wait up to ``timeout`` for one record, then take what else is queued.
 
         ``consume(n, timeout)`` alone would wait for all n records, delaying a trickle by the whole timeout.
         """

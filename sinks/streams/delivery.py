@@ -31,6 +31,7 @@ class Endpoint:
 
     def __init__(self, definition: StreamDefinition, box: SecretBox | None) -> None:
         self.url = definition.url
+        self.safe_url = definition.url.split("?", 1)[0]  # query parameters may carry keys: never logged
         self._headers = definition.request_headers(box)
         self._timeout = aiohttp.ClientTimeout(total=definition.request_timeout_s)
         self._limit = definition.max_in_flight
@@ -56,7 +57,9 @@ class Endpoint:
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            # The export and retry loops each keep up to max_in_flight requests open: a pool for both, so no
+            # request spends its timeout waiting for a connection.
+            connector = aiohttp.TCPConnector(limit=2 * self._limit, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 

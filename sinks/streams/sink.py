@@ -91,7 +91,7 @@ class StreamSink:
             task = asyncio.get_running_loop().create_task(worker.run(stop), name=f"stream-{stream_id}")
             task.add_done_callback(_report_exit)
             self.running[stream_id] = Running(definition, stop, task)
-            log.info("stream %s: started (%s)", stream_id, definition.url.split("?")[0])
+            log.info("stream %s: started (%s)", stream_id, definition.url.split("?", 1)[0])
 
     def _state_getter(self, stream_id: str) -> Callable[[], dict[str, Any] | None]:
         return lambda: self.view.states.get(stream_id)

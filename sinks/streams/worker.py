@@ -62,7 +62,9 @@ class StreamWorker:
         if attempt.ok:
             metrics.DELIVERED_REQUESTS.labels(self.label).inc()
         else:
-            log.info("stream %s: delivery to %s failed: %s", self.label, self.endpoint.url, attempt.error)
+            log.info(
+                "stream %s: delivery to %s failed: %s", self.label, self.endpoint.safe_url, attempt.error
+            )
         return attempt
 
     async def park(

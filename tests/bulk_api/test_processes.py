@@ -150,3 +150,13 @@ def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(
         assert gw.stop() == 0
     finally:
         local.stop()
+
+
+def test_workspace_commands_name_a_missing_topic(kafka_settings, tmp_path):
+    env = gateway_env(kafka_settings, tmp_path / "home")  # no catalogue under this prefix
+    result = subprocess.run([sys.executable, "-m", "inflow.cli", "workspaces", "list"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    output = " ".join((result.stdout + result.stderr).split())
+    assert f"topic {kafka_settings.topic('control.workspaces')} does not exist" in output
+    assert "inflow topics create" in output

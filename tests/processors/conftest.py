@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,3 +63,15 @@ def lane() -> Lane:
 
 def attrs(snapshot: dict[str, Any]) -> dict[str, Any]:
     return json.loads(snapshot["attributes_json"])
+
+
+@pytest.fixture
+def worker_topics(catalogue_topics, admin):
+    """The catalogue under this test's prefix; afterwards every topic of the prefix (changelogs included) is
+    deleted, so worker tests do not pile partitions (and open files) onto a shared broker."""
+    yield catalogue_topics
+    prefix = catalogue_topics.topic_prefix + "."
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            future.exception()  # wait; a topic already gone is fine

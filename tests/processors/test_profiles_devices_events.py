@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from processors.devices import MAX_DEVICES_PER_USER
-from processors.lanes import peek_workspace
-from processors.exceptions import LaneFramingError
-from processors.workspaces import IdentityRules, rules_from_config
 from config.file import WorkspaceConfig
+from processors.devices import MAX_DEVICES_PER_USER
+from processors.exceptions import LaneFramingError
+from processors.lanes import peek_workspace
+from processors.workspaces import IdentityRules, rules_from_config
 from schemas.serde import AvroSerde
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
@@ -197,8 +197,10 @@ def test_event_of_unknown_user_creates_the_user_and_updates_last_seen(lane: Lane
     out = lane.feed("EventRecord", r.event("W", "fresh", at=50))
     uid = lane.uid_of(out)
     assert lane.profile("W", uid)["customer_id"] == "fresh"
-    lane.feed("EventRecord", r.event("W", "fresh", at=70))
-    assert lane.state.users.get(f"W\x1f{uid}".encode())["last_seen"] == r.BASE_MS + 70_000
+    lane.feed("EventRecord", r.event("W", "fresh", at=70))  # within a minute: not written
+    assert lane.state.users.get(f"W\x1f{uid}".encode())["last_seen"] == r.BASE_MS + 50_000
+    lane.feed("EventRecord", r.event("W", "fresh", at=200))
+    assert lane.state.users.get(f"W\x1f{uid}".encode())["last_seen"] == r.BASE_MS + 200_000
 
 
 def test_duplicate_user_records_are_applied_once(lane: Lane):

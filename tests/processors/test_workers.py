@@ -22,9 +22,9 @@ WORKSPACES = [{"id": "W", "identifiers": ["customer_id", "email"]}]
 
 
 def test_worker_merges_users_enriches_events_and_drops_duplicates(
-    catalogue_topics, producer_factory, tmp_path: Path
+    worker_topics, producer_factory, tmp_path: Path
 ):
-    kafka = catalogue_topics
+    kafka = worker_topics
     env = worker_env(kafka, tmp_path / "home", WORKSPACES)
     worker = WorkerProcess("solo", env, tmp_path / "data", tmp_path / "solo.log").start()
     out = output_reader(kafka)
@@ -96,9 +96,9 @@ def test_worker_merges_users_enriches_events_and_drops_duplicates(
 
 
 def test_two_workers_six_partitions_and_a_killed_worker_lose_nothing(
-    catalogue_topics, producer_factory, admin: AdminClient, tmp_path: Path
+    worker_topics, producer_factory, admin: AdminClient, tmp_path: Path
 ):
-    kafka = catalogue_topics
+    kafka = worker_topics
     spaces = [f"ws{i}" for i in range(12)]
     env = worker_env(
         kafka, tmp_path / "home", [{"id": ws, "identifiers": ["customer_id", "email"]} for ws in spaces]
@@ -109,7 +109,7 @@ def test_two_workers_six_partitions_and_a_killed_worker_lose_nothing(
     out = output_reader(kafka)
     producer = producer_factory()
     try:
-        # Phase 1: in every workspace c1 and c2 share an e-mail and merge (the lanes spread over both workers).
+        # Phase 1: in every workspace c1 and c2 share an e-mail and merge (lanes spread over both workers).
         produce(
             producer,
             kafka,

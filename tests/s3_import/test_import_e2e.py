@@ -277,3 +277,25 @@ def test_archive_stops_future_runs_and_schedule_ends(
     )
     poller.store.archive(d.name)
     assert poller.tick(datetime(2024, 1, 2, tzinfo=UTC)) == []  # archived: no more runs
+
+
+def test_failed_file_is_not_retried_unless_configured(
+    definition: Callable[..., Any],
+    put: Callable[..., None],
+    poller_factory: Callable[..., Poller],
+    unique: str,
+) -> None:
+    once = definition(name=f"once-{unique}", folder="once")
+    twice = definition(name=f"twice-{unique}", folder="twice", retry={"max_attempts": 2})
+    put("once/registered_user_data_20240101.csv", "ID\n")
+    put("twice/registered_user_data_20240101.csv", "ID\n")
+    poller = poller_factory()
+    assert [r.status for r in poller.run_import(once).files] == ["FAILED"]
+    assert poller.run_import(once).skipped == {
+        "registered_user_data_20240101.csv": "already processed (FAILED)"
+    }
+    assert [r.status for r in poller.run_import(twice).files] == ["FAILED"]
+    put("twice/registered_user_data_20240101.csv", "ID\nu1\n")  # fixed in place: the retry picks it up
+    (retried,) = poller.run_import(twice).files
+    assert retried.status == "SUCCESSFUL" and retried.run_id != poller.runs.history(twice.name)[0]["run_id"]
+    assert poller.run_import(twice).files == []

@@ -63,6 +63,7 @@ def pollers(
         "INFLOW_SECRET_KEY": secret_key,
         "INFLOW_POLLER_TICK_SECONDS": "1",
         "INFLOW_POLLER_GROUP_ID": f"pollers-{unique}",
+        "INFLOW_POLLER_CHECKPOINT_ROWS": "20000",
     }
 
     def start() -> PollerProcess:
@@ -136,7 +137,7 @@ def test_poller_killed_mid_file_resumes_without_double_counting(
     consumer_factory: Callable[..., Any],
     secret_key: str,
 ) -> None:
-    n = 600_000
+    n = 200_000
     put(
         "in/users/registered_user_data_20240101.csv",
         "ID,First Name\n" + "".join(f"u{i},x\n" for i in range(n)),

@@ -147,3 +147,20 @@ def test_a_running_sink_picks_up_a_cli_added_stream_with_basic_auth_and_the_dlq_
         wait_for(lambda: ep.delivered_uuids() == set(sent), 60, what="redriven delivery")
     finally:
         runner.stop()
+
+
+def test_remove_stops_a_cli_added_stream_in_a_running_sink(cli_env, catalogue_topics, endpoint_factory):
+    from config.secrets import SecretBox
+
+    ep = endpoint_factory()
+    runner = SinkThread(catalogue_topics, [], SecretBox(cli_env["INFLOW_SECRET_KEY"].encode())).start()
+    try:
+        invoke(cli_env, "streams", "add", "gone", "--url", ep.url)
+        wait_for(lambda: "gone" in runner.sink.running, 30, what="the stream started")
+        invoke(cli_env, "streams", "remove", "gone")
+        wait_for(lambda: "gone" not in runner.sink.running, 30, what="the stream stopped")
+        assert "gone" not in invoke(cli_env, "streams", "list").output
+        missing = invoke(cli_env, "streams", "remove", "gone", ok=False)
+        assert isinstance(missing.exception, UnknownStreamError)
+    finally:
+        runner.stop()

@@ -6,12 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import yaml
 from cryptography.fernet import Fernet
 
 from config.settings import KafkaSettings
+from inflow.local.process import free_port
 from tests.streams.conftest import enriched
 from tests.support import wait_for
 
@@ -28,6 +30,19 @@ def sink_env(kafka: KafkaSettings, tmp_path: Path, streams: list[dict]) -> dict[
         "INFLOW_SECRET_KEY": Fernet.generate_key().decode(),
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def delivered_metric(port: int) -> float:
+    """The sink's Prometheus counter of delivered events for stream s1 (0 until it is served)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith('inflow_streams_delivered_events_total{stream="s1"}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def start_sink(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -55,9 +70,12 @@ def test_sink_killed_mid_batch_and_restarted_loses_nothing(
         os.kill(first.pid, signal.SIGKILL)  # mid-batch: requests are in flight
         first.wait(30)
         assert ep.delivered_uuids() != sent, "the kill came too late to prove anything"
-        second = start_sink(env, log)
+        metrics_port = free_port()
+        second = start_sink(env | {"INFLOW_SINK_METRICS_PORT": str(metrics_port)}, log)
         try:
             wait_for(lambda: ep.delivered_uuids() == sent, 120, what="every event after the restart")
+            scraped = wait_for(lambda: delivered_metric(metrics_port), 30, what="the delivered-events metric")
+            assert scraped >= len(sent) - 4 * 50  # all but what the first process delivered before the kill
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(60) == 0, log.read_text()[-3000:]

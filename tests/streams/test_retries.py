@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from confluent_kafka import Consumer
+from prometheus_client import REGISTRY
 
 from inflow.local.process import free_port
 from schemas.serde import AvroSerde
 from sinks.streams import dlq
 from tests.streams.conftest import enriched, stream
 from tests.support import consume_n, wait_for
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(f"inflow_streams_{name}", labels) or 0.0
 
 
 def read_topic(consumer: Consumer, n: int) -> list[dict]:
@@ -21,8 +26,15 @@ def test_500_then_200_is_delivered_on_retry_with_the_same_request_id(
 ):
     ep = endpoint_factory(statuses=[500])
     sent = writer.write([enriched(uid=f"u-{i}") for i in range(5)])
-    sink_factory(stream(ep.url, retry_delays_s=[1.5, 1, 1]))
+    before = {
+        name: metric(name, stream="r500") for name in ("delivered_events_total", "delivered_requests_total")
+    }
+    retried = metric("retried_batches_total", stream="r500", tier="streams.retry.30s")
+    sink_factory(stream(ep.url, id="r500", retry_delays_s=[1.5, 1, 1]))
     wait_for(lambda: ep.delivered_uuids() == set(sent), 60, what="delivery on retry")
+    assert metric("retried_batches_total", stream="r500", tier="streams.retry.30s") == retried + 1
+    assert metric("delivered_events_total", stream="r500") == before["delivered_events_total"] + 5
+    assert metric("delivered_requests_total", stream="r500") == before["delivered_requests_total"] + 1
     first, second = ep.snapshot()
     assert (first.status, second.status) == (500, 200)
     assert first.body == second.body  # same events, same moe_request_id
@@ -41,6 +53,7 @@ def test_always_failing_endpoint_retries_three_times_then_dlq_then_redrive(
     sink_factory(stream(ep.url, retry_delays_s=[1, 2, 3]))
     serde = AvroSerde()
     dead = wait_for(lambda: dlq.read_dlq(catalogue_topics, serde), 90, interval=0.5, what="a DLQ batch")
+    assert metric("dead_lettered_batches_total", stream="s1") >= 1
     requests = ep.snapshot()
     assert [r.status for r in requests] == [503, 503, 503, 503]
     assert len({r.body["moe_request_id"] for r in requests}) == 1

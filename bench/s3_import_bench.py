@@ -1,6 +1,7 @@
 """S3 import throughput and memory against a bare read of the same object and a raw producer.
 
-    .venv/bin/python -m bench.s3_import_bench [--rows 1000000] [--pgp-mb 200] [--write docs/bench-s3-import.md]
+    .venv/bin/python -m bench.s3_import_bench [--rows 1000000] [--pgp-mb 200] \
+        [--write docs/bench-s3-import.md]
 
 A 1,000,000-row events CSV (about 100 MB) is uploaded to the S3 server (``S3_ENDPOINT_URL``, else a local
 SeaweedFS started for the run) and imported by one poller process into Kafka (``KAFKA_BOOTSTRAP_SERVERS``,
@@ -33,16 +34,20 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from config.settings import KafkaSettings, LocalS3Settings, S3Settings
+from config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
 from config.topics import create_topics, load_catalogue
-from inflow.local.process import free_port
+from inflow.local.process import free_port, port_open
 from inflow.local.s3 import boto3_client
 
 HEADER = "user_id,event_time,amount,currency,product_id,category,quantity,coupon,store_id,platform\n"
 MAPPINGS = [
     {"column": "user_id", "moe_attr": "uid"},
-    {"column": "event_time", "moe_attr": "event_time", "type": "datetime",
-     "datetime_format": "YYYY-MM-DDThh:mm:ssTZD"},
+    {
+        "column": "event_time",
+        "moe_attr": "event_time",
+        "type": "datetime",
+        "datetime_format": "YYYY-MM-DDThh:mm:ssTZD",
+    },
     {"column": "amount", "moe_attr": "amount", "type": "double"},
     {"column": "currency", "moe_attr": "currency"},
     {"column": "product_id", "moe_attr": "product_id"},
@@ -51,7 +56,7 @@ MAPPINGS = [
     {"column": "coupon", "moe_attr": "coupon"},
     {"column": "store_id", "moe_attr": "store_id"},
     {"column": "platform", "moe_attr": "platform"},
-]  # fmt: skip
+]
 CATEGORIES = ["electronics", "fashion", "grocery", "home-and-kitchen", "sports", "books"]
 
 
@@ -83,19 +88,29 @@ def definition(ctx: dict[str, Any], encrypted: bool) -> Any:
     from producers.s3_import.definition import parse_definition
 
     data = {
-        "name": f"bench-{ctx['prefix']}", "workspace_id": "BENCH", "type": "events", "event_name": "Purchase",
-        "bucket": ctx["bucket"], "folder": "bench", "access_key": ctx["access_key"],
-        "secret_key": ctx["secret_key"], "endpoint_url": ctx["endpoint"], "date_format": "yyyymmdd",
-        "mappings": MAPPINGS, "encrypted": encrypted,
-    }  # fmt: skip
+        "name": f"bench-{ctx['prefix']}",
+        "workspace_id": "BENCH",
+        "type": "events",
+        "event_name": "Purchase",
+        "bucket": ctx["bucket"],
+        "folder": "bench",
+        "access_key": ctx["access_key"],
+        "secret_key": ctx["secret_key"],
+        "endpoint_url": ctx["endpoint"],
+        "date_format": "yyyymmdd",
+        "mappings": MAPPINGS,
+        "encrypted": encrypted,
+    }
     if encrypted:
         data["pgp"] = {"decryption_key": ctx["private_key"], "passphrase": ctx["passphrase"]}
     return parse_definition(data)
 
 
 def phase_read(ctx: dict[str, Any]) -> dict[str, Any]:
-    s3 = boto3_client(S3Settings(access_key_id=ctx["access_key"], secret_access_key=SecretStr(ctx["secret_key"])),
-                      ctx["endpoint"])  # fmt: skip
+    s3 = boto3_client(
+        S3Settings(access_key_id=ctx["access_key"], secret_access_key=SecretStr(ctx["secret_key"])),
+        ctx["endpoint"],
+    )
     start = time.perf_counter()
     body = s3.get_object(Bucket=ctx["bucket"], Key=ctx["key"])["Body"]
     size = lines = 0
@@ -157,15 +172,26 @@ def phase_import(ctx: dict[str, Any], encrypted: bool) -> dict[str, Any]:
     start = time.perf_counter()
     result = FileImport(d, folder, file, run, out, ImportContext()).run()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rows": result.rows_added, "bytes": file.size, "status": result.status,
-            "message": result.message, "rows_per_s": result.rows_added / seconds,
-            "mb_per_s": file.size / seconds / 1e6}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "rows": result.rows_added,
+        "bytes": file.size,
+        "status": result.status,
+        "message": result.message,
+        "rows_per_s": result.rows_added / seconds,
+        "mb_per_s": file.size / seconds / 1e6,
+    }
 
 
 def child(phase: str, ctx: dict[str, Any]) -> dict[str, Any]:
     """Run one phase in a fresh interpreter and return its figures with its own peak RSS."""
-    proc = subprocess.run([sys.executable, "-m", "bench.s3_import_bench", "--phase", phase],
-                          input=json.dumps(ctx), capture_output=True, text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.s3_import_bench", "--phase", phase],
+        input=json.dumps(ctx),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"phase {phase} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -183,14 +209,21 @@ def gpg_key(home: Path, passphrase: str) -> tuple[str, str]:
         "--passphrase",
         passphrase,
     ]
-    subprocess.run([*base, "--quick-gen-key", "bench <bench@inflow>", "rsa2048", "default", "never"], check=True,
-                   capture_output=True)  # fmt: skip
-    colons = subprocess.run([*base, "--with-colons", "--list-secret-keys"], check=True, capture_output=True,
-                            text=True).stdout  # fmt: skip
+    subprocess.run(
+        [*base, "--quick-gen-key", "bench <bench@inflow>", "rsa2048", "default", "never"],
+        check=True,
+        capture_output=True,
+    )
+    colons = subprocess.run(
+        [*base, "--with-colons", "--list-secret-keys"], check=True, capture_output=True, text=True
+    ).stdout
     fpr = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr"))
-    subprocess.run([*base, "--quick-add-key", fpr, "rsa2048", "encr", "never"], check=True, capture_output=True)
-    private = subprocess.run([*base, "--armor", "--export-secret-keys", fpr], check=True, capture_output=True,
-                             text=True).stdout  # fmt: skip
+    subprocess.run(
+        [*base, "--quick-add-key", fpr, "rsa2048", "encr", "never"], check=True, capture_output=True
+    )
+    private = subprocess.run(
+        [*base, "--armor", "--export-secret-keys", fpr], check=True, capture_output=True, text=True
+    ).stdout
     return private, fpr
 
 
@@ -203,8 +236,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         ctx = json.loads(sys.stdin.read())
-        fn = {"read": phase_read, "raw": phase_raw, "import": lambda c: phase_import(c, False),
-              "import-pgp": lambda c: phase_import(c, True)}[args.phase]  # fmt: skip
+        fn = {
+            "read": phase_read,
+            "raw": phase_raw,
+            "import": lambda c: phase_import(c, False),
+            "import-pgp": lambda c: phase_import(c, True),
+        }[args.phase]
         result = fn(ctx)
         result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
@@ -213,12 +250,33 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    work = Path(tempfile.mkdtemp(prefix="s3bench-"))
+    broker = None
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        if port_open(9092):
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:9092"
+        else:  # no broker: start the local one, as `inflow kafka start` does, on free ports
+            from inflow.local.kafka import LocalKafka
+
+            cache = Path(os.environ.get("INFLOW_CACHE_DIR", Path.home() / ".cache" / "inflow"))
+            broker = LocalKafka(
+                work / "kafka", cache, LocalKafkaSettings(port=free_port(), controller_port=free_port())
+            )
+            broker.start()
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    try:
+        run_with_broker(args, work)
+    finally:
+        if broker is not None:
+            broker.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def run_with_broker(args: argparse.Namespace, work: Path) -> None:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     kafka = KafkaSettings(topic_prefix=prefix)
     admin = AdminClient(kafka.client_config())
     create_topics(admin, load_catalogue(prefix))
-    work = Path(tempfile.mkdtemp(prefix="s3bench-"))
     local = None
     if os.environ.get("S3_ENDPOINT_URL"):
         s3s = S3Settings()
@@ -234,7 +292,6 @@ def run(args: argparse.Namespace) -> None:
         if local is not None:
             local.stop()
         admin.delete_topics([s.name for s in load_catalogue(prefix)], operation_timeout=30)
-        subprocess.run(["rm", "-rf", str(work)], check=False)
     report = render(args, results)
     print(report)
     if args.write:
@@ -248,9 +305,16 @@ def measure(args: argparse.Namespace, prefix: str, s3s: S3Settings, work: Path) 
     csv_path = work / "Purchase_20240101.csv"
     size = write_csv(csv_path, args.rows)
     s3.upload_file(str(csv_path), bucket, "bench/Purchase_20240101.csv")
-    ctx = {"prefix": prefix, "bucket": bucket, "endpoint": s3s.endpoint_url, "access_key": s3s.access_key_id,
-           "secret_key": s3s.secret_access_key.get_secret_value(), "key": "bench/Purchase_20240101.csv",
-           "local_csv": str(csv_path), "rows": args.rows}  # fmt: skip
+    ctx = {
+        "prefix": prefix,
+        "bucket": bucket,
+        "endpoint": s3s.endpoint_url,
+        "access_key": s3s.access_key_id,
+        "secret_key": s3s.secret_access_key.get_secret_value(),
+        "key": "bench/Purchase_20240101.csv",
+        "local_csv": str(csv_path),
+        "rows": args.rows,
+    }
     results: dict[str, Any] = {"csv_bytes": size}
     results["read"] = child("read", ctx)
     results["raw"] = child("raw", ctx)
@@ -265,16 +329,46 @@ def measure(args: argparse.Namespace, prefix: str, s3s: S3Settings, work: Path) 
         passphrase = "bench passphrase"
         private, fpr = gpg_key(home, passphrase)
         enc = work / "Purchase_20240102.csv.pgp"
-        subprocess.run(["gpg", "--homedir", str(home), "--batch", "--trust-model", "always", "--compress-algo",
-                        "none", "--output", str(enc), "--encrypt", "-r", fpr, str(big)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(home),
+                "--batch",
+                "--trust-model",
+                "always",
+                "--compress-algo",
+                "none",
+                "--output",
+                str(enc),
+                "--encrypt",
+                "-r",
+                fpr,
+                str(big),
+            ],
+            check=True,
+        )
         big.unlink()
         s3.upload_file(str(enc), bucket, "bench/Purchase_20240102.csv.pgp")
         results["pgp_bytes"] = enc.stat().st_size
         enc.unlink()
-        results["import-pgp"] = child("import-pgp", ctx | {"key": "bench/Purchase_20240102.csv.pgp",
-                                                            "private_key": private, "passphrase": passphrase})  # fmt: skip
+        results["import-pgp"] = child(
+            "import-pgp",
+            ctx
+            | {"key": "bench/Purchase_20240102.csv.pgp", "private_key": private, "passphrase": passphrase},
+        )
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
     return results
+
+
+def row(label: str, p: dict[str, Any]) -> str:
+    """One Markdown table row of a phase's figures."""
+    mb = f"{p['bytes'] / 1e6:.0f}" if "bytes" in p else "-"
+    mb_s = f"{p['bytes'] / p['seconds'] / 1e6:.1f}" if "bytes" in p else "-"
+    return (
+        f"| {label} | {p['rows']:,} | {mb} | {p['seconds']:.1f} | {p['rows_per_s']:,.0f} | {mb_s} "
+        f"| {p['peak_rss_mb']:.0f} |"
+    )
 
 
 def render(args: argparse.Namespace, r: dict[str, Any]) -> str:
@@ -283,29 +377,21 @@ def render(args: argparse.Namespace, r: dict[str, Any]) -> str:
         "# S3 import benchmark",
         "",
         f"Command: `.venv/bin/python -m bench.s3_import_bench --rows {args.rows} --pgp-mb {args.pgp_mb}`",
-        f"Machine: {os.cpu_count()} cores; broker and S3 server on the same machine. "
-        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
+        f"Machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; broker and S3 "
+        f"server on the same machine. {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
         "",
         "| phase | rows | MB | seconds | rows/s | MB/s | peak RSS MB |",
         "|---|---|---|---|---|---|---|",
-        f"| bare S3 read of the object | {read['rows']:,} | {read['bytes'] / 1e6:.0f} | {read['seconds']:.1f} | "
-        f"{read['rows_per_s']:,.0f} | {read['bytes'] / read['seconds'] / 1e6:.0f} | {read['peak_rss_mb']:.0f} |",
-        f"| raw producer, same records | {raw['rows']:,} | - | {raw['seconds']:.1f} | {raw['rows_per_s']:,.0f} | - |"
-        f" {raw['peak_rss_mb']:.0f} |",
-        f"| **import** (CSV, events) | {imp['rows']:,} | {imp['bytes'] / 1e6:.0f} | {imp['seconds']:.1f} | "
-        f"**{imp['rows_per_s']:,.0f}** | {imp['mb_per_s']:.1f} | **{imp['peak_rss_mb']:.0f}** |",
+        row("bare S3 read of the object", read),
+        row("raw producer, same records", raw),
+        row("**import** (CSV, events)", imp),
     ]
     if "import-pgp" in r:
-        pgp = r["import-pgp"]
-        lines.append(
-            f"| **import, PGP-encrypted** | {pgp['rows']:,} | {pgp['bytes'] / 1e6:.0f} | {pgp['seconds']:.1f} | "
-            f"{pgp['rows_per_s']:,.0f} | {pgp['mb_per_s']:.1f} | **{pgp['peak_rss_mb']:.0f}** |"
-        )
+        lines.append(row("**import, PGP-encrypted** (GnuPG stream)", r["import-pgp"]))
     lines += [
         "",
-        f"Ratios: import / raw producer = {imp['rows_per_s'] / raw['rows_per_s']:.2f}; "
-        f"import / bare read = {imp['rows_per_s'] / read['rows_per_s']:.3f} (rows/s). "
-        f"Import status: {imp['status']}.",
+        f"Ratios (rows/s): import / raw producer = {imp['rows_per_s'] / raw['rows_per_s']:.2f}; "
+        f"import / bare read = {imp['rows_per_s'] / read['rows_per_s']:.3f}. Import status: {imp['status']}.",
         "Targets: >= 100,000 rows/s per poller process; peak memory <= 300 MB (both files).",
     ]
     return "\n".join(lines) + "\n"

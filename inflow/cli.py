@@ -151,8 +151,9 @@ def up(
     """Start local Kafka and S3 and every Inflow component in the foreground; Ctrl-C stops them all."""
     rt = Runtime()
     sup = Supervisor()
-    local_kafka = rt.local_kafka() if rt.uses_local_kafka else None
-    local_s3 = rt.local_s3() if rt.uses_local_s3 else None
+    # Stop at the end only what this command started; a broker that was already running stays up.
+    local_kafka = rt.local_kafka() if rt.uses_local_kafka and rt.local_kafka().process.pid() is None else None
+    local_s3 = rt.local_s3() if rt.uses_local_s3 and rt.local_s3().process.pid() is None else None
     code = 0
     try:
         if local_kafka:

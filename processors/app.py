@@ -24,7 +24,7 @@ from config.settings import KafkaSettings
 from config.topics import TopicSpec
 from processors.engine import LaneProcessor
 from processors.exceptions import LaneFramingError
-from processors.lanes import peek_workspace
+from processors.lanes import pack_records, peek_workspace, unpack_records
 from processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from processors.settings import WorkerSettings
 from processors.state import JsonTable, State
@@ -96,33 +96,43 @@ def build_app(
         outputs[output.topic].send_soon(key=output.key, value=value)
 
     async def route(stream: StreamT) -> None:
-        """Forward each ingest record, unchanged, to its workspace's lane."""
+        """Forward each batch of ingest records, unchanged and in order, as one pack per workspace."""
         async for events in stream.take_events(worker.batch_size, worker.batch_within_s):  # type: ignore[attr-defined]
+            by_workspace: dict[str, list[bytes]] = {}
             for event in events:
                 try:
                     workspace = peek_workspace(event.value)
                 except LaneFramingError as exc:
                     publish(_unreadable(event, str(exc), processor))
                     continue
-                lanes.send_soon(key=workspace.encode(), value=event.value)
+                by_workspace.setdefault(workspace, []).append(event.value)
+            for workspace, records in by_workspace.items():
+                for pack in pack_records(records):
+                    lanes.send_soon(key=workspace.encode(), value=pack)
 
     async def lane(stream: StreamT) -> None:
         """Apply each record of the lane: outputs first, then the state that records them.
 
-        Records come in batches (faust acks a batch only after this loop body returns); each record is
-        made the stream's current event so its table writes go to the changelog partition of its lane.
+        Packs come in batches (faust acks a batch only after this loop body returns); each pack is made
+        the stream's current event so its table writes go to the changelog partition of its lane.
         """
         async for events in stream.take_events(worker.batch_size, worker.batch_within_s):  # type: ignore[attr-defined]
             for event in events:
                 stream._set_current_event(event)  # type: ignore[attr-defined]
                 try:
-                    record_name, record = serde.decode(event.value)
-                except SerdeError as exc:
+                    records = unpack_records(event.value)
+                except LaneFramingError as exc:
                     publish(_unreadable(event, str(exc), processor))
                     continue
-                for output in processor.process(record_name, record):
-                    publish(output)
-                state.flush()
+                for data in records:
+                    try:
+                        record_name, record = serde.decode(data)
+                    except SerdeError as exc:
+                        publish(_unreadable(event, str(exc), processor, data))
+                        continue
+                    for output in processor.process(record_name, record):
+                        publish(output)
+                    state.flush()
 
     app.agent(ingest, name="route")(route)
     app.agent(lanes, name="lane")(lane)
@@ -141,14 +151,14 @@ def build_app(
     return app
 
 
-def _unreadable(event: EventT, reason: str, processor: LaneProcessor) -> Output:
+def _unreadable(event: EventT, reason: str, processor: LaneProcessor, data: bytes | None = None) -> Output:
     """A message that is not an Inflow record: kept whole (hex) in the rejected topic, with its position."""
     message = event.message
     record = {
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
-        "value_hex": bytes(event.value or b"").hex(),
+        "value_hex": bytes((event.value or b"") if data is None else data).hex(),
     }
     value = {
         "workspace_id": "",

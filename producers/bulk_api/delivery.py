@@ -87,7 +87,9 @@ class KafkaDelivery:
                         await asyncio.sleep(0.005)
                 sent += 1
         except KafkaException as exc:
-            self._abandon(pending, count - sent, exc.args[0])
+            # Fail the request now; records already queued still report to ``pending``, which then finds
+            # the future done. (Only the poll thread ever touches ``pending.left``.)
+            future.set_exception(DeliveryError(f"cannot queue record {sent + 1} of {count}: {exc.args[0]}"))
         await future
 
     def send(self, short_topic: str, key: bytes, value: bytes) -> None:
@@ -96,11 +98,6 @@ class KafkaDelivery:
             self.producer.produce(self.topic(short_topic), value, key)
         except (BufferError, KafkaException) as exc:
             log.warning("cannot publish to %s: %s", short_topic, exc)
-
-    def _abandon(self, pending: _Pending, unsent: int, err: KafkaError) -> None:
-        """Account for records that never reached the queue so the future still resolves (as failed)."""
-        for _ in range(unsent):
-            pending(err, None)  # type: ignore[arg-type]
 
     def _poll(self) -> None:
         while not self._stop.is_set():

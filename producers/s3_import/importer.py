@@ -26,7 +26,15 @@ from producers.s3_import.definition import MANDATORY_ROLES, FileFormat, ImportDe
 from producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
 from producers.s3_import.mapping import CompiledMapping, compile_mapping
 from producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
-from producers.s3_import.reading import EMPTY_ROW, CountingReader, Row, read_csv, read_ndjson, text_stream
+from producers.s3_import.reading import (
+    EMPTY_ROW,
+    CountingReader,
+    ReadAhead,
+    Row,
+    read_csv,
+    read_ndjson,
+    text_stream,
+)
 from producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
 from producers.s3_import.runs import FAILED, RunRecord, outcome
 from producers.s3_import.storage import Folder, S3File
@@ -143,15 +151,19 @@ class FileImport:
         body = self.folder.open(self.file)
         counting = CountingReader(body)
         self._counter = counting
+        ahead: ReadAhead | None = None
         try:
             if self.d.encrypted:
-                self._import_encrypted(counting)
+                self._import_encrypted(counting)  # GnuPG's feeder thread already reads ahead
             else:
-                buffered = io.BufferedReader(counting, 1 << 20)
+                ahead = ReadAhead(counting)
+                buffered = io.BufferedReader(ahead, 1 << 20)
                 if looks_encrypted(buffered.peek(64)[:64]):
                     raise FileFormatError(IS_ENCRYPTED)
                 self._consume(buffered)
         finally:
+            if ahead is not None:
+                ahead.close()
             with contextlib.suppress(Exception):
                 body.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -53,6 +55,58 @@ class CountingReader(io.RawIOBase):
         buffer[:n] = data
         self.bytes_read += n
         return n
+
+
+class ReadAhead(io.RawIOBase):
+    """Reads the source in a thread, ``depth`` chunks ahead, so network waits overlap with parsing.
+
+    Memory is bounded by ``depth * chunk`` bytes; an error of the source is raised to the reader.
+    """
+
+    def __init__(self, source: Any, chunk: int = 1 << 20, depth: int = 8) -> None:
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._buffer = b""
+        self._done = False
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(source, chunk), daemon=True)
+        self._thread.start()
+
+    def _fill(self, source: Any, chunk: int) -> None:
+        try:
+            while not self._closed.is_set():
+                data = source.read(chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._buffer and not self._done:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            self._buffer = item
+            self._done = not item
+        n = min(len(buffer), len(self._buffer))
+        buffer[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+    def close(self) -> None:
+        self._closed.set()
+        super().close()
 
 
 def text_stream(binary: IO[bytes] | io.RawIOBase) -> io.TextIOWrapper:

@@ -9,7 +9,7 @@ import pytest
 from config.file import WorkspaceConfig
 from processors.devices import MAX_DEVICES_PER_USER
 from processors.exceptions import LaneFramingError
-from processors.lanes import peek_workspace
+from processors.lanes import MAX_PACK_BYTES, pack_records, peek_workspace, unpack_records
 from processors.workspaces import IdentityRules, rules_from_config
 from schemas.serde import AvroSerde
 from tests.processors import records as r
@@ -232,3 +232,15 @@ def test_customer_id_is_always_the_first_active_identifier():
     rules = rules_from_config(WorkspaceConfig(id="x", identifiers=["email", "customer_id", "email"]))
     assert rules == IdentityRules(("customer_id", "email"))
     assert rules.order[-1] == "anonymous_id"
+
+
+def test_lane_packs_keep_records_and_order_and_stay_under_the_size_cap():
+    records = [bytes([i % 256]) * (1000 + i) for i in range(700)]
+    packs = pack_records(records)
+    assert len(packs) > 1 and all(len(p) <= MAX_PACK_BYTES for p in packs)
+    assert [r for p in packs for r in unpack_records(p)] == records
+    assert unpack_records(b"\xc3\x01plain") == [b"\xc3\x01plain"]  # a single record is its own pack
+    with pytest.raises(LaneFramingError):
+        unpack_records(packs[0][:-1])
+    with pytest.raises(LaneFramingError):
+        peek_workspace(None)  # type: ignore[arg-type]

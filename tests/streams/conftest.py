@@ -131,8 +131,11 @@ def endpoint_factory() -> Iterator[Callable[..., RecordingEndpoint]]:
 
 
 @pytest.fixture
-def writer(catalogue_topics: KafkaSettings) -> EventWriter:
-    return EventWriter(catalogue_topics)
+def writer(catalogue_topics: KafkaSettings) -> Iterator[EventWriter]:
+    made = EventWriter(catalogue_topics)
+    yield made
+    made.producer.flush(10)
+    del made.producer  # librdkafka's threads end with the last reference, before the broker does
 
 
 @pytest.fixture

@@ -95,6 +95,19 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(autouse=True)
+def _drop_test_topics(request: pytest.FixtureRequest, unique: str) -> Iterator[None]:
+    """Delete every topic named with this test's token afterwards, so the shared broker stays small."""
+    yield
+    if "kafka_bootstrap" not in request.fixturenames:
+        return
+    admin = AdminClient({"bootstrap.servers": request.getfixturevalue("kafka_bootstrap")})
+    names = [t for t in admin.list_topics(timeout=10).topics if unique in t]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=0, request_timeout=30).values():
+            future.exception()  # already gone is fine; we only wait for the request to finish
+
+
 @pytest.fixture
 def kafka_settings(kafka_bootstrap: str, unique: str) -> KafkaSettings:
     """Settings with a topic prefix of this test's own, so catalogue topics never collide across tests."""

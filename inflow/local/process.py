@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -26,6 +27,14 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
         return True
     return False
+
+
+def _raise_open_files_limit() -> None:
+    """Servers with thousands of partitions or volumes need more than the usual 1024 open files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def pid_alive(pid: int) -> bool:
@@ -71,6 +80,7 @@ class ManagedProcess:
                 env=env,
                 cwd=cwd,
                 start_new_session=True,
+                preexec_fn=_raise_open_files_limit,  # noqa: PLW1509 - no threads touch this state
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid

@@ -24,7 +24,7 @@ from config.settings import KafkaSettings
 from config.topics import TopicSpec
 from processors.engine import LaneProcessor
 from processors.exceptions import LaneFramingError
-from processors.lanes import pack_records, peek_workspace, unpack_records
+from processors.lanes import peek_workspace, unpack_records
 from processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from processors.settings import WorkerSettings
 from processors.state import JsonTable, State
@@ -96,43 +96,43 @@ def build_app(
         outputs[output.topic].send_soon(key=output.key, value=value)
 
     async def route(stream: StreamT) -> None:
-        """Forward each batch of ingest records, unchanged and in order, as one pack per workspace."""
-        async for events in stream.take_events(worker.batch_size, worker.batch_within_s):  # type: ignore[attr-defined]
-            by_workspace: dict[str, list[bytes]] = {}
-            for event in events:
-                try:
-                    workspace = peek_workspace(event.value)
-                except LaneFramingError as exc:
-                    publish(_unreadable(event, str(exc), processor))
-                    continue
-                by_workspace.setdefault(workspace, []).append(event.value)
-            for workspace, records in by_workspace.items():
-                for pack in pack_records(records):
-                    lanes.send_soon(key=workspace.encode(), value=pack)
+        """Forward each ingest record, unchanged and in order, to its workspace's lane.
+
+        Per event on purpose: a take()-batched router (packing several records per lane message) used
+        a third less CPU but stranded a record across a rebalance in the benchmark; see
+        docs/bench-processors.md.
+        """
+        event: EventT
+        async for event in stream.events():
+            try:
+                workspace = peek_workspace(event.value)
+            except LaneFramingError as exc:
+                publish(_unreadable(event, str(exc), processor))
+                continue
+            lanes.send_soon(key=workspace.encode(), value=event.value)
 
     async def lane(stream: StreamT) -> None:
         """Apply each record of the lane: outputs first, then the state that records them.
 
-        Packs come in batches (faust acks a batch only after this loop body returns); each pack is made
-        the stream's current event so its table writes go to the changelog partition of its lane.
+        A lane message is one ingest record or a pack of several of one workspace (``lanes.pack_records``);
+        table writes go to the changelog partition of the lane message being processed.
         """
-        async for events in stream.take_events(worker.batch_size, worker.batch_within_s):  # type: ignore[attr-defined]
-            for event in events:
-                stream._set_current_event(event)  # type: ignore[attr-defined]
+        event: EventT
+        async for event in stream.events():
+            try:
+                records = unpack_records(event.value)
+            except LaneFramingError as exc:
+                publish(_unreadable(event, str(exc), processor))
+                continue
+            for data in records:
                 try:
-                    records = unpack_records(event.value)
-                except LaneFramingError as exc:
-                    publish(_unreadable(event, str(exc), processor))
+                    record_name, record = serde.decode(data)
+                except SerdeError as exc:
+                    publish(_unreadable(event, str(exc), processor, data))
                     continue
-                for data in records:
-                    try:
-                        record_name, record = serde.decode(data)
-                    except SerdeError as exc:
-                        publish(_unreadable(event, str(exc), processor, data))
-                        continue
-                    for output in processor.process(record_name, record):
-                        publish(output)
-                    state.flush()
+                for output in processor.process(record_name, record):
+                    publish(output)
+                state.flush()
 
     app.agent(ingest, name="route")(route)
     app.agent(lanes, name="lane")(lane)

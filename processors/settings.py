@@ -30,8 +30,6 @@ class WorkerSettings(BaseSettings):
     producer_buffer_messages: int = Field(
         20_000, gt=0, description="faust send buffer before it stalls (100)"
     )
-    batch_size: int = Field(1000, gt=0, description="records an agent takes from its stream at once")
-    batch_within_s: float = Field(0.05, gt=0, description="longest wait to fill a batch")
     session_timeout_s: float = Field(
         10.0, gt=0, description="a dead worker's lanes move after this (default 60 s)"
     )

@@ -210,6 +210,25 @@ def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
         future.exception()
 
 
+def engine_only(users: list[tuple[bytes, bytes]], events: list[tuple[bytes, bytes]]) -> float:
+    """The lane logic with Avro decode/encode over in-memory state, no Kafka: the ceiling of one process."""
+    from processors.engine import LaneProcessor
+    from processors.state import State
+    from processors.workspaces import WorkspaceDirectory
+
+    serde, state = AvroSerde(), State.in_memory()
+    processor = LaneProcessor(state, WorkspaceDirectory())
+    for _, value in users:
+        processor.process(*serde.decode(value))
+        state.flush()
+    started = time.perf_counter()
+    for _, value in events:
+        for output in processor.process(*serde.decode(value)):
+            serde.encode(output.record_name, output.record)
+        state.flush()
+    return len(events) / (time.perf_counter() - started)
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the finally blocks: stop the workers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,6 +243,7 @@ def main() -> None:
     print(f"building {args.users} users (+1 device each), {args.events} events, {args.workspaces} workspaces")
     users, events = records(args.workspaces, args.users, args.events)
 
+    print(f"lane logic + Avro only (no Kafka, in-memory state): {engine_only(users, events):10,.0f} events/s")
     kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
     create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
     produce(kafka, kafka.topic("ingest.events"), events)

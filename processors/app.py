@@ -124,13 +124,14 @@ def build_app(
             except LaneFramingError as exc:
                 publish(_unreadable(event, str(exc), processor))
                 continue
-            for data in records:
+            for index, data in enumerate(records):
                 try:
                     record_name, record = serde.decode(data)
                 except SerdeError as exc:
                     publish(_unreadable(event, str(exc), processor, data))
                     continue
-                for output in processor.process(record_name, record):
+                position = [event.message.partition, event.message.offset, index]
+                for output in processor.process(record_name, record, position):
                     publish(output)
                 state.flush()
 

@@ -67,14 +67,24 @@ class LaneProcessor:
         self.handlers = {"UserUpsert": self._user, "DeviceUpsert": self._device, "EventRecord": self._event}
         self.duplicates = 0
 
-    def process(self, record_name: str, record: dict[str, Any]) -> list[Output]:
-        """De-duplicate on event_uuid, apply, and mark seen; a bad record becomes a rejection output."""
+    def process(
+        self, record_name: str, record: dict[str, Any], position: list[int] | None = None
+    ) -> list[Output]:
+        """De-duplicate on event_uuid, apply, and mark seen; a bad record becomes a rejection output.
+
+        ``position`` is where the record sits in the lane (partition, offset, index in pack). The seen mark
+        stores it: a record seen at another position is an upstream duplicate and is dropped, while the
+        same message read again after a crash is applied again, because its outputs may have been lost
+        with the crash even though its seen mark reached the changelog (the producer orders nothing
+        across partitions). Re-applying is harmless: updates are idempotent and outputs carry event_uuid.
+        """
         handler = self.handlers.get(record_name)
         ws, event_uuid = record.get("workspace_id"), record.get("event_uuid")
         if handler is None or not isinstance(ws, str) or not isinstance(event_uuid, str):
             return [self._rejection(record_name, record, Rejection(f"{record_name} is not an ingest record"))]
         seen = keys.seen_key(ws, event_uuid)
-        if self.state.seen.get(seen) is not None:
+        marked = self.state.seen.get(seen)
+        if marked is not None and (position is None or marked != position):
             self.duplicates += 1
             return []
         try:
@@ -82,7 +92,7 @@ class LaneProcessor:
         except Rejection as exc:
             self.state.discard()
             outputs = [self._rejection(record_name, record, exc)]
-        self.state.seen.put(seen, 1)
+        self.state.seen.put(seen, position or 1)
         return outputs
 
     # -- users ---------------------------------------------------------------------------------------

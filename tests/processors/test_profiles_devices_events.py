@@ -244,3 +244,17 @@ def test_lane_packs_keep_records_and_order_and_stay_under_the_size_cap():
         unpack_records(packs[0][:-1])
     with pytest.raises(LaneFramingError):
         peek_workspace(None)  # type: ignore[arg-type]
+
+
+def test_replayed_message_is_applied_again_but_an_upstream_duplicate_is_dropped(lane: Lane):
+    lane.feed("UserUpsert", r.user("W", "rp"))
+    rec = r.event("W", "rp", at=5)
+    serde = lane.serde
+    name, decoded = serde.decode(serde.encode("EventRecord", rec))
+    assert len(lane.processor.process(name, decoded, [2, 40, 0])) == 1
+    lane.state.flush()
+    # the same lane message read again after a crash: its output may have been lost, so it is re-emitted
+    assert len(lane.processor.process(name, decoded, [2, 40, 0])) == 1
+    lane.state.flush()
+    # the same event_uuid in another lane message (a client retry): dropped
+    assert lane.processor.process(name, decoded, [2, 41, 0]) == []

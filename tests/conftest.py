@@ -7,6 +7,7 @@ when ``INFLOW_TEST_DOCKER=1`` and a Docker engine answers). Each test gets fresh
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +57,9 @@ def kafka_bootstrap(services_home: Path) -> Iterator[str]:
     try:
         yield local.bootstrap_servers
     finally:
+        # Let clients that tests dropped shut down while the broker still answers, so librdkafka does
+        # not log reconnect attempts to a stopped broker after the summary.
+        gc.collect()
         local.stop()
         assert local.process.pid() is None
 

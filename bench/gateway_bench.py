@@ -219,14 +219,7 @@ def raw_baseline(kafka: KafkaSettings, bodies: list[tuple[bytes, int, int]], sec
     """The same Avro bytes the gateway would produce, sent by a bare producer and acknowledged."""
     serde = AvroSerde()
     topic = kafka.topic
-    validator = ElementValidator(
-        GatewaySettings(),
-        Encoders(
-            serde.encoder("UserUpsert", topic=topic("ingest.users")),
-            serde.encoder("DeviceUpsert", topic=topic("ingest.devices")),
-            serde.encoder("EventRecord", topic=topic("ingest.events")),
-        ),
-    )
+    validator = ElementValidator(GatewaySettings(), Encoders.spliced(serde, topic))
     messages = []
     for i, (body, _, _) in enumerate(bodies):
         ctx = RequestContext(WS, f"raw{i:05d}", datetime.now(UTC), "127.0.0.1")

@@ -4,13 +4,19 @@ Each element is checked field by field with the reference's texts (sections 2.2-
 Avro records: one UserUpsert per customer, one DeviceUpsert per device, one EventRecord per action.
 A bad element raises :class:`ApiError`; the caller decides whether that rejects the request or only
 the element (``GatewaySettings.bad_elements``).
+
+Encoding (the gateway's hot path): the fields every record of a request shares (workspace, request id,
+receive time, source, client address) are encoded once per request by :class:`SplicedRecord`
+templates (``Encoders.spliced``), and each record's own fields are spliced in positionally, without
+building a record dict; the bytes are fastavro's (checked at start-up and in the tests). When a template
+raises, fastavro encodes the record, so an encoding error reads exactly as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -18,8 +24,18 @@ from producers.bulk_api.context import RequestContext
 from producers.bulk_api.exceptions import ApiError
 from producers.bulk_api.messages import Texts, invalid, missing, wrong_type
 from producers.bulk_api.settings import GatewaySettings
-from producers.bulk_api.times import MAX_OFFSET_S, ParsedTime, TimeValueError, derive_times, parse_time
+from producers.bulk_api.times import (
+    MAX_MS,
+    MAX_OFFSET_S,
+    MS_THRESHOLD,
+    ParsedTime,
+    TimeValueError,
+    derive_times,
+    parse_time,
+)
+from schemas.avro_template import SplicedRecord
 from schemas.exceptions import SerdeError
+from schemas.serde import AvroSerde
 
 ELEMENT_TYPES = ("customer", "event", "device")
 USER_PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}
@@ -50,11 +66,68 @@ SYSTEM_MOE_NAMES = frozenset(
 )
 UNSET_TYPES = ("equals", "prefix", "suffix", "contains")
 
-
-def text_branch(value: str | None) -> tuple[str, str] | None:
-    """fastavro's tuple notation names the union branch of a ``["null","string"]`` field, so the encoder
-    skips trying each branch: a third less encoding time on the hot path (same bytes on the wire)."""
-    return None if value is None else ("string", value)
+# What every record of one request shares (encoded once per request), in the order ``bind`` takes them,
+# and what varies per record, in the order the encoders take them. anonymous_id and origin are always
+# null for API records (their schema default).
+BOUND_FIELDS = ("workspace_id", "request_id", "received_at", "source", "client_ip")
+USER_FIELDS = (
+    "event_uuid",
+    "customer_id",
+    "user_identifiers",
+    "update_existing_only",
+    "attributes_json",
+    "unset_attributes_json",
+)
+DEVICE_FIELDS = ("event_uuid", "customer_id", "device_id", "attributes_json")
+EVENT_FIELDS = (
+    "event_uuid",
+    "customer_id",
+    "user_identifiers",
+    "device_id",
+    "action",
+    "attributes_json",
+    "platform",
+    "moe_os_type",
+    "app_version",
+    "user_time",
+    "current_time",
+    "user_timezone_offset",
+)
+_SAMPLE_BOUND = {
+    "workspace_id": "W",
+    "request_id": "abcdefgh",
+    "received_at": 1_700_000_000_000,
+    "source": "api",
+    "client_ip": "127.0.0.1",
+}
+_SAMPLES = {
+    "UserUpsert": _SAMPLE_BOUND
+    | {
+        "event_uuid": "u",
+        "customer_id": "c",
+        "user_identifiers": {"email": "e"},
+        "update_existing_only": True,
+        "attributes_json": "{}",
+        "unset_attributes_json": "[]",
+    },
+    "DeviceUpsert": _SAMPLE_BOUND
+    | {"event_uuid": "u", "customer_id": "c", "device_id": "d", "attributes_json": "{}"},
+    "EventRecord": _SAMPLE_BOUND
+    | {
+        "event_uuid": "u",
+        "customer_id": "c",
+        "user_identifiers": {"email": "e"},
+        "device_id": "d",
+        "action": "a",
+        "attributes_json": "{}",
+        "platform": "ANDROID",
+        "moe_os_type": None,
+        "app_version": "1",
+        "user_time": 1_700_000_000_000,
+        "current_time": 1_700_000_000_000,
+        "user_timezone_offset": -19800,
+    },
+}
 
 
 class Outgoing(NamedTuple):
@@ -65,13 +138,66 @@ class Outgoing(NamedTuple):
     value: bytes
 
 
+class RecordEncoder(Protocol):
+    """Binds one request's shared fields; the result encodes one record from its varying fields."""
+
+    def bind(self, *bound: Any) -> Callable[..., bytes]: ...
+
+    def plain_bound(self, *bound: Any) -> Callable[..., bytes]: ...
+
+
+class _DictRecord:
+    """A ``record dict -> bytes`` encoder behind the :class:`RecordEncoder` interface."""
+
+    def __init__(self, encode: Callable[[Mapping[str, Any]], bytes], varying: tuple[str, ...]) -> None:
+        self.encode, self.varying = encode, varying
+
+    def bind(self, *bound: Any) -> Callable[..., bytes]:
+        base = {"anonymous_id": None, "origin": None} | dict(zip(BOUND_FIELDS, bound, strict=True))
+        names, encode = self.varying, self.encode
+
+        def encode_one(*values: Any) -> bytes:
+            return encode(base | dict(zip(names, values, strict=True)))
+
+        return encode_one
+
+    plain_bound = bind
+
+
 @dataclass(frozen=True, slots=True)
 class Encoders:
-    """Bound Avro encoders of the three ingest records."""
+    """Avro encoders of the three ingest records: ``record dict -> bytes`` callables (fastavro), or
+    :class:`RecordEncoder` templates that encode the request's shared fields once (:meth:`spliced`)."""
 
-    user: Callable[[Mapping[str, Any]], bytes]
-    device: Callable[[Mapping[str, Any]], bytes]
-    event: Callable[[Mapping[str, Any]], bytes]
+    user: Callable[[Mapping[str, Any]], bytes] | RecordEncoder
+    device: Callable[[Mapping[str, Any]], bytes] | RecordEncoder
+    event: Callable[[Mapping[str, Any]], bytes] | RecordEncoder
+
+    @classmethod
+    def spliced(cls, serde: AvroSerde, topic: Callable[[str], str]) -> Encoders:
+        """Templates checked byte for byte against fastavro (which they fall back to if they differ)."""
+
+        def make(name: str, short_topic: str, varying: tuple[str, ...]) -> SplicedRecord:
+            return SplicedRecord(serde, name, topic(short_topic), BOUND_FIELDS, varying, _SAMPLES[name])
+
+        return cls(
+            user=make("UserUpsert", "ingest.users", USER_FIELDS),
+            device=make("DeviceUpsert", "ingest.devices", DEVICE_FIELDS),
+            event=make("EventRecord", "ingest.events", EVENT_FIELDS),
+        )
+
+
+def _record_encoder(encoder: Any, varying: tuple[str, ...]) -> RecordEncoder:
+    return encoder if hasattr(encoder, "bind") else _DictRecord(encoder, varying)
+
+
+class _Bound(NamedTuple):
+    """The three encoders of one request, and their fastavro twins' sources for error messages."""
+
+    user: Callable[..., bytes]
+    device: Callable[..., bytes]
+    event: Callable[..., bytes]
+    values: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +245,19 @@ class ElementValidator:
         self.blocked_ids = frozenset(v.lower() for v in settings.blocked_customer_ids)
         self.future_tolerance_ms = settings.future_event_tolerance_s * 1000
         self._by_type = {"customer": self.customer, "event": self.event, "device": self.device}
+        self._user = _record_encoder(encoders.user, USER_FIELDS)
+        self._device = _record_encoder(encoders.device, DEVICE_FIELDS)
+        self._event = _record_encoder(encoders.event, EVENT_FIELDS)
+
+    def bind(self, ctx: RequestContext) -> _Bound:
+        """The request's encoders, made once per request: its shared fields are encoded only once."""
+        bound = ctx.bound
+        if bound is None:
+            values = (ctx.workspace_id, ctx.request_id, ctx.received_ms, "api", ctx.client_ip)
+            bound = ctx.bound = _Bound(
+                self._user.bind(*values), self._device.bind(*values), self._event.bind(*values), values
+            )
+        return bound  # type: ignore[no-any-return]
 
     def element(self, el: Any, ctx: RequestContext, identifiers: tuple[str, ...], texts: Texts) -> Validated:
         """Any element of a Bulk request: dispatch on its case-sensitive ``type``."""
@@ -145,25 +284,17 @@ class ElementValidator:
         if not isinstance(update_only, bool):
             raise wrong_type("update_existing_only", "boolean")
         unset = self._unset_attributes(el)
-        record = {
-            "event_uuid": ctx.next_event_uuid(),
-            "workspace_id": ctx.workspace_id,
-            "request_id": ctx.request_id,
-            "received_at": ctx.received_ms,
-            "source": "api",
-            "client_ip": ctx.client_ip_branch,
-            "customer_id": text_branch(customer_id),
-            "anonymous_id": None,
-            "user_identifiers": ids,
-            "update_existing_only": update_only,
-            "attributes_json": self._json("attributes", attributes),
-            "unset_attributes_json": None
-            if unset is None
-            else ("string", self._json("unset_attributes", unset)),
-            "origin": None,
-        }
+        values = (
+            ctx.next_event_uuid(),
+            customer_id,
+            ids,
+            update_only,
+            self._json("attributes", attributes),
+            None if unset is None else self._json("unset_attributes", unset),
+        )
         key = routing_key(ctx.workspace_id, customer_id, ids)
-        return Validated([Outgoing("ingest.users", key, self._encode(self.encoders.user, record))], 1, 0)
+        value = self._encode(self.bind(ctx).user, self._user, ctx, values)
+        return Validated([Outgoing("ingest.users", key, value)], 1, 0)
 
     def _user_attributes(self, el: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
         if "platforms" in el:  # the reference also allows platforms beside attributes
@@ -263,18 +394,36 @@ class ElementValidator:
         if not actions:
             raise missing("actions", texts.actions_empty)
         key = routing_key(ctx.workspace_id, customer_id, ids)
-        encode = self.encoders.event
-        cid_branch, device_branch = text_branch(customer_id), text_branch(device_id)
+        encode = self.bind(ctx).event
         messages = []
         for action in actions:
-            record = self._action(action, texts, ctx)
-            record["customer_id"] = cid_branch
-            record["user_identifiers"] = ids
-            record["device_id"] = device_branch
-            messages.append(Outgoing("ingest.events", key, self._encode(encode, record)))
+            uuid, name, attrs, platform, os_type, version, event_ms, current_ms, offset = self._action(
+                action, texts, ctx
+            )
+            try:
+                value = encode(
+                    uuid,
+                    customer_id,
+                    ids,
+                    device_id,
+                    name,
+                    attrs,
+                    platform,
+                    os_type,
+                    version,
+                    event_ms,
+                    current_ms,
+                    offset,
+                )
+            except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode
+                values = (uuid, customer_id, ids, device_id, name, attrs, platform, os_type, version)
+                value = self._encode(None, self._event, ctx, (*values, event_ms, current_ms, offset))
+            messages.append(Outgoing("ingest.events", key, value))
         return Validated(messages, 0, len(messages))
 
-    def _action(self, action: Any, texts: Texts, ctx: RequestContext) -> dict[str, Any]:
+    def _action(self, action: Any, texts: Texts, ctx: RequestContext) -> tuple[Any, ...]:
+        """The varying EventRecord fields of one action: uuid, action, attributes_json, platform,
+        moe_os_type, app_version, user_time, current_time, user_timezone_offset."""
         if not isinstance(action, dict):
             raise wrong_type("actions", "list of objects")
         name = action.get("action")
@@ -284,7 +433,8 @@ class ElementValidator:
             raise wrong_type("action", "string")
         if not name.strip():
             raise missing("action", texts.action_empty)
-        self._check_name(name, "action", user=False)
+        if name[:1] in "mM":  # only names that may carry the reserved prefix need the full check
+            self._check_name(name, "action", user=False)
         attributes = action.get("attributes")
         if attributes is None:
             attributes = {}
@@ -303,10 +453,12 @@ class ElementValidator:
             if os_type not in TV_OS_TYPES:
                 raise invalid("moe_os_type", "moe_os_type should be one of " + "/".join(TV_OS_TYPES))
         app_version = action.get("app_version")
-        if app_version is not None:
+        if app_version is not None and type(app_version) is not str:
             app_version = as_text("app_version", app_version)
         offset = action.get("user_timezone_offset")
-        if offset is not None:
+        if type(offset) is int and -MAX_OFFSET_S <= offset <= MAX_OFFSET_S:
+            pass  # the common case, checked as below
+        elif offset is not None:
             if isinstance(offset, bool) or not isinstance(offset, int | float) or offset != int(offset):
                 raise wrong_type("user_timezone_offset", "integer (seconds)")
             offset = int(offset)
@@ -315,6 +467,21 @@ class ElementValidator:
                     "user_timezone_offset", "user_timezone_offset should be between -54000 and 54000"
                 )
         user_time, current_time = action.get("user_time"), action.get("current_time")
+        if user_time is None and type(current_time) is int:
+            # The common case of parse_time + derive_times: current_time in epoch s or ms, UTC.
+            ms = current_time if not -MS_THRESHOLD < current_time < MS_THRESHOLD else current_time * 1000
+            if 0 <= ms <= MAX_MS and ms <= ctx.received_ms + self.future_tolerance_ms:
+                return (
+                    ctx.next_event_uuid(),
+                    name,
+                    self._json("attributes", attributes),
+                    platform,
+                    os_type,
+                    app_version,
+                    ms,
+                    ms,
+                    offset,
+                )
         times = derive_times(
             None if user_time is None else self._time("user_time", user_time),
             None if current_time is None else self._time("current_time", current_time),
@@ -325,24 +492,17 @@ class ElementValidator:
         if times.event_ms > ctx.received_ms + self.future_tolerance_ms:
             attr = "current_time" if times.current_ms is not None else "user_time"
             raise invalid(attr, "Future dated events are not accepted")
-        return {
-            "event_uuid": ctx.next_event_uuid(),
-            "workspace_id": ctx.workspace_id,
-            "request_id": ctx.request_id,
-            "received_at": ctx.received_ms,
-            "source": "api",
-            "client_ip": ctx.client_ip_branch,
-            "anonymous_id": None,
-            "action": name,
-            "attributes_json": self._json("attributes", attributes),
-            "platform": text_branch(platform),
-            "moe_os_type": text_branch(os_type),
-            "app_version": text_branch(app_version),
-            "user_time": times.event_ms,
-            "current_time": None if times.current_ms is None else ("long", times.current_ms),
-            "user_timezone_offset": None if times.offset_s is None else ("int", times.offset_s),
-            "origin": None,
-        }
+        return (
+            ctx.next_event_uuid(),
+            name,
+            self._json("attributes", attributes),
+            platform,
+            os_type,
+            app_version,
+            times.event_ms,
+            times.current_ms,
+            times.offset_s,
+        )
 
     @staticmethod
     def _event_platform(value: Any) -> str:
@@ -381,24 +541,16 @@ class ElementValidator:
             raise invalid("platform", "platform should be one of ANDROID/iOS/web/TV")
         for name in attributes:
             self._check_name(name, "attributes", user=True)
-        record = {
-            "event_uuid": ctx.next_event_uuid(),
-            "workspace_id": ctx.workspace_id,
-            "request_id": ctx.request_id,
-            "received_at": ctx.received_ms,
-            "source": "api",
-            "client_ip": ctx.client_ip_branch,
-            "customer_id": text_branch(customer_id),
-            "anonymous_id": None,
-            "device_id": device_id,
-            "attributes_json": self._json("attributes", {**attributes, "platform": canonical}),
-            "origin": None,
-        }
+        values = (
+            ctx.next_event_uuid(),
+            customer_id,
+            device_id,
+            self._json("attributes", {**attributes, "platform": canonical}),
+        )
         key = routing_key(ctx.workspace_id, customer_id, {})
         users = 1 if self.settings.count_devices_as_users else 0
-        return Validated(
-            [Outgoing("ingest.devices", key, self._encode(self.encoders.device, record))], users, 0
-        )
+        value = self._encode(self.bind(ctx).device, self._device, ctx, values)
+        return Validated([Outgoing("ingest.devices", key, value)], users, 0)
 
     # shared --------------------------------------------------------------------------------------------
     def _customer_id(self, el: dict[str, Any], texts: Texts, required: bool) -> str | None:
@@ -442,10 +594,21 @@ class ElementValidator:
         except (orjson.JSONEncodeError, RecursionError) as exc:  # e.g. a lone surrogate, nesting over 254
             raise invalid(attribute, f"{attribute} cannot be stored: {exc}", "TypeError") from exc
 
-    @staticmethod
-    def _encode(encode: Callable[[Mapping[str, Any]], bytes], record: dict[str, Any]) -> bytes:
+    def _encode(
+        self,
+        encode: Callable[..., bytes] | None,
+        record: RecordEncoder,
+        ctx: RequestContext,
+        values: tuple[Any, ...],
+    ) -> bytes:
+        """Encode with the request's template; if it raises, fastavro decides (its bytes or its error)."""
+        if encode is not None:
+            try:
+                return encode(*values)
+            except Exception:  # noqa: BLE001, S110 - e.g. a lone surrogate: fastavro gives the message
+                pass
         try:
-            return encode(record)
+            return record.plain_bound(*self.bind(ctx).values)(*values)
         except SerdeError as exc:  # e.g. a lone surrogate in a string field cannot be UTF-8
             raise ApiError(400, "TypeError", f"element cannot be encoded: {exc}") from exc
 

@@ -37,14 +37,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.delivery = KafkaDelivery(self.kafka, self.settings.delivery_timeout_ms)
         topic = self.kafka.topic
-        self.validator = ElementValidator(
-            self.settings,
-            Encoders(
-                user=self.serde.encoder("UserUpsert", topic=topic("ingest.users")),
-                device=self.serde.encoder("DeviceUpsert", topic=topic("ingest.devices")),
-                event=self.serde.encoder("EventRecord", topic=topic("ingest.events")),
-            ),
-        )
+        self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
         self.directory = WorkspaceDirectory(self.kafka, self.serde)
         self.auth = Authenticator(self.directory)
         self.limiter = RateLimiter(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import string
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producers.bulk_api.context import RequestContext, client_ip
+from producers.bulk_api.context import RequestContext, client_ip, new_request_id
 from producers.bulk_api.elements import ElementValidator, Encoders
 from producers.bulk_api.exceptions import ApiError
 from producers.bulk_api.messages import BULK
@@ -17,9 +18,12 @@ from schemas.serde import AvroSerde
 NOW = datetime.now(UTC)
 
 
-@pytest.fixture(scope="module")
-def validator() -> ElementValidator:
+@pytest.fixture(scope="module", params=["fastavro", "templates"])
+def validator(request: pytest.FixtureRequest) -> ElementValidator:
+    """Every rule is checked with fastavro's encoders and with the gateway's per-request templates."""
     serde = AvroSerde()
+    if request.param == "templates":
+        return ElementValidator(GatewaySettings(), Encoders.spliced(serde, lambda short: short))
     encoders = Encoders(
         serde.encoder("UserUpsert"), serde.encoder("DeviceUpsert"), serde.encoder("EventRecord")
     )
@@ -157,3 +161,10 @@ def test_client_ip_is_the_left_most_valid_forwarded_address():
     assert client_ip(" 2001:db8::1 ", None) == "2001:db8::1"
     assert client_ip("unknown, 1.2.3.4", "127.0.0.1") == "127.0.0.1"
     assert client_ip(None, "10.0.0.1") == "10.0.0.1"
+
+
+def test_request_ids_are_eight_random_letters_and_digits():
+    ids = [new_request_id() for _ in range(5000)]
+    assert all(len(i) == 8 and i.isascii() and i.isalnum() for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert {i[0] for i in ids} | {i[-1] for i in ids} == set(string.ascii_letters + string.digits)

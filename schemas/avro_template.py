@@ -1,0 +1,274 @@
+"""Avro encoders that encode constant fields once and splice in only the fields that vary per record.
+
+Avro's binary encoding of a record is the concatenation of its fields' encodings, so a record whose
+fields are partly fixed (for a whole import file, or for every record of one HTTP request) can be written
+as constant byte runs with the per-record fields' encodings in between: the bytes are exactly fastavro's.
+
+Two shapes, both built from the schema at run time and checked against fastavro on a sample record; when
+a field type is not one they know, or the bytes differ, fastavro's encoder is used instead:
+
+* :func:`template_encoder` - a ``record dict -> bytes`` encoder for records whose ``constants`` never
+  change (the S3 importer, one per file);
+* :class:`SplicedRecord` - fields split into *bound* ones (fixed per batch, e.g. workspace, request id,
+  receive time) and *varying* ones passed positionally; :meth:`SplicedRecord.bind` encodes the bound
+  fields once and returns a compiled ``encode(*varying) -> bytes`` (the gateway, one bind per request).
+
+Field values are the plain ones (``None`` or the branch value for ``["null", T]`` unions, epoch
+milliseconds or an aware ``datetime`` for ``timestamp-millis``); fastavro accepts the same values.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastavro import schemaless_writer
+
+from schemas.serde import AvroSerde, Encoder
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+FieldEncoder = Callable[[Any], bytes]
+
+
+def _long_slow(n: int) -> bytes:
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+# Varints 14 bits at a time: the last 1-2 bytes of a varint, and 2 continued bytes.
+_END = tuple(_long_slow(c) for c in range(0x4000))
+_PAIR = tuple(bytes(((c & 0x7F) | 0x80, (c >> 7) | 0x80)) for c in range(0x4000))
+
+
+def long_bytes(n: int) -> bytes:
+    """Zig-zag varint, as Avro writes int and long; OverflowError outside the 64-bit range."""
+    n = (n << 1) ^ (n >> 63)
+    if 0 <= n < 0x4000:
+        return _END[n]
+    if 0x4000 <= n < 0x10000000:
+        return _PAIR[n & 0x3FFF] + _END[n >> 14]
+    if 0x10000000 <= n < 0x40000000000:  # e.g. epoch milliseconds
+        return _PAIR[n & 0x3FFF] + _PAIR[(n >> 14) & 0x3FFF] + _END[n >> 28]
+    if n < 0 or n >> 64:
+        raise OverflowError("int too big to encode as an Avro long")
+    return _long_slow(n)
+
+
+def string_bytes(value: str) -> bytes:
+    data = value.encode()
+    n = len(data)
+    return (_END[n << 1] if n < 0x2000 else long_bytes(n)) + data
+
+
+def _timestamp_millis(value: datetime | int) -> bytes:
+    if isinstance(value, int):
+        return long_bytes(value)
+    delta = value - _EPOCH  # as fastavro: whole milliseconds of the difference to the epoch
+    return long_bytes((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000)
+
+
+def _string_map(value: Mapping[str, str]) -> bytes:
+    if not value:
+        return b"\x00"
+    parts = [long_bytes(len(value))]
+    for k, v in value.items():
+        parts.append(string_bytes(k))
+        parts.append(string_bytes(v))
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+def _boolean(value: Any) -> bytes:
+    return b"\x01" if value else b"\x00"
+
+
+def _nullable(inner: FieldEncoder) -> FieldEncoder:
+    def encode(value: Any) -> bytes:
+        return b"\x00" if value is None else b"\x02" + inner(value)
+
+    encode.inner = inner  # type: ignore[attr-defined]  # lets _compile inline the branch
+    return encode
+
+
+def _field_encoder(schema: Any) -> FieldEncoder | None:
+    """An encoder for the common field types (string, int/long, boolean, timestamp-millis, string map and
+    ``["null", one of those]``); None for anything else."""
+    if schema == "string":
+        return string_bytes
+    if schema in ("long", "int"):
+        return long_bytes
+    if schema == "boolean":
+        return _boolean
+    if isinstance(schema, dict):
+        if schema.get("type") == "long" and schema.get("logicalType") == "timestamp-millis":
+            return _timestamp_millis
+        if schema.get("type") == "map" and schema.get("values") == "string":
+            return _string_map
+    if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null":
+        inner = _field_encoder(schema[1])
+        return _nullable(inner) if inner else None
+    return None
+
+
+def _constant(schema: Any, value: Any) -> bytes:
+    buffer = io.BytesIO()
+    schemaless_writer(buffer, schema, value)
+    return buffer.getvalue()
+
+
+def _header(serde: AvroSerde, encoded: bytes) -> bytes:
+    return encoded[: 5 if serde.framing == "confluent" else 10]
+
+
+def template_encoder(
+    serde: AvroSerde, record_name: str, topic: str, constants: Mapping[str, Any], sample: Mapping[str, Any]
+) -> Encoder:
+    """An encoder for records whose ``constants`` fields never change; fastavro's when it cannot be one."""
+    plain = serde.encoder(record_name, topic=topic)
+    expected = plain(sample)
+    consts: list[bytes] = [_header(serde, expected)]  # constant bytes before, between, after varying fields
+    varying: list[tuple[str, FieldEncoder]] = []
+    for field in serde.catalog.get(record_name).parsed["fields"]:
+        name, schema = field["name"], field["type"]
+        if name in constants or (name not in sample and "default" in field):
+            consts[-1] += _constant(schema, constants[name] if name in constants else field["default"])
+            continue
+        encoder = _field_encoder(schema)
+        if encoder is None:
+            return plain
+        varying.append((name, encoder))
+        consts.append(b"")
+    first, steps = (
+        consts[0],
+        tuple((name, fn, const) for (name, fn), const in zip(varying, consts[1:], strict=True)),
+    )
+
+    def encode(record: Mapping[str, Any]) -> bytes:
+        out = [first]
+        for name, fn, const in steps:
+            out.append(fn(record[name]))
+            out.append(const)
+        return b"".join(out)
+
+    try:
+        same = encode(sample) == expected
+    except (KeyError, TypeError, AttributeError, ValueError):
+        same = False
+    return encode if same else plain
+
+
+class SplicedRecord:
+    """One record type split into per-batch ``bound`` fields and per-record ``varying`` fields.
+
+    Every other field of the schema must have a default, which is what it is written with. ``fast`` is
+    False when the schema has a field type this module does not encode or the sample's bytes differed
+    from fastavro's; :meth:`bind` then returns an encoder that goes through fastavro.
+    """
+
+    def __init__(
+        self,
+        serde: AvroSerde,
+        record_name: str,
+        topic: str | None,
+        bound: Sequence[str],
+        varying: Sequence[str],
+        sample: Mapping[str, Any],
+    ) -> None:
+        self.record_name = record_name
+        self.bound = tuple(bound)
+        self.varying = tuple(varying)
+        self.plain = serde.encoder(record_name, topic=topic)
+        fields = serde.catalog.get(record_name).parsed["fields"]
+        unknown = (set(bound) | set(varying)) - {f["name"] for f in fields}
+        if unknown:
+            raise ValueError(f"{record_name}: fields {sorted(unknown)} are not in the schema")
+        rest = [f for f in fields if f["name"] not in self.bound and f["name"] not in self.varying]
+        if any("default" not in f for f in rest):
+            missing = sorted(f["name"] for f in rest if "default" not in f)
+            raise ValueError(f"{record_name}: fields {missing} are neither given nor have a default")
+        self.defaults = {f["name"]: f["default"] for f in rest}
+        expected = self.plain(sample)
+        # Layout: runs of constant parts (bytes, or the index of a bound field) between varying fields.
+        layout: list[list[bytes | int]] = [[_header(serde, expected)]]
+        order: list[int] = []
+        encoders: dict[str, FieldEncoder | None] = {}
+        for field in fields:
+            name, schema = field["name"], field["type"]
+            encoders[name] = _field_encoder(schema)
+            if name in self.defaults:
+                layout[-1].append(_constant(schema, field["default"]))
+            elif name in self.bound:
+                layout[-1].append(self.bound.index(name))
+            else:
+                order.append(self.varying.index(name))
+                layout.append([])
+        self._bound_encoders = tuple(encoders[n] for n in self.bound)
+        self._layout = layout
+        self.fast = all(e is not None for e in encoders.values()) and order == sorted(order)
+        if self.fast:
+            self._make = _compile(tuple(encoders[n] for n in self.varying), len(layout))  # type: ignore[misc]
+            try:
+                encode = self.bind(*(sample[n] for n in self.bound))
+                self.fast = encode(*(sample[n] for n in self.varying)) == expected
+            except (KeyError, TypeError, AttributeError, ValueError):
+                self.fast = False
+
+    def bind(self, *bound: Any) -> Callable[..., bytes]:
+        """The encoder of one batch: ``bound`` values in the order given at construction, encoded once;
+        the returned function takes the varying values positionally."""
+        if not self.fast:
+            return self.plain_bound(*bound)
+        encoded = [fn(value) for fn, value in zip(self._bound_encoders, bound, strict=True)]  # type: ignore[misc]
+        runs = [b"".join(p if isinstance(p, bytes) else encoded[p] for p in run) for run in self._layout]
+        return self._make(*runs)  # type: ignore[no-any-return]
+
+    def plain_bound(self, *bound: Any) -> Callable[..., bytes]:
+        """The same encoder through fastavro (slow; for fallbacks and error messages)."""
+        base = self.defaults | dict(zip(self.bound, bound, strict=True))
+        names, plain = self.varying, self.plain
+
+        def encode(*values: Any) -> bytes:
+            return plain(base | dict(zip(names, values, strict=True)))
+
+        return encode
+
+
+def _compile(encoders: tuple[FieldEncoder, ...], runs: int) -> Callable[..., Callable[..., bytes]]:
+    """``make(*runs) -> encode(*values)``: one ``b"".join`` of constant runs and field encodings, with
+    strings and union branches inlined (generated once per record type: no per-field loop, few calls)."""
+    namespace: dict[str, Any] = {"_E": _END, "_l": long_bytes}
+    parts: list[str] = []
+    for i, fn in enumerate(encoders):
+        parts.append(f"c{i}")
+        inner = getattr(fn, "inner", None)
+        namespace[f"f{i}"] = inner or fn
+        call = _inline(inner or fn, f"f{i}", f"v{i}")
+        parts.append(call if inner is None else f"(b'\\x00' if v{i} is None else b'\\x02' + {call})")
+    parts.append(f"c{len(encoders)}")
+    values = ", ".join(f"v{i}" for i in range(len(encoders)))
+    consts = ", ".join(f"c{i}" for i in range(runs))
+    source = (
+        f"def make({consts}):\n"
+        f"    def encode({values}):\n"
+        f"        return b''.join(({', '.join(parts)},))\n"
+        f"    return encode\n"
+    )
+    exec(compile(source, "<spliced avro encoder>", "exec"), namespace)  # noqa: S102 - generated above
+    return namespace["make"]  # type: ignore[no-any-return]
+
+
+def _inline(fn: FieldEncoder, name: str, value: str) -> str:
+    """The expression encoding ``value`` with ``fn`` (bound as ``name``), without a call where cheap."""
+    if fn is string_bytes:  # string_bytes inlined (b, n: locals of the generated function)
+        return f"(_E[n << 1] + b if (n := len(b := {value}.encode())) < 0x2000 else _l(n) + b)"
+    if fn is long_bytes:
+        return f"_l({value})"
+    if fn is _timestamp_millis:
+        return f"(_l({value}) if {value}.__class__ is int else {name}({value}))"
+    return f"{name}({value})"

@@ -112,4 +112,8 @@ class KafkaDelivery:
         left = self.producer.flush(timeout)
         self._stop.set()
         self._thread.join(5)
+        # Release librdkafka's connections now rather than whenever this object is collected.
+        close = getattr(self.producer, "close", None)  # confluent-kafka >= 2.12
+        if close is not None:
+            close()
         return left

@@ -29,8 +29,10 @@ lint: install  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install  ## run every benchmark in bench/ (prints figures beside raw baselines)
-	@for b in bench/*_bench.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+bench: install  ## run every benchmark in bench/ against the local broker (prints figures beside raw baselines)
+	$(BIN)/inflow kafka start
+	@for b in bench/*_bench.py; do m=$$(basename $$b .py); echo "== $$m"; \
+	  KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092} $(BIN)/python -m bench.$$m || exit 1; done
 
 clean:  ## remove local state (.inflow) and the venv
 	rm -rf .inflow $(VENV)

@@ -1,7 +1,7 @@
 """S3 import throughput and memory against a bare read of the same object and a raw producer.
 
     .venv/bin/python -m bench.s3_import_bench [--rows 1000000] [--pgp-mb 200] \
-        [--write docs/bench-s3-import.md]
+        [--write /tmp/s3-import-bench.md]
 
 A 1,000,000-row events CSV (about 100 MB) is uploaded to the S3 server (``S3_ENDPOINT_URL``, else a local
 SeaweedFS started for the run) and imported by one poller process into Kafka (``KAFKA_BOOTSTRAP_SERVERS``,

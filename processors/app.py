@@ -1,5 +1,5 @@
-"""The Faust app: a router agent (ingest topics -> lane topic keyed by workspace) and a lane agent that
-runs :class:`~processors.engine.LaneProcessor` over RocksDB tables with changelog topics.
+"""The Faust app: a router task (ingest topics -> lane topic keyed by workspace, ``processors.router``)
+and a lane agent that runs :class:`~processors.engine.LaneProcessor` over RocksDB tables with changelogs.
 
 Consistency across partitions and workers: the lane topic is keyed by workspace id, so all records of
 a workspace are in one lane partition, in the order the router forwarded them, and Kafka's group
@@ -7,25 +7,32 @@ protocol gives that partition (and the co-partitioned changelog partitions of ev
 one worker. A merge therefore reads and writes only state of its own partition. When a worker dies or
 a new one joins, the partition moves and the new owner rebuilds the tables from the changelogs before
 it processes the next record; records after the last committed offset are replayed and de-duplicated
-on event_uuid. Outputs go through the same producer before the state changes that record them, and
-offsets are committed only after the producer flushed (at-least-once, effectively once per event_uuid).
+on event_uuid. Both agents work in batches: a lane batch's outputs are produced before the state
+changes that record them (one RocksDB and changelog write per changed key and batch), all through one
+librdkafka producer that is flushed before the batch is acked, so offsets are committed only after
+what they caused is on the broker (at-least-once, effectively once per event_uuid). Events fetched
+before a rebalance are not applied: the partition's owner in the new generation reads them again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Any, cast
 
 import faust
-from faust.types import EventT, StreamT
+from faust.streams import Stream
+from faust.types import TP, EventT, StreamT
 
 from config.settings import KafkaSettings
 from config.topics import TopicSpec
+from processors.delivery import BatchProducer
 from processors.engine import LaneProcessor
 from processors.exceptions import LaneFramingError
-from processors.lanes import peek_workspace, unpack_records
+from processors.lanes import unpack_records
 from processors.outputs import EVENTS, PROFILES, REJECTED, Output
+from processors.router import Router
 from processors.settings import WorkerSettings
 from processors.state import JsonTable, State
 from processors.workspaces import WorkspaceDirectory
@@ -70,6 +77,7 @@ def build_app(
         producer_linger=worker.linger_ms / 1000.0,
         producer_max_batch_size=worker.max_batch_size,
         broker_max_poll_records=worker.max_poll_records,
+        consumer_max_fetch_size=worker.max_fetch_bytes,
         broker_commit_interval=worker.commit_interval_s,
         broker_session_timeout=worker.session_timeout_s,
         stream_buffer_maxsize=worker.stream_buffer_maxsize,
@@ -80,86 +88,202 @@ def build_app(
     # faust's send buffer warns and stalls the stream above 100 queued messages; batches need more room.
     app.producer.buffer.max_messages = worker.producer_buffer_messages
     serde = AvroSerde(kafka.schema_registry_url)
-    ingest = app.topic(*(catalogue[name].name for name in INGEST_TOPICS), **RAW)
     lanes = app.topic(lanes_spec.name, partitions=partitions, **RAW)
-    outputs = {short: app.topic(catalogue[short].name, **RAW) for short in (PROFILES, EVENTS, REJECTED)}
+    topic_names = {short: catalogue[short].name for short in (PROFILES, EVENTS, REJECTED)}
     # bytes key and value types make faust use the raw codec for the store and the changelog alike.
     tables = [
         app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
         for name in TABLES
     ]
-    state = State(*(JsonTable(table, worker.cache_limit) for table in tables))
+    state = State(*(JsonTable(StoreView(table), worker.cache_limit) for table in tables))
     processor = LaneProcessor(state, directory)
+    # murmur2 like aiokafka's (and Java's) default partitioner: a workspace keeps the lane it always had.
+    config = kafka.producer_config(**{"linger.ms": worker.linger_ms, "partitioner": "murmur2_random"})
+    route_out = BatchProducer(config, worker.flush_timeout_s)
+    lane_out = BatchProducer(config, worker.flush_timeout_s)
+    persisted: dict[tuple[int, int], int] = {}
+    rewound: dict[TP, int] = {}  # lane partitions re-read after skipping stale events: from this offset
 
-    def publish(output: Output) -> None:
-        value = serde.encode(output.record_name, output.record, topic=catalogue[output.topic].name)
-        outputs[output.topic].send_soon(key=output.key, value=value)
-
-    async def route(stream: StreamT) -> None:
-        """Forward each ingest record, unchanged and in order, to its workspace's lane.
-
-        Per event on purpose: a take()-batched router (packing several records per lane message) used
-        a third less CPU but stranded a record across a rebalance in the benchmark; see
-        docs/bench-processors.md.
-        """
-        event: EventT
-        async for event in stream.events():
-            try:
-                workspace = peek_workspace(event.value)
-            except LaneFramingError as exc:
-                publish(_unreadable(event, str(exc), processor))
-                continue
-            lanes.send_soon(key=workspace.encode(), value=event.value)
+    def publish(producer: BatchProducer, output: Output) -> None:
+        value = serde.encode(output.record_name, output.record, topic=topic_names[output.topic])
+        producer.produce(topic_names[output.topic], output.key, value)
 
     async def lane(stream: StreamT) -> None:
-        """Apply each record of the lane: outputs first, then the state that records them.
+        """Apply a batch of lane records per lane partition; outputs, then state, then the acks.
 
-        A lane message is one ingest record or a pack of several of one workspace (``lanes.pack_records``);
-        table writes go to the changelog partition of the lane message being processed.
+        Each partition's records are applied in order, their state writes coalesced into one RocksDB and
+        changelog write per changed key, then everything is flushed before take_events acks the batch.
         """
-        event: EventT
-        async for event in stream.events():
-            try:
-                records = unpack_records(event.value)
-            except LaneFramingError as exc:
-                publish(_unreadable(event, str(exc), processor))
-                continue
-            for index, data in enumerate(records):
-                try:
-                    record_name, record = serde.decode(data)
-                except SerdeError as exc:
-                    publish(_unreadable(event, str(exc), processor, data))
+        batch: Sequence[EventT]
+        async for batch in cast(Stream, stream).take_events(worker.batch_size, within=worker.batch_within_s):
+            generation = app.consumer_generation_id
+            for events in _by_partition(batch):
+                events = _after_rewind(events, rewound)
+                if not events:
                     continue
-                position = [event.message.partition, event.message.offset, index]
-                for output in processor.process(record_name, record, position):
-                    publish(output)
-                state.flush()
+                if _still_owned(app, events):
+                    apply_partition(stream, events)
+                else:
+                    await skip_stale(events)
+            await lane_out.flush()
+            if app.consumer_generation_id == generation:
+                persist_offsets()
+            persisted.clear()
 
-    app.agent(ingest, name="route")(route)
+    async def skip_stale(events: list[EventT]) -> None:
+        """Events fetched before a rebalance are not applied nor acked; if the lane is still ours, it is
+        read again from the first of them (faust would not fetch them again before the next rebalance)."""
+        for event in events:
+            event.message.acked = True
+        tp, offset = events[0].message.tp, events[0].message.offset
+        log.warning(
+            "lane %s: %d records fetched before a rebalance, re-reading from %d", tp, len(events), offset
+        )
+        if tp in app.consumer.assignment():
+            rewound[tp] = offset
+            await app.consumer.seek(tp, offset)
+
+    def apply_partition(stream: StreamT, events: list[EventT]) -> None:
+        partition = events[0].message.partition
+        # RocksDB reads and writes go to the store of this lane partition.
+        cast(Stream, stream)._set_current_event(events[0])
+        for event in events:
+            apply_message(event)
+        for index, (table, writes) in enumerate(zip(tables, state.commit(), strict=True)):
+            changelog = table.changelog_topic.get_topic_name()
+
+            def delivered(msg: Any, index: int = index) -> None:
+                key = (index, msg.partition())
+                persisted[key] = max(persisted.get(key, -1), msg.offset())
+
+            for key, raw in writes:
+                lane_out.produce(changelog, key, raw, partition=partition, on_delivered=delivered)
+
+    def apply_message(event: EventT) -> None:
+        try:
+            records = unpack_records(event.value)
+        except LaneFramingError as exc:
+            publish(lane_out, _unreadable_event(event, str(exc), processor))
+            return
+        for index, data in enumerate(records):
+            try:
+                record_name, record = serde.decode(data)
+            except SerdeError as exc:
+                publish(lane_out, _unreadable_event(event, str(exc), processor, data))
+                continue
+            position = [event.message.partition, event.message.offset, index]
+            for output in processor.process(record_name, record, position):
+                publish(lane_out, output)
+            state.stage()
+
+    def persist_offsets() -> None:
+        """Tell each RocksDB store how far its changelog is applied, so a restart replays only the rest."""
+        for (index, partition), offset in persisted.items():
+            table = tables[index]
+            cast(Any, table.data).set_persisted_offset(
+                TP(table.changelog_topic.get_topic_name(), partition), offset
+            )
+        persisted.clear()
+
+    def reject_unreadable(topic: str, partition: int, offset: int, data: bytes | None, reason: str) -> None:
+        publish(route_out, _unreadable(topic, partition, offset, data, reason, processor))
+
+    router = Router(
+        kafka.consumer_config(f"{app.conf.id}.router", **{"fetch.max.bytes": 52_428_800}),
+        route_out,
+        [catalogue[name].name for name in INGEST_TOPICS],
+        lanes_spec.name,
+        reject_unreadable,
+        worker.batch_size,
+        worker.batch_within_s,
+    )
+    app.task(router.run)
     app.agent(lanes, name="lane")(lane)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
-        state.discard()
+        state.drop_batch()
         state.clear_cache()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         state.clear_cache()
+        rewound.clear()  # the rebalance itself re-reads from the committed offsets
         owned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == lanes_spec.name)
         log.info("lane partitions owned by this worker: %s", owned)
 
     return app
 
 
-def _unreadable(event: EventT, reason: str, processor: LaneProcessor, data: bytes | None = None) -> Output:
-    """A message that is not an Inflow record: kept whole (hex) in the rejected topic, with its position."""
+class StoreView(MutableMapping[bytes, bytes]):
+    """A table's RocksDB store without faust's per-write changelog message: the lane agent sends the
+    changelog itself, once per changed key and batch, through librdkafka."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getitem__(self, key: bytes) -> bytes:
+        return cast(bytes, self.table.data[key])
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.table.data[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        del self.table.data[key]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.table.data)
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+
+def _by_partition(batch: Sequence[EventT]) -> list[list[EventT]]:
+    """The batch's events grouped by lane partition, each group in offset order."""
+    groups: dict[int, list[EventT]] = {}
+    for event in batch:
+        groups.setdefault(event.message.partition, []).append(event)
+    return list(groups.values())
+
+
+def _after_rewind(events: list[EventT], rewound: dict[TP, int]) -> list[EventT]:
+    """After a rewind, a lane partition's events before the re-read one are dropped (not acked)."""
+    tp = events[0].message.tp
+    if tp not in rewound:
+        return events
+    start = next((i for i, e in enumerate(events) if e.message.offset == rewound[tp]), len(events))
+    for event in events[:start]:
+        event.message.acked = True
+    if start < len(events):
+        del rewound[tp]
+    return events[start:]
+
+
+def _still_owned(app: faust.App, events: list[EventT]) -> bool:
+    """False when a rebalance happened after these events were fetched (another worker may own them now)."""
+    message = events[0].message
+    return message.tp in app.consumer.assignment() and all(
+        event.message.generation_id == app.consumer_generation_id for event in events
+    )
+
+
+def _unreadable_event(
+    event: EventT, reason: str, processor: LaneProcessor, data: bytes | None = None
+) -> Output:
     message = event.message
+    value = (event.value or b"") if data is None else data
+    return _unreadable(message.topic, message.partition, message.offset, value, reason, processor)
+
+
+def _unreadable(
+    topic: str, partition: int, offset: int, data: bytes | None, reason: str, processor: LaneProcessor
+) -> Output:
+    """A message that is not an Inflow record: kept whole (hex) in the rejected topic, with its position."""
     record = {
-        "topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "value_hex": bytes((event.value or b"") if data is None else data).hex(),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "value_hex": bytes(data or b"").hex(),
     }
     value = {
         "workspace_id": "",
@@ -168,7 +292,7 @@ def _unreadable(event: EventT, reason: str, processor: LaneProcessor, data: byte
         "outcome": "rejected",
         "reason": reason,
         "request_id": None,
-        "origin": f"{message.topic}/{message.partition}/{message.offset}",
+        "origin": f"{topic}/{partition}/{offset}",
         "record_json": json.dumps(record),
         "rejected_at": processor.clock(),
     }

@@ -1,7 +1,7 @@
 """Settings of one processors worker (environment ``INFLOW_WORKER_*``), tuned for throughput.
 
 faust-streaming's defaults favour latency and safety margins over throughput; the values here were
-measured with ``bench/processors_bench.py`` (see docs/bench-processors.md).
+measured with ``bench/processors_bench.py`` (see the processors section of docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ class WorkerSettings(BaseSettings):
     name: str = Field("worker", description="names the local RocksDB folder; unique per process on a host")
     data_dir: Path | None = Field(None, description="RocksDB folder; default <INFLOW_HOME>/processors/<name>")
     log_level: str = "warn"
-    max_poll_records: int = Field(2000, gt=0, description="records per fetch (faust default: unlimited)")
+    max_poll_records: int = Field(10_000, gt=0, description="records per fetch (faust default: unlimited)")
     stream_buffer_maxsize: int = Field(
-        16384, gt=0, description="records buffered per partition (default 4096)"
+        65536, gt=0, description="records buffered per partition (default 4096)"
     )
     linger_ms: int = Field(20, ge=0, description="producer linger; batches outputs and changelog writes")
     max_batch_size: int = Field(1_048_576, gt=0, description="producer batch bytes (default 16 KiB)")
@@ -33,4 +33,8 @@ class WorkerSettings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, gt=0, description="a dead worker's lanes move after this (default 60 s)"
     )
+    max_fetch_bytes: int = Field(8_388_608, gt=0, description="bytes per partition and fetch (default 1 MiB)")
+    batch_size: int = Field(10_000, gt=0, description="records per agent batch (take_events)")
+    batch_within_s: float = Field(0.05, gt=0, description="a partial batch is processed after this")
+    flush_timeout_s: float = Field(60.0, gt=0, description="a batch not delivered in this time fails")
     cache_limit: int = Field(200_000, gt=0, description="decoded state values cached per table")

@@ -1,8 +1,10 @@
-"""The lane's state as key-value tables with JSON values, written back only when a record is done.
+"""The lane's state as key-value tables with JSON values, written back when a batch of records is done.
 
-Reads see the record's own pending writes; :meth:`State.flush` hands them to the backing tables (Faust
-tables in the worker, dicts in unit tests) after the record's outputs were handed to the producer, so on
-the single producer connection the outputs are queued before the state that says they happened.
+Reads see the record's own pending writes, then those of earlier records of the batch. :meth:`State.stage`
+ends a record (a rejected record's writes are dropped with :meth:`State.discard` before that);
+:meth:`State.commit` writes the batch to the backing stores (RocksDB in the worker, dicts in unit tests)
+once per changed key, and returns the writes so the worker can send them to the changelogs after the
+batch's outputs. :meth:`State.flush` is stage plus commit, for one record at a time.
 Decoded values are cached: a lane partition has exactly one writer, so the cache cannot go stale while
 the partition stays assigned (it is cleared on every rebalance).
 """
@@ -23,12 +25,16 @@ class JsonTable:
     def __init__(self, backing: MutableMapping[Any, Any], cache_limit: int = 100_000) -> None:
         self.backing = backing
         self._pending: dict[bytes, Any] = {}
+        self._staged: dict[bytes, Any] = {}
         self._cache: dict[bytes, Any] = {}
         self._cache_limit = cache_limit
 
     def get(self, key: bytes) -> Any:
         if key in self._pending:
             value = self._pending[key]
+            return None if value is _DELETED else value
+        if key in self._staged:
+            value = self._staged[key]
             return None if value is _DELETED else value
         if key in self._cache:
             return self._cache[key]
@@ -45,21 +51,41 @@ class JsonTable:
     def delete(self, key: bytes) -> None:
         self._pending[key] = _DELETED
 
-    def flush(self) -> None:
-        """Write pending values to the backing table (in the worker: RocksDB plus changelog)."""
-        for key, value in self._pending.items():
+    def stage(self) -> None:
+        """The record is done: its writes join the batch (later records read them)."""
+        self._staged.update(self._pending)
+        self._pending.clear()
+
+    def commit(self) -> list[tuple[bytes, bytes | None]]:
+        """Write the batch to the backing store, once per changed key; the writes made (None: deleted)."""
+        self.stage()
+        writes: list[tuple[bytes, bytes | None]] = []
+        for key, value in self._staged.items():
             if value is _DELETED:
                 self._cache.pop(key, None)
                 if self.backing.get(key) is not None:
                     del self.backing[key]
+                    writes.append((key, None))
             else:
                 self._cache[key] = value
-                self.backing[key] = json.dumps(value, separators=(",", ":")).encode()
-        self._pending.clear()
+                raw = json.dumps(value, separators=(",", ":")).encode()
+                self.backing[key] = raw
+                writes.append((key, raw))
+        self._staged.clear()
+        return writes
+
+    def flush(self) -> None:
+        """Stage and commit one record (unit tests and the in-memory benchmark)."""
+        self.commit()
 
     def discard(self) -> None:
-        """Forget pending writes (the record was rejected half way)."""
+        """Forget the record's pending writes (it was rejected half way); the batch's stay."""
         self._pending.clear()
+
+    def drop_batch(self) -> None:
+        """Forget every write not committed yet (the lanes were revoked mid-batch)."""
+        self._pending.clear()
+        self._staged.clear()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -87,6 +113,18 @@ class State:
     def flush(self) -> None:
         for table in self.tables:
             table.flush()
+
+    def stage(self) -> None:
+        for table in self.tables:
+            table.stage()
+
+    def commit(self) -> list[list[tuple[bytes, bytes | None]]]:
+        """Per table (in :attr:`tables` order), the writes of the batch."""
+        return [table.commit() for table in self.tables]
+
+    def drop_batch(self) -> None:
+        for table in self.tables:
+            table.drop_batch()
 
     def discard(self) -> None:
         for table in self.tables:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, Message
 
 T = TypeVar("T")
 
@@ -25,6 +25,13 @@ def wait_for(
         time.sleep(interval)
 
 
+def transient(error: KafkaError | None) -> bool:
+    """Errors a consumer reports while a just-created topic propagates to the broker's metadata."""
+    return error is not None and (
+        error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._PARTITION_EOF) or error.retriable()
+    )
+
+
 def consume_n(consumer: Consumer, n: int, timeout: float = 30.0) -> list[Message]:
     """Poll until ``n`` messages arrived (fails on timeout); errors other than EOF fail the test."""
     out: list[Message] = []
@@ -33,6 +40,8 @@ def consume_n(consumer: Consumer, n: int, timeout: float = 30.0) -> list[Message
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s: got {len(out)} of {n} messages")
         for msg in consumer.consume(num_messages=min(1000, n - len(out)), timeout=0.5):
+            if transient(msg.error()):
+                continue
             if msg.error():
                 raise AssertionError(f"consumer error: {msg.error()}")
             out.append(msg)
@@ -47,6 +56,8 @@ def consume_until_quiet(consumer: Consumer, quiet: float = 2.0, timeout: float =
     while time.monotonic() - last < quiet and time.monotonic() < deadline:
         batch = consumer.consume(num_messages=1000, timeout=0.2)
         for msg in batch:
+            if transient(msg.error()):
+                continue
             if msg.error():
                 raise AssertionError(f"consumer error: {msg.error()}")
             out.append(msg)

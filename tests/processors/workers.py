@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer
 
 from config.settings import KafkaSettings
 from schemas.serde import AvroSerde
+from tests.support import transient
 
 SERDE = AvroSerde()
 TOPIC_OF = {"UserUpsert": "ingest.users", "DeviceUpsert": "ingest.devices", "EventRecord": "ingest.events"}
@@ -99,6 +100,8 @@ class Outputs:
 
     def poll(self) -> None:
         for msg in self.consumer.consume(2000, 0.3):
+            if transient(msg.error()):
+                continue
             assert not msg.error(), msg.error()
             name, record = SERDE.decode(msg.value())
             {"EnrichedEvent": self.events, "UserProfile": self.profiles, "RejectedRecord": self.rejected}[

@@ -1,0 +1,83 @@
+"""The router: every ingest record, unchanged and in order, as its own message on its workspace's lane.
+
+A librdkafka consumer (its own group, ``<app id>.router``) instead of a faust agent: faust acks a
+message it skips while a rebalance or a table recovery has the stream paused, and its offset then
+commits although the record never reached the lane (the "stranded record" in docs/BENCHMARKS.md).
+Here a batch's lane messages are flushed before its offsets are committed, synchronously; a rebalance
+or a crash in between replays the batch and the lane drops the copies on event_uuid. Never packed: one
+lane message per ingest record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException, Message
+
+from processors.delivery import BatchProducer
+from processors.exceptions import LaneFramingError
+from processors.lanes import peek_workspace
+
+log = logging.getLogger(__name__)
+Unreadable = Callable[[str, int, int, bytes | None, str], None]
+
+
+class Router:
+    """Consumes the ingest topics in batches and forwards each record to the lane of its workspace."""
+
+    def __init__(
+        self,
+        consumer_config: dict[str, object],
+        producer: BatchProducer,
+        ingest_topics: list[str],
+        lanes_topic: str,
+        unreadable: Unreadable,
+        batch_size: int,
+        poll_s: float,
+    ) -> None:
+        self.consumer_config = consumer_config
+        self.producer = producer
+        self.ingest_topics = ingest_topics
+        self.lanes_topic = lanes_topic
+        self.unreadable = unreadable
+        self.batch_size = batch_size
+        self.poll_s = poll_s
+
+    async def run(self) -> None:
+        """Until cancelled: consume a batch, forward it, flush, commit."""
+        loop = asyncio.get_running_loop()
+        consumer = Consumer(self.consumer_config)
+        consumer.subscribe(self.ingest_topics)
+        try:
+            while True:
+                batch = await loop.run_in_executor(None, consumer.consume, self.batch_size, self.poll_s)
+                if not batch:
+                    continue
+                self.forward(batch)
+                await self.producer.flush()
+                await loop.run_in_executor(None, self.commit, consumer)
+        finally:
+            await loop.run_in_executor(None, consumer.close)
+
+    def forward(self, batch: list[Message]) -> None:
+        for msg in batch:
+            if msg.error():
+                log.warning("router consumer: %s", msg.error())
+                continue
+            value = msg.value()
+            try:
+                workspace = peek_workspace(value)  # type: ignore[arg-type]
+            except LaneFramingError as exc:
+                self.unreadable(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, value, str(exc))
+                continue
+            self.producer.produce(self.lanes_topic, workspace.encode(), value)
+
+    @staticmethod
+    def commit(consumer: Consumer) -> None:
+        """Commit what was consumed; after a rebalance the new owner replays it (deduplicated downstream)."""
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            log.warning("router commit failed, the batch will be replayed: %s", exc)

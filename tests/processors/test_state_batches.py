@@ -1,0 +1,46 @@
+"""Lane state written once per batch: reads see earlier records, a rejection drops only its own writes."""
+
+from __future__ import annotations
+
+import json
+
+from processors.state import JsonTable
+
+
+def test_batch_reads_earlier_records_and_commits_each_changed_key_once():
+    backing: dict[bytes, bytes] = {b"k": b'"old"'}
+    table = JsonTable(backing)
+    table.put(b"k", "first")
+    table.stage()
+    assert table.get(b"k") == "first" and backing[b"k"] == b'"old"'
+    table.put(b"k", "second")
+    table.put(b"n", [1, 2])
+    table.stage()
+    writes = table.commit()
+    assert sorted(writes) == [(b"k", b'"second"'), (b"n", b"[1,2]")]
+    assert json.loads(backing[b"k"]) == "second" and table.get(b"n") == [1, 2]
+
+
+def test_rejected_record_discards_only_its_own_writes():
+    backing: dict[bytes, bytes] = {}
+    table = JsonTable(backing)
+    table.put(b"a", 1)
+    table.stage()
+    table.put(b"a", 2)
+    table.put(b"b", 3)
+    table.discard()
+    assert table.get(b"a") == 1 and table.get(b"b") is None
+    assert table.commit() == [(b"a", b"1")]
+
+
+def test_delete_of_a_committed_key_is_a_tombstone_and_revocation_drops_the_batch():
+    backing: dict[bytes, bytes] = {b"a": b"1"}
+    table = JsonTable(backing)
+    table.delete(b"a")
+    table.stage()
+    assert table.get(b"a") is None
+    assert table.commit() == [(b"a", None)] and b"a" not in backing
+    table.put(b"c", 1)
+    table.stage()
+    table.drop_batch()
+    assert table.commit() == [] and table.get(b"c") is None

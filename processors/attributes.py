@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.identifiers import BLOCKED_ATTRIBUTE_NAMES
 from processors.exceptions import Rejection
 
 # Reference 2.5: API input keys and the stored u_* keys they map to.
@@ -49,7 +50,7 @@ READ_ONLY = frozenset(
 ADD_OP = "addValueToArrayField"
 REMOVE_OP = "removeValueFromArrayField"
 RESERVED_FOR_OPERATORS = frozenset({"platforms"})
-BLOCKED_NAMES = frozenset({"id", "_id", ""})
+BLOCKED_NAMES = BLOCKED_ATTRIBUTE_NAMES
 # Reference 2.8: these become true when the two merged profiles disagree.
 TRUE_WINS_ON_MERGE = frozenset({"moe_hard_bounce", "moe_spam", "moe_unsubscribe"})
 # Reference 2.8: LTV is summed by default on merge.

@@ -7,36 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from config.identifiers import BLOCKED_CUSTOMER_IDS as BLOCKED_IDS
 from processors.exceptions import Rejection
 from processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules
 
-# Reference 1.6: customer_id values that never identify a user (compared case-insensitively, trimmed).
-BLOCKED_CUSTOMER_IDS = frozenset(
-    [
-        "unknown",
-        "guest",
-        "null",
-        "0",
-        "1",
-        "true",
-        "false",
-        "user_attribute_unique_id",
-        "(empty)",
-        "na",
-        "n/a",
-        "",
-        "dummy_seller_code",
-        "user_id",
-        "id",
-        "customer_id",
-        "uid",
-        "userid",
-        "none",
-        "-2",
-        "-1",
-        "2",
-    ]
-)
+BLOCKED_CUSTOMER_IDS = frozenset(BLOCKED_IDS)
 
 # Identifier names also looked up under the stored standard attribute key (reference 2.5 mapping).
 IDENTIFIER_ALIASES = {"email": "u_em", "mobile": "u_mb", "u_em": "email", "u_mb": "mobile"}

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from config.identifiers import BLOCKED_ATTRIBUTE_NAMES
 from producers.bulk_api.context import RequestContext
 from producers.bulk_api.exceptions import ApiError
 from producers.bulk_api.messages import Texts, invalid, missing, wrong_type
@@ -42,7 +43,6 @@ USER_PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}
 EVENT_PLATFORMS = USER_PLATFORMS | {"unknown": "unknown"}
 TV_OS_TYPES = ("ROKU", "WebOS", "AndroidTV", "tvOS", "Tizen", "FireOS", "VizioTV", "Xbox")
 ARRAY_OPERATORS = ("addValueToArrayField", "removeValueFromArrayField")
-BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})
 # System attributes that legitimately start with the reserved moe_ prefix (reference 2.4, 2.5).
 SYSTEM_MOE_NAMES = frozenset(
     {

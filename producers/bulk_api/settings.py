@@ -7,31 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Reference 1.6: customer_id values that never identify a real user.
-BLOCKED_CUSTOMER_IDS = (
-    "unknown",
-    "guest",
-    "null",
-    "0",
-    "1",
-    "true",
-    "false",
-    "user_attribute_unique_id",
-    "(empty)",
-    "na",
-    "n/a",
-    "",
-    "dummy_seller_code",
-    "user_id",
-    "id",
-    "customer_id",
-    "uid",
-    "userid",
-    "none",
-    "-2",
-    "-1",
-    "2",
-)
+from config.identifiers import BLOCKED_CUSTOMER_IDS
 
 
 class GatewaySettings(BaseSettings):

@@ -1,0 +1,12 @@
+"""MoEngage identity rules shared by the gateway and the processors (reference §1.6)."""
+
+from __future__ import annotations
+
+# customer_id values that never identify a user; compared case-insensitively after trimming.
+BLOCKED_CUSTOMER_IDS: tuple[str, ...] = (
+    "unknown", "guest", "null", "0", "1", "true", "false", "user_attribute_unique_id", "(empty)", "na",
+    "n/a", "", "dummy_seller_code", "user_id", "id", "customer_id", "uid", "userid", "none", "-2", "-1", "2",
+)  # fmt: skip
+
+# Attribute names a user profile never accepts.
+BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})

@@ -174,13 +174,7 @@ class ExportLoop:
 
     def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:
         """Before partitions move to another sink: commit what is done, forget the rest (redelivered)."""
-        commits = self.tracker.commits_for(tps)
-        if commits:
-            try:
-                consumer.commit(offsets=commits, asynchronous=False)
-            except Exception as exc:  # noqa: BLE001 - a lost commit only means duplicates
-                log.warning("commit on revoke failed: %s", exc)
-        self.tracker.forget(tps)
+        self.tracker.release(consumer, tps)
 
 
 def consumer_lag(client: Consumer) -> int:

@@ -7,10 +7,13 @@ keeps a queue of (work unit, last offset) segments and commits up to the first u
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+
+log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 
@@ -73,6 +76,16 @@ class OffsetTracker:
         return [
             TopicPartition(t, p, self._committable[(t, p)]) for t, p in tps if (t, p) in self._committable
         ]
+
+    def release(self, consumer: Consumer, tps: list[TP]) -> None:
+        """Before partitions move to another sink: commit what is done, forget the rest (redelivered)."""
+        commits = self.commits_for(tps)
+        if commits:
+            try:
+                consumer.commit(offsets=commits, asynchronous=False)
+            except Exception as exc:  # noqa: BLE001 - a lost commit only means duplicates
+                log.warning("commit on revoke failed: %s", exc)
+        self.forget(tps)
 
     def forget(self, tps: list[TP]) -> None:
         """Drop revoked partitions; units still in flight for them no longer move any offset."""

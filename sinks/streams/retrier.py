@@ -157,13 +157,7 @@ class RetryLoop:
         self.tracker.complete(held.unit)
 
     def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:
-        commits = self.tracker.commits_for(tps)
-        if commits:
-            try:
-                consumer.commit(offsets=commits, asynchronous=False)
-            except Exception as exc:  # noqa: BLE001 - a lost commit only means duplicates
-                log.warning("commit on revoke failed: %s", exc)
-        self.tracker.forget(tps)
+        self.tracker.release(consumer, tps)
         for tp in tps:
             self.holds.pop(tp, None)
             self.paused.discard(tp)

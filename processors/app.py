@@ -95,7 +95,8 @@ def build_app(
         app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
         for name in TABLES
     ]
-    state = State(*(JsonTable(StoreView(table), worker.cache_limit) for table in tables))
+    views = [StoreView(table) for table in tables]
+    state = State(*(JsonTable(view, worker.cache_limit) for view in views))
     processor = LaneProcessor(state, directory)
     # murmur2 like aiokafka's (and Java's) default partitioner: a workspace keeps the lane it always had.
     config = kafka.producer_config(**{"linger.ms": worker.linger_ms, "partitioner": "murmur2_random"})
@@ -147,17 +148,24 @@ def build_app(
         partition = events[0].message.partition
         # RocksDB reads and writes go to the store of this lane partition.
         cast(Stream, stream)._set_current_event(events[0])
+        for view in views:
+            view.partition = partition
         for event in events:
             apply_message(event)
         for index, (table, writes) in enumerate(zip(tables, state.commit(), strict=True)):
+            if not writes:
+                continue
             changelog = table.changelog_topic.get_topic_name()
 
             def delivered(msg: Any, index: int = index) -> None:
                 key = (index, msg.partition())
                 persisted[key] = max(persisted.get(key, -1), msg.offset())
 
-            for key, raw in writes:
-                lane_out.produce(changelog, key, raw, partition=partition, on_delivered=delivered)
+            # One partition, one idempotent producer: the last write's offset is the highest.
+            for key, raw in writes[:-1]:
+                lane_out.produce(changelog, key, raw, partition=partition)
+            key, raw = writes[-1]
+            lane_out.produce(changelog, key, raw, partition=partition, on_delivered=delivered)
 
     def apply_message(event: EventT) -> None:
         try:
@@ -216,26 +224,40 @@ def build_app(
 
 
 class StoreView(MutableMapping[bytes, bytes]):
-    """A table's RocksDB store without faust's per-write changelog message: the lane agent sends the
-    changelog itself, once per changed key and batch, through librdkafka."""
+    """One lane partition's RocksDB database of a table, without faust's per-write changelog message (the
+    lane agent sends the changelog itself, once per changed key and batch, through librdkafka) and without
+    faust's per-access lookups of the current event and key index: :attr:`partition` is set by the lane
+    before it applies a partition's records."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self.partition = 0
+
+    @property
+    def db(self) -> Any:
+        return self.table.data._db_for_partition(self.partition)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        value = self.db.get(key)
+        return default if value is None else value
 
     def __getitem__(self, key: bytes) -> bytes:
-        return cast(bytes, self.table.data[key])
+        value = self.db.get(key)
+        if value is None:
+            raise KeyError(key)
+        return cast(bytes, value)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.table.data[key] = value
+        self.db.put(key, value)
 
     def __delitem__(self, key: bytes) -> None:
-        del self.table.data[key]
+        self.db.delete(key)
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self.table.data)
+        return iter(self.db.keys())
 
     def __len__(self) -> int:
-        return len(self.table.data)
+        return sum(1 for _ in self.db.keys())
 
 
 def _by_partition(batch: Sequence[EventT]) -> list[list[EventT]]:

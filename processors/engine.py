@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from processors import keys
+from processors import jsoncodec, keys
 from processors.attributes import (
     apply_platforms,
     apply_unset,
@@ -322,7 +322,10 @@ class LaneProcessor:
         self, ws: str, record: dict[str, Any], profile: Profile, device: dict[str, Any] | None, event_ms: int
     ) -> Output:
         code = record["action"]
-        attributes = json.loads(record.get("attributes_json") or "{}")
+        try:
+            attributes = jsoncodec.loads(record.get("attributes_json") or "{}")
+        except ValueError as exc:
+            raise Rejection(f"event attributes_json is not valid JSON: {exc}") from exc
         if not isinstance(attributes, dict):
             raise Rejection("event attributes_json must be a JSON object")
         kind = event_type(code)
@@ -341,9 +344,9 @@ class LaneProcessor:
             "event_source": "MOENGAGE",
             "uid": profile["uid"],
             "customer_id": profile["customer_id"],
-            "event_attributes_json": json.dumps(attributes, separators=(",", ":")),
-            "user_attributes_json": json.dumps(user_attributes, separators=(",", ":")),
-            "device_attributes_json": json.dumps(device_out, separators=(",", ":")),
+            "event_attributes_json": jsoncodec.dumps(attributes),
+            "user_attributes_json": jsoncodec.dumps(user_attributes),
+            "device_attributes_json": jsoncodec.dumps(device_out),
             "push_id": _first(attributes.get("push_id"), (device or {}).get("push_id"))
             if via == "Push"
             else None,
@@ -374,8 +377,10 @@ class LaneProcessor:
             "event_source": "MOENGAGE",
             "uid": profile["uid"],
             "customer_id": profile["customer_id"],
-            "event_attributes_json": json.dumps(detail, separators=(",", ":")),
-            "user_attributes_json": json.dumps(profile["attributes"] | {"moengage_user_id": profile["uid"]}),
+            "event_attributes_json": jsoncodec.dumps(detail),
+            "user_attributes_json": jsoncodec.dumps(
+                profile["attributes"] | {"moengage_user_id": profile["uid"]}
+            ),
             "device_attributes_json": "{}",
             "received_at": at,
             "ingested_at": self.clock(),
@@ -421,7 +426,7 @@ class LaneProcessor:
         stored = self.state.users.get(keys.user_key(ws, uid))
         if stored is None:
             raise Rejection(f"identity index points at unknown user {uid}")
-        return json.loads(json.dumps(stored))
+        return jsoncodec.loads(jsoncodec.dumps_bytes(stored))
 
     def _save(self, ws: str, profile: Profile) -> None:
         self.state.users.put(keys.user_key(ws, profile["uid"]), profile)
@@ -438,9 +443,9 @@ class LaneProcessor:
             "customer_id": profile["customer_id"],
             "anonymous_ids": profile["anonymous_ids"],
             "identifiers": profile["identifiers"],
-            "attributes_json": json.dumps(attributes, separators=(",", ":")),
+            "attributes_json": jsoncodec.dumps(attributes),
             "platforms": profile["platforms"],
-            "devices_json": json.dumps(list(book.values()), separators=(",", ":")),
+            "devices_json": jsoncodec.dumps(list(book.values())),
             "first_seen": profile["first_seen"],
             "last_seen": profile["last_seen"],
             "merged_into": profile["merged_into"],

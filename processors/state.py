@@ -11,10 +11,11 @@ the partition stays assigned (it is cleared on every rebalance).
 
 from __future__ import annotations
 
-import json
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from processors import jsoncodec
 
 _DELETED = object()
 
@@ -39,7 +40,7 @@ class JsonTable:
         if key in self._cache:
             return self._cache[key]
         raw = self.backing.get(key)
-        value = None if raw is None else json.loads(raw)
+        value = None if raw is None else jsoncodec.loads(raw)
         if len(self._cache) >= self._cache_limit:
             self._cache.clear()
         self._cache[key] = value
@@ -68,7 +69,7 @@ class JsonTable:
                     writes.append((key, None))
             else:
                 self._cache[key] = value
-                raw = json.dumps(value, separators=(",", ":")).encode()
+                raw = jsoncodec.dumps_bytes(value)
                 self.backing[key] = raw
                 writes.append((key, raw))
         self._staged.clear()

@@ -58,21 +58,29 @@ class JsonTable:
         self._pending.clear()
 
     def commit(self) -> list[tuple[bytes, bytes | None]]:
-        """Write the batch to the backing store, once per changed key; the writes made (None: deleted)."""
+        """Write the batch to the backing store, once per changed key; the writes made (None: deleted).
+
+        A backing store with ``write_many`` (the worker's RocksDB view) gets the batch in one call."""
         self.stage()
         writes: list[tuple[bytes, bytes | None]] = []
         for key, value in self._staged.items():
             if value is _DELETED:
                 self._cache.pop(key, None)
                 if self.backing.get(key) is not None:
-                    del self.backing[key]
                     writes.append((key, None))
             else:
                 self._cache[key] = value
-                raw = jsoncodec.dumps_bytes(value)
-                self.backing[key] = raw
-                writes.append((key, raw))
+                writes.append((key, jsoncodec.dumps_bytes(value)))
         self._staged.clear()
+        write_many = getattr(self.backing, "write_many", None)
+        if write_many is not None:
+            write_many(writes)
+            return writes
+        for key, raw in writes:
+            if raw is None:
+                del self.backing[key]
+            else:
+                self.backing[key] = raw
         return writes
 
     def flush(self) -> None:

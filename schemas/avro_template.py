@@ -272,3 +272,54 @@ def _inline(fn: FieldEncoder, name: str, value: str) -> str:
     if fn is _timestamp_millis:
         return f"(_l({value}) if {value}.__class__ is int else {name}({value}))"
     return f"{name}({value})"
+
+
+_UNSUPPORTED = object()
+
+
+def _sample_value(schema: Any) -> Any:
+    """A value of a type :func:`_field_encoder` knows (to check the compiled encoder against fastavro)."""
+    if schema == "string":
+        return "sample \u00e9"
+    if schema in ("long", "int"):
+        return 300
+    if schema == "boolean":
+        return True
+    if isinstance(schema, dict):
+        if schema.get("type") == "long" and schema.get("logicalType") == "timestamp-millis":
+            return 1_700_000_000_123
+        if schema.get("type") == "map" and schema.get("values") == "string":
+            return {"k": "v"}
+    if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null":
+        return _sample_value(schema[1])
+    return _UNSUPPORTED
+
+
+def record_encoder(serde: AvroSerde, record_name: str, topic: str | None = None) -> Encoder:
+    """A ``record dict -> bytes`` encoder for a whole record: a :class:`SplicedRecord` with every field
+    varying (compiled once, checked against fastavro), fields missing from the dict written with their
+    schema default. A value the compiled code cannot take (wrong type, out of range, a required field
+    missing) goes through fastavro's encoder, which raises :class:`~schemas.exceptions.SerdeError`; a schema
+    with a field type this module does not encode gets fastavro's encoder outright."""
+    plain = serde.encoder(record_name, topic=topic)
+    fields = serde.catalog.get(record_name).parsed["fields"]
+    sample = {field["name"]: _sample_value(field["type"]) for field in fields}
+    if any(value is _UNSUPPORTED for value in sample.values()):
+        return plain
+    names = tuple(sample)
+    spliced = SplicedRecord(serde, record_name, topic, (), names, sample)
+    if not spliced.fast:
+        return plain
+    fast = spliced.bind()
+    pairs = tuple((field["name"], field.get("default")) for field in fields)
+    required = frozenset(field["name"] for field in fields if "default" not in field)
+
+    def encode(record: Mapping[str, Any]) -> bytes:
+        if required <= record.keys():
+            try:
+                return fast(*[record.get(name, default) for name, default in pairs])
+            except (AttributeError, TypeError, ValueError, OverflowError):
+                pass
+        return plain(record)
+
+    return encode

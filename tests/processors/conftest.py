@@ -12,6 +12,7 @@ from processors.engine import LaneProcessor
 from processors.outputs import Output
 from processors.state import State
 from processors.workspaces import WorkspaceDirectory
+from schemas.avro_template import record_encoder
 from schemas.serde import AvroSerde
 
 WORKSPACES = [
@@ -34,8 +35,9 @@ class Lane:
     def feed(self, record_name: str, record: dict[str, Any]) -> list[Output]:
         name, decoded = self.serde.decode(self.serde.encode(record_name, record))
         outputs = self.processor.process(name, decoded)
-        for output in outputs:
-            self.serde.encode(output.record_name, output.record)  # every output is a valid record
+        for output in outputs:  # every output is a valid record, and the worker's compiled encoder agrees
+            expected = self.serde.encode(output.record_name, output.record)
+            assert record_encoder(self.serde, output.record_name)(output.record) == expected
         self.state.flush()
         self.outputs += outputs
         return outputs

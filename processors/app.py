@@ -93,12 +93,33 @@ def build_app(
     lanes = app.topic(lanes_spec.name, partitions=partitions, **RAW)
     topic_names = {short: catalogue[short].name for short in (PROFILES, EVENTS, REJECTED)}
     # bytes key and value types make faust use the raw codec for the store and the changelog alike.
+    # faust's RocksDB defaults (64 MiB x 3 memtables and a 2 GiB block cache per table and partition) let
+    # a worker's memory grow with what it has written; these bound it (tables x lane partitions owned).
+    rocksdb = {
+        "write_buffer_size": worker.rocksdb_write_buffer_bytes,
+        "max_write_buffer_number": 2,
+        "block_cache_size": worker.rocksdb_block_cache_bytes,
+    }
+    # Seen marks (one per record) would grow without end: they live for the de-duplication window, in
+    # RocksDB (TTL, dropped at compaction) and in the changelog (compact + delete after the window).
+    seen_rocksdb = rocksdb | {"ttl": worker.dedup_window_s}
+    seen_topic = {"cleanup.policy": "compact,delete", "retention.ms": str(worker.dedup_window_s * 1000)}
     tables = [
-        app.Table(name, default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+        app.Table(
+            name,
+            default=None,
+            partitions=partitions,
+            key_type=bytes,
+            value_type=bytes,
+            options=seen_rocksdb if name == "seen" else rocksdb,
+            extra_topic_configs=seen_topic if name == "seen" else None,
+        )
         for name in TABLES
     ]
     views = [StoreView(table) for table in tables]
-    state = State(*(JsonTable(view, worker.cache_limit) for view in views))
+    # Seen marks are read once per record and rarely again: a small cache.
+    limits = [worker.cache_limit if name != "seen" else max(1, worker.cache_limit // 10) for name in TABLES]
+    state = State(*(JsonTable(view, limit) for view, limit in zip(views, limits, strict=True)))
     processor = LaneProcessor(state, directory)
     # murmur2 like aiokafka's (and Java's) default partitioner: a workspace keeps the lane it always had.
     config = kafka.producer_config(**{"linger.ms": worker.linger_ms, "partitioner": "murmur2_random"})
@@ -123,7 +144,9 @@ def build_app(
         changelog write per changed key, then everything is flushed before take_events acks the batch.
         """
         batch: Sequence[EventT]
-        async for batch in cast(Stream, stream).take_events(worker.batch_size, within=worker.batch_within_s):
+        async for batch in cast(Stream, stream).take_events(
+            worker.lane_batch_packs, within=worker.batch_within_s
+        ):
             generation = app.consumer_generation_id
             for events in _by_partition(batch):
                 events = _after_rewind(events, rewound)
@@ -156,7 +179,7 @@ def build_app(
         # RocksDB reads and writes go to the store of this lane partition.
         cast(Stream, stream)._set_current_event(events[0])
         for view in views:
-            view.partition = partition
+            view.use_partition(partition)
         for event in events:
             apply_message(event)
         for index, (table, writes) in enumerate(zip(tables, state.commit(), strict=True)):
@@ -233,16 +256,18 @@ def build_app(
 class StoreView(MutableMapping[bytes, bytes]):
     """One lane partition's RocksDB database of a table, without faust's per-write changelog message (the
     lane agent sends the changelog itself, once per changed key and batch, through librdkafka) and without
-    faust's per-access lookups of the current event and key index: :attr:`partition` is set by the lane
+    faust's per-access lookups of the current event and key index: the lane calls :meth:`use_partition`
     before it applies a partition's records."""
 
     def __init__(self, table: Any) -> None:
         self.table = table
-        self.partition = 0
+        self.partition = -1
+        self.db: Any = None
 
-    @property
-    def db(self) -> Any:
-        return self.table.data._db_for_partition(self.partition)
+    def use_partition(self, partition: int) -> None:
+        """Reads and writes go to this lane partition's database (opened by faust, kept open while owned)."""
+        self.partition = partition
+        self.db = self.table.data._db_for_partition(partition)
 
     def get(self, key: bytes, default: Any = None) -> Any:
         value = self.db.get(key)

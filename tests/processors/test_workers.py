@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.processors import records as r
 from tests.processors.workers import WorkerProcess, output_reader, produce, worker_env
@@ -22,8 +22,14 @@ def lanes_owned(worker: WorkerProcess) -> list[int]:
 WORKSPACES = [{"id": "W", "identifiers": ["customer_id", "email"]}]
 
 
+def changelog_config(admin: AdminClient, topic: str) -> dict[str, str]:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entries = admin.describe_configs([resource])[resource].result(timeout=30)
+    return {name: entry.value for name, entry in entries.items()}
+
+
 def test_worker_merges_users_enriches_events_and_drops_duplicates(
-    worker_topics, producer_factory, tmp_path: Path
+    worker_topics, producer_factory, admin: AdminClient, tmp_path: Path
 ):
     kafka = worker_topics
     env = worker_env(kafka, tmp_path / "home", WORKSPACES)
@@ -90,6 +96,11 @@ def test_worker_merges_users_enriches_events_and_drops_duplicates(
         )  # copied from the merged user
         assert [d["device_id"] for d in json.loads(profiles[retained]["devices_json"])] == ["dev-a"]
         assert ("UserProfile", f"W:{retained}".encode()) in out.keys
+        # Seen marks live for the de-duplication window (7 days); the other tables' changelogs are compacted.
+        app_id = f"{kafka.topic_prefix}.processors"
+        seen = changelog_config(admin, f"{app_id}-seen-changelog")
+        assert seen["cleanup.policy"] == "compact,delete" and seen["retention.ms"] == str(7 * 86_400_000)
+        assert changelog_config(admin, f"{app_id}-users-changelog")["cleanup.policy"] == "compact"
     finally:
         code = worker.terminate()
         out.consumer.close()

@@ -15,6 +15,7 @@ and rebalance time are excluded. Figures are printed as events/s and as a ratio 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -95,24 +96,64 @@ def produce(kafka: KafkaSettings, topic: str, data: list[tuple[bytes, bytes]]) -
     assert producer.flush(120) == 0
 
 
-def span_of_outputs(kafka: KafkaSettings, topic: str, expected: int, timeout: float) -> tuple[int, float]:
-    """Read ``topic`` until ``expected`` records arrived: (count, seconds from first to last timestamp)."""
+def span_of_outputs(
+    kafka: KafkaSettings, topic: str, expected: int, timeout: float
+) -> tuple[int, int, float]:
+    """Read ``topic`` until ``expected`` distinct events arrived: (distinct, total, seconds from the first
+    to the last broker timestamp). Totals above distinct are events published twice (a lane re-read)."""
     consumer = Consumer(
         kafka.consumer_config(f"bench-read-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
     )
     consumer.subscribe([topic])
-    first, last, count = None, 0, 0
+    first, last, total, seen = None, 0, 0, set()
     deadline = time.monotonic() + timeout
-    while count < expected and time.monotonic() < deadline:
+    while len(seen) < expected and time.monotonic() < deadline:
         for msg in consumer.consume(10000, 0.5):
             if msg.error():
                 continue
             ts = msg.timestamp()[1]
             first = ts if first is None else min(first, ts)
             last = max(last, ts)
-            count += 1
+            total += 1
+            seen.add(second_string(msg.value()))
     consumer.close()
-    return count, (last - (first or last)) / 1000.0
+    return len(seen), total, (last - (first or last)) / 1000.0
+
+
+def second_string(data: bytes) -> bytes:
+    """An EnrichedEvent's event_uuid (its second field) without decoding the record."""
+    pos = 5 if data[:1] == b"\x00" else 10  # Confluent or single-object header
+    for field in range(2):
+        size, shift = 0, 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        size = (size >> 1) ^ -(size & 1)
+        if field == 1:
+            return data[pos : pos + size]
+        pos += size
+    raise AssertionError("unreachable")
+
+
+def wait_for_lanes(home: Path, count: int, partitions: int, timeout: float) -> None:
+    """Until the workers' last logged lane ownerships cover every lane partition once (no rebalance left
+    to happen in the measured phase)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = []
+        for n in range(count):
+            lines = [
+                ln for ln in (home / f"w{n}.log").read_text().splitlines() if "lane partitions owned" in ln
+            ]
+            owned.append(json.loads(lines[-1].rsplit(":", 1)[1]) if lines else [])
+        if all(owned) and sorted(p for o in owned for p in o) == list(range(partitions)):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the {count} workers did not settle on the lane partitions within {timeout:.0f}s")
 
 
 def wait_for_records(consumer: Consumer, count: int, timeout: float) -> None:
@@ -182,6 +223,8 @@ def run_workers(
         log = (home / f"w{n}.log").open("wb")
         argv = [sys.executable, "-m", "inflow.cli", "worker", "--name", f"w{n}"]
         procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+    lanes = next(spec for spec in load_catalogue(kafka.topic_prefix) if spec.short_name == "processors.lanes")
+    wait_for_lanes(home, count, lanes.entry.partitions, timeout)
     profiles = Consumer(kafka.consumer_config(f"bench-profiles-{uuid.uuid4().hex}"))
     profiles.subscribe([kafka.topic("profiles")])
     # Users first, then their devices, so every device finds its user; then the measured events.
@@ -193,7 +236,9 @@ def run_workers(
     cpu_before = sum(cpu_seconds(p.pid) for p in procs)
     produce(kafka, kafka.topic("ingest.events"), events)
     try:
-        got, seconds = span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
+        got, total, seconds = span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
+        if total > got:
+            print(f"  ({total - got:,} events published twice: a lane was re-read after a rebalance)")
         return got, seconds, sum(cpu_seconds(p.pid) for p in procs) - cpu_before
     finally:
         for proc in procs:

@@ -31,7 +31,13 @@ from processors.attributes import (
 from processors.classification import UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel, event_name, event_type
 from processors.devices import MAX_DEVICES_PER_USER, check_capacity, device_attributes, unique_values
 from processors.exceptions import Rejection
-from processors.identity import choose_retained, distinct, record_identifiers
+from processors.identity import (
+    MAX_USERS_PER_IDENTIFIER_VALUE,
+    choose_retained,
+    distinct,
+    identifier_keys,
+    record_identifiers,
+)
 from processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from processors.state import State
 from processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, WorkspaceDirectory
@@ -100,7 +106,6 @@ class LaneProcessor:
     def _user(self, ws: str, record: dict[str, Any]) -> list[Output]:
         rules = self.directory.rules(ws)
         raw = parse_attributes(record.get("attributes_json") or "{}")
-        update = parse_update(raw)
         ids = record_identifiers(
             rules,
             record.get("customer_id"),
@@ -119,6 +124,12 @@ class LaneProcessor:
             profile = self._new_profile(ws, keys.new_uid(ws, record["event_uuid"]), received)
         else:
             profile = self._profile(ws, own)
+        capped = self._over_merge_cap(ws, profile["uid"], owners)
+        if capped:  # the value is dropped from this user's record: no merge, no identifier, no attribute
+            ids = [pair for pair in ids if pair not in capped]
+            owners = {pair: uid for pair, uid in owners.items() if pair not in capped}
+            raw = {k: v for k, v in raw.items() if k not in identifier_keys(name for name, _ in capped)}
+        update = parse_update(raw)
         apply_update(profile["attributes"], update)
         apply_unset(profile["attributes"], record.get("unset_attributes_json"))
         profile["platforms"] = apply_platforms(profile["platforms"], update.platforms)
@@ -130,6 +141,21 @@ class LaneProcessor:
         group = distinct([profile["uid"], *(u for u in owners.values() if u != profile["uid"])])
         events = self._merge_group(ws, rules, group, touched, received) if len(group) > 1 else []
         return [*events, *(self._snapshot(ws, p) for p in touched.values())]
+
+    def _over_merge_cap(self, ws: str, uid: str, owners: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
+        """Reference 2.8: only the first 50 users with the same identifier value are merged. Each value that
+        would merge another user into ``uid`` counts that user; a value already at the cap is returned."""
+        capped = set()
+        for (name, value), owner in owners.items():
+            if owner == uid:
+                continue
+            key = keys.identity_count_key(ws, name, value)
+            merged = self.state.identity.get(key) or 1  # the value's first user
+            if merged >= MAX_USERS_PER_IDENTIFIER_VALUE:
+                capped.add((name, value))
+            else:
+                self.state.identity.put(key, merged + 1)
+        return capped
 
     def _compatible_owner(
         self, ws: str, ids: list[tuple[str, str]], owners: dict[tuple[str, str], str]

@@ -15,6 +15,19 @@ BLOCKED_CUSTOMER_IDS = frozenset(BLOCKED_IDS)
 
 # Identifier names also looked up under the stored standard attribute key (reference 2.5 mapping).
 IDENTIFIER_ALIASES = {"email": "u_em", "mobile": "u_mb", "u_em": "email", "u_mb": "mobile"}
+# Reference 2.8: "Only the first 50 users ... with the same identifier value are merged".
+MAX_USERS_PER_IDENTIFIER_VALUE = 50
+
+
+def identifier_keys(names: Iterable[str]) -> set[str]:
+    """The attribute keys that carry these identifiers (each name and its standard-attribute alias)."""
+    found = set()
+    for name in names:
+        found.add(name)
+        alias = IDENTIFIER_ALIASES.get(name)
+        if alias is not None:
+            found.add(alias)
+    return found
 
 
 def as_identifier(value: Any) -> str | None:
@@ -41,8 +54,9 @@ def record_identifiers(
 ) -> list[tuple[str, str]]:
     """The record's active identifiers in priority order, as (name, value).
 
-    Only identifiers active in the workspace count; other keys stay plain attributes. A blocked
-    ``customer_id`` rejects the record; a record with no identifier at all is rejected too.
+    Only identifiers active in the workspace count; other keys stay plain attributes, and so do values on
+    an identifier's exception list. A blocked ``customer_id`` rejects the record; a record with no
+    identifier at all is rejected too.
     """
     found: list[tuple[str, str]] = []
     cid = as_identifier(customer_id)
@@ -57,6 +71,7 @@ def record_identifiers(
     anon = as_identifier(anonymous_id)
     if anon is not None:
         found.append((ANONYMOUS_ID, anon))
+    found = [(name, value) for name, value in found if not rules.is_exception(name, value)]
     if not found:
         active = ", ".join(rules.order)
         raise Rejection(f"the record carries no active identifier (active in this workspace: {active})")

@@ -22,6 +22,11 @@ def identity_key(workspace_id: str, name: str, value: str) -> bytes:
     return f"{workspace_id}{SEP}{name}{SEP}{value}".encode()
 
 
+def identity_count_key(workspace_id: str, name: str, value: str) -> bytes:
+    """How many users one identifier value has merged (an empty second part: never an identity key)."""
+    return f"{workspace_id}{SEP}{SEP}merged{SEP}{name}{SEP}{value}".encode()
+
+
 def user_key(workspace_id: str, uid: str) -> bytes:
     """Profile and device-book key of one user."""
     return f"{workspace_id}{SEP}{uid}".encode()

@@ -6,8 +6,8 @@ is active and the retained profile of a merge is the one seen last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from config.file import WorkspaceConfig
 
@@ -21,6 +21,12 @@ class IdentityRules:
 
     identifiers: tuple[str, ...] = (CUSTOMER_ID,)
     merge_priority_attribute: str | None = None
+    exceptions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def is_exception(self, name: str, value: str) -> bool:
+        """A value on the identifier's exception list never identifies a user (it stays an attribute)."""
+        excluded = self.exceptions.get(name)
+        return excluded is not None and value in excluded
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -31,7 +37,8 @@ class IdentityRules:
 def rules_from_config(config: WorkspaceConfig) -> IdentityRules:
     """``ID`` is always active (reference 2.8), whatever the file lists, and always first."""
     others = [name for name in dict.fromkeys(config.identifiers) if name not in (CUSTOMER_ID, ANONYMOUS_ID)]
-    return IdentityRules((CUSTOMER_ID, *others), config.merge_priority_attribute)
+    exceptions = {name: frozenset(values) for name, values in config.identifier_exceptions.items()}
+    return IdentityRules((CUSTOMER_ID, *others), config.merge_priority_attribute, exceptions)
 
 
 class WorkspaceDirectory:

@@ -16,7 +16,11 @@ from schemas.avro_template import record_encoder
 from schemas.serde import AvroSerde
 
 WORKSPACES = [
-    WorkspaceConfig(id="W", identifiers=["customer_id", "email", "moe_mobile"]),
+    WorkspaceConfig(
+        id="W",
+        identifiers=["customer_id", "email", "moe_mobile"],
+        identifier_exceptions={"email": ["test@example.com"]},
+    ),
     WorkspaceConfig(id="P", identifiers=["customer_id", "email"], merge_priority_attribute="loyalty_id"),
 ]
 

@@ -164,3 +164,38 @@ def test_choose_retained_tiebreaks_deterministically():
     assert choose_retained([a, b], None)["uid"] == "a"
     assert choose_retained([a, b, c], None)["uid"] == "c"
     assert choose_retained([a, {**b, "attributes": {"vip": " "}}], "vip")["uid"] == "a"  # blank is absent
+
+
+def test_values_on_an_identifiers_exception_list_never_merge(lane: Lane):
+    a = lane.uid_of(lane.feed("UserUpsert", r.user("W", "ex1", attributes={"email": "test@example.com"})))
+    out = lane.feed("UserUpsert", r.user("W", "ex2", attributes={"email": "test@example.com"}))
+    b = lane.uid_of(out)
+    assert a != b and not lane.events(out)  # no merge: the shared value is on the exception list
+    assert attrs(lane.profile("W", b))["u_em"] == "test@example.com"  # still an attribute
+    assert "email" not in lane.profile("W", b)["identifiers"]
+    # an event carrying only that value identifies nobody
+    (rej,) = lane.rejected(
+        lane.feed("EventRecord", r.event("W", None, user_identifiers={"email": "test@example.com"}))
+    )
+    assert "no active identifier" in rej["reason"]
+
+
+def test_only_the_first_50_users_with_one_identifier_value_are_merged(lane: Lane):
+    first = lane.uid_of(lane.feed("UserUpsert", r.user("W", "cap-0", at=1, attributes={"email": "f@x"})))
+    merges = 0
+    for n in range(1, 50):  # users 2..50 share the value: each merges
+        out = lane.feed("UserUpsert", r.user("W", f"cap-{n}", at=1, attributes={"email": "f@x"}))
+        merges += sum(e["event_code"] == "MOE_USER_MERGED" for e in lane.events(out))
+    assert merges == 49
+    out = lane.feed("UserUpsert", r.user("W", "cap-50", at=2, attributes={"email": "f@x", "city": "Oslo"}))
+    assert not lane.events(out)  # the 51st user is not merged ...
+    late = lane.profile("W", lane.uid_of(out))
+    assert late["customer_id"] == "cap-50" and late["merged_into"] is None
+    assert attrs(late) == {"city": "Oslo"} | {k: attrs(late)[k] for k in ("cr_t", "u_l_a")}
+    assert "email" not in late["identifiers"]  # ... and the value is dropped from its profile
+    # the value still resolves to the merged group, the 51st user keeps its own customer_id
+    (by_mail,) = lane.events(lane.feed("EventRecord", r.event("W", None, user_identifiers={"email": "f@x"})))
+    (by_id,) = lane.events(lane.feed("EventRecord", r.event("W", "cap-50")))
+    assert by_id["uid"] == late["uid"] != by_mail["uid"]
+    group = lane.profile("W", by_mail["uid"])
+    assert {group["uid"], *group["merged_uids"]} >= {first} and len(group["merged_uids"]) == 49

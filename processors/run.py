@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -13,8 +14,13 @@ from processors.app import INGEST_TOPICS, LANES, build_app
 from processors.outputs import EVENTS, PROFILES, REJECTED
 from processors.settings import WorkerSettings
 from processors.workspaces import WorkspaceDirectory
+from producers.bulk_api.workspaces import TOPIC as WORKSPACES_TOPIC
+from producers.bulk_api.workspaces import WorkspaceDirectory as WorkspaceCredentials
+from schemas.serde import AvroSerde
 
-NEEDED_TOPICS = (*INGEST_TOPICS, LANES, PROFILES, EVENTS, REJECTED)
+NEEDED_TOPICS = (*INGEST_TOPICS, LANES, PROFILES, EVENTS, REJECTED, WORKSPACES_TOPIC)
+WORKSPACES_READY_S = 60.0
+log = logging.getLogger(__name__)
 
 
 def run_worker(name: str | None = None, data_dir: Path | None = None, log_level: str | None = None) -> None:
@@ -27,14 +33,27 @@ def run_worker(name: str | None = None, data_dir: Path | None = None, log_level:
     specs = {spec.short_name: spec for spec in load_catalogue(rt.kafka.topic_prefix)}
     admin = AdminClient(rt.kafka.client_config())
     create_topics(admin, [specs[name] for name in NEEDED_TOPICS])
-    app = build_app(rt.kafka, settings, WorkspaceDirectory(rt.config.workspaces), specs, str(folder))
-    Worker(
-        app,
-        loglevel="info",
-        logging_config=_logging_config(settings.log_level),
-        quiet=True,
-        redirect_stdouts=False,
-    ).execute_from_commandline()
+    # Workspace settings (identifiers) as the gateway and `inflow workspaces` keep them, followed live.
+    credentials = WorkspaceCredentials(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).start()
+    if credentials.follower is None or not credentials.follower.wait_ready(WORKSPACES_READY_S):
+        log.warning("control.workspaces not read in %ss: file settings until then", WORKSPACES_READY_S)
+
+    def identifiers_of(workspace_id: str) -> tuple[str, ...] | None:
+        workspace = credentials.get(workspace_id)
+        return None if workspace is None else workspace.identifiers
+
+    directory = WorkspaceDirectory(rt.config.workspaces, identifiers_of)
+    app = build_app(rt.kafka, settings, directory, specs, str(folder))
+    try:
+        Worker(
+            app,
+            loglevel="info",
+            logging_config=_logging_config(settings.log_level),
+            quiet=True,
+            redirect_stdouts=False,
+        ).execute_from_commandline()
+    finally:
+        credentials.stop()
 
 
 def _logging_config(level: str) -> dict[str, object]:

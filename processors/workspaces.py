@@ -1,12 +1,14 @@
-"""Per-workspace identity settings, from the YAML file's ``workspaces`` section.
+"""Per-workspace identity settings: identifiers from ``control.workspaces`` (the workspace settings the
+gateway and ``inflow workspaces`` keep) or the YAML file's ``workspaces`` section, exception lists and the
+merge priority attribute from the file.
 
-A workspace missing from the file gets the reference default: only ``customer_id`` (the ID identifier)
-is active and the retained profile of a merge is the one seen last.
+A workspace known to neither gets the reference default: only ``customer_id`` (the ID identifier) is
+active and the retained profile of a merge is the one seen last.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from config.file import WorkspaceConfig
@@ -34,19 +36,42 @@ class IdentityRules:
         return self.identifiers + (ANONYMOUS_ID,)
 
 
-def rules_from_config(config: WorkspaceConfig) -> IdentityRules:
-    """``ID`` is always active (reference 2.8), whatever the file lists, and always first."""
-    others = [name for name in dict.fromkeys(config.identifiers) if name not in (CUSTOMER_ID, ANONYMOUS_ID)]
+def rules_from_config(
+    config: WorkspaceConfig | None, identifiers: Iterable[str] | None = None
+) -> IdentityRules:
+    """``ID`` is always active (reference 2.8), whatever is listed, and always first. ``identifiers`` (from
+    ``control.workspaces``) win over the file's list; the priority attribute and exceptions are the file's."""
+    listed = identifiers if identifiers is not None else (config.identifiers if config else ())
+    others = [name for name in dict.fromkeys(listed) if name not in (CUSTOMER_ID, ANONYMOUS_ID)]
+    if config is None:
+        return IdentityRules((CUSTOMER_ID, *others))
     exceptions = {name: frozenset(values) for name, values in config.identifier_exceptions.items()}
     return IdentityRules((CUSTOMER_ID, *others), config.merge_priority_attribute, exceptions)
 
 
-class WorkspaceDirectory:
-    """Identity rules by workspace id; unknown workspaces use the defaults."""
+IdentifiersOf = Callable[[str], tuple[str, ...] | None]
 
-    def __init__(self, workspaces: Iterable[WorkspaceConfig] = ()) -> None:
-        self._rules = {ws.id: rules_from_config(ws) for ws in workspaces}
-        self._default = IdentityRules()
+
+class WorkspaceDirectory:
+    """Identity rules by workspace id; unknown workspaces use the defaults.
+
+    ``identifiers_of`` gives a workspace's identifiers as ``control.workspaces`` holds them (set by
+    ``inflow workspaces create --identifiers`` or seeded from the file by the gateway), or None when the
+    topic does not know the workspace; a change there applies from the next record on.
+    """
+
+    def __init__(
+        self, workspaces: Iterable[WorkspaceConfig] = (), identifiers_of: IdentifiersOf | None = None
+    ) -> None:
+        self._configs = {ws.id: ws for ws in workspaces}
+        self._identifiers_of = identifiers_of
+        self._rules: dict[str, tuple[tuple[str, ...] | None, IdentityRules]] = {}
 
     def rules(self, workspace_id: str) -> IdentityRules:
-        return self._rules.get(workspace_id, self._default)
+        listed = self._identifiers_of(workspace_id) if self._identifiers_of else None
+        known = self._rules.get(workspace_id)
+        if known is not None and known[0] == listed:
+            return known[1]
+        rules = rules_from_config(self._configs.get(workspace_id), listed)
+        self._rules[workspace_id] = (listed, rules)
+        return rules

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from config.file import WorkspaceConfig
 from processors.identity import BLOCKED_CUSTOMER_IDS, choose_retained
+from processors.workspaces import WorkspaceDirectory
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
 
@@ -199,3 +201,20 @@ def test_only_the_first_50_users_with_one_identifier_value_are_merged(lane: Lane
     assert by_id["uid"] == late["uid"] != by_mail["uid"]
     group = lane.profile("W", by_mail["uid"])
     assert {group["uid"], *group["merged_uids"]} >= {first} and len(group["merged_uids"]) == 49
+
+
+def test_identifiers_from_control_workspaces_win_and_changes_apply_to_the_next_record():
+    listed: dict[str, tuple[str, ...]] = {"W": ("email",)}
+    config = WorkspaceConfig(
+        id="W", identifiers=["customer_id", "moe_mobile"], identifier_exceptions={"email": ["x@x"]}
+    )
+    directory = WorkspaceDirectory([config], listed.get)
+    rules = directory.rules("W")
+    assert rules.identifiers == ("customer_id", "email")  # the topic's list, ID always first
+    assert rules.is_exception("email", "x@x")  # exceptions stay the file's
+    assert directory.rules("W") is rules  # cached while unchanged
+    listed["W"] = ("email", "moe_mobile")
+    assert directory.rules("W").identifiers == ("customer_id", "email", "moe_mobile")
+    del listed["W"]  # unknown to the topic: the file's list
+    assert directory.rules("W").identifiers == ("customer_id", "moe_mobile")
+    assert directory.rules("other").identifiers == ("customer_id",)  # known to neither: the default

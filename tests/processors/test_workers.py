@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from producers.bulk_api.workspaces import Workspace
+from producers.bulk_api.workspaces import WorkspaceDirectory as Credentials
+from schemas.serde import AvroSerde
 from tests.processors import records as r
 from tests.processors.workers import WorkerProcess, output_reader, produce, worker_env
 from tests.support import wait_for
@@ -33,6 +36,8 @@ def test_worker_merges_users_enriches_events_and_drops_duplicates(
 ):
     kafka = worker_topics
     env = worker_env(kafka, tmp_path / "home", WORKSPACES)
+    # A workspace only in control.workspaces (as `inflow workspaces create CLI --identifiers email` makes it).
+    Credentials(kafka, AvroSerde()).load().create(Workspace(id="CLI", key_hash="-", identifiers=("email",)))
     worker = WorkerProcess("solo", env, tmp_path / "data", tmp_path / "solo.log").start()
     out = output_reader(kafka)
     producer = producer_factory(**{"compression.type": "lz4", "linger.ms": 5})  # as the gateway produces
@@ -96,6 +101,25 @@ def test_worker_merges_users_enriches_events_and_drops_duplicates(
         )  # copied from the merged user
         assert [d["device_id"] for d in json.loads(profiles[retained]["devices_json"])] == ["dev-a"]
         assert ("UserProfile", f"W:{retained}".encode()) in out.keys
+        # The CLI workspace's identifiers come from control.workspaces: a shared e-mail merges there too.
+        produce(
+            producer,
+            kafka,
+            [
+                ("UserUpsert", r.user("CLI", "c1", at=1, attributes={"email": "s@x.io"})),
+                ("UserUpsert", r.user("CLI", "c2", at=2, attributes={"email": "s@x.io"})),
+            ],
+        )
+        wait_for(
+            out.until(
+                lambda o: any(
+                    e["workspace_id"] == "CLI" and e["event_code"] == "MOE_USER_MERGED" for e in o.events
+                ),
+                [worker],
+            ),
+            60,
+            what="a merge in the workspace configured through control.workspaces",
+        )
         # Seen marks live for the de-duplication window (7 days); the other tables' changelogs are compacted.
         app_id = f"{kafka.topic_prefix}.processors"
         seen = changelog_config(admin, f"{app_id}-seen-changelog")

@@ -16,6 +16,7 @@ before a rebalance are not applied: the partition's owner in the new generation 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator, MutableMapping, Sequence
@@ -36,6 +37,7 @@ from processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from processors.router import Router
 from processors.settings import WorkerSettings
 from processors.state import JsonTable, State
+from processors.watchdog import LaneWatchdog
 from processors.workspaces import WorkspaceDirectory
 from schemas.avro_template import record_encoder
 from schemas.exceptions import SerdeError
@@ -126,6 +128,8 @@ def build_app(
     route_out = BatchProducer(config, worker.flush_timeout_s)
     lane_out = BatchProducer(config, worker.flush_timeout_s)
     persisted: dict[tuple[int, int], int] = {}
+    applied: dict[int, int] = {}  # lane partition -> lane messages applied, for the progress log
+    stage = {"lane": "starting"}
     rewound: dict[TP, int] = {}  # lane partitions re-read after skipping stale events: from this offset
 
     encoders: dict[tuple[str, str], Encoder] = {}
@@ -144,9 +148,11 @@ def build_app(
         changelog write per changed key, then everything is flushed before take_events acks the batch.
         """
         batch: Sequence[EventT]
+        stage["lane"] = "waiting for a batch"
         async for batch in cast(Stream, stream).take_events(
             worker.lane_batch_packs, within=worker.batch_within_s
         ):
+            stage["lane"] = "applying"
             generation = app.consumer_generation_id
             for events in _by_partition(batch):
                 events = _after_rewind(events, rewound)
@@ -156,10 +162,12 @@ def build_app(
                     apply_partition(stream, events)
                 else:
                     await skip_stale(events)
+            stage["lane"] = "flushing"
             await lane_out.flush()
             if app.consumer_generation_id == generation:
                 persist_offsets()
             persisted.clear()
+            stage["lane"] = "waiting for a batch"
 
     async def skip_stale(events: list[EventT]) -> None:
         """Events fetched before a rebalance are not applied nor acked; if the lane is still ours, it is
@@ -176,6 +184,8 @@ def build_app(
 
     def apply_partition(stream: StreamT, events: list[EventT]) -> None:
         partition = events[0].message.partition
+        applied[partition] = applied.get(partition, 0) + len(events)
+        watchdog.applied(partition)
         # RocksDB reads and writes go to the store of this lane partition.
         cast(Stream, stream)._set_current_event(events[0])
         for view in views:
@@ -238,6 +248,54 @@ def build_app(
     app.task(router.run)
     app.agent(lanes, name="lane")(lane)
 
+    watchdog = LaneWatchdog(kafka.consumer_config(app.conf.id), lanes_spec.name, worker.lane_stall_s)
+
+    @app.timer(interval=worker.lane_stall_s / 3)
+    async def _watch_lanes() -> None:
+        """Re-read an owned lane partition that has records waiting but got nothing delivered."""
+        if getattr(app, "rebalancing", False):
+            return
+        owned = [tp.partition for tp in app.consumer.assignment() if tp.topic == lanes_spec.name]
+        idle = stage["lane"] == "waiting for a batch"
+        loop = asyncio.get_running_loop()
+        stalled = await loop.run_in_executor(None, watchdog.stalled, owned, idle)
+        for partition, offset in stalled.items():
+            tp = TP(lanes_spec.name, partition)
+            if getattr(app, "rebalancing", False) or tp not in app.consumer.assignment():
+                continue
+            log.error(
+                "lane %s: records waiting from offset %d but none delivered for %.0fs; re-reading from there",
+                tp,
+                offset,
+                worker.lane_stall_s,
+            )
+            rewound[tp] = offset
+            await app.consumer.seek(tp, offset)
+
+    @app.timer(interval=worker.progress_log_s)
+    async def _progress() -> None:
+        """What moved since the last line: records routed, applied per lane partition, and why not."""
+        consumer = app.consumer
+        log.info(
+            "progress: routed %d (router owns %d ingest partitions), applied %s, lanes %s, paused %s, "
+            "flow %s/%s, lane agent %s, rewinding %s",
+            router.forwarded,
+            len(router.assignment),
+            dict(sorted(applied.items())),
+            sorted(tp.partition for tp in consumer.assignment() if tp.topic == lanes_spec.name),
+            sorted(
+                tp.partition
+                for tp in getattr(consumer, "_paused_partitions", ())
+                if tp.topic == lanes_spec.name
+            ),
+            "active" if getattr(consumer, "flow_active", True) else "stopped",
+            "active" if app.flow_control.is_active() else "suspended",
+            stage["lane"],
+            {tp.partition: offset for tp, offset in rewound.items()},
+        )
+        router.forwarded = 0
+        applied.clear()
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         state.drop_batch()
@@ -248,6 +306,7 @@ def build_app(
         state.clear_cache()
         rewound.clear()  # the rebalance itself re-reads from the committed offsets
         owned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == lanes_spec.name)
+        watchdog.assigned(owned)
         log.info("lane partitions owned by this worker: %s", owned)
 
     return app

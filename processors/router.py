@@ -50,6 +50,8 @@ class Router:
         self.unreadable = unreadable
         self.batch_size = batch_size
         self.poll_s = poll_s
+        self.forwarded = 0  # records, for the progress log
+        self.assignment: list[str] = []
 
     async def run(self) -> None:
         """Until cancelled: consume a batch, forward it, flush, commit."""
@@ -64,6 +66,8 @@ class Router:
                 self.forward(batch)
                 await self.producer.flush()
                 await loop.run_in_executor(None, self.commit, consumer)
+                self.forwarded += len(batch)
+                self.assignment = [f"{tp.topic}/{tp.partition}" for tp in consumer.assignment()]
         finally:
             await loop.run_in_executor(None, consumer.close)
 

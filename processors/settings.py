@@ -47,6 +47,12 @@ class WorkerSettings(BaseSettings):
     cache_limit: int = Field(
         20_000, gt=0, description="decoded state values cached per table (seen marks: 1/10 of it)"
     )
+    lane_stall_s: float = Field(
+        30.0, gt=0, description="an owned lane with records waiting and none delivered this long is re-read"
+    )
+    progress_log_s: float = Field(
+        30.0, gt=0, description="period of the INFO progress line (routed, applied)"
+    )
     dedup_window_s: int = Field(
         7 * 86_400,
         gt=0,

@@ -35,6 +35,9 @@ def worker_env(kafka: KafkaSettings, home: Path, workspaces: list[dict[str, Any]
         "INFLOW_HOME": str(home),
         "INFLOW_CONFIG": str(config),
         "PYTHONUNBUFFERED": "1",
+        "INFLOW_WORKER_LOG_LEVEL": "warn",
+        # e.g. INFLOW_WORKER_LOG_LEVEL=info and INFLOW_WORKER_PROGRESS_LOG_S=5 to diagnose a run
+        **{k: v for k, v in os.environ.items() if k.startswith("INFLOW_WORKER_")},
     }
 
 

@@ -15,7 +15,6 @@ and rebalance time are excluded. Figures are printed as events/s and as a ratio 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from config.settings import KafkaSettings
 from config.topics import create_topics, load_catalogue
+from processors.lanes import owned_in_log, second_string
 from schemas.serde import AvroSerde
 
 BASE_MS = 1_750_000_000_000
@@ -120,36 +120,12 @@ def span_of_outputs(
     return len(seen), total, (last - (first or last)) / 1000.0
 
 
-def second_string(data: bytes) -> bytes:
-    """An EnrichedEvent's event_uuid (its second field) without decoding the record."""
-    pos = 5 if data[:1] == b"\x00" else 10  # Confluent or single-object header
-    for field in range(2):
-        size, shift = 0, 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        size = (size >> 1) ^ -(size & 1)
-        if field == 1:
-            return data[pos : pos + size]
-        pos += size
-    raise AssertionError("unreachable")
-
-
 def wait_for_lanes(home: Path, count: int, partitions: int, timeout: float) -> None:
     """Until the workers' last logged lane ownerships cover every lane partition once (no rebalance left
     to happen in the measured phase)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        owned = []
-        for n in range(count):
-            lines = [
-                ln for ln in (home / f"w{n}.log").read_text().splitlines() if "lane partitions owned" in ln
-            ]
-            owned.append(json.loads(lines[-1].rsplit(":", 1)[1]) if lines else [])
+        owned = [owned_in_log((home / f"w{n}.log").read_text()) for n in range(count)]
         if all(owned) and sorted(p for o in owned for p in o) == list(range(partitions)):
             return
         time.sleep(0.5)

@@ -32,7 +32,7 @@ from config.topics import TopicSpec
 from processors.delivery import BatchProducer
 from processors.engine import LaneProcessor
 from processors.exceptions import LaneFramingError
-from processors.lanes import unpack_records
+from processors.lanes import OWNED_LOG, unpack_records
 from processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from processors.router import Router
 from processors.settings import WorkerSettings
@@ -179,8 +179,15 @@ def build_app(
             "lane %s: %d records fetched before a rebalance, re-reading from %d", tp, len(events), offset
         )
         if tp in app.consumer.assignment():
-            rewound[tp] = offset
-            await app.consumer.seek(tp, offset)
+            await reread(tp, offset)
+
+    async def reread(tp: TP, offset: int) -> None:
+        """Seek a lane partition back; its events before ``offset`` still in flight are dropped."""
+        rewound[tp] = offset
+        await app.consumer.seek(tp, offset)
+
+    def owned_lanes() -> list[int]:
+        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == lanes_spec.name)
 
     def apply_partition(stream: StreamT, events: list[EventT]) -> None:
         partition = events[0].message.partition
@@ -255,10 +262,9 @@ def build_app(
         """Re-read an owned lane partition that has records waiting but got nothing delivered."""
         if getattr(app, "rebalancing", False):
             return
-        owned = [tp.partition for tp in app.consumer.assignment() if tp.topic == lanes_spec.name]
         idle = stage["lane"] == "waiting for a batch"
         loop = asyncio.get_running_loop()
-        stalled = await loop.run_in_executor(None, watchdog.stalled, owned, idle)
+        stalled = await loop.run_in_executor(None, watchdog.stalled, owned_lanes(), idle)
         for partition, offset in stalled.items():
             tp = TP(lanes_spec.name, partition)
             if getattr(app, "rebalancing", False) or tp not in app.consumer.assignment():
@@ -269,8 +275,7 @@ def build_app(
                 offset,
                 worker.lane_stall_s,
             )
-            rewound[tp] = offset
-            await app.consumer.seek(tp, offset)
+            await reread(tp, offset)
 
     @app.timer(interval=worker.progress_log_s)
     async def _progress() -> None:
@@ -280,9 +285,9 @@ def build_app(
             "progress: routed %d (router owns %d ingest partitions), applied %s, lanes %s, paused %s, "
             "flow %s/%s, lane agent %s, rewinding %s",
             router.forwarded,
-            len(router.assignment),
+            router.owned_partitions(),
             dict(sorted(applied.items())),
-            sorted(tp.partition for tp in consumer.assignment() if tp.topic == lanes_spec.name),
+            owned_lanes(),
             sorted(
                 tp.partition
                 for tp in getattr(consumer, "_paused_partitions", ())
@@ -307,7 +312,7 @@ def build_app(
         rewound.clear()  # the rebalance itself re-reads from the committed offsets
         owned = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == lanes_spec.name)
         watchdog.assigned(owned)
-        log.info("lane partitions owned by this worker: %s", owned)
+        log.info("%s: %s", OWNED_LOG, owned)
 
     return app
 
@@ -320,12 +325,10 @@ class StoreView(MutableMapping[bytes, bytes]):
 
     def __init__(self, table: Any) -> None:
         self.table = table
-        self.partition = -1
         self.db: Any = None
 
     def use_partition(self, partition: int) -> None:
         """Reads and writes go to this lane partition's database (opened by faust, kept open while owned)."""
-        self.partition = partition
         self.db = self.table.data._db_for_partition(partition)
 
     def get(self, key: bytes, default: Any = None) -> Any:

@@ -8,6 +8,8 @@ field order against the schemas.
 
 from __future__ import annotations
 
+import json
+
 from processors.exceptions import LaneFramingError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -19,6 +21,15 @@ def peek_workspace(data: bytes) -> str:
     """The workspace id of an ingest record, from its first two Avro string fields."""
     if not isinstance(data, bytes | bytearray):
         raise LaneFramingError("ingest message without a value")
+    try:
+        return second_string(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LaneFramingError(f"cannot read workspace_id from ingest record: {exc}") from exc
+
+
+def second_string(data: bytes) -> bytes:
+    """The raw second field of a record whose first two fields are strings (ingest records: the workspace
+    id; EnrichedEvent: the event_uuid), after either framing header, without decoding the record."""
     if data[:2] == SINGLE_OBJECT_MAGIC:
         pos = SINGLE_OBJECT_HEADER
     elif data[:1] == b"\x00":
@@ -28,11 +39,20 @@ def peek_workspace(data: bytes) -> str:
     try:
         pos = _skip_string(data, pos)
         size, pos = _read_long(data, pos)
-        if size < 0 or pos + size > len(data):
-            raise LaneFramingError("truncated workspace_id in ingest record")
-        return data[pos : pos + size].decode("utf-8")
-    except (IndexError, UnicodeDecodeError) as exc:
+    except IndexError as exc:
         raise LaneFramingError(f"cannot read workspace_id from ingest record: {exc}") from exc
+    if size < 0 or pos + size > len(data):
+        raise LaneFramingError("truncated workspace_id in ingest record")
+    return bytes(data[pos : pos + size])
+
+
+OWNED_LOG = "lane partitions owned by this worker"
+
+
+def owned_in_log(text: str) -> list[int]:
+    """The lane partitions a worker's log says it owns since its last rebalance (tests and benchmark)."""
+    lines = [line for line in text.splitlines() if OWNED_LOG in line]
+    return list(json.loads(lines[-1].rsplit(":", 1)[1])) if lines else []
 
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:

@@ -51,12 +51,12 @@ class Router:
         self.batch_size = batch_size
         self.poll_s = poll_s
         self.forwarded = 0  # records, for the progress log
-        self.assignment: list[str] = []
+        self._consumer: Consumer | None = None
 
     async def run(self) -> None:
         """Until cancelled: consume a batch, forward it, flush, commit."""
         loop = asyncio.get_running_loop()
-        consumer = Consumer(self.consumer_config)
+        consumer = self._consumer = Consumer(self.consumer_config)
         consumer.subscribe(self.ingest_topics)
         try:
             while True:
@@ -67,9 +67,13 @@ class Router:
                 await self.producer.flush()
                 await loop.run_in_executor(None, self.commit, consumer)
                 self.forwarded += len(batch)
-                self.assignment = [f"{tp.topic}/{tp.partition}" for tp in consumer.assignment()]
         finally:
+            self._consumer = None
             await loop.run_in_executor(None, consumer.close)
+
+    def owned_partitions(self) -> int:
+        """How many ingest partitions this router is assigned now (progress log)."""
+        return len(self._consumer.assignment()) if self._consumer is not None else 0
 
     def forward(self, batch: list[Message]) -> None:
         by_workspace: dict[str, list[bytes]] = {}

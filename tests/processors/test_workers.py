@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from processors.lanes import owned_in_log
 from producers.bulk_api.workspaces import Workspace
 from producers.bulk_api.workspaces import WorkspaceDirectory as Credentials
 from schemas.serde import AvroSerde
@@ -19,8 +20,7 @@ from tests.support import wait_for
 
 def lanes_owned(worker: WorkerProcess) -> list[int]:
     """Lane partitions the worker logged as its own at its last rebalance."""
-    lines = [ln for ln in worker.log.read_text().splitlines() if "lane partitions owned" in ln]
-    return json.loads(lines[-1].rsplit(":", 1)[1]) if lines else []
+    return owned_in_log(worker.log.read_text())
 
 
 WORKSPACES = [{"id": "W", "identifiers": ["customer_id", "email"]}]

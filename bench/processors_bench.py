@@ -42,25 +42,24 @@ def records(
     """Encoded (key, value) users (with one device each) and events spread over workspaces and users."""
     serde = AvroSerde()
     user_records, event_records = [], []
+
+    def envelope(ws: str, cid: str) -> dict[str, object]:
+        return {
+            "event_uuid": uuid.uuid4().hex,
+            "workspace_id": ws,
+            "request_id": "bench",
+            "received_at": BASE_MS,
+            "source": "api",
+            "customer_id": cid,
+        }
+
     for i in range(users):
         ws, cid = f"bench{i % workspaces}", f"user-{i}"
-        user = {
-            "event_uuid": uuid.uuid4().hex,
-            "workspace_id": ws,
-            "request_id": "bench",
-            "received_at": BASE_MS,
-            "source": "api",
-            "customer_id": cid,
-            "attributes_json": f'{{"name":"User {i}","email":"u{i}@x.io","tier":"gold"}}',
+        user = envelope(ws, cid) | {
+            "attributes_json": f'{{"name":"User {i}","email":"u{i}@x.io","tier":"gold"}}'
         }
         user_records.append((f"{ws}:{cid}".encode(), serde.encode("UserUpsert", user)))
-        device = {
-            "event_uuid": uuid.uuid4().hex,
-            "workspace_id": ws,
-            "request_id": "bench",
-            "received_at": BASE_MS,
-            "source": "api",
-            "customer_id": cid,
+        device = envelope(ws, cid) | {
             "device_id": cid,
             "attributes_json": f'{{"platform":"ANDROID","push_id":"tok-{i}","model":"Pixel"}}',
         }
@@ -68,13 +67,7 @@ def records(
     for n in range(events):
         i = n % users
         ws, cid = f"bench{i % workspaces}", f"user-{i}"
-        event = {
-            "event_uuid": uuid.uuid4().hex,
-            "workspace_id": ws,
-            "request_id": "bench",
-            "received_at": BASE_MS,
-            "source": "api",
-            "customer_id": cid,
+        event = envelope(ws, cid) | {
             "action": "Purchase",
             "attributes_json": '{"amount":12.5}',
             "user_time": BASE_MS + n,

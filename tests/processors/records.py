@@ -9,16 +9,22 @@ from typing import Any
 BASE_MS = 1_750_000_000_000
 
 
-def user(ws: str, customer_id: str | None = None, *, at: int = 0, **kw: Any) -> dict[str, Any]:
-    """A UserUpsert; ``at`` is seconds after a fixed base time (received_at)."""
+def _envelope(ws: str, customer_id: str | None, at: int, event_uuid: str | None) -> dict[str, Any]:
+    """The fields every ingest record starts with, as the gateway writes them."""
     return {
-        "event_uuid": kw.pop("event_uuid", str(uuid.uuid4())),
+        "event_uuid": event_uuid or str(uuid.uuid4()),
         "workspace_id": ws,
         "request_id": "req-1",
         "received_at": BASE_MS + at * 1000,
         "source": "api",
         "client_ip": None,
         "customer_id": customer_id,
+    }
+
+
+def user(ws: str, customer_id: str | None = None, *, at: int = 0, **kw: Any) -> dict[str, Any]:
+    """A UserUpsert; ``at`` is seconds after a fixed base time (received_at)."""
+    return _envelope(ws, customer_id, at, kw.pop("event_uuid", None)) | {
         "anonymous_id": kw.pop("anonymous_id", None),
         "user_identifiers": kw.pop("user_identifiers", {}),
         "update_existing_only": kw.pop("update_existing_only", False),
@@ -31,14 +37,7 @@ def user(ws: str, customer_id: str | None = None, *, at: int = 0, **kw: Any) -> 
 def device(
     ws: str, customer_id: str | None, device_id: str, *, at: int = 0, **attributes: Any
 ) -> dict[str, Any]:
-    return {
-        "event_uuid": str(uuid.uuid4()),
-        "workspace_id": ws,
-        "request_id": "req-1",
-        "received_at": BASE_MS + at * 1000,
-        "source": "api",
-        "client_ip": None,
-        "customer_id": customer_id,
+    return _envelope(ws, customer_id, at, None) | {
         "anonymous_id": None,
         "device_id": device_id,
         "attributes_json": json.dumps(attributes),
@@ -49,14 +48,7 @@ def device(
 def event(
     ws: str, customer_id: str | None, action: str = "Purchase", *, at: int = 0, **kw: Any
 ) -> dict[str, Any]:
-    return {
-        "event_uuid": kw.pop("event_uuid", str(uuid.uuid4())),
-        "workspace_id": ws,
-        "request_id": "req-1",
-        "received_at": BASE_MS + at * 1000,
-        "source": "api",
-        "client_ip": None,
-        "customer_id": customer_id,
+    return _envelope(ws, customer_id, at, kw.pop("event_uuid", None)) | {
         "anonymous_id": kw.pop("anonymous_id", None),
         "user_identifiers": kw.pop("user_identifiers", {}),
         "device_id": kw.pop("device_id", None),

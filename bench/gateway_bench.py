@@ -34,14 +34,14 @@ import aiohttp
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from config.settings import KafkaSettings
-from config.topics import create_topics, load_catalogue
+from inflow.config.settings import KafkaSettings
+from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.process import free_port
-from producers.bulk_api.context import RequestContext
-from producers.bulk_api.elements import ElementValidator, Encoders
-from producers.bulk_api.messages import BULK
-from producers.bulk_api.settings import GatewaySettings
-from schemas.serde import AvroSerde
+from inflow.producers.bulk_api.context import RequestContext
+from inflow.producers.bulk_api.elements import ElementValidator, Encoders
+from inflow.producers.bulk_api.messages import BULK
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.serde import AvroSerde
 
 WS, KEY = "BENCH", "bench-data-api-key"
 TARGET_BYTES = 100 * 1024 - 512

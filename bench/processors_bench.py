@@ -28,10 +28,10 @@ import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from config.settings import KafkaSettings
-from config.topics import create_topics, load_catalogue
-from processors.lanes import owned_in_log, second_string
-from schemas.serde import AvroSerde
+from inflow.config.settings import KafkaSettings
+from inflow.config.topics import create_topics, load_catalogue
+from inflow.processors.lanes import owned_in_log, second_string
+from inflow.schemas.serde import AvroSerde
 
 BASE_MS = 1_750_000_000_000
 
@@ -226,9 +226,9 @@ def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
 
 def engine_only(users: list[tuple[bytes, bytes]], events: list[tuple[bytes, bytes]]) -> float:
     """The lane logic with Avro decode/encode over in-memory state, no Kafka: the ceiling of one process."""
-    from processors.engine import LaneProcessor
-    from processors.state import State
-    from processors.workspaces import WorkspaceDirectory
+    from inflow.processors.engine import LaneProcessor
+    from inflow.processors.state import State
+    from inflow.processors.workspaces import WorkspaceDirectory
 
     serde, state = AvroSerde(), State.in_memory()
     processor = LaneProcessor(state, WorkspaceDirectory())

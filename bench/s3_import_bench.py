@@ -34,8 +34,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
-from config.topics import create_topics, load_catalogue
+from inflow.config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
+from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.process import free_port, port_open
 from inflow.local.s3 import boto3_client
 
@@ -85,7 +85,7 @@ def peak_rss_mb() -> float:
 
 
 def definition(ctx: dict[str, Any], encrypted: bool) -> Any:
-    from producers.s3_import.definition import parse_definition
+    from inflow.producers.s3_import.definition import parse_definition
 
     data = {
         "name": f"bench-{ctx['prefix']}",
@@ -123,9 +123,9 @@ def phase_read(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def phase_raw(ctx: dict[str, Any]) -> dict[str, Any]:
     """The import's own records (encoded from the first 20,000 rows), sent ``rows`` times in a cycle."""
-    from producers.s3_import.mapping import compile_mapping
-    from producers.s3_import.records import RecordBuilder
-    from schemas.serde import AvroSerde
+    from inflow.producers.s3_import.mapping import compile_mapping
+    from inflow.producers.s3_import.records import RecordBuilder
+    from inflow.schemas.serde import AvroSerde
 
     kafka = KafkaSettings(topic_prefix=ctx["prefix"])
     d = definition(ctx, False)
@@ -158,10 +158,10 @@ def phase_raw(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_import(ctx: dict[str, Any], encrypted: bool) -> dict[str, Any]:
-    from producers.s3_import.importer import DataProducer, FileImport, ImportContext
-    from producers.s3_import.runs import RunRecord
-    from producers.s3_import.storage import Folder
-    from schemas.serde import AvroSerde
+    from inflow.producers.s3_import.importer import DataProducer, FileImport, ImportContext
+    from inflow.producers.s3_import.runs import RunRecord
+    from inflow.producers.s3_import.storage import Folder
+    from inflow.schemas.serde import AvroSerde
 
     kafka = KafkaSettings(topic_prefix=ctx["prefix"])
     d = definition(ctx, encrypted)

@@ -26,12 +26,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from config.settings import KafkaSettings
-from config.topics import create_topics, load_catalogue
+from inflow.config.settings import KafkaSettings
+from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.process import free_port, port_open
-from schemas.serde import AvroSerde
-from sinks.streams.definitions import StreamDefinition
-from sinks.streams.sink import StreamSink
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.sink import StreamSink
 
 
 def run_endpoint(port: int) -> None:

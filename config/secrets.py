@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 
-from config.settings import PathSettings
+from inflow.config.settings import PathSettings
 from inflow.errors import ConfigError
 
 PREFIX = "enc:v1:"

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.file import validate_section
+from inflow.config.file import validate_section
 
 CATALOGUE_PATH = Path(__file__).with_name("topics.yaml")
 

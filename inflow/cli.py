@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
-from config.topics import create_topics, load_catalogue
+from inflow.config.topics import create_topics, load_catalogue
 from inflow.errors import InflowError
 from inflow.runtime import Runtime
 from inflow.supervisor import Supervisor
@@ -35,7 +35,12 @@ app.add_typer(config_app, name="config")
 console = Console()
 
 # Component packages that add their commands (and their `inflow up` process) when present.
-COMPONENT_CLIS = ("producers.bulk_api.cli", "producers.s3_import.cli", "processors.cli", "sinks.streams.cli")
+COMPONENT_CLIS = (
+    "inflow.producers.bulk_api.cli",
+    "inflow.producers.s3_import.cli",
+    "inflow.processors.cli",
+    "inflow.sinks.streams.cli",
+)
 
 
 def _print_json(data: object) -> None:

@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from config.file import InflowFile, load_config_file
-from config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, PathSettings, S3Settings
+from inflow.config.file import InflowFile, load_config_file
+from inflow.config.settings import (
+    KafkaSettings,
+    LocalKafkaSettings,
+    LocalS3Settings,
+    PathSettings,
+    S3Settings,
+)
 from inflow.local.kafka import LocalKafka
 
 

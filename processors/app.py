@@ -1,5 +1,6 @@
 """The Faust app: a router task (ingest topics -> lane topic keyed by workspace, ``processors.router``)
-and a lane agent that runs :class:`~processors.engine.LaneProcessor` over RocksDB tables with changelogs.
+and a lane agent that runs :class:`~inflow.processors.engine.LaneProcessor` over RocksDB tables with
+changelogs.
 
 Consistency across partitions and workers: the lane topic is keyed by workspace id, so all records of
 a workspace are in one lane partition, in the order the router forwarded them, and Kafka's group
@@ -27,21 +28,21 @@ import rocksdict
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from config.settings import KafkaSettings
-from config.topics import TopicSpec
-from processors.delivery import BatchProducer
-from processors.engine import LaneProcessor
-from processors.exceptions import LaneFramingError
-from processors.lanes import OWNED_LOG, unpack_records
-from processors.outputs import EVENTS, PROFILES, REJECTED, Output
-from processors.router import Router
-from processors.settings import WorkerSettings
-from processors.state import JsonTable, State
-from processors.watchdog import LaneWatchdog
-from processors.workspaces import WorkspaceDirectory
-from schemas.avro_template import record_encoder
-from schemas.exceptions import SerdeError
-from schemas.serde import AvroSerde, Encoder
+from inflow.config.settings import KafkaSettings
+from inflow.config.topics import TopicSpec
+from inflow.processors.delivery import BatchProducer
+from inflow.processors.engine import LaneProcessor
+from inflow.processors.exceptions import LaneFramingError
+from inflow.processors.lanes import OWNED_LOG, unpack_records
+from inflow.processors.outputs import EVENTS, PROFILES, REJECTED, Output
+from inflow.processors.router import Router
+from inflow.processors.settings import WorkerSettings
+from inflow.processors.state import JsonTable, State
+from inflow.processors.watchdog import LaneWatchdog
+from inflow.processors.workspaces import WorkspaceDirectory
+from inflow.schemas.avro_template import record_encoder
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.serde import AvroSerde, Encoder
 
 log = logging.getLogger(__name__)
 INGEST_TOPICS = ("ingest.users", "ingest.devices", "ingest.events")

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.identifiers import BLOCKED_ATTRIBUTE_NAMES
-from processors.exceptions import Rejection
+from inflow.config.identifiers import BLOCKED_ATTRIBUTE_NAMES
+from inflow.processors.exceptions import Rejection
 
 # Reference 2.5: API input keys and the stored u_* keys they map to.
 STANDARD_KEYS = {

@@ -28,6 +28,6 @@ def register(app: typer.Typer) -> None:
         Start several with the same KAFKA_TOPIC_PREFIX (and different --name) to share the lanes; SIGTERM
         stops gracefully (flush, commit, exit 0).
         """
-        from processors.run import run_worker
+        from inflow.processors.run import run_worker
 
         run_worker(name=name, data_dir=data_dir, log_level=log_level)

@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from processors.exceptions import DeliveryError
+from inflow.processors.exceptions import DeliveryError
 
 DeliveryCallback = Callable[[Message], None]
 UNASSIGNED = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks the partition

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from processors.exceptions import Rejection
+from inflow.processors.exceptions import Rejection
 
 DEVICE_ATTRIBUTES = frozenset(
     {

@@ -7,7 +7,7 @@ partition, and a merge is a local, ordered step: later records of either identif
 the same partition and find the identifiers already pointing at the retained user. No cross-partition
 protocol exists that could interleave. Scale-out is across workspaces (more lanes, more workers).
 
-The processor is pure over :class:`~processors.state.State`; the Faust agent in ``processors.app``
+The processor is pure over :class:`~inflow.processors.state.State`; the Faust agent in ``processors.app``
 feeds it, publishes its outputs, then flushes the state.
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from processors import jsoncodec, keys
-from processors.attributes import (
+from inflow.processors import jsoncodec, keys
+from inflow.processors.attributes import (
     apply_platforms,
     apply_unset,
     apply_update,
@@ -28,19 +28,19 @@ from processors.attributes import (
     parse_attributes,
     parse_update,
 )
-from processors.classification import UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel, event_name, event_type
-from processors.devices import MAX_DEVICES_PER_USER, check_capacity, device_attributes, unique_values
-from processors.exceptions import Rejection
-from processors.identity import (
+from inflow.processors.classification import UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel, event_name, event_type
+from inflow.processors.devices import MAX_DEVICES_PER_USER, check_capacity, device_attributes, unique_values
+from inflow.processors.exceptions import Rejection
+from inflow.processors.identity import (
     MAX_USERS_PER_IDENTIFIER_VALUE,
     choose_retained,
     distinct,
     identifier_keys,
     record_identifiers,
 )
-from processors.outputs import EVENTS, PROFILES, REJECTED, Output
-from processors.state import State
-from processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, WorkspaceDirectory
+from inflow.processors.outputs import EVENTS, PROFILES, REJECTED, Output
+from inflow.processors.state import State
+from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, WorkspaceDirectory
 
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
 MERGE_EVENT = "MOE_USER_MERGE_EVENT"  # on the merged user

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from config.identifiers import BLOCKED_CUSTOMER_IDS as BLOCKED_IDS
-from processors.exceptions import Rejection
-from processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules
+from inflow.config.identifiers import BLOCKED_CUSTOMER_IDS as BLOCKED_IDS
+from inflow.processors.exceptions import Rejection
+from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules
 
 BLOCKED_CUSTOMER_IDS = frozenset(BLOCKED_IDS)
 

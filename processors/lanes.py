@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from processors.exceptions import LaneFramingError
+from inflow.processors.exceptions import LaneFramingError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 SINGLE_OBJECT_HEADER = 10

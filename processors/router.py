@@ -7,7 +7,8 @@ Here a batch's lane messages are flushed before its offsets are committed, synch
 or a crash in between replays the batch and the lane drops the copies on event_uuid.
 
 Packs: the records of one workspace in one consumed batch travel as one lane message
-(:func:`processors.lanes.pack_records`, at most 512 KiB each), in their consumed order. faust's consumer
+(:func:`~inflow.processors.lanes.pack_records`, at most 512 KiB each), in their consumed order. faust's
+consumer
 costs tens of µs per message, so one message per record held a worker to ~6,500 events/s; a pack of
 hundreds of records pays that once. A record's position in the lane (partition, offset, index in the
 pack) is what its seen mark stores, so a pack read again after a crash is applied again, and a record
@@ -22,9 +23,9 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaException, Message
 
-from processors.delivery import BatchProducer
-from processors.exceptions import LaneFramingError
-from processors.lanes import pack_records, peek_workspace
+from inflow.processors.delivery import BatchProducer
+from inflow.processors.exceptions import LaneFramingError
+from inflow.processors.lanes import pack_records, peek_workspace
 
 log = logging.getLogger(__name__)
 Unreadable = Callable[[str, int, int, bytes | None, str], None]

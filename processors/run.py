@@ -8,15 +8,15 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 from faust.worker import Worker
 
-from config.topics import create_topics, load_catalogue
+from inflow.config.topics import create_topics, load_catalogue
+from inflow.processors.app import INGEST_TOPICS, LANES, build_app
+from inflow.processors.outputs import EVENTS, PROFILES, REJECTED
+from inflow.processors.settings import WorkerSettings
+from inflow.processors.workspaces import WorkspaceDirectory
+from inflow.producers.bulk_api.workspaces import TOPIC as WORKSPACES_TOPIC
+from inflow.producers.bulk_api.workspaces import WorkspaceDirectory as WorkspaceCredentials
 from inflow.runtime import Runtime
-from processors.app import INGEST_TOPICS, LANES, build_app
-from processors.outputs import EVENTS, PROFILES, REJECTED
-from processors.settings import WorkerSettings
-from processors.workspaces import WorkspaceDirectory
-from producers.bulk_api.workspaces import TOPIC as WORKSPACES_TOPIC
-from producers.bulk_api.workspaces import WorkspaceDirectory as WorkspaceCredentials
-from schemas.serde import AvroSerde
+from inflow.schemas.serde import AvroSerde
 
 NEEDED_TOPICS = (*INGEST_TOPICS, LANES, PROFILES, EVENTS, REJECTED, WORKSPACES_TOPIC)
 WORKSPACES_READY_S = 60.0

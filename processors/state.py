@@ -15,7 +15,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors import jsoncodec
+from inflow.processors import jsoncodec
 
 _DELETED = object()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from config.file import WorkspaceConfig
+from inflow.config.file import WorkspaceConfig
 
 CUSTOMER_ID = "customer_id"
 ANONYMOUS_ID = "anonymous_id"

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastavro import schemaless_writer
 
-from schemas.serde import AvroSerde, Encoder
+from inflow.schemas.serde import AvroSerde, Encoder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FieldEncoder = Callable[[Any], bytes]
@@ -299,7 +299,8 @@ def record_encoder(serde: AvroSerde, record_name: str, topic: str | None = None)
     """A ``record dict -> bytes`` encoder for a whole record: a :class:`SplicedRecord` with every field
     varying (compiled once, checked against fastavro), fields missing from the dict written with their
     schema default. A value the compiled code cannot take (wrong type, out of range, a required field
-    missing) goes through fastavro's encoder, which raises :class:`~schemas.exceptions.SerdeError`; a schema
+    missing) goes through fastavro's encoder, which raises :class:`~inflow.schemas.exceptions.SerdeError`; a
+    schema
     with a field type this module does not encode gets fastavro's encoder outright."""
     plain = serde.encoder(record_name, topic=topic)
     fields = serde.catalog.get(record_name).parsed["fields"]

@@ -20,7 +20,7 @@ from fastavro import parse_schema
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.exceptions import SerdeError
+from inflow.schemas.exceptions import SerdeError
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 HISTORY_DIR = SCHEMA_DIR / "history"

@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Protocol
 
-from schemas.exceptions import RegistryError
+from inflow.schemas.exceptions import RegistryError
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from schemas.catalog import (
+from inflow.schemas.catalog import (
     SCHEMA_DIR,
     SINGLE_OBJECT_MAGIC,
     Catalog,
@@ -33,8 +33,8 @@ from schemas.catalog import (
     fingerprint_of,
     load_catalog,
 )
-from schemas.exceptions import SerdeError
-from schemas.registry import SchemaRegistry, SchemaRegistryClient
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.registry import SchemaRegistry, SchemaRegistryClient
 
 Record = dict[str, Any]
 Encoder = Callable[[Mapping[str, Any]], bytes]

@@ -19,8 +19,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 
-from config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
-from config.topics import create_topics, load_catalogue
+from inflow.config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
+from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.kafka import LocalKafka
 from inflow.local.process import free_port
 

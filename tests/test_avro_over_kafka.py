@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.serde import AvroSerde
+from inflow.schemas.serde import AvroSerde
 from tests.support import consume_n
 
 

@@ -22,7 +22,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from config.settings import LocalS3Settings, S3Settings
+from inflow.config.settings import LocalS3Settings, S3Settings
 from inflow.errors import LocalServiceError
 from inflow.local.process import free_port, pid_alive
 from inflow.local.s3 import LocalS3, boto3_client

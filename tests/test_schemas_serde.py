@@ -24,7 +24,7 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.catalog import (
+from inflow.schemas.catalog import (
     HISTORY_DIR,
     SCHEMA_DIR,
     SchemaEntry,
@@ -33,9 +33,9 @@ from schemas.catalog import (
     record_names,
     schema_json,
 )
-from schemas.exceptions import RegistryError, SerdeError
-from schemas.registry import SchemaRegistryClient
-from schemas.serde import AvroSerde, default_serde
+from inflow.schemas.exceptions import RegistryError, SerdeError
+from inflow.schemas.registry import SchemaRegistryClient
+from inflow.schemas.serde import AvroSerde, default_serde
 
 T0 = datetime(2024, 4, 8, 9, 29, 45, 726000, tzinfo=UTC)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.file import expand_env, load_config_file, parse_config_text
-from config.secrets import SecretBox, load_or_create_key
-from config.settings import KafkaSettings, PathSettings, S3Settings
+from inflow.config.file import expand_env, load_config_file, parse_config_text
+from inflow.config.secrets import SecretBox, load_or_create_key
+from inflow.config.settings import KafkaSettings, PathSettings, S3Settings
 from inflow.errors import ConfigError
 
 GOOD = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config.topics import create_topics, load_catalogue
+from inflow.config.topics import create_topics, load_catalogue
 
 
 def test_catalogue_declares_every_design_topic():

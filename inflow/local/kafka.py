@@ -14,7 +14,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from config.settings import LocalKafkaSettings
+from inflow.config.settings import LocalKafkaSettings
 from inflow.errors import LocalServiceError
 from inflow.local.process import ManagedProcess, port_open
 

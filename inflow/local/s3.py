@@ -25,7 +25,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from config.settings import LocalS3Settings, S3Settings
+from inflow.config.settings import LocalS3Settings, S3Settings
 from inflow.errors import LocalServiceError
 from inflow.local.process import ManagedProcess, free_port, port_open
 

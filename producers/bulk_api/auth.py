@@ -14,10 +14,10 @@ import hmac
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from producers.bulk_api.exceptions import ApiError
-from producers.bulk_api.keys import fingerprint, verify_key
-from producers.bulk_api.messages import server_unavailable
-from producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
+from inflow.producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.keys import fingerprint, verify_key
+from inflow.producers.bulk_api.messages import server_unavailable
+from inflow.producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
 
 REQUIRED = "Authentication required"
 NEGATIVE_CACHE_SIZE = 10_000

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from producers.bulk_api.keys import generate_key, hash_key
-from producers.bulk_api.settings import GatewaySettings
-from producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
+from inflow.producers.bulk_api.keys import generate_key, hash_key
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("gateway", ["gateway"])]
 
@@ -21,7 +21,7 @@ workspaces_app = typer.Typer(
 
 def _directory() -> WorkspaceDirectory:
     from inflow.runtime import Runtime
-    from schemas.serde import AvroSerde
+    from inflow.schemas.serde import AvroSerde
 
     rt = Runtime()
     return WorkspaceDirectory(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).load()
@@ -36,8 +36,8 @@ def gateway(
     ] = None,
 ) -> None:
     """Run the MoEngage-compatible Data API gateway (Bulk Import, Track User/Event/Device, Get User)."""
+    from inflow.producers.bulk_api.server import run_gateway
     from inflow.runtime import Runtime
-    from producers.bulk_api.server import run_gateway
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = Runtime()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from producers.bulk_api.times import to_ms
+from inflow.producers.bulk_api.times import to_ms
 
 _ALPHABET = string.ascii_letters + string.digits
 _NAMESPACE = uuid.UUID("5b1f8f52-3c1e-4d55-9a51-0e6b8f3d2a10")

@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from config.settings import KafkaSettings
-from producers.bulk_api.elements import Outgoing
-from producers.bulk_api.exceptions import DeliveryError
+from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api.elements import Outgoing
+from inflow.producers.bulk_api.exceptions import DeliveryError
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from config.identifiers import BLOCKED_ATTRIBUTE_NAMES
-from producers.bulk_api.context import RequestContext
-from producers.bulk_api.exceptions import ApiError
-from producers.bulk_api.messages import Texts, invalid, missing, wrong_type
-from producers.bulk_api.settings import GatewaySettings
-from producers.bulk_api.times import (
+from inflow.config.identifiers import BLOCKED_ATTRIBUTE_NAMES
+from inflow.producers.bulk_api.context import RequestContext
+from inflow.producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.messages import Texts, invalid, missing, wrong_type
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.producers.bulk_api.times import (
     MAX_MS,
     MAX_OFFSET_S,
     MS_THRESHOLD,
@@ -34,9 +34,9 @@ from producers.bulk_api.times import (
     derive_times,
     parse_time,
 )
-from schemas.avro_template import SplicedRecord
-from schemas.exceptions import SerdeError
-from schemas.serde import AvroSerde
+from inflow.schemas.avro_template import SplicedRecord
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.serde import AvroSerde
 
 ELEMENT_TYPES = ("customer", "event", "device")
 USER_PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}

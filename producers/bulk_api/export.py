@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.bulk_api.exceptions import ApiError
-from producers.bulk_api.messages import missing, wrong_type
-from producers.bulk_api.profiles import ProfileStore
+from inflow.producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.messages import missing, wrong_type
+from inflow.producers.bulk_api.profiles import ProfileStore
 
 
 def parse_export(doc: Any, max_identifiers: int) -> tuple[list[tuple[str, str]], list[str] | None]:

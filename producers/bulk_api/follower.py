@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from config.settings import KafkaSettings
-from producers.bulk_api.exceptions import GatewayError
+from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api.exceptions import GatewayError
 
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes | None, bytes | None], None]

@@ -6,19 +6,19 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from config.file import WorkspaceConfig
-from config.settings import KafkaSettings
-from producers.bulk_api import ratelimit
-from producers.bulk_api.auth import Authenticator
-from producers.bulk_api.delivery import KafkaDelivery
-from producers.bulk_api.elements import ElementValidator, Encoders
-from producers.bulk_api.follower import TopicFollower
-from producers.bulk_api.metrics import GatewayMetrics
-from producers.bulk_api.profiles import ProfileStore
-from producers.bulk_api.ratelimit import RateLimiter
-from producers.bulk_api.settings import GatewaySettings
-from producers.bulk_api.workspaces import WorkspaceDirectory
-from schemas.serde import AvroSerde
+from inflow.config.file import WorkspaceConfig
+from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api import ratelimit
+from inflow.producers.bulk_api.auth import Authenticator
+from inflow.producers.bulk_api.delivery import KafkaDelivery
+from inflow.producers.bulk_api.elements import ElementValidator, Encoders
+from inflow.producers.bulk_api.follower import TopicFollower
+from inflow.producers.bulk_api.metrics import GatewayMetrics
+from inflow.producers.bulk_api.profiles import ProfileStore
+from inflow.producers.bulk_api.ratelimit import RateLimiter
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.producers.bulk_api.workspaces import WorkspaceDirectory
+from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.exceptions import ApiError
 
 MISSING = "MissingAttributeError"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.bulk_api.elements import TV_OS_TYPES
-from producers.bulk_api.settings import GatewaySettings
+from inflow.producers.bulk_api.elements import TV_OS_TYPES
+from inflow.producers.bulk_api.settings import GatewaySettings
 
 TIME = {
     "oneOf": [{"type": "number"}, {"type": "string"}],

@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from config.settings import KafkaSettings
-from producers.bulk_api.follower import TopicFollower
-from schemas.serde import AvroSerde
+from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api.follower import TopicFollower
+from inflow.schemas.serde import AvroSerde
 
 TOPIC = "profiles"
 RECORD = "UserProfile"

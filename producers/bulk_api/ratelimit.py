@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.serde import AvroSerde
+from inflow.schemas.serde import AvroSerde
 
 TOPIC = "control.gateway-rates"
 RECORD = "GatewayRateCount"

@@ -22,12 +22,12 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from producers.bulk_api.context import RequestContext, client_ip, new_request_id
-from producers.bulk_api.elements import Outgoing, Validated
-from producers.bulk_api.exceptions import ApiError, DeliveryError
-from producers.bulk_api.export import export_users, parse_export
-from producers.bulk_api.gateway import Gateway
-from producers.bulk_api.messages import (
+from inflow.producers.bulk_api.context import RequestContext, client_ip, new_request_id
+from inflow.producers.bulk_api.elements import Outgoing, Validated
+from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError
+from inflow.producers.bulk_api.export import export_users, parse_export
+from inflow.producers.bulk_api.gateway import Gateway
+from inflow.producers.bulk_api.messages import (
     BULK,
     SINGLE,
     Texts,
@@ -45,9 +45,9 @@ from producers.bulk_api.messages import (
     unsupported_media_type,
     wrong_type,
 )
-from producers.bulk_api.openapi import openapi_document
-from producers.bulk_api.ratelimit import Decision
-from producers.bulk_api.workspaces import Workspace
+from inflow.producers.bulk_api.openapi import openapi_document
+from inflow.producers.bulk_api.ratelimit import Decision
+from inflow.producers.bulk_api.workspaces import Workspace
 
 log = logging.getLogger(__name__)
 ACCEPTED = "Your request has been accepted and will be processed soon."

@@ -9,11 +9,11 @@ import signal
 
 from aiohttp import web
 
-from config.file import WorkspaceConfig
-from config.settings import KafkaSettings
-from producers.bulk_api.gateway import Gateway
-from producers.bulk_api.routes import build_app
-from producers.bulk_api.settings import GatewaySettings
+from inflow.config.file import WorkspaceConfig
+from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api.gateway import Gateway
+from inflow.producers.bulk_api.routes import build_app
+from inflow.producers.bulk_api.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

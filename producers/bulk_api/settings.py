@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.identifiers import BLOCKED_CUSTOMER_IDS
+from inflow.config.identifiers import BLOCKED_CUSTOMER_IDS
 
 
 class GatewaySettings(BaseSettings):

@@ -14,12 +14,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from config.file import WorkspaceConfig
-from config.settings import KafkaSettings
-from producers.bulk_api.exceptions import GatewayError, WorkspaceNotFound
-from producers.bulk_api.follower import TopicFollower, read_to_end
-from producers.bulk_api.keys import hash_key
-from schemas.serde import AvroSerde
+from inflow.config.file import WorkspaceConfig
+from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api.exceptions import GatewayError, WorkspaceNotFound
+from inflow.producers.bulk_api.follower import TopicFollower, read_to_end
+from inflow.producers.bulk_api.keys import hash_key
+from inflow.schemas.serde import AvroSerde
 
 TOPIC = "control.workspaces"
 RECORD = "WorkspaceCredential"

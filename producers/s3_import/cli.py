@@ -13,16 +13,16 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from config.secrets import SecretBox
+from inflow.config.secrets import SecretBox
+from inflow.producers.s3_import.definition import ImportDefinition, parse_definition
+from inflow.producers.s3_import.exceptions import DefinitionError
+from inflow.producers.s3_import.poller import Poller, RunSummary
+from inflow.producers.s3_import.preview import preview
+from inflow.producers.s3_import.runs import RunStore
+from inflow.producers.s3_import.storage import S3File
+from inflow.producers.s3_import.store import DefinitionStore
 from inflow.runtime import Runtime
-from producers.s3_import.definition import ImportDefinition, parse_definition
-from producers.s3_import.exceptions import DefinitionError
-from producers.s3_import.poller import Poller, RunSummary
-from producers.s3_import.preview import preview
-from producers.s3_import.runs import RunStore
-from producers.s3_import.storage import S3File
-from producers.s3_import.store import DefinitionStore
-from schemas.serde import AvroSerde
+from inflow.schemas.serde import AvroSerde
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("poller", ["poller"])]
 imports_app = typer.Typer(
@@ -47,7 +47,7 @@ def read_definition_file(path: Path, manifest: Path | None = None) -> ImportDefi
         raise DefinitionError(f"cannot read {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise DefinitionError(f"{path}: expected one import definition (a mapping)")
-    from config.file import expand_env
+    from inflow.config.file import expand_env
 
     return parse_definition(expand_env(data), where=str(path))
 

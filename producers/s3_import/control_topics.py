@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from producers.s3_import.exceptions import S3ImportError
+from inflow.producers.s3_import.exceptions import S3ImportError
 
 
 def topic_partitions(client: Any, topic: str, timeout: float = 30.0) -> list[int]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import cache
 
-from producers.s3_import.exceptions import RowError
+from inflow.producers.s3_import.exceptions import RowError
 
 DATETIME_FORMATS: tuple[str, ...] = (
     "YYYY-MM-DD",

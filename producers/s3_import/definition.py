@@ -14,11 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from config.file import describe_validation_error
-from config.secrets import SecretBox
-from producers.s3_import.exceptions import DefinitionError
-from producers.s3_import.mapping import ColumnMapping, Role, check_unique_attrs, parse_manifest
-from producers.s3_import.naming import (
+from inflow.config.file import describe_validation_error
+from inflow.config.secrets import SecretBox
+from inflow.producers.s3_import.exceptions import DefinitionError
+from inflow.producers.s3_import.mapping import ColumnMapping, Role, check_unique_attrs, parse_manifest
+from inflow.producers.s3_import.naming import (
     ANONYMOUS_PREFIX,
     CUSTOM_PREFIX,
     EVENT_PREFIX,
@@ -26,7 +26,7 @@ from producers.s3_import.naming import (
     DateFormat,
     event_prefix,
 )
-from producers.s3_import.schedule import Schedule
+from inflow.producers.s3_import.schedule import Schedule
 
 MAX_EMAILS = 10
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

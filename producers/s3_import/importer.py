@@ -20,13 +20,13 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaError, Producer
 
-from config.settings import KafkaSettings
-from producers.s3_import.avro_template import template_encoder
-from producers.s3_import.definition import MANDATORY_ROLES, FileFormat, ImportDefinition
-from producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
-from producers.s3_import.mapping import CompiledMapping, compile_mapping
-from producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
-from producers.s3_import.reading import (
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.avro_template import template_encoder
+from inflow.producers.s3_import.definition import MANDATORY_ROLES, FileFormat, ImportDefinition
+from inflow.producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
+from inflow.producers.s3_import.mapping import CompiledMapping, compile_mapping
+from inflow.producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
+from inflow.producers.s3_import.reading import (
     EMPTY_ROW,
     CountingReader,
     ReadAhead,
@@ -35,11 +35,11 @@ from producers.s3_import.reading import (
     read_ndjson,
     text_stream,
 )
-from producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
-from producers.s3_import.runs import FAILED, RunRecord, outcome
-from producers.s3_import.storage import Folder, S3File
-from schemas.exceptions import SerdeError
-from schemas.serde import AvroSerde
+from inflow.producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
+from inflow.producers.s3_import.runs import FAILED, RunRecord, outcome
+from inflow.producers.s3_import.storage import Folder, S3File
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]

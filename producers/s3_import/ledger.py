@@ -24,10 +24,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from config.settings import KafkaSettings
-from producers.s3_import.control_topics import topic_partitions
-from producers.s3_import.exceptions import S3ImportError
-from schemas.serde import AvroSerde
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.control_topics import topic_partitions
+from inflow.producers.s3_import.exceptions import S3ImportError
+from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 CLAIMED = "CLAIMED"

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from producers.s3_import.datetimes import parser_for
-from producers.s3_import.exceptions import DefinitionError, RowError
+from inflow.producers.s3_import.datetimes import parser_for
+from inflow.producers.s3_import.exceptions import DefinitionError, RowError
 
 
 class ColumnType(StrEnum):

@@ -8,9 +8,9 @@ import logging
 import smtplib
 from email.message import EmailMessage
 
-from producers.s3_import.definition import ImportDefinition
-from producers.s3_import.runs import RunRecord
-from producers.s3_import.settings import SmtpSettings
+from inflow.producers.s3_import.definition import ImportDefinition
+from inflow.producers.s3_import.runs import RunRecord
+from inflow.producers.s3_import.settings import SmtpSettings
 
 log = logging.getLogger(__name__)
 

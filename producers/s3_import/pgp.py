@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-from producers.s3_import.definition import PgpConfig
-from producers.s3_import.exceptions import PgpError
+from inflow.producers.s3_import.definition import PgpConfig
+from inflow.producers.s3_import.exceptions import PgpError
 
 DECRYPTION_KEY_MISSING = "Decryption key is missing"
 DECRYPTION_KEY_WRONG = "Decryption key is wrong"

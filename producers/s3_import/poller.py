@@ -15,18 +15,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from producers.s3_import.definition import ImportDefinition
-from producers.s3_import.exceptions import FetchError, OwnershipLost, S3ImportError
-from producers.s3_import.importer import DataProducer, FileImport, ImportContext, ProgressFn
-from producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
-from producers.s3_import.notify import Notifier, failure_message, run_message
-from producers.s3_import.runs import RunRecord, RunStore, run_id_for
-from producers.s3_import.settings import PollerSettings, SmtpSettings
-from producers.s3_import.storage import Folder, S3File
-from producers.s3_import.store import DefinitionStore
-from schemas.serde import AvroSerde
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.definition import ImportDefinition
+from inflow.producers.s3_import.exceptions import FetchError, OwnershipLost, S3ImportError
+from inflow.producers.s3_import.importer import DataProducer, FileImport, ImportContext, ProgressFn
+from inflow.producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
+from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
+from inflow.producers.s3_import.runs import RunRecord, RunStore, run_id_for
+from inflow.producers.s3_import.settings import PollerSettings, SmtpSettings
+from inflow.producers.s3_import.storage import Folder, S3File
+from inflow.producers.s3_import.store import DefinitionStore
+from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.s3_import.definition import FileFormat, ImportDefinition
-from producers.s3_import.exceptions import FetchError, FileFormatError
-from producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted
-from producers.s3_import.reading import ZERO_ROWS, CountingReader, read_csv, read_ndjson, text_stream
-from producers.s3_import.storage import CHECK_FOLDER, Folder
+from inflow.producers.s3_import.definition import FileFormat, ImportDefinition
+from inflow.producers.s3_import.exceptions import FetchError, FileFormatError
+from inflow.producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted
+from inflow.producers.s3_import.reading import ZERO_ROWS, CountingReader, read_csv, read_ndjson, text_stream
+from inflow.producers.s3_import.storage import CHECK_FOLDER, Folder
 
 PREVIEW_ROWS = 5
 

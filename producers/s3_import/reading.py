@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from producers.s3_import.exceptions import FileFormatError
+from inflow.producers.s3_import.exceptions import FileFormatError
 
 CELL_LIMIT = 131_072  # 128 KB per cell (reference 4.3)
 MAX_LINE = CELL_LIMIT * 100  # an NDJSON line holds at most 100 columns of 128 KB

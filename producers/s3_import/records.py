@@ -13,9 +13,9 @@ from uuid import UUID
 
 import orjson
 
-from producers.s3_import.definition import ImportDefinition, ImportType
-from producers.s3_import.exceptions import RowError
-from producers.s3_import.mapping import Role
+from inflow.producers.s3_import.definition import ImportDefinition, ImportType
+from inflow.producers.s3_import.exceptions import RowError
+from inflow.producers.s3_import.mapping import Role
 
 NAMESPACE = UUID("6b3a3f52-3f7e-5c1e-9b61-1c1f0f3a7a10")
 SOURCE = "s3_import"

@@ -14,10 +14,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from config.settings import KafkaSettings
-from producers.s3_import.control_topics import topic_partitions, watermarks
-from producers.s3_import.exceptions import S3ImportError
-from schemas.serde import AvroSerde
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.control_topics import topic_partitions, watermarks
+from inflow.producers.s3_import.exceptions import S3ImportError
+from inflow.schemas.serde import AvroSerde
 
 RUNNING = "RUNNING"
 SUCCESSFUL = "SUCCESSFUL"

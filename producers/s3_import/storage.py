@@ -16,9 +16,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from producers.s3_import.definition import ImportDefinition
-from producers.s3_import.exceptions import FetchError
-from producers.s3_import.naming import name_pattern, object_name
+from inflow.producers.s3_import.definition import ImportDefinition
+from inflow.producers.s3_import.exceptions import FetchError
+from inflow.producers.s3_import.naming import name_pattern, object_name
 
 ACCESS_KEY_INVALID = "Given S3 Access Key is not valid"
 CHECK_FOLDER = "Please check the folder path and try again"

@@ -12,18 +12,18 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from producers.s3_import.control_topics import topic_partitions, watermarks
-from producers.s3_import.definition import (
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.control_topics import topic_partitions, watermarks
+from inflow.producers.s3_import.definition import (
     ImportDefinition,
     check_not_duplicate,
     from_stored,
     to_stored,
     with_created_at,
 )
-from producers.s3_import.exceptions import DefinitionError, S3ImportError
-from schemas.serde import AvroSerde
+from inflow.producers.s3_import.exceptions import DefinitionError, S3ImportError
+from inflow.schemas.serde import AvroSerde
 
 
 class DefinitionStore:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sinks.streams.offsets import WorkUnit
+from inflow.sinks.streams.offsets import WorkUnit
 
 
 @dataclass(eq=False)

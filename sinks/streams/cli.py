@@ -14,13 +14,13 @@ from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from config.file import InflowFile
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
+from inflow.config.file import InflowFile
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
 from inflow.runtime import Runtime
-from schemas.serde import AvroSerde
-from sinks.streams import dlq as dlq_ops
-from sinks.streams.control import (
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams import dlq as dlq_ops
+from inflow.sinks.streams.control import (
     DEFINITIONS_TOPIC,
     STATE_TOPIC,
     ControlView,
@@ -31,9 +31,9 @@ from sinks.streams.control import (
     state_record,
     watermarks,
 )
-from sinks.streams.definitions import StreamDefinition, parse_definition
-from sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
-from sinks.streams.sink import StreamSink, serve
+from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from inflow.sinks.streams.sink import StreamSink, serve
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("sink", ["sink"])]
 console = Console()

@@ -19,11 +19,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from config.settings import KafkaSettings
+from inflow.config.settings import KafkaSettings
 from inflow.errors import InflowError
-from schemas.serde import AvroSerde
-from sinks.streams.definitions import StreamDefinition, parse_definition
-from sinks.streams.exceptions import StreamsError
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.exceptions import StreamsError
 
 log = logging.getLogger(__name__)
 DEFINITIONS_TOPIC = "control.streams"

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from config.file import validate_section
-from config.secrets import SecretBox
-from sinks.streams.exceptions import StreamDefinitionError
+from inflow.config.file import validate_section
+from inflow.config.secrets import SecretBox
+from inflow.sinks.streams.exceptions import StreamDefinitionError
 
 DEFAULT_RETRY_DELAYS_S = (30.0, 60.0, 120.0)
 MAX_RETRY_TIERS = 3  # one retry topic per tier: streams.retry.30s, .60s, .120s

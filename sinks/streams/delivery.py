@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from config.secrets import SecretBox
-from sinks.streams.definitions import StreamDefinition
+from inflow.config.secrets import SecretBox
+from inflow.sinks.streams.definitions import StreamDefinition
 
 
 @dataclass(frozen=True, slots=True)

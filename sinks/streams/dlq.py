@@ -15,12 +15,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from config.settings import KafkaSettings
+from inflow.config.settings import KafkaSettings
 from inflow.errors import InflowError
-from schemas.serde import AvroSerde
-from sinks.streams.control import publish, watermarks
-from sinks.streams.exceptions import DlqError, StreamsError
-from sinks.streams.retry import DLQ_TOPIC, TIER_TOPICS
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams.control import publish, watermarks
+from inflow.sinks.streams.exceptions import DlqError, StreamsError
+from inflow.sinks.streams.retry import DLQ_TOPIC, TIER_TOPICS
 
 
 @dataclass(frozen=True, slots=True)

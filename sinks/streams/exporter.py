@@ -10,15 +10,15 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 
 from inflow.errors import InflowError
-from sinks.streams import metrics
-from sinks.streams.batching import BatchBuilder, EventBatch
-from sinks.streams.consumer import TP, PolledConsumer
-from sinks.streams.delivery import Attempt
-from sinks.streams.offsets import OffsetTracker, WorkUnit
-from sinks.streams.payload import EventFilter, EventFormatter, events_array, request_body
-from sinks.streams.reading import EnrichedEventReader
-from sinks.streams.retry import DLQ_TOPIC, MAIN_TIER, dead_record
-from sinks.streams.worker import StreamWorker, log_task_failure
+from inflow.sinks.streams import metrics
+from inflow.sinks.streams.batching import BatchBuilder, EventBatch
+from inflow.sinks.streams.consumer import TP, PolledConsumer
+from inflow.sinks.streams.delivery import Attempt
+from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
+from inflow.sinks.streams.payload import EventFilter, EventFormatter, events_array, request_body
+from inflow.sinks.streams.reading import EnrichedEventReader
+from inflow.sinks.streams.retry import DLQ_TOPIC, MAIN_TIER, dead_record
+from inflow.sinks.streams.worker import StreamWorker, log_task_failure
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0

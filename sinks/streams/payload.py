@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as quote
 from typing import Any
 
-from sinks.streams.channels import RECIPIENT_FIELD, UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel_of
-from sinks.streams.definitions import StreamDefinition
-from sinks.streams.exceptions import StreamsError
+from inflow.sinks.streams.channels import RECIPIENT_FIELD, UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel_of
+from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.exceptions import StreamsError
 
 CAMPAIGN_EVENT = "CAMPAIGN_EVENT"
 RECIPIENT_FIELDS = ("push_id", "email_id", "mobile_number")

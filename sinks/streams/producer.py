@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from sinks.streams.exceptions import StreamsError
+from inflow.sinks.streams.exceptions import StreamsError
 
 
 class ProduceError(StreamsError):

@@ -14,8 +14,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader
 
-from schemas.exceptions import SerdeError
-from schemas.serde import AvroSerde
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.serde import AvroSerde
 
 RECORD = "EnrichedEvent"
 

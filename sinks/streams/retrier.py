@@ -18,13 +18,13 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from inflow.errors import InflowError
-from sinks.streams import metrics
-from sinks.streams.consumer import TP, PolledConsumer
-from sinks.streams.exporter import GROUP_OVERRIDES
-from sinks.streams.offsets import OffsetTracker, WorkUnit
-from sinks.streams.payload import request_body
-from sinks.streams.retry import TIER_TOPICS, tier_of
-from sinks.streams.worker import StreamWorker, log_task_failure
+from inflow.sinks.streams import metrics
+from inflow.sinks.streams.consumer import TP, PolledConsumer
+from inflow.sinks.streams.exporter import GROUP_OVERRIDES
+from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
+from inflow.sinks.streams.payload import request_body
+from inflow.sinks.streams.retry import TIER_TOPICS, tier_of
+from inflow.sinks.streams.worker import StreamWorker, log_task_failure
 
 log = logging.getLogger(__name__)
 HOLD_LIMIT = 200  # parked batches held in memory per partition before its fetching pauses

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sinks.streams.definitions import StreamDefinition
-from sinks.streams.delivery import Attempt
+from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.delivery import Attempt
 
 TIER_TOPICS = ("streams.retry.30s", "streams.retry.60s", "streams.retry.120s")
 DLQ_TOPIC = "streams.dlq"

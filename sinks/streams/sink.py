@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from schemas.serde import AvroSerde
-from sinks.streams.control import ControlView, read_control, tail_consumer
-from sinks.streams.definitions import StreamDefinition
-from sinks.streams.producer import AsyncProducer
-from sinks.streams.worker import StreamWorker
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams.control import ControlView, read_control, tail_consumer
+from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.producer import AsyncProducer
+from inflow.sinks.streams.worker import StreamWorker
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 1.0

@@ -13,15 +13,15 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from schemas.serde import AvroSerde
-from sinks.streams import metrics
-from sinks.streams.control import PauseView, pause_view
-from sinks.streams.definitions import StreamDefinition
-from sinks.streams.delivery import Attempt, Endpoint
-from sinks.streams.producer import AsyncProducer, ProduceError
-from sinks.streams.retry import Destination, next_destination, parked_batch
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams import metrics
+from inflow.sinks.streams.control import PauseView, pause_view
+from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.delivery import Attempt, Endpoint
+from inflow.sinks.streams.producer import AsyncProducer, ProduceError
+from inflow.sinks.streams.retry import Destination, next_destination, parked_batch
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ class StreamWorker:
                 await self.producer.produce(self.kafka.topic(short_topic), self.definition.id.encode(), value)
 
     async def run(self, stop: asyncio.Event) -> None:
-        from sinks.streams.exporter import ExportLoop
-        from sinks.streams.retrier import RetryLoop
+        from inflow.sinks.streams.exporter import ExportLoop
+        from inflow.sinks.streams.retrier import RetryLoop
 
         try:
             await asyncio.gather(ExportLoop(self).run(stop), RetryLoop(self).run(stop))

@@ -19,13 +19,13 @@ import pytest
 import requests
 from confluent_kafka import Consumer
 
-from config.file import RateLimits, WorkspaceConfig
-from config.settings import KafkaSettings
+from inflow.config.file import RateLimits, WorkspaceConfig
+from inflow.config.settings import KafkaSettings
 from inflow.local.process import free_port
-from producers.bulk_api.gateway import Gateway
-from producers.bulk_api.server import serve
-from producers.bulk_api.settings import GatewaySettings
-from schemas.serde import AvroSerde
+from inflow.producers.bulk_api.gateway import Gateway
+from inflow.producers.bulk_api.server import serve
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.serde import AvroSerde
 from tests.support import consume_n, wait_for
 
 WS = "WS1"
@@ -228,7 +228,7 @@ def shared_kafka(kafka_bootstrap: str) -> KafkaSettings:
     """A catalogue of this module's own, for a gateway shared by tests that do not read the topics."""
     from confluent_kafka.admin import AdminClient
 
-    from config.topics import create_topics, load_catalogue
+    from inflow.config.topics import create_topics, load_catalogue
 
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"m{uuid.uuid4().hex[:10]}")
     create_topics(AdminClient({"bootstrap.servers": kafka_bootstrap}), load_catalogue(kafka.topic_prefix))

@@ -12,8 +12,8 @@ import pytest
 from fastavro import schemaless_writer
 
 from bench.gateway_bench import payload
-from producers.bulk_api.context import RequestContext
-from producers.bulk_api.elements import (
+from inflow.producers.bulk_api.context import RequestContext
+from inflow.producers.bulk_api.elements import (
     BOUND_FIELDS,
     DEVICE_FIELDS,
     EVENT_FIELDS,
@@ -21,11 +21,11 @@ from producers.bulk_api.elements import (
     ElementValidator,
     Encoders,
 )
-from producers.bulk_api.exceptions import ApiError
-from producers.bulk_api.messages import BULK
-from producers.bulk_api.settings import GatewaySettings
-from schemas.avro_template import SplicedRecord, long_bytes, string_bytes
-from schemas.serde import AvroSerde
+from inflow.producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.messages import BULK
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.avro_template import SplicedRecord, long_bytes, string_bytes
+from inflow.schemas.serde import AvroSerde
 
 SERDE = AvroSerde()
 NOW = datetime.now(UTC)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from producers.bulk_api.delivery import KafkaDelivery
-from producers.bulk_api.elements import Outgoing
-from producers.bulk_api.exceptions import DeliveryError
+from inflow.producers.bulk_api.delivery import KafkaDelivery
+from inflow.producers.bulk_api.elements import Outgoing
+from inflow.producers.bulk_api.exceptions import DeliveryError
 
 
 async def test_a_record_the_producer_refuses_fails_the_request(catalogue_topics):

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producers.bulk_api.context import RequestContext, client_ip, new_request_id
-from producers.bulk_api.elements import ElementValidator, Encoders
-from producers.bulk_api.exceptions import ApiError
-from producers.bulk_api.messages import BULK
-from producers.bulk_api.settings import GatewaySettings
-from schemas.serde import AvroSerde
+from inflow.producers.bulk_api.context import RequestContext, client_ip, new_request_id
+from inflow.producers.bulk_api.elements import ElementValidator, Encoders
+from inflow.producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.messages import BULK
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.serde import AvroSerde
 
 NOW = datetime.now(UTC)
 

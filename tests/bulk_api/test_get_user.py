@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka.admin import NewTopic
 
-from config.settings import KafkaSettings
+from inflow.config.settings import KafkaSettings
 from tests.bulk_api.conftest import IR_KEY, IR_WS, WS, seed_workspaces
 from tests.support import wait_for
 

@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from producers.bulk_api.auth import credentials
-from producers.bulk_api.exceptions import ApiError
-from producers.bulk_api.keys import generate_key, hash_key, verify_key
+from inflow.producers.bulk_api.auth import credentials
+from inflow.producers.bulk_api.exceptions import ApiError
+from inflow.producers.bulk_api.keys import generate_key, hash_key, verify_key
 
 
 def test_keys_are_stored_salted_and_verified():

@@ -12,11 +12,11 @@ from pathlib import Path
 import requests
 from confluent_kafka.admin import AdminClient
 
-from config.settings import KafkaSettings, LocalKafkaSettings
-from config.topics import create_topics, load_catalogue
+from inflow.config.settings import KafkaSettings, LocalKafkaSettings
+from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.kafka import LocalKafka
 from inflow.local.process import free_port
-from schemas.serde import AvroSerde
+from inflow.schemas.serde import AvroSerde
 from tests.bulk_api.conftest import KEY, WS, basic, gateway_env, write_config
 from tests.support import consume_until_quiet, wait_for
 

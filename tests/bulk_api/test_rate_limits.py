@@ -6,9 +6,9 @@ import time
 
 import requests
 
-from config.file import RateLimits, WorkspaceConfig
-from producers.bulk_api.ratelimit import RateLimiter
-from schemas.serde import AvroSerde
+from inflow.config.file import RateLimits, WorkspaceConfig
+from inflow.producers.bulk_api.ratelimit import RateLimiter
+from inflow.schemas.serde import AvroSerde
 from tests.bulk_api.conftest import KEY, WS, basic, gateway_env, write_config
 from tests.support import consume_until_quiet, wait_for
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from producers.bulk_api.times import TimeValueError, derive_times, parse_time
+from inflow.producers.bulk_api.times import TimeValueError, derive_times, parse_time
 
 T = datetime(2020, 5, 25, 11, 3, 35, tzinfo=UTC)  # 1590404615
 T_MS = 1590404615000

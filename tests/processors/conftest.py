@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from config.file import WorkspaceConfig
-from processors.engine import LaneProcessor
-from processors.outputs import Output
-from processors.state import State
-from processors.workspaces import WorkspaceDirectory
-from schemas.avro_template import record_encoder
-from schemas.serde import AvroSerde
+from inflow.config.file import WorkspaceConfig
+from inflow.processors.engine import LaneProcessor
+from inflow.processors.outputs import Output
+from inflow.processors.state import State
+from inflow.processors.workspaces import WorkspaceDirectory
+from inflow.schemas.avro_template import record_encoder
+from inflow.schemas.serde import AvroSerde
 
 WORKSPACES = [
     WorkspaceConfig(

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from processors import jsoncodec
-from processors.outputs import REJECTED
-from processors.state import JsonTable
-from schemas.avro_template import record_encoder
-from schemas.exceptions import SerdeError
-from schemas.serde import AvroSerde
+from inflow.processors import jsoncodec
+from inflow.processors.outputs import REJECTED
+from inflow.processors.state import JsonTable
+from inflow.schemas.avro_template import record_encoder
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.serde import AvroSerde
 from tests.processors import records as r
 from tests.processors.conftest import Lane
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from config.file import WorkspaceConfig
-from processors.identity import BLOCKED_CUSTOMER_IDS, choose_retained
-from processors.workspaces import WorkspaceDirectory
+from inflow.config.file import WorkspaceConfig
+from inflow.processors.identity import BLOCKED_CUSTOMER_IDS, choose_retained
+from inflow.processors.workspaces import WorkspaceDirectory
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from config.file import WorkspaceConfig
-from processors.devices import MAX_DEVICES_PER_USER
-from processors.exceptions import LaneFramingError
-from processors.lanes import MAX_PACK_BYTES, pack_records, peek_workspace, unpack_records
-from processors.workspaces import IdentityRules, rules_from_config
-from schemas.serde import AvroSerde
+from inflow.config.file import WorkspaceConfig
+from inflow.processors.devices import MAX_DEVICES_PER_USER
+from inflow.processors.exceptions import LaneFramingError
+from inflow.processors.lanes import MAX_PACK_BYTES, pack_records, peek_workspace, unpack_records
+from inflow.processors.workspaces import IdentityRules, rules_from_config
+from inflow.schemas.serde import AvroSerde
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from processors.state import JsonTable
+from inflow.processors.state import JsonTable
 
 
 def test_batch_reads_earlier_records_and_commits_each_changed_key_once():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
-from config.settings import KafkaSettings
-from processors.watchdog import LaneWatchdog
+from inflow.config.settings import KafkaSettings
+from inflow.processors.watchdog import LaneWatchdog
 
 
 class Clock:

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, Producer
 
-from config.settings import KafkaSettings
-from schemas.serde import AvroSerde
+from inflow.config.settings import KafkaSettings
+from inflow.schemas.serde import AvroSerde
 from tests.support import transient
 
 SERDE = AvroSerde()

@@ -10,13 +10,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings, S3Settings
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings, S3Settings
 from inflow.local.process import free_port
 from inflow.local.s3 import boto3_client
-from producers.s3_import.definition import ImportDefinition, parse_definition
-from producers.s3_import.poller import Poller
-from producers.s3_import.settings import PollerSettings, SmtpSettings
+from inflow.producers.s3_import.definition import ImportDefinition, parse_definition
+from inflow.producers.s3_import.poller import Poller
+from inflow.producers.s3_import.settings import PollerSettings, SmtpSettings
 from tests.s3_import.pgp_keys import GpgWorkbench, KeyPair
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import yaml
 from cryptography.fernet import Fernet
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings, PathSettings, S3Settings
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings, PathSettings, S3Settings
+from inflow.producers.s3_import.cli import sync_yaml_imports
+from inflow.producers.s3_import.store import DefinitionStore
 from inflow.runtime import Runtime
-from producers.s3_import.cli import sync_yaml_imports
-from producers.s3_import.store import DefinitionStore
-from schemas.serde import AvroSerde
+from inflow.schemas.serde import AvroSerde
 from tests.s3_import.conftest import USER_MAPPINGS, repo_root
 
 

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from producers.s3_import.datetimes import DATETIME_FORMATS, parser_for
-from producers.s3_import.exceptions import RowError
+from inflow.producers.s3_import.datetimes import DATETIME_FORMATS, parser_for
+from inflow.producers.s3_import.exceptions import RowError
 
 D = datetime(2024, 1, 31, tzinfo=UTC)
 DT = datetime(2024, 1, 31, 13, 45, 59, tzinfo=UTC)

@@ -9,18 +9,18 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from config.file import parse_config_text, validate_section
-from config.secrets import SecretBox
-from producers.s3_import.definition import (
+from inflow.config.file import parse_config_text, validate_section
+from inflow.config.secrets import SecretBox
+from inflow.producers.s3_import.definition import (
     ImportDefinition,
     check_not_duplicate,
     from_stored,
     parse_definition,
     to_stored,
 )
-from producers.s3_import.exceptions import DefinitionError
-from producers.s3_import.mapping import parse_manifest
-from producers.s3_import.schedule import Schedule
+from inflow.producers.s3_import.exceptions import DefinitionError
+from inflow.producers.s3_import.mapping import parse_manifest
+from inflow.producers.s3_import.schedule import Schedule
 
 BASE: dict[str, Any] = {
     "name": "users",

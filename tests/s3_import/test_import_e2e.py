@@ -7,10 +7,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from config.settings import KafkaSettings
-from producers.s3_import.poller import Poller
-from producers.s3_import.records import row_uuid, uuid_prefix
-from schemas.serde import AvroSerde
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.poller import Poller
+from inflow.producers.s3_import.records import row_uuid, uuid_prefix
+from inflow.schemas.serde import AvroSerde
 from tests.s3_import.conftest import EVENT_MAPPINGS, Inbox
 from tests.support import consume_n, consume_until_quiet, wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.s3_import.naming import DateFormat, event_prefix, name_pattern, object_name
+from inflow.producers.s3_import.naming import DateFormat, event_prefix, name_pattern, object_name
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from config.settings import KafkaSettings
-from producers.s3_import.definition import PgpConfig
-from producers.s3_import.exceptions import PgpError
-from producers.s3_import.pgp import DecryptStream, Keyring, looks_encrypted
-from producers.s3_import.poller import Poller
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.definition import PgpConfig
+from inflow.producers.s3_import.exceptions import PgpError
+from inflow.producers.s3_import.pgp import DecryptStream, Keyring, looks_encrypted
+from inflow.producers.s3_import.poller import Poller
 from tests.s3_import.pgp_keys import GpgWorkbench, KeyPair
 from tests.support import consume_n, consume_until_quiet
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from producers.s3_import.ledger import ledger_key, partition_for
-from producers.s3_import.runs import RunStore
-from producers.s3_import.store import DefinitionStore
-from schemas.serde import AvroSerde
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.ledger import ledger_key, partition_for
+from inflow.producers.s3_import.runs import RunStore
+from inflow.producers.s3_import.store import DefinitionStore
+from inflow.schemas.serde import AvroSerde
 from tests.s3_import.conftest import repo_root
 from tests.support import consume_n, consume_until_quiet, wait_for
 

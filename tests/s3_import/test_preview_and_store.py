@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from producers.s3_import.exceptions import DefinitionError, FetchError, FileFormatError
-from producers.s3_import.preview import preview
-from producers.s3_import.store import DefinitionStore
-from schemas.serde import AvroSerde
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.producers.s3_import.exceptions import DefinitionError, FetchError, FileFormatError
+from inflow.producers.s3_import.preview import preview
+from inflow.producers.s3_import.store import DefinitionStore
+from inflow.schemas.serde import AvroSerde
 from tests.s3_import.pgp_keys import GpgWorkbench, KeyPair
 from tests.support import consume_until_quiet
 

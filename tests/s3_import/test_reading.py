@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from producers.s3_import.exceptions import FileFormatError, RowError
-from producers.s3_import.mapping import ColumnMapping, Role, compile_mapping
-from producers.s3_import.reading import CountingReader, read_csv, read_ndjson, text_stream
+from inflow.producers.s3_import.exceptions import FileFormatError, RowError
+from inflow.producers.s3_import.mapping import ColumnMapping, Role, compile_mapping
+from inflow.producers.s3_import.reading import CountingReader, read_csv, read_ndjson, text_stream
 
 
 def csv_rows(data: bytes) -> tuple[list[str], list[Any]]:

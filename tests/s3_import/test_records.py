@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from producers.s3_import.avro_template import template_encoder
-from producers.s3_import.definition import parse_definition
-from producers.s3_import.exceptions import RowError
-from producers.s3_import.mapping import Role
-from producers.s3_import.records import NAMESPACE, RecordBuilder, row_uuid, uuid_prefix
-from schemas.serde import AvroSerde
+from inflow.producers.s3_import.avro_template import template_encoder
+from inflow.producers.s3_import.definition import parse_definition
+from inflow.producers.s3_import.exceptions import RowError
+from inflow.producers.s3_import.mapping import Role
+from inflow.producers.s3_import.records import NAMESPACE, RecordBuilder, row_uuid, uuid_prefix
+from inflow.schemas.serde import AvroSerde
 
 BASE: dict[str, Any] = {
     "name": "imp",

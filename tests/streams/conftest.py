@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from config.secrets import SecretBox
-from config.settings import KafkaSettings
-from schemas.serde import AvroSerde
-from sinks.streams.definitions import StreamDefinition
-from sinks.streams.sink import StreamSink
+from inflow.config.secrets import SecretBox
+from inflow.config.settings import KafkaSettings
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.sink import StreamSink
 from tests.streams.endpoint import RecordingEndpoint
 
 

@@ -9,10 +9,10 @@ from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from inflow.cli import app
-from schemas.serde import AvroSerde
-from sinks.streams import cli as streams_cli
-from sinks.streams.control import ControlView, read_control
-from sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams import cli as streams_cli
+from inflow.sinks.streams.control import ControlView, read_control
+from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
 from tests.streams.conftest import SinkThread, enriched
 from tests.support import consume_n, wait_for
 
@@ -102,7 +102,7 @@ def test_pause_and_resume_write_the_stream_state(cli_env, catalogue_topics):
 def test_a_running_sink_picks_up_a_cli_added_stream_with_basic_auth_and_the_dlq_commands_work(
     cli_env, catalogue_topics, writer, endpoint_factory, monkeypatch
 ):
-    from config.secrets import SecretBox
+    from inflow.config.secrets import SecretBox
 
     ep = endpoint_factory(default=500)
     box = SecretBox(cli_env["INFLOW_SECRET_KEY"].encode())
@@ -150,7 +150,7 @@ def test_a_running_sink_picks_up_a_cli_added_stream_with_basic_auth_and_the_dlq_
 
 
 def test_remove_stops_a_cli_added_stream_in_a_running_sink(cli_env, catalogue_topics, endpoint_factory):
-    from config.secrets import SecretBox
+    from inflow.config.secrets import SecretBox
 
     ep = endpoint_factory()
     runner = SinkThread(catalogue_topics, [], SecretBox(cli_env["INFLOW_SECRET_KEY"].encode())).start()

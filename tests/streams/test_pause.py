@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from schemas.serde import AvroSerde
-from sinks.streams.control import STATE_TOPIC, publish, state_record
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams.control import STATE_TOPIC, publish, state_record
 from tests.streams.conftest import enriched, stream
 from tests.support import wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from cryptography.fernet import Fernet
 
-from config.settings import KafkaSettings
+from inflow.config.settings import KafkaSettings
 from inflow.local.process import free_port
 from tests.streams.conftest import enriched
 from tests.support import wait_for

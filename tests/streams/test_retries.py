@@ -6,8 +6,8 @@ from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 
 from inflow.local.process import free_port
-from schemas.serde import AvroSerde
-from sinks.streams import dlq
+from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams import dlq
 from tests.streams.conftest import enriched, stream
 from tests.support import consume_n, wait_for
 

@@ -8,17 +8,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.fernet import Fernet
 
-from config.file import parse_config_text
-from config.secrets import SecretBox
-from sinks.streams.batching import EventBatch
-from sinks.streams.cli import yaml_definitions
-from sinks.streams.control import pause_view
-from sinks.streams.definitions import StreamDefinition, parse_definition
-from sinks.streams.delivery import Attempt
-from sinks.streams.exceptions import StreamDefinitionError
-from sinks.streams.offsets import OffsetTracker, WorkUnit
-from sinks.streams.payload import EventFilter, EventFormatter, PayloadError, events_array, request_body
-from sinks.streams.retry import DLQ_TOPIC, next_destination, parked_batch
+from inflow.config.file import parse_config_text
+from inflow.config.secrets import SecretBox
+from inflow.sinks.streams.batching import EventBatch
+from inflow.sinks.streams.cli import yaml_definitions
+from inflow.sinks.streams.control import pause_view
+from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.delivery import Attempt
+from inflow.sinks.streams.exceptions import StreamDefinitionError
+from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
+from inflow.sinks.streams.payload import EventFilter, EventFormatter, PayloadError, events_array, request_body
+from inflow.sinks.streams.retry import DLQ_TOPIC, next_destination, parked_batch
 from tests.streams.conftest import enriched
 
 

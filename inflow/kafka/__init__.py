@@ -1,0 +1,1 @@
+"""The one Kafka layer: clients, producers, consumer loops and compacted views for every component."""

@@ -13,10 +13,10 @@ from inflow.processors.app import INGEST_TOPICS, LANES, build_app
 from inflow.processors.outputs import EVENTS, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.workspaces import WorkspaceDirectory
-from inflow.producers.bulk_api.workspaces import TOPIC as WORKSPACES_TOPIC
-from inflow.producers.bulk_api.workspaces import WorkspaceDirectory as WorkspaceCredentials
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.registry import TOPIC as WORKSPACES_TOPIC
+from inflow.workspaces.registry import WorkspaceRegistry as WorkspaceCredentials
 
 NEEDED_TOPICS = (*INGEST_TOPICS, LANES, PROFILES, EVENTS, REJECTED, WORKSPACES_TOPIC)
 WORKSPACES_READY_S = 60.0

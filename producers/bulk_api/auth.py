@@ -15,9 +15,9 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from inflow.producers.bulk_api.exceptions import ApiError
-from inflow.producers.bulk_api.keys import fingerprint, verify_key
 from inflow.producers.bulk_api.messages import server_unavailable
-from inflow.producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
+from inflow.workspaces.keys import fingerprint, verify_key
+from inflow.workspaces.registry import Workspace, WorkspaceRegistry
 
 REQUIRED = "Authentication required"
 NEGATIVE_CACHE_SIZE = 10_000
@@ -47,7 +47,7 @@ def credentials(header: str | None) -> tuple[str, str]:
 class Authenticator:
     """Checks a request's credentials against the workspace directory."""
 
-    def __init__(self, directory: WorkspaceDirectory) -> None:
+    def __init__(self, directory: WorkspaceRegistry) -> None:
         self.directory = directory
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._rejected: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()

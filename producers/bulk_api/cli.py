@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from inflow.producers.bulk_api.keys import generate_key, hash_key
 from inflow.producers.bulk_api.settings import GatewaySettings
-from inflow.producers.bulk_api.workspaces import Workspace, WorkspaceDirectory
+from inflow.workspaces.keys import generate_key, hash_key
+from inflow.workspaces.registry import Workspace, WorkspaceRegistry
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("gateway", ["gateway"])]
 
@@ -19,12 +19,12 @@ workspaces_app = typer.Typer(
 )
 
 
-def _directory() -> WorkspaceDirectory:
+def _directory() -> WorkspaceRegistry:
     from inflow.runtime import Runtime
     from inflow.schemas.serde import AvroSerde
 
     rt = Runtime()
-    return WorkspaceDirectory(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).load()
+    return WorkspaceRegistry(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).load()
 
 
 def gateway(

@@ -17,8 +17,8 @@ from inflow.producers.bulk_api.metrics import GatewayMetrics
 from inflow.producers.bulk_api.profiles import ProfileStore
 from inflow.producers.bulk_api.ratelimit import RateLimiter
 from inflow.producers.bulk_api.settings import GatewaySettings
-from inflow.producers.bulk_api.workspaces import WorkspaceDirectory
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.registry import WorkspaceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Gateway:
         self.delivery = KafkaDelivery(self.kafka, self.settings.delivery_timeout_ms)
         topic = self.kafka.topic
         self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
-        self.directory = WorkspaceDirectory(self.kafka, self.serde)
+        self.directory = WorkspaceRegistry(self.kafka, self.serde)
         self.auth = Authenticator(self.directory)
         self.limiter = RateLimiter(
             self.gateway_id,

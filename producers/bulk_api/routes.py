@@ -47,7 +47,7 @@ from inflow.producers.bulk_api.messages import (
 )
 from inflow.producers.bulk_api.openapi import openapi_document
 from inflow.producers.bulk_api.ratelimit import Decision
-from inflow.producers.bulk_api.workspaces import Workspace
+from inflow.workspaces.registry import Workspace
 
 log = logging.getLogger(__name__)
 ACCEPTED = "Your request has been accepted and will be processed soon."

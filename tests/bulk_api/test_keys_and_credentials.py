@@ -8,7 +8,7 @@ import pytest
 
 from inflow.producers.bulk_api.auth import credentials
 from inflow.producers.bulk_api.exceptions import ApiError
-from inflow.producers.bulk_api.keys import generate_key, hash_key, verify_key
+from inflow.workspaces.keys import generate_key, hash_key, verify_key
 
 
 def test_keys_are_stored_salted_and_verified():

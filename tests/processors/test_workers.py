@@ -10,9 +10,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from inflow.processors.lanes import owned_in_log
-from inflow.producers.bulk_api.workspaces import Workspace
-from inflow.producers.bulk_api.workspaces import WorkspaceDirectory as Credentials
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.registry import Workspace
+from inflow.workspaces.registry import WorkspaceRegistry as Credentials
 from tests.processors import records as r
 from tests.processors.workers import WorkerProcess, output_reader, produce, worker_env
 from tests.support import wait_for

@@ -18,8 +18,8 @@ from inflow.config.file import WorkspaceConfig
 from inflow.config.settings import KafkaSettings
 from inflow.producers.bulk_api.exceptions import GatewayError, WorkspaceNotFound
 from inflow.producers.bulk_api.follower import TopicFollower, read_to_end
-from inflow.producers.bulk_api.keys import hash_key
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.keys import hash_key
 
 TOPIC = "control.workspaces"
 RECORD = "WorkspaceCredential"
@@ -97,7 +97,7 @@ def from_config(cfg: WorkspaceConfig) -> Workspace:
     )
 
 
-class WorkspaceDirectory:
+class WorkspaceRegistry:
     """In-memory view of ``control.workspaces``, with writes that go through the topic."""
 
     def __init__(self, kafka: KafkaSettings, serde: AvroSerde) -> None:
@@ -122,7 +122,7 @@ class WorkspaceDirectory:
         with self._lock:
             self._workspaces[workspace.id] = workspace
 
-    def start(self) -> WorkspaceDirectory:
+    def start(self) -> WorkspaceRegistry:
         self.follower = TopicFollower(self.kafka, self.topic, self.apply).start()
         return self
 
@@ -130,7 +130,7 @@ class WorkspaceDirectory:
         if self.follower:
             self.follower.stop()
 
-    def load(self, timeout: float = 30.0) -> WorkspaceDirectory:
+    def load(self, timeout: float = 30.0) -> WorkspaceRegistry:
         """Read the topic once to its end (CLI)."""
         read_to_end(self.kafka, self.topic, self.apply, timeout)
         return self

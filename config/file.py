@@ -38,7 +38,8 @@ class WorkspaceConfig(BaseModel):
     id: str = Field(min_length=1)
     api_key: SecretStr | None = None
     identifiers: list[str] = Field(default_factory=lambda: ["customer_id"], max_length=5)
-    # Per identifier, values that never identify a user (e.g. a shared "test@example.com"): reference 2.8.
+    # Per identifier, values that never identify a user (MoEngage's identifier exception list, e.g. a shared
+    # "test@example.com" that many users report): such a value stays an attribute and merges nobody.
     identifier_exceptions: dict[str, list[str]] = Field(default_factory=dict)
     merge_priority_attribute: str | None = None
     rate_limits: RateLimits = Field(default_factory=RateLimits)

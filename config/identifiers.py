@@ -1,4 +1,6 @@
-"""MoEngage identity rules shared by the gateway and the processors (reference §1.6)."""
+"""MoEngage identity rules shared by the gateway and the processors: the customer_id values MoEngage
+blocks (placeholders such as "null" or "unknown" that would merge unrelated users) and the attribute names
+it reserves."""
 
 from __future__ import annotations
 

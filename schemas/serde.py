@@ -1,6 +1,6 @@
 """Avro serde for every Kafka record of Inflow, in the style of confluent-kafka-python's serializers.
 
-Wire formats (DESIGN.md, "Kafka is the backbone"):
+Wire formats (docs/ARCHITECTURE.md, "Records on the wire"):
 
 * single-object encoding (default): ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint of the
   schema's Parsing Canonical Form + Avro binary body; resolvable from ``schemas/`` alone;

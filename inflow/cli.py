@@ -10,12 +10,12 @@ from types import ModuleType
 from typing import Annotated
 
 import typer
-from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.errors import InflowError
+from inflow.kafka.clients import new_admin
 from inflow.runtime import Runtime
 from inflow.supervisor import Supervisor
 
@@ -100,7 +100,7 @@ def topics_create(
 ) -> None:
     """Create every catalogue topic that is missing; report topics with fewer partitions than declared."""
     rt = Runtime()
-    admin = AdminClient(rt.kafka.client_config())
+    admin = new_admin(rt.kafka)
     report = create_topics(admin, load_catalogue(rt.kafka.topic_prefix), replication)
     for name in report.created:
         console.print(f"created  {name}")
@@ -114,7 +114,7 @@ def topics_create(
 def topics_list() -> None:
     """List the catalogue with each topic's state on the cluster."""
     rt = Runtime()
-    metadata = AdminClient(rt.kafka.client_config()).list_topics(timeout=10)
+    metadata = new_admin(rt.kafka).list_topics(timeout=10)
     table = Table("topic", "key", "value", "partitions", "policy", "retention ms", "on cluster")
     for spec in load_catalogue(rt.kafka.topic_prefix):
         found = metadata.topics.get(spec.name)
@@ -168,7 +168,7 @@ def up(
             )
         if local_s3:
             sup.log("s3", f"starting local S3 on {local_s3.start()} (log {local_s3.process.log_file})")
-        report = create_topics(AdminClient(rt.kafka.client_config()), load_catalogue(rt.kafka.topic_prefix))
+        report = create_topics(new_admin(rt.kafka), load_catalogue(rt.kafka.topic_prefix))
         sup.log("topics", f"{len(report.created)} created, {len(report.existing)} existing")
         if components:
             for module in component_modules():

@@ -12,10 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
-from inflow.config.settings import LocalKafkaSettings
+from inflow.config.settings import KafkaSettings, LocalKafkaSettings
 from inflow.errors import LocalServiceError
+from inflow.kafka.clients import new_admin
 from inflow.local.process import ManagedProcess, port_open
 
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -142,7 +141,7 @@ class LocalKafka:
         if not port_open(self.settings.port):
             return False
         try:
-            admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+            admin = new_admin(KafkaSettings(bootstrap_servers=self.bootstrap_servers), log_level=0)
             admin.list_topics(timeout=2.0)
         except Exception:  # noqa: BLE001 - any failure simply means "not yet"
             return False

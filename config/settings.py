@@ -24,6 +24,10 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = Field(None, description="CA bundle that signs the brokers' certificates")
+    ssl_certificate_location: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_key_location: Path | None = Field(None, description="client private key (mutual TLS)")
+    socket_timeout_ms: int = Field(60_000, gt=0, description="librdkafka socket.timeout.ms of every client")
     topic_prefix: str = Field("inflow", description="prefix of every topic name")
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry; when set, values use Confluent framing"
@@ -41,6 +45,15 @@ class KafkaSettings(BaseSettings):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if path is not None:
+                conf[key] = str(path)
+        if self.socket_timeout_ms != 60_000:
+            conf["socket.timeout.ms"] = self.socket_timeout_ms
         return conf
 
     def producer_config(self, **overrides: Any) -> dict[str, Any]:

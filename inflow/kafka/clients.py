@@ -56,7 +56,14 @@ def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
     if protocol in ("SSL", "SASL_SSL"):
         import ssl
 
-        ssl_context = ssl.create_default_context()
+        ssl_context = ssl.create_default_context(
+            cafile=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
+        )
+        if kafka.ssl_certificate_location is not None:
+            ssl_context.load_cert_chain(
+                str(kafka.ssl_certificate_location),
+                str(kafka.ssl_key_location) if kafka.ssl_key_location else None,
+            )
     if protocol.startswith("SASL"):
         password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
         settings["broker_credentials"] = faust.SASLCredentials(

@@ -4,6 +4,7 @@ Kafka clients made only in ``inflow.kafka``, no import circles, no private faust
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -213,16 +214,21 @@ def test_lock_file_pins_every_declared_dependency_within_its_range() -> None:
             problems.append(f"{req.name} is not in requirements.lock")
         elif not req.specifier.contains(pinned, prereleases=True):
             problems.append(f"{req.name}=={pinned} is outside {req.specifier}")
-        elif not str(req.specifier):
-            continue
     assert problems == [], "run `make lock`: " + "; ".join(problems)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Build from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path_factory.mktemp("source") / "inflow"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", ".inflow", "build", "*.egg-info", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(ROOT, source, symlinks=True, ignore=skip)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+        cwd=source,
         check=True,
         capture_output=True,
         timeout=300,

@@ -29,6 +29,16 @@ class KafkaSettings(BaseSettings):
     ssl_key_location: Path | None = Field(None, description="client private key (mutual TLS)")
     socket_timeout_ms: int = Field(60_000, gt=0, description="librdkafka socket.timeout.ms of every client")
     topic_prefix: str = Field("inflow", description="prefix of every topic name")
+    replication_factor: int | None = Field(
+        None,
+        gt=0,
+        description="replication of every topic Inflow creates (catalogue value, 1, when unset; 3 in production)",
+    )
+    min_insync_replicas: int | None = Field(
+        None,
+        gt=0,
+        description="min.insync.replicas of every topic Inflow creates (broker default when unset; 2 in production)",
+    )
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry; when set, values use Confluent framing"
     )

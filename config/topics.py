@@ -38,8 +38,10 @@ class TopicSpec:
     name: str
     entry: TopicEntry
 
-    def kafka_config(self) -> dict[str, str]:
+    def kafka_config(self, min_insync_replicas: int | None = None) -> dict[str, str]:
         conf = {"cleanup.policy": self.entry.cleanup_policy}
+        if min_insync_replicas is not None:
+            conf["min.insync.replicas"] = str(min_insync_replicas)
         if self.entry.retention_ms is not None:
             conf["retention.ms"] = str(self.entry.retention_ms)
         return conf
@@ -64,9 +66,22 @@ def load_catalogue(prefix: str = "inflow", path: Path = CATALOGUE_PATH) -> list[
 
 
 def create_topics(
-    admin: AdminClient, specs: list[TopicSpec], replication: int | None = None, timeout: float = 30.0
+    admin: AdminClient,
+    specs: list[TopicSpec],
+    replication: int | None = None,
+    timeout: float = 30.0,
+    min_insync_replicas: int | None = None,
 ) -> CreateReport:
-    """Create missing topics; report existing ones and any with fewer partitions than declared."""
+    """Create missing topics; report existing ones and any with fewer partitions than declared.
+
+    ``replication`` and ``min_insync_replicas`` (from ``KAFKA_REPLICATION_FACTOR`` /
+    ``KAFKA_MIN_INSYNC_REPLICAS``) apply to every topic created; production runs 3 and 2, so a write
+    acknowledged with acks=all survives the loss of one broker."""
+    if replication is not None and min_insync_replicas is not None and min_insync_replicas > replication:
+        raise ValueError(
+            f"min.insync.replicas {min_insync_replicas} is above the replication factor {replication}: "
+            "no write could ever be acknowledged"
+        )
     report = CreateReport()
     metadata = admin.list_topics(timeout=timeout)
     missing = []
@@ -82,7 +97,7 @@ def create_topics(
                 s.name,
                 num_partitions=s.entry.partitions,
                 replication_factor=replication or s.entry.replication,
-                config=s.kafka_config(),
+                config=s.kafka_config(min_insync_replicas),
             )
             for s in missing
         ]

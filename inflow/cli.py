@@ -101,7 +101,12 @@ def topics_create(
     """Create every catalogue topic that is missing; report topics with fewer partitions than declared."""
     rt = Runtime()
     admin = new_admin(rt.kafka)
-    report = create_topics(admin, load_catalogue(rt.kafka.topic_prefix), replication)
+    report = create_topics(
+        admin,
+        load_catalogue(rt.kafka.topic_prefix),
+        replication or rt.kafka.replication_factor,
+        min_insync_replicas=rt.kafka.min_insync_replicas,
+    )
     for name in report.created:
         console.print(f"created  {name}")
     for name in report.existing:
@@ -168,7 +173,12 @@ def up(
             )
         if local_s3:
             sup.log("s3", f"starting local S3 on {local_s3.start()} (log {local_s3.process.log_file})")
-        report = create_topics(new_admin(rt.kafka), load_catalogue(rt.kafka.topic_prefix))
+        report = create_topics(
+            new_admin(rt.kafka),
+            load_catalogue(rt.kafka.topic_prefix),
+            rt.kafka.replication_factor,
+            min_insync_replicas=rt.kafka.min_insync_replicas,
+        )
         sup.log("topics", f"{len(report.created)} created, {len(report.existing)} existing")
         if components:
             for module in component_modules():

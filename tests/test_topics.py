@@ -42,3 +42,36 @@ def test_existing_topic_with_fewer_partitions_is_reported(admin, topic_factory, 
     report = create_topics(admin, specs)
     assert report.under_partitioned == {specs[0].name: (2, specs[0].entry.partitions)}
     assert report.created == []
+
+
+def test_replication_and_min_insync_replicas_from_the_settings_reach_every_created_topic(admin, unique):
+    from confluent_kafka.admin import ConfigResource
+
+    specs = [s for s in load_catalogue(f"t{unique}") if s.short_name in ("events", "control.workspaces")]
+    report = create_topics(admin, specs, replication=1, min_insync_replicas=1)
+    assert sorted(report.created) == sorted(s.name for s in specs)
+    for spec in specs:
+        resource = ConfigResource("topic", spec.name)
+        configs = admin.describe_configs([resource])[resource].result(timeout=30)
+        assert configs["min.insync.replicas"].value == "1"
+        assert (
+            configs["min.insync.replicas"].source == ConfigResource.Type.TOPIC.value
+            or configs["min.insync.replicas"].is_default is False
+        )
+
+
+def test_min_insync_above_the_replication_factor_is_refused_with_the_reason(admin, unique):
+    import pytest
+
+    specs = load_catalogue(f"t{unique}")[:1]
+    with pytest.raises(ValueError, match="min.insync.replicas 2 is above the replication factor 1"):
+        create_topics(admin, specs, replication=1, min_insync_replicas=2)
+
+
+def test_replication_settings_come_from_the_environment(monkeypatch):
+    from inflow.config.settings import KafkaSettings
+
+    monkeypatch.setenv("KAFKA_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("KAFKA_MIN_INSYNC_REPLICAS", "2")
+    kafka = KafkaSettings()
+    assert (kafka.replication_factor, kafka.min_insync_replicas) == (3, 2)

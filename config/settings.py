@@ -32,12 +32,12 @@ class KafkaSettings(BaseSettings):
     replication_factor: int | None = Field(
         None,
         gt=0,
-        description="replication of every topic Inflow creates (catalogue value, 1, when unset; 3 in production)",
+        description="replication of created topics (catalogue value when unset; 3 in production)",
     )
     min_insync_replicas: int | None = Field(
         None,
         gt=0,
-        description="min.insync.replicas of every topic Inflow creates (broker default when unset; 2 in production)",
+        description="min.insync.replicas of created topics (broker default when unset; 2 in production)",
     )
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry; when set, values use Confluent framing"

@@ -103,6 +103,10 @@ class LocalKafkaSettings(BaseSettings):
     controller_port: int = 9093
     heap: str = "768m"
     start_timeout_s: float = 120.0
+    sasl_username: str | None = Field(
+        None, description="with a password: clients must log in with SASL/PLAIN (SASL_PLAINTEXT listener)"
+    )
+    sasl_password: SecretStr | None = None
 
 
 class S3Settings(BaseSettings):

@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from inflow.config.settings import KafkaSettings, LocalKafkaSettings
 from inflow.errors import LocalServiceError
 from inflow.kafka.clients import new_admin
@@ -62,17 +64,33 @@ def fetch_jars(cache_dir: Path, version: str) -> Path:
     return libs
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, sasl_user: tuple[str, str] | None = None
+) -> str:
+    """The broker's settings; with ``sasl_user`` (name, password) its client listener takes SASL/PLAIN
+    logins only, the way a production cluster with authentication does."""
+    listener = "SASL_PLAINTEXT" if sasl_user else "PLAINTEXT"
+    security: list[str] = []
+    if sasl_user:
+        name, password = sasl_user
+        security = [
+            "sasl.enabled.mechanisms=PLAIN",
+            "sasl.mechanism.inter.broker.protocol=PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{name}" password="{password}" user_{name}="{password}";',
+        ]
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners={listener}://127.0.0.1:{port}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={listener}:{listener},CONTROLLER:PLAINTEXT",
+            f"inter.broker.listener.name={listener}",
+            *security,
             f"log.dirs={data_dir}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -103,6 +121,24 @@ class LocalKafka:
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.settings.port}"
 
+    def _sasl_user(self) -> tuple[str, str] | None:
+        if self.settings.sasl_username and self.settings.sasl_password:
+            return self.settings.sasl_username, self.settings.sasl_password.get_secret_value()
+        return None
+
+    def client_settings(self) -> KafkaSettings:
+        """Settings a client of this broker uses (its address and, with SASL on, the login)."""
+        user = self._sasl_user()
+        if user is None:
+            return KafkaSettings(bootstrap_servers=self.bootstrap_servers)
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_username=user[0],
+            sasl_password=SecretStr(user[1]),
+        )
+
     def _java(self) -> str:
         java = shutil.which("java")
         if java is None:
@@ -114,7 +150,9 @@ class LocalKafka:
         data = self.dir / "data"
         self.dir.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
-        props.write_text(server_properties(data, self.settings.port, self.settings.controller_port))
+        props.write_text(
+            server_properties(data, self.settings.port, self.settings.controller_port, self._sasl_user())
+        )
         (self.dir / "log4j2.xml").write_text(LOG4J2)
         if not (data / "meta.properties").exists():
             data.mkdir(parents=True, exist_ok=True)
@@ -141,7 +179,7 @@ class LocalKafka:
         if not port_open(self.settings.port):
             return False
         try:
-            admin = new_admin(KafkaSettings(bootstrap_servers=self.bootstrap_servers), log_level=0)
+            admin = new_admin(self.client_settings(), log_level=0)
             admin.list_topics(timeout=2.0)
         except Exception:  # noqa: BLE001 - any failure simply means "not yet"
             return False

@@ -1,5 +1,8 @@
-"""Import one file: stream it from S3 (through GnuPG when encrypted), map each row, produce the good rows
-as Avro records, count and report the bad ones, and checkpoint progress in the ledger.
+"""Import one file: stream it from S3 (through GnuPG when encrypted), read it with the reader of its format,
+map each row, produce the good rows as Avro records, count and report the bad ones, and checkpoint progress
+in the ledger. A row whose record is over the topic's size limit is refused by the producer before it is
+queued (:class:`~inflow.kafka.errors.RecordTooLarge`): it is a failed row like any other, with the reason
+in the error report, and the rest of the file goes on.
 
 Memory is bounded whatever the file size: rows flow from the HTTP socket through the CSV reader into the
 producer's bounded queue; the error report is spooled to a temporary file.

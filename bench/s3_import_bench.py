@@ -30,12 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from inflow.config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
 from inflow.config.topics import create_topics, load_catalogue
+from inflow.kafka.clients import new_admin, new_producer
 from inflow.local.process import free_port, port_open
 from inflow.local.s3 import boto3_client
 
@@ -140,7 +139,7 @@ def phase_raw(ctx: dict[str, Any]) -> dict[str, Any]:
             sample.append((key, encode(record)))
             if n == 20_000:
                 break
-    producer = Producer(kafka.producer_config())
+    producer = new_producer(kafka)
     topic = kafka.topic("ingest.events")
     rows = ctx["rows"]
     start = time.perf_counter()
@@ -158,7 +157,7 @@ def phase_raw(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_import(ctx: dict[str, Any], encrypted: bool) -> dict[str, Any]:
-    from inflow.producers.s3_import.importer import DataProducer, FileImport, ImportContext
+    from inflow.producers.s3_import.importer import FileImport, ImportContext, row_producer
     from inflow.producers.s3_import.runs import RunRecord
     from inflow.producers.s3_import.storage import Folder
     from inflow.schemas.serde import AvroSerde
@@ -167,10 +166,10 @@ def phase_import(ctx: dict[str, Any], encrypted: bool) -> dict[str, Any]:
     d = definition(ctx, encrypted)
     folder = Folder(d)
     (file,) = [f for f in folder.list_files() if f.key == ctx["key"]]
-    out = DataProducer(kafka, AvroSerde())
+    out = row_producer(kafka)
     run = RunRecord(str(uuid.uuid4()), d.name, "bench", file.name, file.size, datetime.now(UTC))
     start = time.perf_counter()
-    result = FileImport(d, folder, file, run, out, ImportContext()).run()
+    result = FileImport(d, folder, file, run, out, AvroSerde(), ImportContext()).run()
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
@@ -198,7 +197,8 @@ def child(phase: str, ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def gpg_key(home: Path, passphrase: str) -> tuple[str, str]:
-    """A fresh RSA-2048 key pair (the reference warns that 4096-bit keys fail); returns (private, fpr)."""
+    """A fresh RSA-2048 key pair (MoEngage's PGP guide warns that 4096-bit keys fail); returns (private,
+    fpr)."""
     base = [
         "gpg",
         "--homedir",
@@ -275,7 +275,7 @@ def run(args: argparse.Namespace) -> None:
 def run_with_broker(args: argparse.Namespace, work: Path) -> None:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     kafka = KafkaSettings(topic_prefix=prefix)
-    admin = AdminClient(kafka.client_config())
+    admin = new_admin(kafka)
     create_topics(admin, load_catalogue(prefix))
     local = None
     if os.environ.get("S3_ENDPOINT_URL"):

@@ -1,4 +1,4 @@
-"""The 19 ``datetime_format`` values of the reference (4.5), each compiled once into a fast parser.
+"""The 19 ``datetime_format`` values MoEngage accepts in mappings, each compiled once into a fast parser.
 
 Values without a ``TZD`` are wall-clock times in the zone given by the caller (UTC, or the app timezone
 for "Event Time (App Timezone)"). ``.s`` is a fraction of a second of any length (kept to microseconds).
@@ -50,7 +50,7 @@ DatetimeParser = Callable[[str, tzinfo], datetime]
 
 
 def format_regex(fmt: str) -> re.Pattern[str]:
-    """Translate a reference format into an anchored regex with named groups."""
+    """Translate a MoEngage datetime format into an anchored regex with named groups."""
     out, i = [], 0
     while i < len(fmt):
         for token, pattern in _TOKENS:

@@ -1,5 +1,5 @@
 """An import definition (YAML ``imports:`` entry, ``inflow imports add`` file, control-topic record) and
-the reference's rejection reasons: root folder, trailing slash, more than 10 e-mails, a missing or skipped
+MoEngage's rejection reasons: root folder, trailing slash, more than 10 e-mails, a missing or skipped
 mandatory mapping, and a duplicate of another import.
 """
 
@@ -72,7 +72,7 @@ class PgpConfig(BaseModel):
 
 
 class RetryPolicy(BaseModel):
-    """A failed file is not retried unless configured (reference 4.6, S4/S5/S6 default)."""
+    """A failed file is not retried unless configured (MoEngage never retries a failed file by itself)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -147,7 +147,7 @@ class ImportDefinition(BaseModel):
 
     @property
     def prefix(self) -> str:
-        """The file-name prefix before ``_<date>`` (reference 4.2)."""
+        """The file-name prefix before ``_<date>``: the given one, else MoEngage's for the import type."""
         if self.file_prefix:
             return self.file_prefix
         if self.type is ImportType.REGISTERED_USERS:
@@ -222,7 +222,7 @@ def parse_definition(data: dict[str, Any], where: str = "import") -> ImportDefin
 
 
 def check_not_duplicate(new: ImportDefinition, existing: Iterable[ImportDefinition]) -> None:
-    """Reject a second live import with the same type, sub-type, folder and bucket (reference 4.6)."""
+    """Reject a second live import with the same type, sub-type, folder and bucket, as MoEngage does."""
     for other in existing:
         if other.name != new.name and not other.archived and other.duplicate_key() == new.duplicate_key():
             raise DefinitionError(

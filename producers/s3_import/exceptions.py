@@ -1,4 +1,4 @@
-"""Errors of the S3 import component; messages that users see are the reference's wording."""
+"""Errors of the S3 import component; messages that users see are MoEngage's wording."""
 
 from inflow.errors import ConfigError, InflowError
 
@@ -20,7 +20,7 @@ class FileFormatError(S3ImportError):
 
 
 class PgpError(S3ImportError):
-    """Decryption or signature verification failed; the message is the reference's PGP error."""
+    """Decryption or signature verification failed; the message is MoEngage's PGP error."""
 
 
 class RowError(S3ImportError):

@@ -1,5 +1,8 @@
-"""Import one file: stream it from S3 (through GnuPG when encrypted), map each row, produce the good rows
-as Avro records, count and report the bad ones, and checkpoint progress in the ledger.
+"""Import one file: stream it from S3 (through GnuPG when encrypted), read it with the reader of its format,
+map each row, produce the good rows as Avro records, count and report the bad ones, and checkpoint progress
+in the ledger. A row whose record is over the topic's size limit is refused by the producer before it is
+queued (:class:`~inflow.kafka.errors.RecordTooLarge`): it is a failed row like any other, with the reason
+in the error report, and the rest of the file goes on.
 
 Memory is bounded whatever the file size: rows flow from the HTTP socket through the CSV reader into the
 producer's bounded queue; the error report is spooled to a temporary file.
@@ -18,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from confluent_kafka import KafkaError, Producer
-
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
+from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
-from inflow.producers.s3_import.definition import MANDATORY_ROLES, FileFormat, ImportDefinition
+from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition
 from inflow.producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
 from inflow.producers.s3_import.mapping import CompiledMapping, compile_mapping
 from inflow.producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
@@ -31,8 +34,7 @@ from inflow.producers.s3_import.reading import (
     CountingReader,
     ReadAhead,
     Row,
-    read_csv,
-    read_ndjson,
+    reader_for,
     text_stream,
 )
 from inflow.producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
@@ -63,50 +65,34 @@ class ImportContext:
     checkpoint_rows: int = CHECKPOINT_ROWS
 
 
-class DataProducer:
-    """The producer of ingest records; remembers delivery errors so a file is never marked done on one."""
+def row_producer(kafka: KafkaSettings) -> KafkaProducer:
+    """The producer of ingest records: durable, size-checked, delivery failures raised by ``flush()``.
 
-    def __init__(self, kafka: KafkaSettings, serde: AvroSerde) -> None:
-        self.kafka = kafka
-        self.serde = serde
-        self.errors: list[KafkaError] = []
-        # Reports only for failures: a per-row Python callback would cost as much as the encoding.
-        # A bounded local queue (64 MB) is the back-pressure: memory stays flat when the broker is slow.
-        self.producer = Producer(
-            kafka.producer_config(
-                on_delivery=self._delivered,
-                **{
-                    "delivery.report.only.error": True,
-                    "queue.buffering.max.kbytes": 65_536,
-                    "queue.buffering.max.messages": 200_000,
-                },
-            )
-        )
-
-    def _delivered(self, err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            self.errors.append(err)
-
-    def produce(self, topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def flush(self) -> None:
-        """Wait until every produced row is acknowledged; raise on any delivery failure."""
-        while self.producer.flush(30):
-            log.warning("waiting for the broker to acknowledge rows")
-        if self.errors:
-            raise S3ImportError(f"the broker rejected rows: {self.errors[0]}")
+    Delivery reports only for failures: a per-row Python callback would cost as much as the encoding.
+    A bounded local queue (64 MB) is the back-pressure: memory stays flat when the broker is slow.
+    """
+    queue: dict[str, Any] = {
+        "delivery.report.only.error": True,
+        "queue.buffering.max.kbytes": 65_536,
+        "queue.buffering.max.messages": 200_000,
+    }
+    return KafkaProducer(kafka, name="s3-import", **queue)
 
 
-def _covered(key: str, columns: list[str]) -> bool:
-    """An NDJSON key is mapped itself, through its parent object, or through one of its children."""
-    parent = key.split(".", 1)[0]
-    return key in columns or parent in columns or any(c.startswith(key + ".") for c in columns)
+def flush_rows(out: KafkaProducer) -> None:
+    """Wait until every produced row is acknowledged, however long the broker takes; a row the broker
+    refused fails the file (the ledger must never record it as imported)."""
+    while True:
+        try:
+            out.flush(30)
+            return
+        except KafkaFault as exc:
+            if exc.kind is Kind.FATAL:
+                raise  # the producer is unusable: the poller stops with the reason
+            if exc.error is None and len(out):  # only slow: nothing failed yet, keep waiting
+                log.warning("waiting for the broker to acknowledge %d rows", len(out))
+                continue
+            raise S3ImportError(f"the broker rejected rows: {exc}") from exc
 
 
 class FileImport:
@@ -118,10 +104,12 @@ class FileImport:
         folder: Folder,
         file: S3File,
         run: RunRecord,
-        out: DataProducer,
+        out: KafkaProducer,
+        serde: AvroSerde,
         ctx: ImportContext,
     ) -> None:
         self.d, self.folder, self.file, self.run_record, self.out, self.ctx = d, folder, file, run, out, ctx
+        self.serde = serde
         self.topic = out.kafka.topic(TOPIC_BY_TYPE[d.type])
         self.builder = RecordBuilder(d, f"{d.bucket}/{d.folder}", file.name, run.run_id, datetime.now(UTC))
         self.report: IO[str] | None = None
@@ -136,6 +124,10 @@ class FileImport:
             raise
         except S3ImportError as exc:
             run.finish(FAILED, str(exc))
+        except KafkaFault as exc:
+            if exc.kind is Kind.FATAL:
+                raise  # the producer cannot go on: the poller stops with the reason
+            run.finish(FAILED, f"writing rows to Kafka failed: {exc}")
         else:
             status = outcome(run.rows_added, run.rows_failed)
             message = "" if status == "SUCCESSFUL" else "At least 1 row failed"
@@ -180,18 +172,13 @@ class FileImport:
             stream.finish()
 
     def _consume(self, binary: IO[bytes]) -> None:
-        text = text_stream(binary)
-        if self.d.file_format is FileFormat.NDJSON:
-            columns = [m.column for m in self.d.mappings]
-            header, rows = read_ndjson(text, columns)
-            mapping = compile_mapping(columns, self.d.mappings, UTC, self.d.tz)
-            mapping.unmapped_columns = [h for h in header if not _covered(h, columns)]
-        else:
-            header, rows = read_csv(text)
-            mapping = compile_mapping(header, self.d.mappings, UTC, self.d.tz)
+        read = reader_for(self.d.file_format)
+        table = read(text_stream(binary), [m.column for m in self.d.mappings])
+        mapping = compile_mapping(table.columns, self.d.mappings, UTC, self.d.tz)
+        mapping.unmapped_columns = table.unmapped
         self._check_mandatory_columns(mapping)
         self.run_record.unmapped_columns = mapping.unmapped_columns
-        self._rows(rows, mapping)
+        self._rows(table.rows, mapping)
 
     def _check_mandatory_columns(self, mapping: CompiledMapping) -> None:
         present = mapping.roles()
@@ -204,7 +191,7 @@ class FileImport:
         run, ctx, out = self.run_record, self.ctx, self.out
         encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
         convert, build, topic = mapping.convert, self.builder.build, self.topic
-        produce, poll = out.producer.produce, out.producer.poll
+        produce, check, poll = out.produce, out.check, out.poll
         resume_after, checkpoint_rows = ctx.resume_after, ctx.checkpoint_rows
         last_checkpoint, last_time = resume_after, time.monotonic()
         next_check = CHECK_EVERY
@@ -229,12 +216,15 @@ class FileImport:
                     except (RowError, SerdeError) as exc:  # SerdeError: a value the Avro schema refuses
                         self._fail(n, str(exc))
                     else:
-                        if n > resume_after:
-                            try:
-                                produce(topic, value, key)
-                            except BufferError:  # the local queue is full: wait for acknowledgements
-                                out.produce(topic, key, value)
-                        added += 1
+                        try:
+                            if n > resume_after:
+                                produce(topic, value, key)  # a full local queue waits for acknowledgements
+                            else:  # acknowledged before a handover: counted again, not re-sent
+                                check(topic, key, value)
+                        except RecordTooLarge as exc:  # over the topic's size limit: this row fails alone
+                            self._fail(n, f"row too large for Kafka: {exc}")
+                        else:
+                            added += 1
                 if n >= next_check:
                     next_check = n + CHECK_EVERY
                     self.last_row, run.rows_total, run.rows_added, run.rows_skipped = n, total, added, skipped
@@ -249,25 +239,24 @@ class FileImport:
                         n - last_checkpoint >= checkpoint_rows
                         or time.monotonic() - last_time >= CHECKPOINT_SECONDS
                     ):
-                        out.flush()
+                        flush_rows(out)
                         ctx.checkpoint(n)
                         last_checkpoint, last_time = n, time.monotonic()
         finally:  # a file-level failure mid-file still reports the rows read so far
             self.last_row, run.rows_total, run.rows_added, run.rows_skipped = n, total, added, skipped
-        out.flush()
+        flush_rows(out)
         if ctx.progress:
             ctx.progress(n, self._counter.bytes_read)
 
     def _encoder(self, sample: dict[str, Any]) -> Callable[[Any], bytes]:
         """The per-file template encoder (checked against fastavro on this first record)."""
-        serde = self.out.serde
         return template_encoder(
-            serde, RECORD_BY_TYPE[self.d.type], self.topic, self.builder.constants, sample
+            self.serde, RECORD_BY_TYPE[self.d.type], self.topic, self.builder.constants, sample
         )
 
     def handover(self) -> int:
         """Flush rows in flight so the next owner can resume right after ``last_row``."""
-        self.out.flush()
+        flush_rows(self.out)
         return self.last_row
 
     def _fail(self, row: int, reason: str) -> None:

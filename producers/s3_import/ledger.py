@@ -18,25 +18,38 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message
 
 from inflow.config.settings import KafkaSettings
-from inflow.producers.s3_import.control_topics import topic_partitions
+from inflow.kafka.clients import new_admin, topic_partitions
+from inflow.kafka.errors import KafkaFault, Kind
+from inflow.kafka.producer import KafkaProducer
+from inflow.kafka.view import TP, CompactedView
 from inflow.producers.s3_import.exceptions import S3ImportError
 from inflow.schemas.serde import AvroSerde
+
+NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
 
 log = logging.getLogger(__name__)
 CLAIMED = "CLAIMED"
 DONE = "DONE"
 RevokeHook = Callable[[set[int]], None]
+# The ledger group's timeouts: a dead poller's partitions move after 10 s; a file may take 10 min between
+# two reads of the ledger (the importer reads it every few thousand rows, so this is only a safety net).
+GROUP_SETTINGS: dict[str, Any] = {
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 1_000,
+    "max.poll.interval.ms": 600_000,
+}
 
 
 def ledger_key(import_name: str, bucket: str, folder: str, file_name: str) -> str:
-    """The file's identity (reference 4.2: folder location and file name), scoped to its import."""
+    """The file's identity, scoped to its import: like MoEngage, a file is known by its folder location and
+    file name (a file re-uploaded under the same name is not imported again)."""
     return f"{import_name}|{bucket}/{folder}|{file_name}"
 
 
@@ -56,15 +69,13 @@ class Decision:
     entry: dict[str, Any] | None = None
 
 
-@dataclass
-class _PartitionState:
-    ready: bool = False
-    target: int | None = None
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
 class Ledger:
-    """This poller's view of the ledger partitions it owns, and the claims and outcomes it writes."""
+    """This poller's view of the ledger partitions it owns, and the claims and outcomes it writes.
+
+    The ledger is read through a :class:`CompactedView` in group mode: the group assigns partitions, the view
+    replays each assigned partition from its beginning and says when it is read to its end
+    (``partition_ready``); only then does this poller claim files of that partition.
+    """
 
     def __init__(
         self, kafka: KafkaSettings, serde: AvroSerde, owner: str, group_id: str | None = None
@@ -74,41 +85,38 @@ class Ledger:
         self._serde = serde
         self._encode = serde.encoder("ImportLedgerEntry", topic=self.topic)
         self._group = group_id or f"{kafka.topic_prefix}.s3-import-pollers"
-        self._consumer = Consumer(
-            kafka.consumer_config(
-                self._group,
-                **{
-                    "partition.assignment.strategy": "cooperative-sticky",
-                    "session.timeout.ms": 10_000,
-                    "heartbeat.interval.ms": 1_000,
-                    "max.poll.interval.ms": 600_000,
-                },
-            )
-        )
-        self._producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
-        self.partitions = len(topic_partitions(self._consumer, self.topic))
-        self._states: dict[int, _PartitionState] = {}
+        self.partitions = len(topic_partitions(new_admin(kafka), self.topic))
+        self._entries: dict[int, dict[str, dict[str, Any]]] = {}  # per assigned partition: key -> entry
         self._revoke_hooks: list[RevokeHook] = []
-        self._consumer.subscribe(
-            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        self._producer = KafkaProducer(kafka, name="import-ledger", **NO_LINGER)
+        self._view = CompactedView(
+            kafka,
+            self.topic,
+            apply=self._apply,
+            name="import-ledger",
+            group_id=self._group,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            **GROUP_SETTINGS,
         )
+        try:
+            self._view.open()
+        except BaseException:
+            self._producer.close()
+            raise
 
     # --- group membership -------------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._states[tp.partition] = _PartitionState()
-            tp.offset = OFFSET_BEGINNING  # never committed: each owner replays its partitions
-        consumer.incremental_assign(partitions)
-        log.info("ledger partitions assigned: %s", sorted(tp.partition for tp in partitions))
+    def _on_assign(self, partitions: list[TP]) -> None:
+        for _, p in partitions:
+            self._entries[p] = {}  # the view replays the partition from its beginning
+        log.info("ledger partitions assigned: %s", sorted(p for _, p in partitions))
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        lost = {tp.partition for tp in partitions}
+    def _on_revoke(self, partitions: list[TP]) -> None:
+        lost = {p for _, p in partitions}
         for hook in list(self._revoke_hooks):
             hook(lost)  # the importer flushes its rows and checkpoints before the partition moves
         for p in lost:
-            self._states.pop(p, None)
-        if partitions:
-            consumer.incremental_unassign(partitions)
+            self._entries.pop(p, None)
         log.info("ledger partitions revoked: %s", sorted(lost))
 
     def add_revoke_hook(self, hook: RevokeHook) -> None:
@@ -119,56 +127,33 @@ class Ledger:
 
     # --- reading ----------------------------------------------------------------------------------
     def pump(self, timeout: float = 0.0) -> None:
-        """Serve group callbacks and apply ledger records; marks partitions ready once read to the end."""
-        msgs = self._consumer.consume(num_messages=500, timeout=timeout)
-        for msg in msgs:
-            if msg.error():
-                log.warning("ledger consumer: %s", msg.error())
-                continue
-            state = self._states.get(msg.partition() or 0)
-            value, raw_key = msg.value(), msg.key()
-            if state is None or value is None:
-                continue
-            _, entry = self._serde.decode(value, expected="ImportLedgerEntry")
-            key = raw_key.decode() if raw_key else ""
-            state.entries[key] = entry
-        self._check_ready()
+        """Serve group callbacks and apply ledger records; the view marks partitions read to their end."""
+        self._view.pump(timeout)
 
-    def _check_ready(self) -> None:
-        for p, state in self._states.items():
-            if state.ready:
-                continue
-            tp = TopicPartition(self.topic, p)
-            try:
-                if state.target is None:
-                    low, high = self._consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                    state.target = high
-                    if high <= low:
-                        state.ready = True
-                        continue
-                position = self._consumer.position([tp])[0].offset
-            except KafkaException as exc:
-                log.warning("ledger partition %s: %s", p, exc)
-                continue
-            if position >= 0 and position >= state.target:
-                state.ready = True
+    def _apply(self, msg: Message) -> None:
+        entries = self._entries.get(msg.partition() or 0)
+        value, raw_key = msg.value(), msg.key()
+        if entries is None or value is None:
+            return
+        _, entry = self._serde.decode(value, expected="ImportLedgerEntry")
+        entries[raw_key.decode() if raw_key else ""] = entry
 
     def owned_partitions(self) -> set[int]:
-        return {p for p, s in self._states.items() if s.ready}
+        return {p for p in self._entries if self._view.partition_ready(self.topic, p)}
 
     def assigned_partitions(self) -> set[int]:
-        return set(self._states)
+        return set(self._entries)
 
     def owns(self, key: str) -> bool:
-        state = self._states.get(partition_for(key, self.partitions))
-        return state is not None and state.ready
+        p = partition_for(key, self.partitions)
+        return p in self._entries and self._view.partition_ready(self.topic, p)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        state = self._states.get(partition_for(key, self.partitions))
-        return None if state is None else state.entries.get(key)
+        entries = self._entries.get(partition_for(key, self.partitions))
+        return None if entries is None else entries.get(key)
 
     def decide(self, key: str, max_attempts: int) -> Decision:
-        """Reference 4.2: a file already encountered is skipped whatever its outcome, unless retries are
+        """As in MoEngage, a file already encountered is skipped whatever its outcome, unless retries are
         configured and it FAILED; a CLAIMED file belongs to a dead or departed owner and is resumed."""
         entry = self.get(key)
         if entry is None:
@@ -192,19 +177,16 @@ class Ledger:
     def write(self, key: str, entry: dict[str, Any]) -> None:
         """Write an entry to the key's partition and wait for the broker's acknowledgement."""
         partition = partition_for(key, self.partitions)
-        errors: list[Any] = []
-        self._producer.produce(
-            self.topic,
-            self._encode(entry),
-            key.encode(),
-            partition=partition,
-            on_delivery=lambda err, _msg: errors.append(err) if err else None,
-        )
-        if self._producer.flush(30) or errors:
-            raise S3ImportError(f"ledger write for {key} failed: {errors or 'not acknowledged within 30 s'}")
-        state = self._states.get(partition)
-        if state is not None:
-            state.entries[key] = entry
+        try:
+            self._producer.produce(self.topic, self._encode(entry), key.encode(), partition=partition)
+            self._producer.flush(30)
+        except KafkaFault as exc:
+            if exc.kind is Kind.FATAL:
+                raise
+            raise S3ImportError(f"ledger write for {key} failed: {exc}") from exc
+        entries = self._entries.get(partition)
+        if entries is not None:
+            entries[key] = entry
 
     def entry(
         self,
@@ -237,8 +219,5 @@ class Ledger:
 
     def close(self) -> None:
         """Leave the group (partitions move to the other pollers at once) and flush."""
-        self._producer.flush(10)
-        try:
-            self._consumer.close()
-        except (KafkaException, RuntimeError) as exc:
-            log.warning("closing ledger consumer: %s", exc)
+        self._view.close()
+        self._producer.close(10)

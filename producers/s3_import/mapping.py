@@ -1,4 +1,4 @@
-"""Column mappings and manifests (reference 4.5): which file column feeds which attribute, with its type.
+"""Column mappings and manifests, as MoEngage has them: which file column feeds which attribute, and its type.
 
 A mapping is compiled once against a file's header into a list of small converters, so a row costs one
 pass over its mapped cells. Cell conversion errors become :class:`RowError` with the column name.
@@ -27,7 +27,7 @@ class ColumnType(StrEnum):
 
 
 class Role(StrEnum):
-    """What a column means beyond being an attribute: the reference's mandatory mappings."""
+    """What a column means beyond being an attribute: MoEngage's mandatory mappings (user id, event time)."""
 
     USER_ID = "user_id"
     ANONYMOUS_ID = "anonymous_id"
@@ -128,7 +128,7 @@ def _to_bool(raw: Any) -> bool:
 
 
 def _array(raw: str, cast: Callable[[str], Any]) -> list[Any]:
-    """``[a|b|c]`` (reference 4.3): elements that fail typecasting are dropped, blanks ignored."""
+    """``[a|b|c]``, MoEngage's array cell: elements that fail typecasting are dropped, blanks ignored."""
     out = []
     for item in raw[1:-1].split("|"):
         item = item.strip().strip('"')
@@ -202,7 +202,8 @@ def _identifier_text(raw: Any) -> str:
 
 @dataclass
 class CompiledMapping:
-    """A mapping resolved against a header: converters, and what the reference says to report."""
+    """A mapping resolved against a header: converters, and the columns MoEngage reports as unmapped,
+    ignored or skipped."""
 
     converters: list[Converter]
     unmapped_columns: list[str] = field(default_factory=list)
@@ -244,7 +245,8 @@ class CompiledMapping:
 def compile_mapping(
     header: Sequence[str], mappings: Sequence[ColumnMapping], default_tz: tzinfo, app_tz: tzinfo
 ) -> CompiledMapping:
-    """Resolve a mapping against a header (reference 4.5 manifest semantics)."""
+    """Resolve a mapping against a header. As with MoEngage manifests, a mapped column missing from the file
+    is ignored, a file column no mapping names is unmapped, and a skipped mapping is not imported."""
     index = {name: i for i, name in enumerate(header)}
     by_column = {m.column: m for m in mappings}
     converters, skipped = [], []

@@ -18,7 +18,7 @@ _MIN = r"[0-5][0-9]"
 
 
 class DateFormat(StrEnum):
-    """The five file-name date-time suffixes of the reference (the day the import executes)."""
+    """The five file-name date-time suffixes MoEngage accepts (the day the import executes)."""
 
     MM_YYYY = "mm_yyyy"
     DDMMYYYY = "ddmmyyyy"
@@ -42,7 +42,7 @@ EVENT_PREFIX = re.compile(r"^[^/]{1,100}$")
 
 
 def event_prefix(event_name: str) -> str:
-    """File names of an event begin with its event name, spaces turned into ``_`` (reference 4.2)."""
+    """File names of an event begin with its event name, spaces turned into ``_`` (as in MoEngage)."""
     return event_name.replace(" ", "_")
 
 

@@ -1,4 +1,4 @@
-"""Status e-mails over SMTP (reference 4.6): sent when a file import succeeds, and when an import fails,
+"""Status e-mails over SMTP, as MoEngage sends them: when a file import succeeds, and when an import fails,
 with the reason. Up to 10 recipients per import; a failing mail server never fails the import.
 """
 

@@ -1,4 +1,5 @@
-"""PGP decryption streamed through GnuPG (reference 4.7), so a large file is never held in memory.
+"""PGP decryption (of files encrypted as MoEngage's PGP guide says) streamed through GnuPG, so a large file
+is never held in memory.
 
 pgpy parses a whole message in memory, so files go through a ``gpg --decrypt`` subprocess instead: a thread
 feeds it the S3 stream, the caller reads plaintext from its stdout as it comes, and GnuPG's machine-readable
@@ -111,7 +112,7 @@ class Keyring:
 class DecryptStream:
     """``gpg --decrypt`` fed from ``source`` in a thread; read plaintext from :attr:`stdout`.
 
-    Call :meth:`finish` after reading everything: it raises :class:`PgpError` with the reference's message
+    Call :meth:`finish` after reading everything: it raises :class:`PgpError` with MoEngage's message
     when GnuPG reported a failure. :meth:`close` stops the process early (preview reads only five rows).
     """
 
@@ -191,7 +192,7 @@ class DecryptStream:
             self._proc.stdout.close()
 
     def finish(self) -> None:
-        """Wait for GnuPG and turn its status lines into the reference's PGP errors."""
+        """Wait for GnuPG and turn its status lines into MoEngage's PGP errors."""
         code = self._proc.wait(timeout=600)
         for thread in self._threads:
             thread.join(timeout=60)

@@ -17,9 +17,10 @@ from typing import Any
 
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.errors import KafkaFault, Kind
 from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import FetchError, OwnershipLost, S3ImportError
-from inflow.producers.s3_import.importer import DataProducer, FileImport, ImportContext, ProgressFn
+from inflow.producers.s3_import.importer import FileImport, ImportContext, ProgressFn, row_producer
 from inflow.producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
 from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
 from inflow.producers.s3_import.runs import RunRecord, RunStore, run_id_for
@@ -67,10 +68,11 @@ class Poller:
         self.store = DefinitionStore(kafka, self.serde, box)
         self.ledger = Ledger(kafka, self.serde, self.owner, self.settings.group_id)
         self.runs = RunStore(kafka, self.serde)
-        self.out = DataProducer(kafka, self.serde)
+        self.out = row_producer(kafka)
         self.notifier = Notifier(smtp or SmtpSettings())
         self.last_due: dict[str, datetime] = {}
         self.stop = threading.Event()
+        self._closed = False
 
     # --- ownership --------------------------------------------------------------------------------
     def wait_for_partitions(self, timeout: float = 60.0) -> set[int]:
@@ -105,17 +107,23 @@ class Poller:
         """Until SIGTERM/SIGINT: tick, then wait; a running file finishes first (it can't stop midway)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
-        self.wait_for_partitions()
-        while not self.stop.is_set():
-            try:
-                self.tick()
-            except S3ImportError as exc:
-                log.error("poller tick failed: %s", exc)
-            waited = 0.0
-            while waited < self.settings.tick_seconds and not self.stop.is_set():
-                self.ledger.pump(0.5)
-                waited += 0.5
-        self.close()
+        try:
+            self.wait_for_partitions()
+            while not self.stop.is_set():
+                try:
+                    self.tick()
+                except S3ImportError as exc:
+                    log.error("poller tick failed: %s", exc)
+                except KafkaFault as exc:
+                    if exc.kind is Kind.FATAL:
+                        raise  # a Kafka client cannot go on: stop with the reason
+                    log.error("poller tick failed: %s", exc)
+                waited = 0.0
+                while waited < self.settings.tick_seconds and not self.stop.is_set():
+                    self.ledger.pump(0.5)
+                    waited += 0.5
+        finally:
+            self.close()
 
     # --- one run ----------------------------------------------------------------------------------
     def run_import(
@@ -188,7 +196,7 @@ class Poller:
             progress=progress(file) if progress else None,
             checkpoint_rows=self.settings.checkpoint_rows,
         )
-        job = FileImport(d, folder, file, run, self.out, ctx)
+        job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
 
         def checkpoint(row: int) -> None:
             self.ledger.write(key, self.ledger.entry(state=CLAIMED, rows_acked=row, **entry_args))
@@ -234,7 +242,11 @@ class Poller:
         return run
 
     def close(self) -> None:
-        """Flush rows, leave the ledger group so partitions move at once, close clients."""
-        self.out.producer.flush(30)
+        """Flush rows, leave the ledger group so partitions move at once, close clients (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.out.close(30)
         self.ledger.close()
         self.store.close()
+        self.runs.close()

@@ -1,5 +1,5 @@
-"""Preview ("Fetch file", reference 4.6): the top 5 rows of the most recent matching file, with each
-column's name and a sample value from the first data row, or exactly the reference's fetch errors.
+"""Preview (MoEngage's "Fetch file" button): the top 5 rows of the most recent matching file, with each
+column's name and a sample value from the first data row, or exactly MoEngage's fetch errors.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from inflow.producers.s3_import.definition import FileFormat, ImportDefinition
+from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import FetchError, FileFormatError
 from inflow.producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted
-from inflow.producers.s3_import.reading import ZERO_ROWS, CountingReader, read_csv, read_ndjson, text_stream
+from inflow.producers.s3_import.reading import ZERO_ROWS, CountingReader, reader_for, text_stream
 from inflow.producers.s3_import.storage import CHECK_FOLDER, Folder
 
 PREVIEW_ROWS = 5
@@ -52,10 +52,10 @@ def preview(d: ImportDefinition, default_endpoint: str | None = None) -> Preview
 
 
 def _top_rows(d: ImportDefinition, name: str, binary: Any) -> Preview:
-    text = text_stream(binary)
-    header, rows = read_ndjson(text, []) if d.file_format is FileFormat.NDJSON else read_csv(text)
+    table = reader_for(d.file_format)(text_stream(binary), [])  # no mapping: every column of the file
+    header = table.header
     top: list[list[Any]] = []
-    for row in rows:
+    for row in table.rows:
         if row.cells is not None:
             top.append(list(row.cells))
         if len(top) >= PREVIEW_ROWS:

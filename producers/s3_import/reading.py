@@ -1,8 +1,11 @@
-"""Streaming CSV and NDJSON rows out of a byte stream with bounded memory (reference 4.3).
+"""Streaming rows of import files out of a byte stream with bounded memory, one reader per file format.
 
-CSV: UTF-8 only, comma delimiter, double-quote quoting, the first row is the header (no duplicate or empty
-names), cells up to 128 KB, ``\\n`` line endings. NDJSON: one object per line, flattened two levels into
-dot-notation columns. File-level problems raise :class:`FileFormatError`; row-level ones are yielded as data.
+The file rules are MoEngage's for S3 imports. CSV: UTF-8 only, comma delimiter, double-quote quoting, the
+first row is the header (no duplicate or empty names), cells up to 128 KB, ``\\n`` line endings. NDJSON:
+one object per line, flattened two levels into dot-notation columns. File-level problems raise
+:class:`FileFormatError`; row-level ones are yielded as data.
+
+Readers are looked up by format in :data:`READERS` (:func:`reader_for`); a new format is one more entry.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from inflow.producers.s3_import.exceptions import FileFormatError
 
-CELL_LIMIT = 131_072  # 128 KB per cell (reference 4.3)
+CELL_LIMIT = 131_072  # MoEngage accepts cells of up to 128 KB
 MAX_LINE = CELL_LIMIT * 100  # an NDJSON line holds at most 100 columns of 128 KB
 EMPTY_ROW = "empty row"
 csv.field_size_limit(CELL_LIMIT)
@@ -235,3 +238,58 @@ def _ndjson_objects(text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, Any
             yield number, None, "not a JSON object"
             continue
         yield number, flatten(obj), None
+
+
+# --- one reader per file format ---------------------------------------------------------------------------
+@dataclass
+class Table:
+    """What a reader found in a file: its column names, the name of each cell of a row, the rows (lazy),
+    and the file's columns that no mapping reads (reported to the user, never imported)."""
+
+    header: list[str]
+    columns: list[str]
+    rows: Iterator[Row]
+    unmapped: list[str]
+
+
+class FileReader(Protocol):
+    """Reads one file format. ``mapped`` names the columns the import maps (empty for a preview); the
+    reader raises :class:`FileFormatError` at once when the file as a whole is unusable."""
+
+    def __call__(self, text: io.TextIOWrapper, mapped: Sequence[str]) -> Table: ...
+
+
+def csv_table(text: io.TextIOWrapper, mapped: Sequence[str]) -> Table:
+    """CSV: each row has one cell per header column; a header column no mapping names is unmapped."""
+    header, rows = read_csv(text)
+    wanted = set(mapped)
+    return Table(header, header, rows, [h for h in header if h not in wanted])
+
+
+def _covered(key: str, columns: Sequence[str]) -> bool:
+    """An NDJSON key is mapped itself, through its parent object, or through one of its children."""
+    parent = key.split(".", 1)[0]
+    return key in columns or parent in columns or any(c.startswith(key + ".") for c in columns)
+
+
+def ndjson_table(text: io.TextIOWrapper, mapped: Sequence[str]) -> Table:
+    """NDJSON: each row has one cell per mapped column (per key of the first object for a preview)."""
+    header, rows = read_ndjson(text, mapped)
+    columns = list(mapped) or header
+    return Table(header, columns, rows, [h for h in header if not _covered(h, mapped)])
+
+
+READERS: dict[str, FileReader] = {
+    "csv": csv_table,
+    "ndjson": ndjson_table,
+}
+
+
+def reader_for(file_format: str) -> FileReader:
+    """The reader of ``file_format`` (a :class:`~inflow.producers.s3_import.definition.FileFormat` or its
+    name); an unknown format raises :class:`FileFormatError` naming the known ones."""
+    reader = READERS.get(str(file_format))
+    if reader is None:
+        known = ", ".join(sorted(READERS))
+        raise FileFormatError(f"no reader for file format {str(file_format)!r}; known formats: {known}")
+    return reader

@@ -7,17 +7,18 @@ its counts are never added twice.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-
 from inflow.config.settings import KafkaSettings
-from inflow.producers.s3_import.control_topics import topic_partitions, watermarks
+from inflow.kafka.errors import KafkaFault, Kind
+from inflow.kafka.producer import KafkaProducer
+from inflow.kafka.view import CompactedView
 from inflow.producers.s3_import.exceptions import S3ImportError
 from inflow.schemas.serde import AvroSerde
+
+NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
 
 RUNNING = "RUNNING"
 SUCCESSFUL = "SUCCESSFUL"
@@ -75,44 +76,31 @@ class RunStore:
         self._kafka = kafka
         self._serde = serde
         self._encode = serde.encoder("ImportRun", topic=self.topic)
-        self._producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
+        self._producer: KafkaProducer | None = None  # made on the first write: history() only reads
 
     def write(self, run: RunRecord) -> None:
-        errors: list[Any] = []
-        self._producer.produce(
-            self.topic,
-            self._encode(run.to_avro()),
-            run.run_id.encode(),
-            on_delivery=lambda err, _m: errors.append(err) if err else None,
-        )
-        if self._producer.flush(30) or errors:
-            raise S3ImportError(f"writing run {run.run_id} failed: {errors or 'timeout'}")
+        if self._producer is None:
+            self._producer = KafkaProducer(self._kafka, name="import-runs", **NO_LINGER)
+        try:
+            self._producer.publish_and_wait(self.topic, run.run_id.encode(), self._encode(run.to_avro()))
+        except KafkaFault as exc:
+            if exc.kind is Kind.FATAL:
+                raise
+            raise S3ImportError(f"writing run {run.run_id} failed: {exc}") from exc
 
     def history(self, import_name: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Latest record of every run (of one import when named), oldest first."""
-        latest: dict[str, dict[str, Any]] = {}
-        for record in self._read_all(timeout):
-            if import_name is None or record["import_name"] == import_name:
-                latest[record["run_id"]] = record
-        return sorted(latest.values(), key=lambda r: r["started_at"])
+        view = CompactedView.read(
+            self._kafka,
+            self.topic,
+            timeout,
+            name="import-runs",
+            decode=lambda value: self._serde.decode(value, expected="ImportRun")[1],
+        )
+        runs = [r for r in view.data.values() if import_name is None or r["import_name"] == import_name]
+        return sorted(runs, key=lambda r: r["started_at"])
 
-    def _read_all(self, timeout: float) -> Iterator[dict[str, Any]]:
-        consumer = Consumer(self._kafka.consumer_config("inflow-runs-reader"))
-        try:
-            targets = {}
-            for p in topic_partitions(consumer, self.topic, timeout):
-                low, high = watermarks(consumer, TopicPartition(self.topic, p), timeout)
-                if high > low:
-                    targets[p] = high
-            consumer.assign([TopicPartition(self.topic, p, 0) for p in targets])
-            deadline = datetime.now(UTC).timestamp() + timeout
-            while targets and datetime.now(UTC).timestamp() < deadline:
-                for msg in consumer.consume(500, timeout=0.5):
-                    if msg.error() or msg.value() is None:
-                        continue
-                    yield self._serde.decode(msg.value() or b"", expected="ImportRun")[1]
-                    partition, offset = msg.partition() or 0, msg.offset() or 0
-                    if offset + 1 >= targets.get(partition, 0):
-                        targets.pop(partition, None)
-        finally:
-            consumer.close()
+    def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close()

@@ -35,7 +35,7 @@ _RRULE_FREQ: dict[Frequency, int] = {
 
 
 class Schedule(BaseModel):
-    """The reference's import frequency (4.6); ``start_at`` defaults to when the import was created."""
+    """MoEngage's import frequencies; ``start_at`` defaults to when the import was created."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,6 +1,6 @@
 """The import's S3 folder: list the files directly in it, stream one, write an error report back.
 
-S3 errors are translated at this boundary into the reference's fetch messages (4.6):
+S3 errors are translated at this boundary into MoEngage's fetch messages:
 "Given S3 Access Key is not valid" and "Please check the folder path and try again".
 """
 
@@ -40,7 +40,7 @@ class S3File:
 
 
 def translate(exc: Exception, missing: str = CHECK_FOLDER) -> FetchError:
-    """Map a boto3 error to the reference's message, keeping the original as the cause."""
+    """Map a boto3 error to MoEngage's message, keeping the original as the cause."""
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _AUTH_CODES:

@@ -1,7 +1,8 @@
 """Import definitions, durable in the compacted ``control.imports`` topic (key: import name).
 
-Every poller and CLI call reads the topic to its end to know the current definitions; secrets inside are
-encrypted with the secret box, so the topic never holds them in clear.
+Every poller and CLI call reads the topic to its end (a :class:`CompactedView`) to know the current
+definitions, and reads its own writes back; secrets inside are encrypted with the secret box, so the topic
+never holds them in clear.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message
 
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
-from inflow.producers.s3_import.control_topics import topic_partitions, watermarks
+from inflow.kafka.errors import KafkaFault, Kind
+from inflow.kafka.producer import KafkaProducer
+from inflow.kafka.view import CompactedView
 from inflow.producers.s3_import.definition import (
     ImportDefinition,
     check_not_duplicate,
@@ -25,6 +28,8 @@ from inflow.producers.s3_import.definition import (
 from inflow.producers.s3_import.exceptions import DefinitionError, S3ImportError
 from inflow.schemas.serde import AvroSerde
 
+NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
+
 
 class DefinitionStore:
     """Reads and writes import definitions; ``refresh()`` picks up changes made by other processes."""
@@ -34,47 +39,32 @@ class DefinitionStore:
         self._serde = serde
         self._box = box
         self._encode = serde.encoder("ImportDefinition", topic=self.topic)
-        self._consumer = Consumer(kafka.consumer_config("unused", **{"group.id": "inflow-imports-reader"}))
-        self._producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
-        partitions = topic_partitions(self._consumer, self.topic)
-        self._partitions = [TopicPartition(self.topic, p, 0) for p in partitions]
-        self._consumer.assign(self._partitions)
         self.definitions: dict[str, ImportDefinition] = {}
         self.errors: dict[str, str] = {}
-        self._applied: dict[int, int] = {}
-        self.load()
+        self._producer = KafkaProducer(kafka, name="import-definitions", **NO_LINGER)
+        self._view = CompactedView(kafka, self.topic, apply=self._apply, name="import-definitions")
+        try:
+            self._view.open()
+            self.load()
+        except BaseException:
+            self.close()
+            raise
 
     def load(self, timeout: float = 30.0) -> None:
         """Read every partition to its current end."""
-        targets = {}
-        for tp in self._partitions:
-            _, high = watermarks(self._consumer, tp, timeout)
-            targets[tp.partition] = high
-        done = {p for p, high in targets.items() if high == 0}
-        deadline = datetime.now(UTC).timestamp() + timeout
-        while len(done) < len(targets):
-            if datetime.now(UTC).timestamp() > deadline:
-                raise S3ImportError(f"timed out reading {self.topic}")
-            for msg in self._consumer.consume(500, timeout=0.5):
-                self._apply(msg)
-                partition, offset = msg.partition() or 0, msg.offset() or 0
-                if offset + 1 >= targets.get(partition, 0):
-                    done.add(partition)
+        self._view.catch_up(timeout)
 
     def refresh(self) -> None:
         """Apply records written since the last read, without blocking."""
-        for msg in self._consumer.consume(500, timeout=0):
-            self._apply(msg)
+        self._view.pump(0)
 
-    def _apply(self, msg: Any) -> None:
-        if msg.error():
-            return
-        self._applied[msg.partition()] = msg.offset()
-        name = msg.key().decode() if msg.key() else ""
-        if msg.value() is None:
+    def _apply(self, msg: Message) -> None:
+        raw_key, value = msg.key(), msg.value()
+        name = raw_key.decode() if raw_key else ""
+        if value is None:
             self.definitions.pop(name, None)
             return
-        _, record = self._serde.decode(msg.value(), expected="ImportDefinition")
+        _, record = self._serde.decode(value, expected="ImportDefinition")
         try:
             data = json.loads(record["definition_json"])
             data["archived"] = record["archived"]
@@ -100,7 +90,8 @@ class DefinitionStore:
         return stored
 
     def archive(self, name: str) -> ImportDefinition:
-        """Stop future runs; a running file finishes (reference: a running import can't be stopped midway)."""
+        """Stop future runs; a running file finishes (as in MoEngage, a running import can't be stopped
+        midway)."""
         self.refresh()
         existing = self.get(name)
         archived = existing.model_copy(update={"archived": True})
@@ -125,29 +116,15 @@ class DefinitionStore:
             "created_at": d.created_at or now,
             "updated_at": now,
         }
-        delivered: list[Any] = []
-        self._producer.produce(
-            self.topic,
-            self._encode(record),
-            d.name.encode(),
-            on_delivery=lambda err, m: delivered.append((err, m)),
-        )
-        self._producer.flush(30)
-        if not delivered or delivered[0][0] is not None:
-            raise S3ImportError(f"writing import {d.name} to {self.topic} failed: {delivered or 'timeout'}")
-        self._read_until(delivered[0][1].partition(), delivered[0][1].offset())
-
-    def _read_until(self, partition: int, offset: int, timeout: float = 30.0) -> None:
-        """Read our own write back, so that the local view is exactly the topic's (no stale overwrite)."""
-        deadline = datetime.now(UTC).timestamp() + timeout
-        while self._applied.get(partition, -1) < offset:
-            if datetime.now(UTC).timestamp() > deadline:
-                raise S3ImportError(f"timed out reading back {self.topic} offset {offset}")
-            for msg in self._consumer.consume(500, timeout=0.5):
-                self._apply(msg)
+        try:
+            msg = self._producer.publish_and_wait(self.topic, d.name.encode(), self._encode(record))
+            # Read our own write back, so that the local view is exactly the topic's (no stale overwrite).
+            self._view.read_until(self.topic, msg.partition() or 0, msg.offset() or 0)
+        except KafkaFault as exc:
+            if exc.kind is Kind.FATAL:
+                raise
+            raise S3ImportError(f"writing import {d.name} to {self.topic} failed: {exc}") from exc
 
     def close(self) -> None:
-        try:
-            self._consumer.close()
-        except (KafkaException, RuntimeError):
-            pass
+        self._view.close()
+        self._producer.close()

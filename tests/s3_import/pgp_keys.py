@@ -22,7 +22,7 @@ class KeyPair:
 
 
 class GpgWorkbench:
-    """A GNUPGHOME that generates keys and encrypts/signs files like the reference's recipe."""
+    """A GNUPGHOME that generates keys and encrypts/signs files the way MoEngage's PGP guide says."""
 
     def __init__(self, root: Path) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="gpgt-", dir="/tmp"))

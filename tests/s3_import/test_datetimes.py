@@ -1,4 +1,4 @@
-"""The 19 datetime formats of the reference (4.5), with and without TZD, UTC and app timezone."""
+"""The 19 datetime formats MoEngage accepts, with and without TZD, UTC and app timezone."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ CASES = [
 ]
 
 
-def test_the_list_is_the_reference_list_of_19() -> None:
+def test_the_list_is_moengages_list_of_19() -> None:
     assert len(DATETIME_FORMATS) == 19 and {c[0] for c in CASES} == set(DATETIME_FORMATS)
 
 

@@ -1,4 +1,4 @@
-"""Import definitions: the reference's rejection reasons, manifests, secrets at rest, schedules."""
+"""Import definitions: MoEngage's rejection reasons, manifests, secrets at rest, schedules."""
 
 from __future__ import annotations
 

@@ -7,6 +7,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
+
 from inflow.config.settings import KafkaSettings
 from inflow.producers.s3_import.poller import Poller
 from inflow.producers.s3_import.records import row_uuid, uuid_prefix
@@ -299,3 +307,73 @@ def test_failed_file_is_not_retried_unless_configured(
     (retried,) = poller.run_import(twice).files
     assert retried.status == "SUCCESSFUL" and retried.run_id != poller.runs.history(twice.name)[0]["run_id"]
     assert poller.run_import(twice).files == []
+
+
+def test_a_row_over_the_size_limit_fails_alone_and_the_file_goes_on(
+    definition: Callable[..., Any],
+    put: Callable[..., None],
+    poller_factory: Callable[..., Poller],
+    catalogue_topics: KafkaSettings,
+    consumer_factory: Callable[..., Any],
+    admin: AdminClient,
+    s3: Any,
+    bucket: str,
+    unique: str,
+) -> None:
+    # A CSV cell holds at most 128 KB, so a row over Kafka's 1 MB default needs nine large mapped cells.
+    wide = [f"c{i}" for i in range(9)]
+    users = definition(
+        mappings=[{"column": "ID", "moe_attr": "uid"}, *({"column": c, "moe_attr": c} for c in wide)]
+    )
+    big = ",".join("x" * 120_000 for _ in wide)
+    small = ",".join("s" for _ in wide)
+    put(
+        "in/users/registered_user_data_20240102.csv",
+        f"ID,{','.join(wide)}\nu1,{small}\nu2,{big}\nu3,{small}\n",
+    )
+    # A topic whose max.message.bytes is small: the producer reads the topic's own limit.
+    aux_topic = catalogue_topics.topic("ingest.aux")
+    altered = admin.incremental_alter_configs(
+        [
+            ConfigResource(
+                ResourceType.TOPIC,
+                aux_topic,
+                incremental_configs=[
+                    ConfigEntry("max.message.bytes", "4096", incremental_operation=AlterConfigOpType.SET)
+                ],
+            )
+        ]
+    )
+    for future in altered.values():
+        future.result(timeout=30)
+    aux = definition(
+        name=f"aux-{unique}",
+        type="aux_data",
+        folder="aux",
+        file_prefix="stores",
+        date_format="ddmmyyyy",
+        mappings=[{"column": "ID", "moe_attr": "uid"}, {"column": "name", "moe_attr": "name"}],
+    )
+    put("aux/stores_31012024.csv", f"ID,name\ns1,Shop\ns2,{'n' * 5_000}\n\ns3,Mall\n")
+
+    poller = poller_factory()
+    (run,) = poller.run_import(users).files
+    assert (run.rows_total, run.rows_added, run.rows_failed, run.rows_skipped) == (3, 2, 1, 0)
+    assert run.status == "PARTIAL_SUCCESS" and run.message == "At least 1 row failed"
+    lines = s3.get_object(Bucket=bucket, Key=run.error_report_key)["Body"].read().decode().splitlines()
+    assert lines[0] == "row,reason" and len(lines) == 2
+    assert lines[1].startswith("2,row too large for Kafka: record of ")
+    assert f"byte limit of topic {catalogue_topics.topic('ingest.users')}" in lines[1]
+
+    (aux_run,) = poller.run_import(aux).files
+    assert (aux_run.rows_total, aux_run.rows_added, aux_run.rows_failed, aux_run.rows_skipped) == (4, 2, 1, 1)
+    report = s3.get_object(Bucket=bucket, Key=aux_run.error_report_key)["Body"].read().decode()
+    assert report.splitlines()[1].startswith("2,row too large for Kafka:") and "3968-byte limit" in report
+
+    history = {r["file_name"]: r for r in poller.runs.history()}
+    assert history["registered_user_data_20240102.csv"]["rows_failed"] == 1
+    assert history["stores_31012024.csv"]["status"] == "PARTIAL_SUCCESS"
+    users_out = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.users")]), quiet=3)
+    assert sorted(r["customer_id"] for _, r in decode_all(users_out)) == ["u1", "u3"]
+    aux_out = consume_until_quiet(consumer_factory([aux_topic]), quiet=3)
+    assert sorted(r["customer_id"] for _, r in decode_all(aux_out)) == ["s1", "s3"]

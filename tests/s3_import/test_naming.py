@@ -1,4 +1,4 @@
-"""File naming (reference 4.2): prefixes, the five date formats, extensions, no sub-folders."""
+"""MoEngage's file naming: prefixes, the five date formats, extensions, no sub-folders."""
 
 from __future__ import annotations
 

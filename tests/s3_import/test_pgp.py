@@ -1,4 +1,4 @@
-"""PGP (reference 4.7) with real GnuPG keys: armored and binary, signed, and every error message."""
+"""PGP-encrypted files with real GnuPG keys: armored and binary, signed, and every error message."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Preview ("Fetch file") with the reference's errors, and definitions durable in the control topic."""
+"""Preview ("Fetch file") with MoEngage's errors, and definitions durable in the control topic."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_preview_ndjson_and_encrypted(
     assert preview(enc).rows[4] == ["u5", "N5"]
 
 
-def test_preview_errors_are_the_references(definition: Callable[..., Any], put: Callable[..., None]) -> None:
+def test_preview_errors_are_moengages(definition: Callable[..., Any], put: Callable[..., None]) -> None:
     with pytest.raises(FetchError) as info:
         preview(definition(secret_key="wrong-secret"))
     assert str(info.value) == "Given S3 Access Key is not valid"

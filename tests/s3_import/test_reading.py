@@ -1,16 +1,29 @@
-"""CSV and NDJSON rules (reference 4.3) and column mapping (4.5), on in-memory streams."""
+"""MoEngage's CSV and NDJSON file rules, the readers by format, and column mapping, on in-memory streams."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
 import pytest
 
+from inflow.producers.s3_import.definition import FileFormat
 from inflow.producers.s3_import.exceptions import FileFormatError, RowError
 from inflow.producers.s3_import.mapping import ColumnMapping, Role, compile_mapping
-from inflow.producers.s3_import.reading import CountingReader, read_csv, read_ndjson, text_stream
+from inflow.producers.s3_import.reading import (
+    READERS,
+    CountingReader,
+    Row,
+    Table,
+    csv_table,
+    ndjson_table,
+    read_csv,
+    read_ndjson,
+    reader_for,
+    text_stream,
+)
 
 
 def csv_rows(data: bytes) -> tuple[list[str], list[Any]]:
@@ -109,3 +122,31 @@ def test_manifest_semantics_ignored_unmapped_and_skipped_columns() -> None:
     assert m.skipped_columns == ["Secret"]
     attrs, roles, ids = m.convert(["u1", "hidden", "x", "a@b.io"])
     assert attrs == {"email": "a@b.io"} and ids == {"email": "a@b.io"} and roles == {Role.USER_ID: "u1"}
+
+
+def test_readers_are_looked_up_by_format_and_an_unknown_one_names_the_known_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert sorted(READERS) == ["csv", "ndjson"]
+    assert {reader_for(f) for f in FileFormat} == {csv_table, ndjson_table}  # every format has a reader
+    with pytest.raises(FileFormatError, match="no reader for file format 'tsv'; known formats: csv, ndjson"):
+        reader_for("tsv")
+
+    def tsv_table(text: io.TextIOWrapper, mapped: Sequence[str]) -> Table:
+        header = text.readline().rstrip("\n").split("\t")
+        rows = (Row(n, line.rstrip("\n").split("\t")) for n, line in enumerate(text, 1))
+        return Table(header, header, rows, [h for h in header if h not in mapped])
+
+    monkeypatch.setitem(READERS, "tsv", tsv_table)  # adding a format is one entry
+    table = reader_for("tsv")(text_stream(CountingReader(io.BytesIO(b"a\tb\n1\t2\n"))), ["a"])
+    assert (table.header, table.unmapped, [r.cells for r in table.rows]) == (["a", "b"], ["b"], [["1", "2"]])
+
+
+def test_tables_name_the_cells_of_a_row_and_the_unmapped_columns() -> None:
+    csv = csv_table(text_stream(CountingReader(io.BytesIO(b"id,x,y\n1,2,3\n"))), ["id", "y"])
+    assert (csv.header, csv.columns, csv.unmapped) == (["id", "x", "y"], ["id", "x", "y"], ["x"])
+    data = b'{"user": {"id": "u1"}, "n": 1, "extra": 2}\n'
+    nd = ndjson_table(text_stream(CountingReader(io.BytesIO(data))), ["user.id", "n"])
+    assert (nd.columns, nd.unmapped, [r.cells for r in nd.rows]) == (["user.id", "n"], ["extra"], [["u1", 1]])
+    preview = ndjson_table(text_stream(CountingReader(io.BytesIO(data))), [])
+    assert preview.columns == ["user", "user.id", "n", "extra"]

@@ -150,11 +150,19 @@ class KafkaProducer:
             raise DeliveryFailed(f"{self.name}: {remaining} records not acknowledged within {timeout:g}s")
 
     def publish_and_wait(
-        self, topic: str, key: bytes | None, value: bytes | None, timeout: float = 30.0
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        timeout: float = 30.0,
+        partition: int | None = None,
     ) -> Message:
-        """Write one record and wait for its acknowledgement; returns it with partition and offset."""
+        """Write one record (to ``partition`` when given) and wait for its acknowledgement; returns it with
+        partition and offset."""
         outcome: list[tuple[KafkaError | None, Message]] = []
-        self.produce(topic, value, key, on_delivery=lambda err, msg: outcome.append((err, msg)))
+        self.produce(
+            topic, value, key, partition=partition, on_delivery=lambda err, msg: outcome.append((err, msg))
+        )
         self._producer.flush(timeout)
         if not outcome:
             raise DeliveryFailed(f"writing to {topic}: not acknowledged within {timeout:g}s")

@@ -17,17 +17,23 @@ from inflow.config.settings import PathSettings
 from inflow.errors import ConfigError
 
 PREFIX = "enc:v1:"
+HOW_TO_MAKE_A_KEY = "`inflow config new-secret-key` prints a fresh one"
 
 
 class SecretBox:
     """Encrypts and decrypts short secrets for storage in Kafka control topics."""
 
     def __init__(self, key: bytes) -> None:
+        if not key.strip():
+            raise ConfigError(
+                "INFLOW_SECRET_KEY is set but empty: unset it to generate one into $INFLOW_HOME/secret.key, "
+                f"or set a Fernet key shared by every process ({HOW_TO_MAKE_A_KEY})"
+            )
         try:
             self._fernet = Fernet(key)
         except ValueError as exc:
             raise ConfigError(
-                "INFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)"
+                f"INFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes; {HOW_TO_MAKE_A_KEY})"
             ) from exc
 
     @classmethod
@@ -53,6 +59,11 @@ class SecretBox:
     @staticmethod
     def is_encrypted(value: str) -> bool:
         return value.startswith(PREFIX)
+
+
+def new_key() -> str:
+    """A fresh Fernet key, as INFLOW_SECRET_KEY takes it."""
+    return Fernet.generate_key().decode()
 
 
 def load_or_create_key(path: Path) -> bytes:

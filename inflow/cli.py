@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from inflow.config.secrets import new_key
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.errors import InflowError
 from inflow.kafka.clients import new_admin
@@ -140,6 +141,12 @@ def config_check() -> None:
         f"[green]OK[/]: {len(cfg.workspaces)} workspaces, {len(cfg.imports)} imports, "
         f"{len(cfg.streams)} streams"
     )
+
+
+@config_app.command("new-secret-key")
+def config_new_secret_key() -> None:
+    """Print a fresh INFLOW_SECRET_KEY (a Fernet key); give every Inflow process the same one."""
+    print(new_key())
 
 
 def component_modules() -> list[ModuleType]:

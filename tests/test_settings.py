@@ -103,3 +103,36 @@ def test_secret_box_round_trip_and_wrong_key(tmp_path):
         box.decrypt("plain")
     with pytest.raises(ConfigError, match="Fernet"):
         SecretBox(b"short")
+
+
+def test_an_empty_secret_key_says_how_to_fix_it():
+    with pytest.raises(ConfigError, match="set but empty.*inflow config new-secret-key"):
+        SecretBox(b"")
+
+
+def test_a_malformed_secret_key_says_how_to_make_one():
+    with pytest.raises(ConfigError, match="not a valid Fernet key.*new-secret-key"):
+        SecretBox(b"not-a-key")
+
+
+def test_new_secret_key_command_prints_a_working_key():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "inflow.cli", "config", "new-secret-key"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    box = SecretBox(result.stdout.strip().encode())
+    assert box.decrypt(box.encrypt("x")).get_secret_value() == "x"
+
+
+def test_docker_compose_requires_a_shared_secret_key():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text()
+    assert re.search(r"INFLOW_SECRET_KEY: \$\{INFLOW_SECRET_KEY:\?", text), "compose must refuse an unset key"

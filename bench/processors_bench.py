@@ -228,10 +228,10 @@ def engine_only(users: list[tuple[bytes, bytes]], events: list[tuple[bytes, byte
     """The lane logic with Avro decode/encode over in-memory state, no Kafka: the ceiling of one process."""
     from inflow.processors.engine import LaneProcessor
     from inflow.processors.state import State
-    from inflow.processors.workspaces import WorkspaceDirectory
+    from inflow.processors.workspaces import IdentityRulesDirectory
 
     serde, state = AvroSerde(), State.in_memory()
-    processor = LaneProcessor(state, WorkspaceDirectory())
+    processor = LaneProcessor(state, IdentityRulesDirectory())
     for _, value in users:
         processor.process(*serde.decode(value))
         state.flush()

@@ -7,8 +7,8 @@ partition, and a merge is a local, ordered step: later records of either identif
 the same partition and find the identifiers already pointing at the retained user. No cross-partition
 protocol exists that could interleave. Scale-out is across workspaces (more lanes, more workers).
 
-The processor is pure over :class:`~inflow.processors.state.State`; the Faust agent in ``processors.app``
-feeds it, publishes its outputs, then flushes the state.
+The processor is pure over :class:`~inflow.processors.state.State`; the lane stage in ``processors.lane``
+feeds it, publishes its outputs, then writes the state.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from inflow.processors.identity import (
 )
 from inflow.processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from inflow.processors.state import State
-from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, WorkspaceDirectory
+from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
 
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
 MERGE_EVENT = "MOE_USER_MERGE_EVENT"  # on the merged user
@@ -65,7 +65,7 @@ class LaneProcessor:
     """Applies one ingest record to the lane state and returns what to publish."""
 
     def __init__(
-        self, state: State, directory: WorkspaceDirectory, clock: Callable[[], int] = now_ms
+        self, state: State, directory: IdentityRulesDirectory, clock: Callable[[], int] = now_ms
     ) -> None:
         self.state = state
         self.directory = directory
@@ -100,6 +100,17 @@ class LaneProcessor:
             outputs = [self._rejection(record_name, record, exc)]
         self.state.seen.put(seen, position or 1)
         return outputs
+
+    def reject(
+        self, record_name: str, record: dict[str, Any], position: list[int] | None, reason: str
+    ) -> Output:
+        """Undo what :meth:`process` just did for a record that cannot be published (its profile or event
+        would be over a topic's size limit): its state changes are dropped, it stays marked seen so a copy
+        is a duplicate, and its rejection names the reason."""
+        self.state.discard()
+        ws, event_uuid = str(record.get("workspace_id") or ""), str(record.get("event_uuid") or "")
+        self.state.seen.put(keys.seen_key(ws, event_uuid), position or 1)
+        return self._rejection(record_name, record, Rejection(reason))
 
     # -- users ---------------------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ def rules_from_config(
 IdentifiersOf = Callable[[str], tuple[str, ...] | None]
 
 
-class WorkspaceDirectory:
+class IdentityRulesDirectory:
     """Identity rules by workspace id; unknown workspaces use the defaults.
 
     ``identifiers_of`` gives a workspace's identifiers as ``control.workspaces`` holds them (set by

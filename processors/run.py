@@ -49,7 +49,9 @@ def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | N
     worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder)
     admin = new_admin(rt.kafka)
     create_topics(admin, [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs)
-    workspaces.start()
+    # Opened here with a real timeout (the view's own thread gives a cold client 0.1 s per metadata try,
+    # which a loaded host can miss again and again), then followed on the view's thread.
+    workspaces.open(WORKSPACES_READY_S).start()
     try:
         if not workspaces.wait_ready(WORKSPACES_READY_S):
             log.warning("control.workspaces not read in %ss: file settings until then", WORKSPACES_READY_S)

@@ -154,7 +154,7 @@ class LaneProcessor:
         return [*events, *(self._snapshot(ws, p) for p in touched.values())]
 
     def _over_merge_cap(self, ws: str, uid: str, owners: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
-        """Reference 2.8: only the first 50 users with the same identifier value are merged. Each value that
+        """As in MoEngage, only the first 50 users with the same identifier value are merged. Each value that
         would merge another user into ``uid`` counts that user; a value already at the cap is returned."""
         capped = set()
         for (name, value), owner in owners.items():
@@ -204,7 +204,7 @@ class LaneProcessor:
     def _merge_group(
         self, ws: str, rules: IdentityRules, group: list[str], touched: dict[str, Profile], at: int
     ) -> list[Output]:
-        """Merge every user of ``group`` into the one the reference's rules retain."""
+        """Merge every user of ``group`` into the one MoEngage's rules retain."""
         profiles = [touched.get(uid) or self._profile(ws, uid) for uid in group]
         retained = choose_retained(profiles, rules.merge_priority_attribute)
         events: list[Output] = []

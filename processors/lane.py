@@ -207,6 +207,7 @@ class LaneAgent:
             encoded = [self.publisher.encode(output) for output in outputs]
             reason = self._too_large(outputs, encoded)
             if reason is not None:
+                log.warning("lane %d: rejected %s at offset %d: %s", partition, record_name, offset, reason)
                 outputs = [self.processor.reject(record_name, record, position, reason)]
                 encoded = [self.publisher.encode(output) for output in outputs]
             for output, record_bytes in zip(outputs, encoded, strict=True):

@@ -26,7 +26,7 @@ WORKSPACES = [
 
 
 class Lane:
-    """Processes records like the Faust agent (decode, process, encode outputs, flush) and keeps results."""
+    """Processes records like the lane stage (decode, process, encode outputs, flush) and keeps results."""
 
     def __init__(self) -> None:
         self.serde = AvroSerde()

@@ -1,4 +1,4 @@
-"""Identity resolution rules (reference 2.8) on the lane processor with in-memory state."""
+"""MoEngage's identity resolution rules on the lane processor with in-memory state."""
 
 from __future__ import annotations
 

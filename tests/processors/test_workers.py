@@ -132,11 +132,9 @@ def test_worker_merges_users_enriches_events_and_drops_duplicates(
     assert code == 0, worker.tail()
 
 
-# On a loaded 2-core machine faust sometimes comes out of the rebalance that follows its start-up recovery
-# with an owned lane never delivered again (processors/watchdog.py); the lane watchdog re-reads it after
-# INFLOW_WORKER_LANE_STALL_S (30 s), well inside this test's deadlines. With three copies of this test at
-# once: 5 of 21 runs failed before the watchdog, 0 of 21 after (it acted in 2). One rerun stays as a
-# margin for slower machines; a rerun must still see every event. INFLOW_TEST_RERUNS=0 turns it off.
+# Two worker processes, a rebalance, a kill -9 and a restart on a fresh disk on a shared 2-core machine: one
+# rerun stays as a margin for slower machines; a rerun must still see every event. INFLOW_TEST_RERUNS=0
+# turns it off.
 @pytest.mark.flaky(reruns=int(os.environ.get("INFLOW_TEST_RERUNS", "1")))
 def test_two_workers_six_partitions_and_a_killed_worker_lose_nothing(
     worker_topics, producer_factory, admin: AdminClient, tmp_path: Path

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.consumer import BatchConsumer, next_offsets
@@ -262,7 +262,10 @@ class LaneAgent:
         client.resume([tp])
         rewind = self._rewind.pop(partition, None)
         if rewind is not None:
-            client.seek(TopicPartition(self.lanes_topic, partition, rewind))
+            try:
+                client.seek(TopicPartition(self.lanes_topic, partition, rewind))
+            except KafkaException as exc:  # not fetching yet: it starts from the committed offset anyway
+                log.info("lane %d: no seek back to %d needed (%s)", partition, rewind, exc)
 
     def owned_lanes(self) -> list[int]:
         return sorted(self.owned)

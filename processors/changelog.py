@@ -63,6 +63,7 @@ class _Restore:
     stores: list[TableStore]
     ends: dict[str, int] = field(default_factory=dict)  # changelog topic -> end offset still to reach
     records: int = 0
+    begun: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -80,35 +81,43 @@ class ChangelogRestorer:
         return sorted(self._jobs)
 
     def start(self, partition: int, stores: list[TableStore]) -> None:
-        """Begin restoring a lane partition; tables already at the changelog's end need nothing."""
-        job = _Restore(partition, stores)
+        """Restore a lane partition (from the next :meth:`step` on: no broker round trip here, this runs
+        inside the lane consumer's rebalance callback)."""
+        self.cancel(partition)
+        self._jobs[partition] = _Restore(partition, stores)
+
+    def _begin(self, job: _Restore) -> None:
+        """Where each changelog partition's restore starts and ends; tables already at the end need none."""
         assign = []
-        for topic, store in zip(self.topics, stores, strict=True):
-            tp = TopicPartition(topic, partition)
+        for topic, store in zip(self.topics, job.stores, strict=True):
+            tp = TopicPartition(topic, job.partition)
             low, high = watermarks(self._consumer, tp)
             reflected = store.changelog_offset()
             if reflected is not None and reflected + 1 > high:
                 # The database knows records the changelog does not have: a recreated topic.
-                log.warning("%s[%d]: local state is ahead of the changelog; rebuilding", topic, partition)
+                log.warning("%s[%d]: local state is ahead of the changelog; rebuilding", topic, job.partition)
                 store.wipe()
                 reflected = None
             start = OFFSET_BEGINNING if reflected is None else max(reflected + 1, low)
             if high > low and (reflected is None or reflected + 1 < high):
                 job.ends[topic] = high
-                assign.append(TopicPartition(topic, partition, start))
-        self._jobs[partition] = job
+                assign.append(TopicPartition(topic, job.partition, start))
+        job.begun = True
         if assign:
             self._consumer.incremental_assign(assign)
 
     def cancel(self, partition: int) -> None:
         """The lane partition was revoked before its restore finished."""
         job = self._jobs.pop(partition, None)
-        if job is not None and job.ends:
+        if job is not None and job.begun and job.ends:
             self._unassign(partition, list(job.ends))
 
     def step(self, budget_s: float) -> list[int]:
         """Blocking: apply changelog records for up to ``budget_s``; the lane partitions now complete."""
         deadline = time.monotonic() + budget_s
+        for job in list(self._jobs.values()):
+            if not job.begun:
+                self._begin(job)
         while any(job.ends for job in self._jobs.values()) and time.monotonic() < deadline:
             try:
                 messages = self._consumer.consume(self.batch, 0.1)
@@ -121,11 +130,11 @@ class ChangelogRestorer:
                 records.append((bytes(msg.key() or b""), msg.value()))
                 writes[key] = (records, int(msg.offset() or 0))
             for (topic, partition), (records, last) in writes.items():
-                job = self._jobs.get(partition)
-                if job is None or topic not in job.ends:
+                owner = self._jobs.get(partition)
+                if owner is None or topic not in owner.ends:
                     continue
-                job.stores[self.topics.index(topic)].restore(records, last)
-                job.records += len(records)
+                owner.stores[self.topics.index(topic)].restore(records, last)
+                owner.records += len(records)
             self._check_done()
         done = [p for p, job in self._jobs.items() if not job.ends]
         for partition in done:

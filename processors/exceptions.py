@@ -18,4 +18,3 @@ class Rejection(ProcessorError):
 
 class LaneFramingError(ProcessorError):
     """An ingest message whose bytes are not an Inflow Avro record."""
-

@@ -90,18 +90,18 @@ class LaneAgent:
         self.serde = serde
         self.owned: set[int] = set()  # lane partitions assigned to this worker
         self.ready: set[int] = set()  # ... whose state is restored: their records are applied
+        self._opening: set[int] = set()  # ... whose databases are not open yet
         self._rewind: dict[int, int] = {}  # a partition's records fetched while it restored: re-read from
         self._persisted: dict[tuple[int, int], int] = {}  # (table, partition) -> changelog offset acked
         self.applied: dict[int, int] = {}  # lane partition -> lane messages applied, for the progress log
         self.stage = "starting"
-        self._consumer: BatchConsumer | None = None
         self._restore_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
 
     # --- the loop ---------------------------------------------------------------------------------
     async def run(self, running: Callable[[], bool]) -> None:
         """While ``running()``: restore what was assigned, then consume, apply, flush, persist, commit."""
         loop = asyncio.get_running_loop()
-        consumer = self._consumer = BatchConsumer(
+        consumer = BatchConsumer(
             self.kafka,
             self.group_id,
             [self.lanes_topic],
@@ -116,6 +116,8 @@ class LaneAgent:
         )
         try:
             while running():
+                if self._opening:
+                    await loop.run_in_executor(self._restore_thread, self._open_assigned)
                 if self.restorer.restoring:
                     self.stage = "restoring"
                     step = self.restorer.step
@@ -123,14 +125,14 @@ class LaneAgent:
                     for partition in done:
                         self._resume(consumer.client, partition)
                 self.stage = "waiting for a batch"
-                wait = 0.0 if self.restorer.restoring else self.settings.batch_within_s
+                busy = self.restorer.restoring or self._opening
+                wait = 0.0 if busy else self.settings.batch_within_s
                 batch = await consumer.consume(self.settings.lane_batch_packs, wait)
                 if batch:
                     self.stage = "applying"
                     await self.handle(consumer, batch)
         finally:
             self.stage = "closing"
-            self._consumer = None
             await consumer.close()  # revokes: the partitions' databases are closed
             self.restorer.close()
             self.stores.close_all()
@@ -237,12 +239,13 @@ class LaneAgent:
         consumer.pause(mine)  # until the partition's state is restored
         for _, partition in partitions:
             self.owned.add(partition)
-            self.restorer.start(partition, self.stores.open(partition))
+            self._opening.add(partition)  # its databases open before the next restore step
         self.state.clear_cache()
         log.info("%s: %s", OWNED_LOG, sorted(self.owned))
 
     def _revoked(self, consumer: Consumer, partitions: list[TP]) -> None:
         for _, partition in partitions:
+            self._opening.discard(partition)
             self.restorer.cancel(partition)
             self.stores.close(partition)
             self.owned.discard(partition)
@@ -252,6 +255,12 @@ class LaneAgent:
         self.state.clear_cache()
         if partitions:
             log.info("%s: %s", OWNED_LOG, sorted(self.owned))
+
+    def _open_assigned(self) -> None:
+        """Blocking: open the databases of newly assigned partitions and begin their restore."""
+        for partition in sorted(self._opening):
+            self.restorer.start(partition, self.stores.open(partition))
+        self._opening.clear()
 
     def _resume(self, client: Consumer, partition: int) -> None:
         """The partition's state is restored: its records are applied from now on."""

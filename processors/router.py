@@ -53,15 +53,17 @@ class Router:
         self.poll_s = poll_s
         self.session_timeout_s = session_timeout_s
         self.forwarded = 0  # records, for the progress log
-        self._consumer: BatchConsumer | None = None
+        self._owned: set[tuple[str, int]] = set()  # ingest partitions assigned now (progress log)
 
     async def run(self, running: Callable[[], bool]) -> None:
         """While ``running()``: consume a batch, forward it, flush, commit."""
-        consumer = self._consumer = BatchConsumer(
+        consumer = BatchConsumer(
             self.kafka,
             self.group_id,
             self.ingest_topics,
             name="router",
+            on_assign=lambda _, partitions: self._owned.update(partitions),
+            on_revoke=lambda _, partitions: self._owned.difference_update(partitions),
             **{  # type: ignore[arg-type]
                 "fetch.max.bytes": 52_428_800,
                 "session.timeout.ms": int(self.session_timeout_s * 1000),
@@ -78,12 +80,12 @@ class Router:
                 await consumer.commit_sync(next_offsets(batch))
                 self.forwarded += len(batch)
         finally:
-            self._consumer = None
             await consumer.close()
+            self._owned.clear()
 
     def owned_partitions(self) -> int:
         """How many ingest partitions this router is assigned now (progress log)."""
-        return len(self._consumer.assignment()) if self._consumer is not None else 0
+        return len(self._owned)
 
     def forward(self, batch: list[Message]) -> None:
         by_workspace: dict[str, list[Message]] = {}

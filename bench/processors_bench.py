@@ -25,11 +25,11 @@ import uuid
 from pathlib import Path
 
 import yaml
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer
 
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
+from inflow.kafka.clients import new_admin, new_consumer, new_producer
 from inflow.processors.lanes import owned_in_log, second_string
 from inflow.schemas.serde import AvroSerde
 
@@ -77,7 +77,7 @@ def records(
 
 
 def produce(kafka: KafkaSettings, topic: str, data: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer(kafka.producer_config())
+    producer = new_producer(kafka)
     for key, value in data:
         while True:
             try:
@@ -94,9 +94,7 @@ def span_of_outputs(
 ) -> tuple[int, int, float]:
     """Read ``topic`` until ``expected`` distinct events arrived: (distinct, total, seconds from the first
     to the last broker timestamp). Totals above distinct are events published twice (a lane re-read)."""
-    consumer = Consumer(
-        kafka.consumer_config(f"bench-read-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
-    )
+    consumer = new_consumer(kafka, f"bench-read-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
     consumer.subscribe([topic])
     first, last, total, seen = None, 0, 0, set()
     deadline = time.monotonic() + timeout
@@ -138,11 +136,9 @@ def wait_for_records(consumer: Consumer, count: int, timeout: float) -> None:
 
 def baseline_copy(kafka: KafkaSettings, source: str, target: str, expected: int) -> float:
     """Bare consumer -> producer copy; returns records per second (first record read to last delivered)."""
-    consumer = Consumer(
-        kafka.consumer_config(f"bench-copy-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
-    )
+    consumer = new_consumer(kafka, f"bench-copy-{uuid.uuid4().hex}", **{"fetch.max.bytes": 52428800})
     consumer.subscribe([source])
-    producer = Producer(kafka.producer_config())
+    producer = new_producer(kafka)
     copied, started = 0, None
     while copied < expected:
         batch = consumer.consume(10000, 1.0)
@@ -175,7 +171,7 @@ def run_workers(
     kafka: KafkaSettings, count: int, users, events, workspaces: int, timeout: float
 ) -> tuple[int, float, float]:
     """Start ``count`` workers on a fresh prefix holding the data; events/s of the enriched output."""
-    admin = AdminClient(kafka.client_config())
+    admin = new_admin(kafka)
     create_topics(admin, load_catalogue(kafka.topic_prefix))
     home = Path(tempfile.mkdtemp(prefix="inflow-bench-"))
     config = home / "inflow.yaml"
@@ -194,7 +190,7 @@ def run_workers(
         procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
     lanes = next(spec for spec in load_catalogue(kafka.topic_prefix) if spec.short_name == "processors.lanes")
     wait_for_lanes(home, count, lanes.entry.partitions, timeout)
-    profiles = Consumer(kafka.consumer_config(f"bench-profiles-{uuid.uuid4().hex}"))
+    profiles = new_consumer(kafka, f"bench-profiles-{uuid.uuid4().hex}")
     profiles.subscribe([kafka.topic("profiles")])
     # Users first, then their devices, so every device finds its user; then the measured events.
     produce(kafka, kafka.topic("ingest.users"), users[0::2])
@@ -217,8 +213,8 @@ def run_workers(
 
 
 def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
-    """Delete every topic this run created (catalogue and faust changelogs) so runs do not pile up."""
-    admin = AdminClient(kafka.client_config())
+    """Delete every topic this run created (catalogue and state changelogs) so runs do not pile up."""
+    admin = new_admin(kafka)
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
     for future in admin.delete_topics(names, operation_timeout=60).values() if names else []:
         future.exception()
@@ -228,10 +224,10 @@ def engine_only(users: list[tuple[bytes, bytes]], events: list[tuple[bytes, byte
     """The lane logic with Avro decode/encode over in-memory state, no Kafka: the ceiling of one process."""
     from inflow.processors.engine import LaneProcessor
     from inflow.processors.state import State
-    from inflow.processors.workspaces import WorkspaceDirectory
+    from inflow.processors.workspaces import IdentityRulesDirectory
 
     serde, state = AvroSerde(), State.in_memory()
-    processor = LaneProcessor(state, WorkspaceDirectory())
+    processor = LaneProcessor(state, IdentityRulesDirectory())
     for _, value in users:
         processor.process(*serde.decode(value))
         state.flush()
@@ -259,7 +255,7 @@ def main() -> None:
 
     print(f"lane logic + Avro only (no Kafka, in-memory state): {engine_only(users, events):10,.0f} events/s")
     kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
-    create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
+    create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
     produce(kafka, kafka.topic("ingest.events"), events)
     cpu_before = os.times()
     copy_rate = baseline_copy(kafka, kafka.topic("ingest.events"), kafka.topic("events"), len(events))

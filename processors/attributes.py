@@ -14,7 +14,7 @@ from typing import Any
 from inflow.config.identifiers import BLOCKED_ATTRIBUTE_NAMES
 from inflow.processors.exceptions import Rejection
 
-# Reference 2.5: API input keys and the stored u_* keys they map to.
+# MoEngage's standard user attributes: API input keys and the stored u_* keys they map to.
 STANDARD_KEYS = {
     "name": "u_n",
     "first_name": "u_fn",
@@ -24,11 +24,11 @@ STANDARD_KEYS = {
     "gender": "u_gd",
     "birthday": "u_bd",
 }
-# Reference 2.5: attributes set on create and never updated through Track User.
+# MoEngage sets these on create and never updates them through Track User.
 CREATE_ONLY = frozenset(
     {"publisher_name", "campaign_name", "u_l_a", "cr_t", "moe_gaid", "advertising_identifier"}
 )
-# Reference 2.5: derived by the platform; input values are ignored.
+# MoEngage derives these itself; input values are ignored.
 READ_ONLY = frozenset(
     {
         "t_rev",
@@ -51,9 +51,9 @@ ADD_OP = "addValueToArrayField"
 REMOVE_OP = "removeValueFromArrayField"
 RESERVED_FOR_OPERATORS = frozenset({"platforms"})
 BLOCKED_NAMES = BLOCKED_ATTRIBUTE_NAMES
-# Reference 2.8: these become true when the two merged profiles disagree.
+# On a MoEngage merge these become true when the two merged profiles disagree.
 TRUE_WINS_ON_MERGE = frozenset({"moe_hard_bounce", "moe_spam", "moe_unsubscribe"})
-# Reference 2.8: LTV is summed by default on merge.
+# On a MoEngage merge the lifetime value (revenue, transactions) is summed by default.
 SUMMED_ON_MERGE = frozenset({"t_rev", "t_trans"})
 PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}
 
@@ -74,7 +74,7 @@ def parse_attributes(attributes_json: str) -> dict[str, Any]:
 
 
 def parse_update(attributes: Mapping[str, Any]) -> AttributeUpdate:
-    """Validate a record's attributes; operator misuse rejects the record with the reference's message."""
+    """Validate a record's attributes; operator misuse rejects the record with MoEngage's message."""
     raw = dict(attributes)
     update = AttributeUpdate()
     update.add = _operator(raw.pop(ADD_OP, None), ADD_OP)

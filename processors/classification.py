@@ -1,8 +1,9 @@
-"""Event classification (seed 002): campaign interaction events by code, everything else a user action."""
+"""Event classification as MoEngage does it: campaign interaction events by code, everything else a user
+action."""
 
 from __future__ import annotations
 
-# event code -> (display name, channel), from the seed's Campaign Interaction Events table.
+# event code -> (display name, channel): MoEngage's campaign interaction events.
 CAMPAIGN_EVENTS: dict[str, tuple[str, str]] = {
     "MOE_EMAIL_SENT": ("Email Sent", "Email"),
     "MOE_EMAIL_DEFERRED": ("Email Deferred", "Email"),
@@ -40,7 +41,7 @@ CAMPAIGN_EVENTS: dict[str, tuple[str, str]] = {
 }
 CAMPAIGN_EVENT = "CAMPAIGN_EVENT"
 USER_ACTION_EVENT = "USER_ACTION_EVENT"
-# Streams exports campaign_* attributes but not these (seed 002).
+# MoEngage Streams exports campaign_* attributes but not these.
 UNSUPPORTED_CAMPAIGN_ATTRIBUTES = frozenset(
     {"email_subject", "email_click_url", "inapp_widget_clicked", "onsite_message_url_clicked"}
 )
@@ -51,7 +52,7 @@ def event_type(code: str) -> str:
 
 
 def event_name(code: str) -> str:
-    """Display name: the seed's name for campaign events, the action itself otherwise."""
+    """Display name: MoEngage's name for campaign events, the action itself otherwise."""
     known = CAMPAIGN_EVENTS.get(code)
     return known[0] if known else code
 

@@ -1,4 +1,4 @@
-"""``inflow worker``: the identity-resolution processors (a Faust worker), also started by ``inflow up``."""
+"""``inflow worker``: the identity-resolution processors (router and lane stage); ``inflow up`` runs it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="RocksDB folder (default <INFLOW_HOME>/processors/<name>)")
         ] = None,
         log_level: Annotated[
-            str | None, typer.Option(help="faust log level: debug, info, warn, error")
+            str | None, typer.Option(help="log level of the libraries: debug, info, warn, error")
         ] = None,
     ) -> None:
         """Run the processors: resolve identities, keep profiles and devices, publish profiles and events.

@@ -1,5 +1,5 @@
-"""Device attributes (reference 2.4): the documented set is kept, custom attributes are dropped, and a
-user holds at most 1,000 devices.
+"""Device attributes as MoEngage's Device API takes them: the documented set is kept, custom attributes are
+dropped, and a user holds at most 1,000 devices.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DEVICE_ATTRIBUTES = frozenset(
         "brand",
     }
 )
-# A new device with one of these values replaces the device that had it (reference 2.4).
+# A new device with one of these values replaces the device that had it (as in MoEngage).
 UNIQUE_DEVICE_KEYS = ("push_id", "moe_gaid", "idfv")
 MAX_DEVICES_PER_USER = 1000
 DEVICE_PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}

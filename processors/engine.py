@@ -7,8 +7,8 @@ partition, and a merge is a local, ordered step: later records of either identif
 the same partition and find the identifiers already pointing at the retained user. No cross-partition
 protocol exists that could interleave. Scale-out is across workspaces (more lanes, more workers).
 
-The processor is pure over :class:`~inflow.processors.state.State`; the Faust agent in ``processors.app``
-feeds it, publishes its outputs, then flushes the state.
+The processor is pure over :class:`~inflow.processors.state.State`; the lane stage in ``processors.lane``
+feeds it, publishes its outputs, then writes the state.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from inflow.processors.identity import (
 )
 from inflow.processors.outputs import EVENTS, PROFILES, REJECTED, Output
 from inflow.processors.state import State
-from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, WorkspaceDirectory
+from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
 
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
 MERGE_EVENT = "MOE_USER_MERGE_EVENT"  # on the merged user
@@ -65,7 +65,7 @@ class LaneProcessor:
     """Applies one ingest record to the lane state and returns what to publish."""
 
     def __init__(
-        self, state: State, directory: WorkspaceDirectory, clock: Callable[[], int] = now_ms
+        self, state: State, directory: IdentityRulesDirectory, clock: Callable[[], int] = now_ms
     ) -> None:
         self.state = state
         self.directory = directory
@@ -100,6 +100,17 @@ class LaneProcessor:
             outputs = [self._rejection(record_name, record, exc)]
         self.state.seen.put(seen, position or 1)
         return outputs
+
+    def reject(
+        self, record_name: str, record: dict[str, Any], position: list[int] | None, reason: str
+    ) -> Output:
+        """Undo what :meth:`process` just did for a record that cannot be published (its profile or event
+        would be over a topic's size limit): its state changes are dropped, it stays marked seen so a copy
+        is a duplicate, and its rejection names the reason."""
+        self.state.discard()
+        ws, event_uuid = str(record.get("workspace_id") or ""), str(record.get("event_uuid") or "")
+        self.state.seen.put(keys.seen_key(ws, event_uuid), position or 1)
+        return self._rejection(record_name, record, Rejection(reason))
 
     # -- users ---------------------------------------------------------------------------------------
 
@@ -143,7 +154,7 @@ class LaneProcessor:
         return [*events, *(self._snapshot(ws, p) for p in touched.values())]
 
     def _over_merge_cap(self, ws: str, uid: str, owners: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
-        """Reference 2.8: only the first 50 users with the same identifier value are merged. Each value that
+        """As in MoEngage, only the first 50 users with the same identifier value are merged. Each value that
         would merge another user into ``uid`` counts that user; a value already at the cap is returned."""
         capped = set()
         for (name, value), owner in owners.items():
@@ -193,7 +204,7 @@ class LaneProcessor:
     def _merge_group(
         self, ws: str, rules: IdentityRules, group: list[str], touched: dict[str, Profile], at: int
     ) -> list[Output]:
-        """Merge every user of ``group`` into the one the reference's rules retain."""
+        """Merge every user of ``group`` into the one MoEngage's rules retain."""
         profiles = [touched.get(uid) or self._profile(ws, uid) for uid in group]
         retained = choose_retained(profiles, rules.merge_priority_attribute)
         events: list[Output] = []

@@ -18,7 +18,3 @@ class Rejection(ProcessorError):
 
 class LaneFramingError(ProcessorError):
     """An ingest message whose bytes are not an Inflow Avro record."""
-
-
-class DeliveryError(ProcessorError):
-    """A batch's messages did not all reach the broker; the batch is not acked and is processed again."""

@@ -1,4 +1,4 @@
-"""Identity rules of reference 2.8 as pure functions: which identifiers a record carries, which are
+"""MoEngage's identity resolution rules as pure functions: which identifiers a record carries, which are
 blocked, and which profile a merge retains.
 """
 
@@ -13,9 +13,9 @@ from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRule
 
 BLOCKED_CUSTOMER_IDS = frozenset(BLOCKED_IDS)
 
-# Identifier names also looked up under the stored standard attribute key (reference 2.5 mapping).
+# Identifier names also looked up under the stored standard attribute key (email is u_em, mobile u_mb).
 IDENTIFIER_ALIASES = {"email": "u_em", "mobile": "u_mb", "u_em": "email", "u_mb": "mobile"}
-# Reference 2.8: "Only the first 50 users ... with the same identifier value are merged".
+# MoEngage merges only the first 50 users that share one identifier value.
 MAX_USERS_PER_IDENTIFIER_VALUE = 50
 
 
@@ -92,7 +92,8 @@ def _lookup(name: str, *sources: Mapping[str, Any] | None) -> str | None:
 
 
 def choose_retained(profiles: Sequence[dict[str, Any]], priority_attribute: str | None) -> dict[str, Any]:
-    """Reference 2.8: rule 1 attribute presence (when configured), rule 2 latest last seen.
+    """The profile a MoEngage merge retains: the one with the merge priority attribute (when configured),
+    else the one seen last.
 
     Further ties go to the earliest first seen, then the smallest uid, so every replay picks the same one.
     """

@@ -84,18 +84,29 @@ MAX_PACK_BYTES = 512 * 1024
 
 def pack_records(records: list[bytes]) -> list[bytes]:
     """Length-prefixed records after a magic header, split so no pack exceeds MAX_PACK_BYTES."""
-    packs: list[bytes] = []
-    parts: list[bytes] = [PACK_MAGIC]
-    size = len(PACK_MAGIC)
+    return [pack(records[start:end]) for start, end in pack_spans([len(r) for r in records])]
+
+
+def pack_spans(sizes: list[int]) -> list[tuple[int, int]]:
+    """``(start, end)`` of each pack of records of these sizes; a record over MAX_PACK_BYTES goes alone."""
+    spans: list[tuple[int, int]] = []
+    start, size = 0, len(PACK_MAGIC)
+    for index, record_size in enumerate(sizes):
+        if size + 4 + record_size > MAX_PACK_BYTES and index > start:
+            spans.append((start, index))
+            start, size = index, len(PACK_MAGIC)
+        size += 4 + record_size
+    if sizes:
+        spans.append((start, len(sizes)))
+    return spans
+
+
+def pack(records: list[bytes]) -> bytes:
+    """One lane message holding ``records`` in order."""
+    parts = [PACK_MAGIC]
     for record in records:
-        if size + 4 + len(record) > MAX_PACK_BYTES and len(parts) > 1:
-            packs.append(b"".join(parts))
-            parts, size = [PACK_MAGIC], len(PACK_MAGIC)
         parts += [len(record).to_bytes(4, "big"), record]
-        size += 4 + len(record)
-    if len(parts) > 1:
-        packs.append(b"".join(parts))
-    return packs
+    return b"".join(parts)
 
 
 def unpack_records(data: bytes) -> list[bytes]:

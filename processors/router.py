@@ -1,34 +1,32 @@
 """The router: every ingest record, unchanged and in order, onto its workspace's lane, in packs.
 
-A librdkafka consumer (its own group, ``<app id>.router``) instead of a faust agent: faust acks a
-message it skips while a rebalance or a table recovery has the stream paused, and its offset then
-commits although the record never reached the lane (the "stranded record" in docs/BENCHMARKS.md).
-Here a batch's lane messages are flushed before its offsets are committed, synchronously; a rebalance
-or a crash in between replays the batch and the lane drops the copies on event_uuid.
+A consumer group of its own (``<prefix>.processors.router``) reads the ingest topics in batches. A batch's
+lane messages are flushed before its offsets are committed, synchronously; a rebalance or a crash in
+between replays the batch and the lane drops the copies on event_uuid.
 
 Packs: the records of one workspace in one consumed batch travel as one lane message
-(:func:`~inflow.processors.lanes.pack_records`, at most 512 KiB each), in their consumed order. faust's
-consumer
-costs tens of µs per message, so one message per record held a worker to ~6,500 events/s; a pack of
-hundreds of records pays that once. A record's position in the lane (partition, offset, index in the
-pack) is what its seen mark stores, so a pack read again after a crash is applied again, and a record
-the router forwarded twice (replayed batch) is dropped as a duplicate.
+(:func:`~inflow.processors.lanes.pack_records`, at most 512 KiB each), in their consumed order, so the lane
+stage pays its per-message costs once per pack of hundreds of records instead of once per record. A
+record's position in the lane (partition, offset, index in the pack) is what its seen mark stores, so a
+pack read again after a crash is applied again, and a record the router forwarded twice (replayed batch)
+is dropped as a duplicate. A record too large for the lane topic even alone is rejected with the reason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException, Message
+from confluent_kafka import Message
 
-from inflow.processors.delivery import BatchProducer
+from inflow.config.settings import KafkaSettings
+from inflow.kafka.consumer import BatchConsumer, next_offsets
+from inflow.kafka.errors import RecordTooLarge
 from inflow.processors.exceptions import LaneFramingError
-from inflow.processors.lanes import pack_records, peek_workspace
+from inflow.processors.lanes import pack, pack_spans, peek_workspace
+from inflow.processors.publishing import Publisher
 
 log = logging.getLogger(__name__)
-Unreadable = Callable[[str, int, int, bytes | None, str], None]
 
 
 class Router:
@@ -36,67 +34,79 @@ class Router:
 
     def __init__(
         self,
-        consumer_config: dict[str, object],
-        producer: BatchProducer,
+        kafka: KafkaSettings,
+        group_id: str,
+        publisher: Publisher,
         ingest_topics: list[str],
         lanes_topic: str,
-        unreadable: Unreadable,
         batch_size: int,
         poll_s: float,
+        session_timeout_s: float,
     ) -> None:
-        self.consumer_config = consumer_config
-        self.producer = producer
+        self.kafka = kafka
+        self.group_id = group_id
+        self.publisher = publisher
+        self.producer = publisher.producer
         self.ingest_topics = ingest_topics
         self.lanes_topic = lanes_topic
-        self.unreadable = unreadable
         self.batch_size = batch_size
         self.poll_s = poll_s
+        self.session_timeout_s = session_timeout_s
         self.forwarded = 0  # records, for the progress log
-        self._consumer: Consumer | None = None
+        self._owned: set[tuple[str, int]] = set()  # ingest partitions assigned now (progress log)
 
-    async def run(self) -> None:
-        """Until cancelled: consume a batch, forward it, flush, commit."""
-        loop = asyncio.get_running_loop()
-        consumer = self._consumer = Consumer(self.consumer_config)
-        consumer.subscribe(self.ingest_topics)
+    async def run(self, running: Callable[[], bool]) -> None:
+        """While ``running()``: consume a batch, forward it, flush, commit."""
+        consumer = BatchConsumer(
+            self.kafka,
+            self.group_id,
+            self.ingest_topics,
+            name="router",
+            on_assign=lambda _, partitions: self._owned.update(partitions),
+            on_revoke=lambda _, partitions: self._owned.difference_update(partitions),
+            **{  # type: ignore[arg-type]
+                "fetch.max.bytes": 52_428_800,
+                "session.timeout.ms": int(self.session_timeout_s * 1000),
+                "partition.assignment.strategy": "cooperative-sticky",
+            },
+        )
         try:
-            while True:
-                batch = await loop.run_in_executor(None, consumer.consume, self.batch_size, self.poll_s)
+            while running():
+                batch = await consumer.consume(self.batch_size, self.poll_s)
                 if not batch:
                     continue
                 self.forward(batch)
-                await self.producer.flush()
-                await loop.run_in_executor(None, self.commit, consumer)
+                await self.producer.flush_async()
+                await consumer.commit_sync(next_offsets(batch))
                 self.forwarded += len(batch)
         finally:
-            self._consumer = None
-            await loop.run_in_executor(None, consumer.close)
+            await consumer.close()
+            self._owned.clear()
 
     def owned_partitions(self) -> int:
         """How many ingest partitions this router is assigned now (progress log)."""
-        return len(self._consumer.assignment()) if self._consumer is not None else 0
+        return len(self._owned)
 
     def forward(self, batch: list[Message]) -> None:
-        by_workspace: dict[str, list[bytes]] = {}
+        by_workspace: dict[str, list[Message]] = {}
         for msg in batch:
-            if msg.error():
-                log.warning("router consumer: %s", msg.error())
-                continue
             value = msg.value()
             try:
                 workspace = peek_workspace(value)  # type: ignore[arg-type]
             except LaneFramingError as exc:
-                self.unreadable(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, value, str(exc))
+                self.publisher.unreadable(
+                    msg.topic() or "", msg.partition() or 0, msg.offset() or 0, value, str(exc)
+                )
                 continue
-            by_workspace.setdefault(workspace, []).append(value)  # type: ignore[arg-type]
-        for workspace, values in by_workspace.items():
-            for pack in pack_records(values):
-                self.producer.produce(self.lanes_topic, workspace.encode(), pack)
-
-    @staticmethod
-    def commit(consumer: Consumer) -> None:
-        """Commit what was consumed; after a rebalance the new owner replays it (deduplicated downstream)."""
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            log.warning("router commit failed, the batch will be replayed: %s", exc)
+            by_workspace.setdefault(workspace, []).append(msg)
+        for workspace, messages in by_workspace.items():
+            values: list[bytes] = [m.value() for m in messages]  # type: ignore[misc]
+            for start, end in pack_spans([len(v) for v in values]):
+                try:
+                    self.producer.produce(self.lanes_topic, pack(values[start:end]), workspace.encode())
+                except RecordTooLarge as exc:  # only a record over the pack limit goes alone
+                    for msg in messages[start:end]:
+                        reason = f"ingest record too large for the lanes: {exc}"
+                        self.publisher.unreadable(
+                            msg.topic() or "", msg.partition() or 0, msg.offset() or 0, b"", reason
+                        )

@@ -2,16 +2,16 @@
 
 Reads see the record's own pending writes, then those of earlier records of the batch. :meth:`State.stage`
 ends a record (a rejected record's writes are dropped with :meth:`State.discard` before that);
-:meth:`State.commit` writes the batch to the backing stores (RocksDB in the worker, dicts in unit tests)
-once per changed key, and returns the writes so the worker can send them to the changelogs after the
-batch's outputs. :meth:`State.flush` is stage plus commit, for one record at a time.
+:meth:`State.commit` writes the batch to the backing stores (the lane partition's RocksDB databases in the
+worker, dicts in unit tests) once per changed key, and returns the writes so the worker can send them to
+the changelogs after the batch's outputs. :meth:`State.flush` is stage plus commit, for one record at a time.
 Decoded values are cached: a lane partition has exactly one writer, so the cache cannot go stale while
 the partition stays assigned (it is cleared on every rebalance).
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,12 @@ class JsonTable:
     def flush(self) -> None:
         """Stage and commit one record (unit tests and the in-memory benchmark)."""
         self.commit()
+
+    def pending_encoded(self) -> Iterator[tuple[bytes, bytes]]:
+        """The record's pending values as they would be stored (the lane checks their sizes)."""
+        for key, value in self._pending.items():
+            if value is not _DELETED:
+                yield key, jsoncodec.dumps_bytes(value)
 
     def discard(self) -> None:
         """Forget the record's pending writes (it was rejected half way); the batch's stay."""

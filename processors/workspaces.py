@@ -2,7 +2,7 @@
 gateway and ``inflow workspaces`` keep) or the YAML file's ``workspaces`` section, exception lists and the
 merge priority attribute from the file.
 
-A workspace known to neither gets the reference default: only ``customer_id`` (the ID identifier) is
+A workspace known to neither gets MoEngage's default: only ``customer_id`` (the ID identifier) is
 active and the retained profile of a merge is the one seen last.
 """
 
@@ -39,7 +39,7 @@ class IdentityRules:
 def rules_from_config(
     config: WorkspaceConfig | None, identifiers: Iterable[str] | None = None
 ) -> IdentityRules:
-    """``ID`` is always active (reference 2.8), whatever is listed, and always first. ``identifiers`` (from
+    """``ID`` is always active (as in MoEngage), whatever is listed, and always first. ``identifiers`` (from
     ``control.workspaces``) win over the file's list; the priority attribute and exceptions are the file's."""
     listed = identifiers if identifiers is not None else (config.identifiers if config else ())
     others = [name for name in dict.fromkeys(listed) if name not in (CUSTOMER_ID, ANONYMOUS_ID)]
@@ -52,7 +52,7 @@ def rules_from_config(
 IdentifiersOf = Callable[[str], tuple[str, ...] | None]
 
 
-class WorkspaceDirectory:
+class IdentityRulesDirectory:
     """Identity rules by workspace id; unknown workspaces use the defaults.
 
     ``identifiers_of`` gives a workspace's identifiers as ``control.workspaces`` holds them (set by

@@ -11,7 +11,7 @@ from inflow.config.file import WorkspaceConfig
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.outputs import Output
 from inflow.processors.state import State
-from inflow.processors.workspaces import WorkspaceDirectory
+from inflow.processors.workspaces import IdentityRulesDirectory
 from inflow.schemas.avro_template import record_encoder
 from inflow.schemas.serde import AvroSerde
 
@@ -26,13 +26,13 @@ WORKSPACES = [
 
 
 class Lane:
-    """Processes records like the Faust agent (decode, process, encode outputs, flush) and keeps results."""
+    """Processes records like the lane stage (decode, process, encode outputs, flush) and keeps results."""
 
     def __init__(self) -> None:
         self.serde = AvroSerde()
         self.state = State.in_memory()
         self.processor = LaneProcessor(
-            self.state, WorkspaceDirectory(WORKSPACES), clock=lambda: 1_800_000_000_000
+            self.state, IdentityRulesDirectory(WORKSPACES), clock=lambda: 1_800_000_000_000
         )
         self.outputs: list[Output] = []
 

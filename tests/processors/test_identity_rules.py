@@ -1,4 +1,4 @@
-"""Identity resolution rules (reference 2.8) on the lane processor with in-memory state."""
+"""MoEngage's identity resolution rules on the lane processor with in-memory state."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from inflow.config.file import WorkspaceConfig
 from inflow.processors.identity import BLOCKED_CUSTOMER_IDS, choose_retained
-from inflow.processors.workspaces import WorkspaceDirectory
+from inflow.processors.workspaces import IdentityRulesDirectory
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
 
@@ -208,7 +208,7 @@ def test_identifiers_from_control_workspaces_win_and_changes_apply_to_the_next_r
     config = WorkspaceConfig(
         id="W", identifiers=["customer_id", "moe_mobile"], identifier_exceptions={"email": ["x@x"]}
     )
-    directory = WorkspaceDirectory([config], listed.get)
+    directory = IdentityRulesDirectory([config], listed.get)
     rules = directory.rules("W")
     assert rules.identifiers == ("customer_id", "email")  # the topic's list, ID always first
     assert rules.is_exception("email", "x@x")  # exceptions stay the file's

@@ -16,6 +16,7 @@ import yaml
 from confluent_kafka import Consumer, Producer
 
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.clients import new_consumer
 from inflow.schemas.serde import AvroSerde
 from tests.support import transient
 
@@ -139,14 +140,7 @@ class Outputs:
 
 
 def output_reader(kafka: KafkaSettings, group: str | None = None) -> Outputs:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "group.id": group or f"read-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = new_consumer(kafka, group or f"read-{uuid.uuid4().hex}")
     consumer.subscribe([kafka.topic(t) for t in ("profiles", "events", "processors.rejected")])
     return Outputs(consumer)
 

@@ -1,0 +1,288 @@
+"""The lane stage: applies the lane topic's records to the identity state of the lane partitions it owns.
+
+Consistency across partitions and workers: the lane topic is keyed by workspace id, so all records of a
+workspace are in one lane partition, in the order the router forwarded them, and the consumer group
+(``<prefix>.processors``) gives that partition, with the co-partitioned changelog partitions of every state
+table, to exactly one worker. A merge therefore reads and writes only state of its own partition.
+
+Built on the package's Kafka layer (a :class:`~inflow.kafka.consumer.BatchConsumer`, a
+:class:`~inflow.kafka.producer.KafkaProducer`) and on RocksDB through ``rocksdict``, not on faust-streaming:
+faust offers no public way to write a table's changelog once per batch instead of once per write, to reach
+a partition's RocksDB database directly, to tell a table how far its changelog is applied, or to learn which
+partitions its consumer paused, and the faust worker stalled after some rebalances. Owning the loop makes
+each of these a plain step:
+
+- A partition assigned to this worker (cooperative rebalancing: only moved partitions are revoked and
+  assigned) is paused at once, its databases opened and brought up to the end of its changelogs
+  (:class:`~inflow.processors.changelog.ChangelogRestorer`, a few thousand records per step between lane
+  batches, so the group keeps hearing from this member); then it is resumed from its committed offset.
+- A batch: each partition's records are applied in order by
+  :class:`~inflow.processors.engine.LaneProcessor`, its outputs queued, its state writes coalesced into
+  one changelog record per changed key; the producer is flushed; then the writes go to RocksDB together
+  with the changelog offsets they reach; then the batch's offsets are committed. So nothing is committed
+  before what it caused is on the broker (at-least-once, effectively once per event_uuid: a replayed
+  record is applied again at the same position and its outputs carry the same event_uuid).
+- A record whose profile, event or stored value would be over a topic's size limit is rejected with the
+  reason (its state changes dropped) instead of stopping the worker.
+- A revoked partition's databases are closed; records fetched for a partition no longer owned are not
+  applied (its new owner reads them again from the committed offset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from inflow.config.settings import KafkaSettings
+from inflow.kafka.consumer import BatchConsumer, next_offsets
+from inflow.kafka.errors import RecordTooLarge
+from inflow.kafka.producer import KafkaProducer
+from inflow.processors.changelog import ChangelogRestorer
+from inflow.processors.engine import LaneProcessor
+from inflow.processors.exceptions import LaneFramingError
+from inflow.processors.lanes import OWNED_LOG, unpack_records
+from inflow.processors.outputs import Output
+from inflow.processors.publishing import Encoded, Publisher
+from inflow.processors.settings import WorkerSettings
+from inflow.processors.state import State
+from inflow.processors.store import TABLES, LaneStores
+from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.serde import AvroSerde
+
+log = logging.getLogger(__name__)
+TP = tuple[str, int]
+# Tables whose values grow with a user (profile, device book): checked against the changelog's limit.
+GROWING = (TABLES.index("users"), TABLES.index("devices"))
+RESTORE_STEP_S = 0.5
+
+
+class LaneAgent:
+    """One member of the lane consumer group with the RocksDB state of the partitions it owns."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: WorkerSettings,
+        group_id: str,
+        lanes_topic: str,
+        changelogs: list[str],
+        processor: LaneProcessor,
+        stores: LaneStores,
+        restorer: ChangelogRestorer,
+        publisher: Publisher,
+        serde: AvroSerde,
+    ) -> None:
+        self.kafka = kafka
+        self.settings = settings
+        self.group_id = group_id
+        self.lanes_topic = lanes_topic
+        self.changelogs = changelogs
+        self.processor = processor
+        self.state: State = processor.state
+        self.stores = stores
+        self.restorer = restorer
+        self.publisher = publisher
+        self.producer: KafkaProducer = publisher.producer
+        self.serde = serde
+        self.owned: set[int] = set()  # lane partitions assigned to this worker
+        self.ready: set[int] = set()  # ... whose state is restored: their records are applied
+        self._opening: set[int] = set()  # ... whose databases are not open yet
+        self._rewind: dict[int, int] = {}  # a partition's records fetched while it restored: re-read from
+        self._persisted: dict[tuple[int, int], int] = {}  # (table, partition) -> changelog offset acked
+        self.applied: dict[int, int] = {}  # lane partition -> lane messages applied, for the progress log
+        self.stage = "starting"
+        self._restore_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
+
+    # --- the loop ---------------------------------------------------------------------------------
+    async def run(self, running: Callable[[], bool]) -> None:
+        """While ``running()``: restore what was assigned, then consume, apply, flush, persist, commit."""
+        loop = asyncio.get_running_loop()
+        consumer = BatchConsumer(
+            self.kafka,
+            self.group_id,
+            [self.lanes_topic],
+            name="lanes",
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            **{  # type: ignore[arg-type]
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+                "max.partition.fetch.bytes": self.settings.max_fetch_bytes,
+            },
+        )
+        try:
+            while running():
+                if self._opening:
+                    await loop.run_in_executor(self._restore_thread, self._open_assigned)
+                if self.restorer.restoring:
+                    self.stage = "restoring"
+                    step = self.restorer.step
+                    done = await loop.run_in_executor(self._restore_thread, step, RESTORE_STEP_S)
+                    for partition in done:
+                        self._resume(consumer.client, partition)
+                self.stage = "waiting for a batch"
+                busy = self.restorer.restoring or self._opening
+                wait = 0.0 if busy else self.settings.batch_within_s
+                batch = await consumer.consume(self.settings.lane_batch_packs, wait)
+                if batch:
+                    self.stage = "applying"
+                    await self.handle(consumer, batch)
+        finally:
+            self.stage = "closing"
+            await consumer.close()  # revokes: the partitions' databases are closed
+            self.restorer.close()
+            self.stores.close_all()
+            self._restore_thread.shutdown(wait=False)
+
+    async def handle(self, consumer: BatchConsumer, batch: list[Message]) -> None:
+        """Apply a batch per lane partition; outputs and changelog records, flush, state, then offsets."""
+        applied: list[Message] = []
+        for partition, messages in _by_partition(batch).items():
+            if partition not in self.ready:
+                if partition in self.owned:  # fetched before its pause took hold: read again when ready
+                    first = int(messages[0].offset() or 0)
+                    self._rewind[partition] = min(self._rewind.get(partition, first), first)
+                continue
+            self.apply_partition(partition, messages)
+            applied += messages
+        self.stage = "flushing"
+        try:
+            await self.producer.flush_async(self.settings.flush_timeout_s)
+        except BaseException:
+            self.stores.discard()
+            self.state.drop_batch()
+            self.state.clear_cache()
+            raise
+        self.stores.persist(self._persisted)
+        self._persisted.clear()
+        await consumer.commit_sync(next_offsets(applied))
+
+    def apply_partition(self, partition: int, messages: list[Message]) -> None:
+        self.applied[partition] = self.applied.get(partition, 0) + len(messages)
+        self.stores.use(partition)  # RocksDB reads and writes go to this lane partition's databases
+        for msg in messages:
+            self.apply_message(partition, msg)
+        for index, writes in enumerate(self.state.commit()):
+            if not writes:
+                continue
+            topic = self.changelogs[index]
+            for key, raw in writes[:-1]:
+                self.producer.produce(topic, raw, key, partition=partition)
+            # One partition, one idempotent producer: the last write's offset is the highest.
+            key, raw = writes[-1]
+            self.producer.produce(
+                topic,
+                raw,
+                key,
+                partition=partition,
+                on_delivered=self._acked_for(index),
+            )
+
+    def _acked_for(self, index: int) -> Callable[[Message], None]:
+        """Records the changelog offset the broker acknowledged for table ``index``."""
+
+        def acked(msg: Message) -> None:
+            key = (index, int(msg.partition() or 0))
+            self._persisted[key] = max(self._persisted.get(key, -1), int(msg.offset() or 0))
+
+        return acked
+
+    def apply_message(self, partition: int, msg: Message) -> None:
+        offset = int(msg.offset() or 0)
+        try:
+            records = unpack_records(msg.value() or b"")
+        except LaneFramingError as exc:
+            self.publisher.unreadable(self.lanes_topic, partition, offset, msg.value(), str(exc))
+            return
+        for index, data in enumerate(records):
+            try:
+                record_name, record = self.serde.decode(data)
+            except SerdeError as exc:
+                self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
+                continue
+            position = [partition, offset, index]
+            outputs = self.processor.process(record_name, record, position)
+            encoded = [self.publisher.encode(output) for output in outputs]
+            reason = self._too_large(outputs, encoded)
+            if reason is not None:
+                log.warning("lane %d: rejected %s at offset %d: %s", partition, record_name, offset, reason)
+                outputs = [self.processor.reject(record_name, record, position, reason)]
+                encoded = [self.publisher.encode(output) for output in outputs]
+            for output, record_bytes in zip(outputs, encoded, strict=True):
+                self.publisher.send(output, record_bytes)
+            self.state.stage()
+
+    def _too_large(self, outputs: list[Output], encoded: list[Encoded]) -> str | None:
+        """Why the record's outputs or state writes cannot be written, or None when they can."""
+        for output, record_bytes in zip(outputs, encoded, strict=True):
+            try:
+                self.publisher.check(record_bytes)
+            except RecordTooLarge as exc:
+                return f"the {output.record_name} it produces would be too large: {exc}"
+        for index in GROWING:
+            topic = self.changelogs[index]
+            limit = self.producer.limit(topic)
+            for key, raw in self.state.tables[index].pending_encoded():
+                if len(key) + len(raw) > limit:
+                    over = RecordTooLarge(topic, len(key) + len(raw), limit)
+                    return f"the stored {TABLES[index]} value it produces would be too large: {over}"
+        return None
+
+    # --- ownership (called inside the consumer's poll, between batches) ---------------------------
+    def _assigned(self, consumer: Consumer, partitions: list[TP]) -> None:
+        mine = [TopicPartition(topic, partition) for topic, partition in partitions]
+        consumer.incremental_assign(mine)
+        consumer.pause(mine)  # until the partition's state is restored
+        for _, partition in partitions:
+            self.owned.add(partition)
+            self._opening.add(partition)  # its databases open before the next restore step
+        self.state.clear_cache()
+        log.info("%s: %s", OWNED_LOG, sorted(self.owned))
+
+    def _revoked(self, consumer: Consumer, partitions: list[TP]) -> None:
+        for _, partition in partitions:
+            self._opening.discard(partition)
+            self.restorer.cancel(partition)
+            self.stores.close(partition)
+            self.owned.discard(partition)
+            self.ready.discard(partition)
+            self._rewind.pop(partition, None)
+        self.state.drop_batch()
+        self.state.clear_cache()
+        if partitions:
+            log.info("%s: %s", OWNED_LOG, sorted(self.owned))
+
+    def _open_assigned(self) -> None:
+        """Blocking: open the databases of newly assigned partitions and begin their restore."""
+        for partition in sorted(self._opening):
+            self.restorer.start(partition, self.stores.open(partition))
+        self._opening.clear()
+
+    def _resume(self, client: Consumer, partition: int) -> None:
+        """The partition's state is restored: its records are applied from now on."""
+        if partition not in self.owned:
+            return
+        self.ready.add(partition)
+        tp = TopicPartition(self.lanes_topic, partition)
+        client.resume([tp])
+        rewind = self._rewind.pop(partition, None)
+        if rewind is not None:
+            try:
+                client.seek(TopicPartition(self.lanes_topic, partition, rewind))
+            except KafkaException as exc:  # not fetching yet: it starts from the committed offset anyway
+                log.info("lane %d: no seek back to %d needed (%s)", partition, rewind, exc)
+
+    def owned_lanes(self) -> list[int]:
+        return sorted(self.owned)
+
+
+def _by_partition(batch: list[Message]) -> dict[int, list[Message]]:
+    """The batch's records grouped by lane partition, each group in offset order."""
+    groups: dict[int, list[Message]] = {}
+    for msg in batch:
+        groups.setdefault(int(msg.partition() or 0), []).append(msg)
+    return groups

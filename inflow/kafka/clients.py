@@ -1,5 +1,5 @@
-"""Kafka clients are made here and nowhere else: confluent-kafka producers, consumers and admin clients, and
-the broker settings of the faust app, all built once from :class:`~inflow.config.settings.KafkaSettings`.
+"""Kafka clients are made here and nowhere else: confluent-kafka producers, consumers and admin clients, all
+built once from :class:`~inflow.config.settings.KafkaSettings`.
 
 Every component gets the same bootstrap servers, SASL/SSL settings and durability defaults (acks=all,
 idempotence) from these functions, so a change of security or timeouts reaches all of them at once.
@@ -40,41 +40,6 @@ def new_consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consu
 
 def new_admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:
     return AdminClient(kafka.client_config() | overrides)
-
-
-def faust_broker_settings(kafka: KafkaSettings) -> dict[str, Any]:
-    """``faust.App`` keyword arguments for the same cluster: broker URL and, with SASL, its credentials."""
-    conf = kafka.client_config()
-    servers = ";".join(f"kafka://{s.strip()}" for s in str(conf["bootstrap.servers"]).split(","))
-    settings: dict[str, Any] = {"broker": servers}
-    protocol = kafka.security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return settings
-    import faust  # a component that never runs faust does not import it
-
-    ssl_context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context(
-            cafile=str(kafka.ssl_ca_location) if kafka.ssl_ca_location else None
-        )
-        if kafka.ssl_certificate_location is not None:
-            ssl_context.load_cert_chain(
-                str(kafka.ssl_certificate_location),
-                str(kafka.ssl_key_location) if kafka.ssl_key_location else None,
-            )
-    if protocol.startswith("SASL"):
-        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-        settings["broker_credentials"] = faust.SASLCredentials(
-            username=kafka.sasl_username or "",
-            password=password,
-            mechanism=kafka.sasl_mechanism or "PLAIN",
-            ssl_context=ssl_context,
-        )
-    elif ssl_context is not None:
-        settings["broker_credentials"] = faust.SSLCredentials(ssl_context)
-    return settings
 
 
 def topic_partitions(client: Any, topic: str, timeout: float = 30.0) -> list[int]:

@@ -257,7 +257,7 @@ class CompactedView:
         try:
             while not self._stop.is_set() and self._consumer is None:
                 try:
-                    self.open(timeout=0)
+                    self.open(timeout=10)  # a cold client needs a moment for metadata
                 except KafkaFault as exc:
                     self.problem = str(exc)
                     self._stop.wait(retry_s)

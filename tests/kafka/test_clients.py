@@ -1,14 +1,13 @@
-"""Client settings built once from KafkaSettings, for confluent-kafka and for faust's aiokafka (pure)."""
+"""Client settings built once from KafkaSettings for every librdkafka client (pure)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import faust
 from pydantic import SecretStr
 
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.clients import consumer_config, faust_broker_settings, producer_config
+from inflow.kafka.clients import consumer_config, producer_config
 
 
 def test_producers_are_durable_and_consumers_commit_by_hand() -> None:
@@ -33,20 +32,3 @@ def test_sasl_ssl_settings_reach_every_librdkafka_client(tmp_path: Path) -> None
         assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
         assert conf["sasl.username"] == "inflow" and conf["sasl.password"] == "s3cret"
         assert conf["ssl.ca.location"] == str(tmp_path / "ca.pem") and conf["socket.timeout.ms"] == 5000
-
-
-def test_faust_gets_the_same_brokers_and_credentials() -> None:
-    plain = faust_broker_settings(KafkaSettings(bootstrap_servers="127.0.0.1:1,127.0.0.1:2"))
-    assert plain == {"broker": "kafka://127.0.0.1:1;kafka://127.0.0.1:2"}
-    sasl = faust_broker_settings(
-        KafkaSettings(
-            bootstrap_servers="127.0.0.1:1",
-            security_protocol="SASL_PLAINTEXT",
-            sasl_mechanism="PLAIN",
-            sasl_username="inflow",
-            sasl_password=SecretStr("s3cret"),
-        )
-    )
-    creds = sasl["broker_credentials"]
-    assert isinstance(creds, faust.SASLCredentials)
-    assert creds.username == "inflow" and creds.password == "s3cret" and creds.ssl_context is None

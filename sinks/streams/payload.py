@@ -133,6 +133,25 @@ def events_array(fragments: list[str]) -> str:
     return "[" + ",".join(fragments) + "]"
 
 
+def split_events(events_json: str) -> list[str]:
+    """The event fragments of an ``events`` JSON array text, each exactly as it appears in it."""
+    decoder = json.JSONDecoder()
+    text = events_json.strip()
+    if not text.startswith("[") or not text.endswith("]"):
+        raise PayloadError("events_json is not a JSON array")
+    fragments: list[str] = []
+    index = 1
+    end = len(text) - 1
+    while True:
+        while index < end and text[index] in " \t\r\n,":
+            index += 1
+        if index >= end:
+            return fragments
+        _, stop = decoder.raw_decode(text, index)
+        fragments.append(text[index:stop])
+        index = stop
+
+
 def dump(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 

@@ -14,11 +14,11 @@ from inflow.sinks.streams.batching import EventBatch
 from inflow.sinks.streams.cli import yaml_definitions
 from inflow.sinks.streams.control import pause_view
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
-from inflow.sinks.streams.delivery import Attempt
+from inflow.sinks.streams.destinations.base import Outcome
 from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
 from inflow.sinks.streams.payload import EventFilter, EventFormatter, PayloadError, events_array, request_body
-from inflow.sinks.streams.retry import DLQ_TOPIC, next_destination, parked_batch
+from inflow.sinks.streams.retry import DLQ_TOPIC, next_parking_topic, parked_batch
 from tests.streams.conftest import enriched
 
 
@@ -155,21 +155,23 @@ def test_offsets_commit_only_up_to_the_first_unfinished_batch():
 
 def test_retry_route_and_history():
     d = definition(retry_delays_s=[30, 60])
-    assert next_destination(d, -1).topic == "streams.retry.30s"
-    assert next_destination(d, 0).topic == "streams.retry.60s"
-    assert next_destination(d, 1).topic == DLQ_TOPIC
-    assert next_destination(definition(retry_delays_s=[]), -1).topic == DLQ_TOPIC
+    assert next_parking_topic(d, -1).topic == "streams.retry.30s"
+    assert next_parking_topic(d, 0).topic == "streams.retry.60s"
+    assert next_parking_topic(d, 1).topic == DLQ_TOPIC
+    assert next_parking_topic(definition(retry_delays_s=[]), -1).topic == DLQ_TOPIC
     now = datetime(2026, 1, 1, tzinfo=UTC)
     first = parked_batch(
         d,
         {"moe_request_id": "r", "events_json": "[]", "created_at": now},
-        Attempt(False, 502, "HTTP 502", 0.1),
+        Outcome.retriable("HTTP 502", 502, 0.1),
         "ev",
-        next_destination(d, -1),
+        next_parking_topic(d, -1),
         now,
     )
     assert first["attempt"] == 1 and first["due_at"] == now + timedelta(seconds=30)
-    second = parked_batch(d, first, Attempt(False, None, "timeout", 1), "r30", next_destination(d, 0), now)
+    second = parked_batch(
+        d, first, Outcome.retriable("timeout", None, 1), "r30", next_parking_topic(d, 0), now
+    )
     assert second["attempt"] == 2 and [a["status"] for a in second["attempts"]] == [502, None]
     assert second["due_at"] == now + timedelta(seconds=60) and second["moe_request_id"] == "r"
 

@@ -14,10 +14,19 @@ from inflow.sinks.streams.batching import EventBatch
 from inflow.sinks.streams.cli import yaml_definitions
 from inflow.sinks.streams.control import pause_view
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
-from inflow.sinks.streams.destinations.base import Outcome
+from inflow.sinks.streams.destinations.base import Outcome, Result
+from inflow.sinks.streams.destinations.http import HttpDestination
+from inflow.sinks.streams.destinations.registry import open_destination
 from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
-from inflow.sinks.streams.payload import EventFilter, EventFormatter, PayloadError, events_array, request_body
+from inflow.sinks.streams.payload import (
+    EventFilter,
+    EventFormatter,
+    PayloadError,
+    events_array,
+    request_body,
+    split_events,
+)
 from inflow.sinks.streams.retry import DLQ_TOPIC, next_parking_topic, parked_batch
 from tests.streams.conftest import enriched
 
@@ -127,7 +136,7 @@ def test_event_filter_by_workspace_and_name_or_code():
     assert EventFilter.of(definition()).accepts(enriched(workspace_id="any"))
 
 
-def test_request_body_is_the_seed_envelope():
+def test_request_body_is_the_moengage_envelope():
     body = json.loads(request_body("App", "rid", events_array(['{"a":1}', '{"b":2}'])))
     assert body == {
         "app_name": "App",
@@ -194,3 +203,30 @@ def test_batch_drops_events_that_arrived_in_a_window():
     batch = EventBatch(fragments=["a", "b", "c"], event_uuids=["1", "2", "3"], first_arrival_ms=[5, 10, 20])
     batch.drop_arrivals(10, 20)
     assert batch.fragments == ["a", "c"] and batch.event_uuids == ["1", "3"]
+
+
+def test_a_permanent_failure_goes_straight_to_the_dlq():
+    d = definition(retry_delays_s=[30, 60])
+    assert next_parking_topic(d, -1, permanent=True).topic == DLQ_TOPIC
+    assert next_parking_topic(d, 0, permanent=True).is_dlq
+    outcome = Outcome.failed_permanently("rejected", 400)
+    assert not outcome.ok and outcome.permanent and outcome.result is Result.PERMANENT
+    dlq = next_parking_topic(d, -1, True)
+    record = parked_batch(d, {"moe_request_id": "r", "events_json": "[]"}, outcome, "ev", dlq)
+    assert record["attempts"][0]["error"] == "rejected" and record["attempts"][0]["status"] == 400
+
+
+def test_the_destination_is_chosen_from_the_definition_url_scheme():
+    assert isinstance(open_destination(definition(url="https://h/x"), None), HttpDestination)
+    assert isinstance(open_destination(definition(url="http://h/x"), None), HttpDestination)
+    odd = StreamDefinition.model_construct(id="s", url="ftp://h/x")
+    with pytest.raises(StreamDefinitionError, match="no destination for 'ftp'"):
+        open_destination(odd, None)
+
+
+def test_split_events_keeps_each_fragment_byte_for_byte():
+    fragments = ['{"a":[1,2]}', '{"b":"x,]"}', '{ "c" : "\\u00e9" }']
+    assert split_events(events_array(fragments)) == fragments
+    assert split_events("[]") == []
+    with pytest.raises(PayloadError):
+        split_events('{"a":1}')

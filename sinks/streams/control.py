@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,8 +99,14 @@ class ControlView:
         self.stored_raw[stream_id] = data
 
 
-def control_view(kafka: KafkaSettings, serde: AvroSerde, view: ControlView) -> CompactedView:
-    """Both control topics from their beginning, each record folded into ``view`` (nothing committed).
+def control_view(
+    kafka: KafkaSettings,
+    serde: AvroSerde,
+    view: ControlView,
+    apply: Callable[[Message], None] | None = None,
+) -> CompactedView:
+    """Both control topics from their beginning, each record folded into ``view`` (nothing committed), or
+    handed to ``apply`` instead (a sink folds them on its event loop).
 
     ``open()`` + ``catch_up()`` read them to their current end (the CLI, a sink's start); ``pump()`` then
     follows them (a running sink)."""
@@ -108,7 +114,7 @@ def control_view(kafka: KafkaSettings, serde: AvroSerde, view: ControlView) -> C
     return CompactedView(
         kafka,
         [kafka.topic(DEFINITIONS_TOPIC), kafka.topic(STATE_TOPIC)],
-        apply=lambda msg: view.apply(msg, serde, prefix),
+        apply=apply or (lambda msg: view.apply(msg, serde, prefix)),
         name="streams-control",
     )
 

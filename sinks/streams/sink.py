@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Message
+
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.producer import KafkaProducer
@@ -61,9 +63,13 @@ class StreamSink:
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="streams-control")
-        control = control_view(self.kafka, self.serde, self.view)
+        # Control records are read on the executor and folded into the view here, on the event loop, so the
+        # workers never see the view change under them.
+        arrived: list[Message] = []
+        control = control_view(self.kafka, self.serde, self.view, apply=arrived.append)
         try:
             await loop.run_in_executor(executor, lambda: control.open().catch_up())
+            self._fold(arrived)
         except BaseException:
             await loop.run_in_executor(executor, control.close)
             executor.shutdown(wait=False)
@@ -78,6 +84,7 @@ class StreamSink:
                     raise producer.fatal
                 self._reconcile(producer)
                 await loop.run_in_executor(executor, control.pump, RECONCILE_EVERY_S)
+                self._fold(arrived)
         finally:
             await self._stop_all()
             await loop.run_in_executor(executor, control.close)
@@ -87,6 +94,11 @@ class StreamSink:
                 log.error(
                     "%d parked batches unacknowledged at shutdown; their offsets stay uncommitted", left
                 )
+
+    def _fold(self, arrived: list[Message]) -> None:
+        for msg in arrived:
+            self.view.apply(msg, self.serde, self.kafka.topic_prefix)
+        arrived.clear()
 
     def _reconcile(self, producer: KafkaProducer) -> None:
         wanted = {k: v for k, v in self.view.definitions().items() if self.only is None or k in self.only}

@@ -198,25 +198,19 @@ def split_batch(previous: dict[str, Any], fragments: list[str]) -> dict[str, Any
 def unparkable_record(
     stream_id: str, previous: dict[str, Any], outcome: Outcome, source_topic: str, exc: RecordTooLarge
 ) -> dict[str, Any]:
-    """A DLQ StreamBatch without the events that were too large to park: the failure, then the reason."""
+    """A DLQ StreamBatch without the events that were too large to park; its last attempt says why."""
     now = datetime.now(UTC)
     uuids = list(previous.get("event_uuids", []))
-    reason = Outcome.failed_permanently(
-        f"not parked, events dropped ({len(uuids)} events, {len(previous['events_json'])} bytes): {exc}"[
-            :1000
-        ]
-    )
+    size = len(previous["events_json"])
+    why = f"{outcome.reason}; not parked, events dropped ({len(uuids)} events, {size} bytes): {exc}"
+    last = Outcome(outcome.result, why[:1000], outcome.status, outcome.latency_s)
     return {
         "stream_id": stream_id,
         "moe_request_id": previous["moe_request_id"],
         "events_json": "[]",
         "event_uuids": uuids,
         "attempt": int(previous.get("attempt", 0)) + 1,
-        "attempts": [
-            *previous.get("attempts", []),
-            attempt_record(outcome, source_topic, now),
-            attempt_record(reason, exc.topic, now),
-        ],
+        "attempts": [*previous.get("attempts", []), attempt_record(last, source_topic, now)],
         "due_at": now,
         "created_at": previous.get("created_at", now),
     }

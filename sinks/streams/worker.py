@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
+from inflow.kafka.errors import KafkaFault, Kind
 from inflow.kafka.producer import KafkaProducer
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import metrics
@@ -91,20 +91,28 @@ class StreamWorker:
         return outcome
 
     async def park(
-        self, previous: dict[str, Any], outcome: Outcome, source_topic: str, failed_tier: int
+        self,
+        previous: dict[str, Any],
+        outcome: Outcome,
+        source_topic: str,
+        failed_tier: int,
+        to_dlq: bool = False,
     ) -> ParkingTopic:
         """Put the whole batch in the next retry topic (or the DLQ); returns once the broker acked it.
 
         A batch over the parking topic's size limit is split in halves, each parked as a request of its own
-        (a new ``moe_request_id``: the endpoint must not take a half for a duplicate of the other); one event
-        that still does not fit goes to the DLQ without its body, with the reason and its event id.
+        (a new ``moe_request_id``: the endpoint must not take a half for a duplicate of the other). One event
+        that still does not fit its retry topic goes to the DLQ, and if it does not fit there either, it is
+        dead-lettered without its body, with the reason and its event id.
         """
-        parking = next_parking_topic(self.definition, failed_tier, outcome.permanent)
+        parking = next_parking_topic(self.definition, failed_tier, outcome.permanent or to_dlq)
         record = parked_batch(self.definition, previous, outcome, source_topic, parking)
         try:
             await self.produce(parking.topic, self._encode(record))
-        except RecordTooLarge as exc:
-            await self._park_too_large(previous, outcome, source_topic, failed_tier, exc)
+        except KafkaFault as exc:
+            if exc.kind is not Kind.TOO_LARGE:
+                raise
+            await self._park_too_large(previous, outcome, source_topic, failed_tier, parking, exc)
             return parking
         if parking.is_dlq:
             metrics.DEAD_LETTERED_BATCHES.labels(self.label).inc()
@@ -125,7 +133,8 @@ class StreamWorker:
         outcome: Outcome,
         source_topic: str,
         failed_tier: int,
-        exc: RecordTooLarge,
+        parking: ParkingTopic,
+        exc: KafkaFault,
     ) -> None:
         fragments = split_events(previous["events_json"])
         if len(fragments) > 1:
@@ -138,15 +147,24 @@ class StreamWorker:
                 exc,
             )
             for part in (fragments[:half], fragments[half:]):
-                await self.park(split_batch(previous, part), outcome, source_topic, failed_tier)
+                await self.park(
+                    split_batch(previous, part), outcome, source_topic, failed_tier, parking.is_dlq
+                )
             return
-        await self.dead_letter(unparkable_record(self.definition.id, previous, outcome, source_topic, exc))
+        if not parking.is_dlq:
+            await self.park(previous, outcome, source_topic, failed_tier, to_dlq=True)
+            return
+        topic = self.kafka.topic(parking.topic)
+        record = unparkable_record(self.definition.id, previous, outcome, source_topic, topic, exc)
+        await self.dead_letter(record)
 
     async def dead_letter(self, record: dict[str, Any]) -> None:
         """Write a record to the DLQ; one that is still too large is logged with its reason and dropped."""
         try:
             await self.produce(DLQ_TOPIC, self._encode(record))
-        except RecordTooLarge as exc:
+        except KafkaFault as exc:
+            if exc.kind is not Kind.TOO_LARGE:
+                raise
             log.error(
                 "stream %s: batch %s dropped, not even its summary fits the DLQ: %s",
                 self.label,
@@ -158,8 +176,9 @@ class StreamWorker:
     async def produce(self, short_topic: str, value: bytes) -> None:
         """Produce keyed by stream id; a retriable failure is retried (backing off) until it succeeds.
 
-        :class:`RecordTooLarge` goes back to the caller (that one record is refused); a fatal or permanent
-        fault is raised too and stops the stream with its reason."""
+        A record over the size limit goes back to the caller (kind TOO_LARGE: refused by this producer's
+        check, :class:`~inflow.kafka.errors.RecordTooLarge`, or by the broker); a fatal or permanent fault is
+        raised too and stops the stream with its reason."""
         topic = self.kafka.topic(short_topic)
         delay = 0.2
         while True:
@@ -196,13 +215,21 @@ def split_batch(previous: dict[str, Any], fragments: list[str]) -> dict[str, Any
 
 
 def unparkable_record(
-    stream_id: str, previous: dict[str, Any], outcome: Outcome, source_topic: str, exc: RecordTooLarge
+    stream_id: str,
+    previous: dict[str, Any],
+    outcome: Outcome,
+    source_topic: str,
+    topic: str,
+    exc: KafkaFault,
 ) -> dict[str, Any]:
     """A DLQ StreamBatch without the events that were too large to park; its last attempt says why."""
     now = datetime.now(UTC)
     uuids = list(previous.get("event_uuids", []))
     size = len(previous["events_json"])
-    why = f"{outcome.reason}; not parked, events dropped ({len(uuids)} events, {size} bytes): {exc}"
+    why = (
+        f"{outcome.reason}; over the size limit of {topic}, not parked, events dropped "
+        f"({len(uuids)} events, {size} bytes): {exc}"
+    )
     last = Outcome(outcome.result, why[:1000], outcome.status, outcome.latency_s)
     return {
         "stream_id": stream_id,

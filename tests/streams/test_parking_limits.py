@@ -4,6 +4,7 @@ either way the sink keeps advancing over the events topic."""
 from __future__ import annotations
 
 import json
+import secrets
 
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
@@ -16,10 +17,17 @@ from tests.support import consume_until_quiet, wait_for
 
 
 def limit_topic(admin: AdminClient, topic: str, max_bytes: int) -> None:
+    """Lower the topic's size limit and wait until the broker reports it (the change propagates)."""
     entry = ConfigEntry("max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET)
     resource = ConfigResource("topic", topic, incremental_configs=[entry])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
+
+    def applied() -> bool:
+        [future] = admin.describe_configs([ConfigResource("topic", topic)]).values()
+        return future.result(timeout=10)["max.message.bytes"].value == str(max_bytes)
+
+    wait_for(applied, 30, interval=0.2, what=f"max.message.bytes of {topic}")
 
 
 def caught_up(kafka: KafkaSettings, stream_id: str) -> bool:
@@ -29,7 +37,8 @@ def caught_up(kafka: KafkaSettings, stream_id: str) -> bool:
 
 
 def big(uid: str, size: int) -> dict:
-    return enriched(uid=uid, event_attributes_json=json.dumps({"note": "x" * size}))
+    """An event with ``size`` characters of random text: it does not compress below the limits either."""
+    return enriched(uid=uid, event_attributes_json=json.dumps({"note": secrets.token_urlsafe(size)[:size]}))
 
 
 def test_a_batch_too_large_for_its_retry_topic_is_parked_in_parts_and_delivered(

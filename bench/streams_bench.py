@@ -23,11 +23,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
-
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
+from inflow.kafka.clients import new_admin, new_consumer, new_producer
 from inflow.local.process import free_port, port_open
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams.definitions import StreamDefinition
@@ -106,7 +104,7 @@ def event(i: int, sent_ms: int | None = None) -> dict[str, Any]:
 
 def preload(kafka: KafkaSettings, n: int) -> None:
     encode = AvroSerde().encoder("EnrichedEvent")
-    producer = Producer(kafka.producer_config())
+    producer = new_producer(kafka)
     topic = kafka.topic("events")
     for i in range(n):
         e = event(i)
@@ -122,7 +120,7 @@ def preload(kafka: KafkaSettings, n: int) -> None:
 
 
 def bare_consumer_rate(kafka: KafkaSettings, n: int) -> float:
-    consumer = Consumer(kafka.consumer_config(f"bench-bare-{uuid.uuid4().hex[:6]}"))
+    consumer = new_consumer(kafka, f"bench-bare-{uuid.uuid4().hex[:6]}")
     consumer.subscribe([kafka.topic("events")])
     seen, started = 0, None
     while seen < n:
@@ -168,9 +166,7 @@ def latency_phase(
     kafka: KafkaSettings, port: int, rate: int, seconds: float
 ) -> tuple[list[float], list[float]]:
     """Produce at ``rate``/s; return (sink delivery delays, bare consumer delays) in ms."""
-    bare = Consumer(
-        kafka.consumer_config(f"bench-lat-{uuid.uuid4().hex[:6]}", **{"auto.offset.reset": "latest"})
-    )
+    bare = new_consumer(kafka, f"bench-lat-{uuid.uuid4().hex[:6]}", **{"auto.offset.reset": "latest"})
     bare.subscribe([kafka.topic("events")])
     bare_delays: list[float] = []
     stop = threading.Event()
@@ -186,7 +182,7 @@ def latency_phase(
     reader.start()
     endpoint_call(port, "/reset", "POST")
     encode = AvroSerde().encoder("EnrichedEvent")
-    producer = Producer(kafka.producer_config(**{"linger.ms": 1}))
+    producer = new_producer(kafka, **{"linger.ms": 1})
     total = int(rate * seconds)
     started = time.monotonic()
     for i in range(total):
@@ -223,7 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     kafka = KafkaSettings(bootstrap_servers=servers, topic_prefix=f"bench{uuid.uuid4().hex[:6]}")
-    create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
+    create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
     port = free_port()
     endpoint = multiprocessing.get_context("spawn").Process(target=run_endpoint, args=(port,), daemon=True)
     endpoint.start()
@@ -255,7 +251,7 @@ def main() -> None:
     finally:
         endpoint.terminate()
         endpoint.join(10)
-        AdminClient(kafka.client_config()).delete_topics([s.name for s in load_catalogue(kafka.topic_prefix)])
+        new_admin(kafka).delete_topics([s.name for s in load_catalogue(kafka.topic_prefix)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""MoEngage campaign event codes and their channels (seed 002), and the attributes Streams never exports.
+"""MoEngage campaign event codes and their channels, and the campaign attributes Streams never exports.
 
 The channel decides which recipient field an event carries: ``push_id`` for push, ``email_id`` for e-mail,
 ``mobile_number`` for SMS, and none for every other event.
@@ -56,7 +56,8 @@ OTHER_CAMPAIGN_CODES = frozenset(
 )
 CAMPAIGN_CODES = EMAIL_CODES | SMS_CODES | PUSH_CODES | OTHER_CAMPAIGN_CODES
 
-# "The following event attributes are not supported for export in streams currently" (seed 002).
+# MoEngage Streams does not export these campaign event attributes (its documentation says they are "not
+# supported for export in streams currently"), so they are removed from campaign events.
 UNSUPPORTED_CAMPAIGN_ATTRIBUTES = (
     "email_subject",
     "email_click_url",
@@ -73,7 +74,7 @@ RECIPIENT_FIELD: dict[Channel, str | None] = {
 
 
 def channel_of(event_code: str) -> Channel | None:
-    """The channel of a known campaign event code; None for codes the seed does not list."""
+    """The channel of a known campaign event code; None for codes MoEngage does not list."""
     if event_code in PUSH_CODES:
         return "push"
     if event_code in EMAIL_CODES:

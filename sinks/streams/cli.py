@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from inflow.config.file import InflowFile
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.clients import new_consumer, watermarks
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import dlq as dlq_ops
@@ -29,7 +30,6 @@ from inflow.sinks.streams.control import (
     publish,
     read_control,
     state_record,
-    watermarks,
 )
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
 from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
@@ -248,7 +248,7 @@ def show(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
 
 def group_progress(kafka: KafkaSettings, group: str, topic: str) -> dict[str, Any]:
     """Committed offset, end offset and lag per partition of the stream's consumer group."""
-    consumer = Consumer(kafka.consumer_config(group))
+    consumer = new_consumer(kafka, group)
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:

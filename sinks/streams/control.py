@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from confluent_kafka import Message
 
 from inflow.config.settings import KafkaSettings
 from inflow.errors import InflowError
+from inflow.kafka.producer import KafkaProducer
+from inflow.kafka.view import CompactedView
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
-from inflow.sinks.streams.exceptions import StreamsError
 
 log = logging.getLogger(__name__)
 DEFINITIONS_TOPIC = "control.streams"
@@ -101,76 +99,46 @@ class ControlView:
         self.stored_raw[stream_id] = data
 
 
-def tail_consumer(kafka: KafkaSettings) -> Consumer:
-    """A group-less reader of both control topics from their beginning (nothing is committed)."""
-    conf = kafka.consumer_config(f"{kafka.topic_prefix}.streams.control-{uuid.uuid4().hex[:8]}")
-    consumer = Consumer(conf)
-    meta = consumer.list_topics(timeout=15)
-    partitions = []
-    for short in (DEFINITIONS_TOPIC, STATE_TOPIC):
-        name = kafka.topic(short)
-        topic = meta.topics.get(name)
-        if topic is None or topic.error is not None:
-            raise StreamsError(f"control topic {name} is missing; run `inflow topics create`")
-        partitions += [TopicPartition(name, p, OFFSET_BEGINNING) for p in topic.partitions]
-    consumer.assign(partitions)
-    return consumer
+def control_view(
+    kafka: KafkaSettings,
+    serde: AvroSerde,
+    view: ControlView,
+    apply: Callable[[Message], None] | None = None,
+) -> CompactedView:
+    """Both control topics from their beginning, each record folded into ``view`` (nothing committed), or
+    handed to ``apply`` instead (a sink folds them on its event loop).
+
+    ``open()`` + ``catch_up()`` read them to their current end (the CLI, a sink's start); ``pump()`` then
+    follows them (a running sink)."""
+    prefix = kafka.topic_prefix
+    return CompactedView(
+        kafka,
+        [kafka.topic(DEFINITIONS_TOPIC), kafka.topic(STATE_TOPIC)],
+        apply=apply or (lambda msg: view.apply(msg, serde, prefix)),
+        name="streams-control",
+    )
 
 
 def read_control(
     kafka: KafkaSettings, serde: AvroSerde, view: ControlView, timeout: float = 30.0
 ) -> ControlView:
-    """Read both control topics to their current end (for the CLI and for a sink's start)."""
-    consumer = tail_consumer(kafka)
+    """Read both control topics to their current end into ``view`` (for the CLI and the tests)."""
+    reader = control_view(kafka, serde, view)
     try:
-        ends = {}
-        for tp in consumer.assignment():
-            _, high = watermarks(consumer, tp)
-            if high > 0:
-                ends[(tp.topic, tp.partition)] = high
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise StreamsError(f"timed out reading the control topics ({len(ends)} partitions unread)")
-            for msg in consumer.consume(500, 0.5):
-                if msg.error():
-                    continue
-                view.apply(msg, serde, kafka.topic_prefix)
-                key = (str(msg.topic()), int(msg.partition() or 0))
-                if key in ends and int(msg.offset() or 0) + 1 >= ends[key]:
-                    del ends[key]
+        reader.open(timeout).catch_up(timeout)
     finally:
-        consumer.close()
+        reader.close()
     return view
 
 
-@retry(
-    retry=retry_if_exception_type(KafkaException),
-    wait=wait_exponential(multiplier=0.1, max=2),
-    stop=stop_after_delay(30),
-    reraise=True,
-)
-def watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-    """Low and high offsets; retried while a just-created topic has no leader yet."""
-    low, high = consumer.get_watermark_offsets(tp, timeout=10)
-    return int(low), int(high)
-
-
 def publish(kafka: KafkaSettings, short_topic: str, key: str, value: bytes) -> None:
-    """Write one control record and wait for the broker's acknowledgement."""
-    producer = Producer(kafka.producer_config(**{"linger.ms": 0}))
-    errors: list[str] = []
-
-    def delivered(err: Any, msg: Message) -> None:
-        if err is not None:
-            errors.append(err.str())
-
-    producer.produce(kafka.topic(short_topic), key=key.encode(), value=value, on_delivery=delivered)
-    left = producer.flush(30)
-    if left or errors:
-        raise StreamsError(
-            f"cannot write to {kafka.topic(short_topic)}: {errors or 'not acknowledged in 30s'}"
-        )
+    """Write one control record and wait for the broker's acknowledgement (a typed KafkaFault if not)."""
+    no_linger: dict[str, Any] = {"linger.ms": 0}
+    producer = KafkaProducer(kafka, name="streams-control", **no_linger)
+    try:
+        producer.publish_and_wait(kafka.topic(short_topic), key.encode(), value)
+    finally:
+        producer.close()
 
 
 def definition_record(stream_id: str, stored: dict[str, Any] | None) -> dict[str, Any]:

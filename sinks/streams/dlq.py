@@ -7,19 +7,18 @@ sends it (same ``moe_request_id``) and, if it fails again, walks the retry tiers
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Message
 
 from inflow.config.settings import KafkaSettings
 from inflow.errors import InflowError
+from inflow.kafka.view import CompactedView
 from inflow.schemas.serde import AvroSerde
-from inflow.sinks.streams.control import publish, watermarks
-from inflow.sinks.streams.exceptions import DlqError, StreamsError
+from inflow.sinks.streams.control import publish
+from inflow.sinks.streams.exceptions import DlqError
 from inflow.sinks.streams.retry import DLQ_TOPIC, TIER_TOPICS
 
 
@@ -56,40 +55,20 @@ def read_dlq(
     kafka: KafkaSettings, serde: AvroSerde, stream_id: str | None = None, timeout: float = 60.0
 ) -> list[DeadBatch]:
     """Every batch in the DLQ (optionally of one stream), oldest first per partition."""
-    topic = kafka.topic(DLQ_TOPIC)
-    consumer = Consumer(
-        kafka.consumer_config(f"{kafka.topic_prefix}.streams.dlq-reader-{uuid.uuid4().hex[:8]}")
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=15).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise StreamsError(f"topic {topic} is missing; run `inflow topics create`")
-        ends = {}
-        for p in meta.partitions:
-            low, high = watermarks(consumer, TopicPartition(topic, p))
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-        found: list[DeadBatch] = []
-        deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise StreamsError(f"timed out reading {topic}")
-            for msg in consumer.consume(500, 0.5):
-                if msg.error():
-                    continue
-                partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                if offset + 1 >= ends.get(partition, 0):
-                    ends.pop(partition, None)
-                try:
-                    _, record = serde.decode(msg.value() or b"", "StreamBatch")
-                except InflowError:
-                    continue
-                if stream_id is None or record["stream_id"] == stream_id:
-                    found.append(DeadBatch(partition, offset, record))
-        return sorted(found, key=lambda b: (b.partition, b.offset))
-    finally:
-        consumer.close()
+    found: list[DeadBatch] = []
+
+    def keep(msg: Message) -> None:
+        try:
+            _, record = serde.decode(msg.value() or b"", "StreamBatch")
+        except InflowError:
+            return
+        if stream_id is None or record["stream_id"] == stream_id:
+            found.append(DeadBatch(int(msg.partition() or 0), int(msg.offset() or 0), record))
+
+    # Read from the beginning to the current end, group-less: the DLQ is not compacted, but reading it
+    # whole is what the view does.
+    CompactedView.read(kafka, kafka.topic(DLQ_TOPIC), timeout, apply=keep, name="streams-dlq")
+    return sorted(found, key=lambda b: (b.partition, b.offset))
 
 
 def select(batches: list[DeadBatch], ids: list[str]) -> list[DeadBatch]:
@@ -107,8 +86,8 @@ def redrive(kafka: KafkaSettings, serde: AvroSerde, batches: list[DeadBatch]) ->
     """Re-park each batch that holds events in the first retry topic, due now; returns those re-parked."""
     done = []
     for batch in batches:
-        if not batch.record["event_uuids"]:
-            continue  # an unreadable record parked with its reason: nothing to resend
+        if not batch.record["event_uuids"] or batch.record["events_json"].strip() == "[]":
+            continue  # an unreadable record, or a batch too large to park, kept for its reason only
         record = dict(batch.record) | {"due_at": datetime.now(UTC)}
         publish(kafka, TIER_TOPICS[0], record["stream_id"], serde.encode("StreamBatch", record))
         done.append(batch)

@@ -15,11 +15,5 @@ class UnknownStreamError(StreamsError):
     """No stream definition has the given id."""
 
 
-class DeliveryError(StreamsError):
-    """An HTTP delivery failed (non-2xx, timeout, connection error); failed batches travel as data."""
-
-    retriable = True
-
-
 class DlqError(StreamsError):
     """A dead-letter queue selection or redrive request is invalid."""

@@ -10,25 +10,18 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 
 from inflow.errors import InflowError
+from inflow.kafka.consumer import TP, BatchConsumer
 from inflow.sinks.streams import metrics
 from inflow.sinks.streams.batching import BatchBuilder, EventBatch
-from inflow.sinks.streams.consumer import TP, PolledConsumer
-from inflow.sinks.streams.delivery import Attempt
+from inflow.sinks.streams.destinations.base import Outcome, OutgoingBatch
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
-from inflow.sinks.streams.payload import EventFilter, EventFormatter, events_array, request_body
+from inflow.sinks.streams.payload import EventFilter, EventFormatter, events_array
 from inflow.sinks.streams.reading import EnrichedEventReader
-from inflow.sinks.streams.retry import DLQ_TOPIC, MAIN_TIER, dead_record
-from inflow.sinks.streams.worker import StreamWorker, log_task_failure
+from inflow.sinks.streams.retry import MAIN_TIER, dead_record
+from inflow.sinks.streams.worker import GROUP_OVERRIDES, StreamWorker
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
-# A sink that died is noticed after 10 s (librdkafka's default is 45 s) so its partitions move on quickly;
-# the fetch queue is bounded so a paused or slow stream does not hoard memory.
-GROUP_OVERRIDES = {
-    "session.timeout.ms": 10_000,
-    "heartbeat.interval.ms": 2_000,
-    "queued.max.messages.kbytes": 32768,
-}
 SHUTDOWN_GRACE_S = 15.0
 
 
@@ -50,11 +43,18 @@ class ExportLoop:
         self._lag_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
-        conf = self.worker.kafka.consumer_config(self.group, **GROUP_OVERRIDES)
-        consumer = PolledConsumer(conf, [self.topic], f"streams-{self.worker.label}", on_revoke=self._revoked)
+        consumer = BatchConsumer(
+            self.worker.kafka,
+            self.group,
+            [self.topic],
+            name=f"streams-{self.worker.label}",
+            on_revoke=self._revoked,
+            **GROUP_OVERRIDES,
+        )
         limit = self.worker.definition.max_in_flight
         try:
             while not stop.is_set():
+                self.worker.check()
                 view = self.worker.pause_view()
                 self._apply_pause(consumer, view.paused)
                 if len(self.in_flight) >= limit:
@@ -88,7 +88,7 @@ class ExportLoop:
         until_due = self.builder.time_to_due(time.monotonic())
         return 0.5 if until_due is None else min(0.5, max(0.01, until_due))
 
-    def _apply_pause(self, consumer: PolledConsumer, paused: bool) -> None:
+    def _apply_pause(self, consumer: BatchConsumer, paused: bool) -> None:
         """Paused means not sent: stop fetching; resume continues where it stopped (events stay in Kafka)."""
         if paused and (not self._paused or consumer.assignment_changed):
             consumer.client.pause(consumer.assignment())
@@ -129,9 +129,8 @@ class ExportLoop:
 
     async def _park(self, unit: WorkUnit, reason: str) -> None:
         batch = EventBatch()
-        record = dead_record(self.worker.definition.id, batch, Attempt(False, None, reason, 0.0), self.topic)
-        await self.worker.produce(DLQ_TOPIC, self.worker.serde.encode("StreamBatch", record))
-        metrics.DEAD_LETTERED_BATCHES.labels(self.worker.label).inc()
+        record = dead_record(self.worker.definition.id, batch, Outcome.failed_permanently(reason), self.topic)
+        await self.worker.dead_letter(record)
         self.tracker.complete(unit)
 
     def _send(self, batch: EventBatch, skip_window: tuple[int, int] | None) -> None:
@@ -146,13 +145,14 @@ class ExportLoop:
         task = asyncio.get_running_loop().create_task(coro)
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
-        task.add_done_callback(log_task_failure)
+        task.add_done_callback(self.worker.task_done)
 
     async def _deliver(self, batch: EventBatch) -> None:
         events_json = events_array(batch.fragments)
-        body = request_body(self.worker.definition.app_name, batch.moe_request_id, events_json)
-        attempt = await self.worker.post(body)
-        if attempt.ok:
+        outcome = await self.worker.deliver(
+            OutgoingBatch(batch.moe_request_id, events_json, len(batch.fragments))
+        )
+        if outcome.ok:
             self._delivered(batch)
         else:
             previous = {
@@ -161,7 +161,7 @@ class ExportLoop:
                 "event_uuids": batch.event_uuids,
                 "created_at": batch.created_at,
             }
-            await self.worker.park(previous, attempt, self.topic, MAIN_TIER)
+            await self.worker.park(previous, outcome, self.topic, MAIN_TIER)
         self.tracker.complete(batch)
 
     def _delivered(self, batch: EventBatch) -> None:

@@ -1,4 +1,4 @@
-"""The Streams request body, built exactly as seed 002 shows it, from EnrichedEvent records.
+"""The Streams request body, built exactly as MoEngage Streams sends it, from EnrichedEvent records.
 
 Each event becomes one JSON text fragment; a request body is the fragments joined, so a batch parked
 in a retry topic (``StreamBatch.events_json``) is resent byte for byte with the same ``moe_request_id``.
@@ -54,7 +54,7 @@ class EventFormatter:
         )
 
     def fragment(self, event: Mapping[str, Any]) -> str:
-        """The event object as JSON text, keys in the seed's order."""
+        """The event object as JSON text, keys in the order of MoEngage's Streams events."""
         code = event["event_code"]
         is_campaign = event["event_type"] == CAMPAIGN_EVENT
         parts = [
@@ -118,7 +118,7 @@ def recipient_field(event: Mapping[str, Any], is_campaign: bool) -> str | None:
     if channel is not None:
         field = RECIPIENT_FIELD[channel]
         return field if field is not None and event.get(field) else None
-    # A campaign code the seed does not list: trust the processors, which set at most one of the three.
+    # A campaign code MoEngage does not list: trust the processors, which set at most one of the three.
     return next((f for f in RECIPIENT_FIELDS if event.get(f)), None)
 
 
@@ -131,6 +131,25 @@ def request_body(app_name: str, moe_request_id: str, events_json: str) -> bytes:
 def events_array(fragments: list[str]) -> str:
     """JSON array text of event fragments, as kept in ``StreamBatch.events_json``."""
     return "[" + ",".join(fragments) + "]"
+
+
+def split_events(events_json: str) -> list[str]:
+    """The event fragments of an ``events`` JSON array text, each exactly as it appears in it."""
+    decoder = json.JSONDecoder()
+    text = events_json.strip()
+    if not text.startswith("[") or not text.endswith("]"):
+        raise PayloadError("events_json is not a JSON array")
+    fragments: list[str] = []
+    index = 1
+    end = len(text) - 1
+    while True:
+        while index < end and text[index] in " \t\r\n,":
+            index += 1
+        if index >= end:
+            return fragments
+        _, stop = decoder.raw_decode(text, index)
+        fragments.append(text[index:stop])
+        index = stop
 
 
 def dump(value: Any) -> str:

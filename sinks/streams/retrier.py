@@ -18,13 +18,12 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from inflow.errors import InflowError
+from inflow.kafka.consumer import TP, BatchConsumer
 from inflow.sinks.streams import metrics
-from inflow.sinks.streams.consumer import TP, PolledConsumer
-from inflow.sinks.streams.exporter import GROUP_OVERRIDES
+from inflow.sinks.streams.destinations.base import OutgoingBatch
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
-from inflow.sinks.streams.payload import request_body
 from inflow.sinks.streams.retry import TIER_TOPICS, tier_of
-from inflow.sinks.streams.worker import StreamWorker, log_task_failure
+from inflow.sinks.streams.worker import GROUP_OVERRIDES, StreamWorker
 
 log = logging.getLogger(__name__)
 HOLD_LIMIT = 200  # parked batches held in memory per partition before its fetching pauses
@@ -58,12 +57,17 @@ class RetryLoop:
         self.in_flight: set[asyncio.Task[Any]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        conf = self.worker.kafka.consumer_config(self.group, **GROUP_OVERRIDES)
-        consumer = PolledConsumer(
-            conf, self.topics, f"streams-{self.worker.label}-retry", on_revoke=self._revoked
+        consumer = BatchConsumer(
+            self.worker.kafka,
+            self.group,
+            self.topics,
+            name=f"streams-{self.worker.label}-retry",
+            on_revoke=self._revoked,
+            **GROUP_OVERRIDES,
         )
         try:
             while not stop.is_set():
+                self.worker.check()
                 stream_paused = self.worker.pause_view().paused
                 messages = await consumer.consume(200, self._poll_timeout(stream_paused))
                 for msg in messages:
@@ -125,9 +129,9 @@ class RetryLoop:
                 task = asyncio.get_running_loop().create_task(self._redeliver(held))
                 self.in_flight.add(task)
                 task.add_done_callback(self.in_flight.discard)
-                task.add_done_callback(log_task_failure)
+                task.add_done_callback(self.worker.task_done)
 
-    def _apply_pauses(self, consumer: PolledConsumer, stream_paused: bool) -> None:
+    def _apply_pauses(self, consumer: BatchConsumer, stream_paused: bool) -> None:
         """Pause a partition while its head is not due (or too much is held); resume it when it can flow."""
         now = time.time()
         assigned = [(tp.topic, tp.partition) for tp in consumer.assignment()]
@@ -148,12 +152,14 @@ class RetryLoop:
 
     async def _redeliver(self, held: Held) -> None:
         record = held.record
-        body = request_body(self.worker.definition.app_name, record["moe_request_id"], record["events_json"])
-        attempt = await self.worker.post(body)
-        if attempt.ok:
-            metrics.DELIVERED_EVENTS.labels(self.worker.label).inc(len(record.get("event_uuids") or []))
+        count = len(record.get("event_uuids") or [])
+        outcome = await self.worker.deliver(
+            OutgoingBatch(record["moe_request_id"], record["events_json"], count)
+        )
+        if outcome.ok:
+            metrics.DELIVERED_EVENTS.labels(self.worker.label).inc(count)
         else:
-            await self.worker.park(record, attempt, held.topic, held.tier)
+            await self.worker.park(record, outcome, held.topic, held.tier)
         self.tracker.complete(held.unit)
 
     def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:

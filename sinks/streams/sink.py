@@ -1,7 +1,9 @@
 """The sink process: every stream definition gets a worker; definitions and pause state follow Kafka live.
 
 Definitions come from the YAML file and from ``control.streams`` (``inflow streams add``); a worker is
-started for each new id, restarted when its definition changes and stopped when it disappears.
+started for each new id, restarted when its definition changes or it stopped on an error, and stopped when
+it disappears. Every stream parks its failed batches through one shared producer; a fatal producer error
+stops the whole sink with its reason.
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Message
+
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.producer import KafkaProducer
 from inflow.schemas.serde import AvroSerde
-from inflow.sinks.streams.control import ControlView, read_control, tail_consumer
+from inflow.sinks.streams.control import ControlView, control_view
 from inflow.sinks.streams.definitions import StreamDefinition
-from inflow.sinks.streams.producer import AsyncProducer
+from inflow.sinks.streams.destinations.registry import open_destination
+from inflow.sinks.streams.exporter import ExportLoop
+from inflow.sinks.streams.retrier import RetryLoop
+from inflow.sinks.streams.retry import DLQ_TOPIC, TIER_TOPICS
 from inflow.sinks.streams.worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -55,18 +63,31 @@ class StreamSink:
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="streams-control")
-        await loop.run_in_executor(executor, read_control, self.kafka, self.serde, self.view)
-        tail = await loop.run_in_executor(executor, tail_consumer, self.kafka)
-        producer = AsyncProducer(self.kafka.producer_config())
+        # Control records are read on the executor and folded into the view here, on the event loop, so the
+        # workers never see the view change under them.
+        arrived: list[Message] = []
+        control = control_view(self.kafka, self.serde, self.view, apply=arrived.append)
         try:
+            await loop.run_in_executor(executor, lambda: control.open().catch_up())
+            self._fold(arrived)
+        except BaseException:
+            await loop.run_in_executor(executor, control.close)
+            executor.shutdown(wait=False)
+            raise
+        producer = KafkaProducer(self.kafka, name="streams", background=True)
+        try:
+            # Each parking topic's size limit is looked up once here, not on the event loop mid-delivery.
+            for short in (*TIER_TOPICS, DLQ_TOPIC):
+                await loop.run_in_executor(None, producer.limit, self.kafka.topic(short))
             while not stop.is_set():
+                if producer.fatal is not None:
+                    raise producer.fatal
                 self._reconcile(producer)
-                for msg in await loop.run_in_executor(executor, tail.consume, 100, RECONCILE_EVERY_S):
-                    if not msg.error():
-                        self.view.apply(msg, self.serde, self.kafka.topic_prefix)
+                await loop.run_in_executor(executor, control.pump, RECONCILE_EVERY_S)
+                self._fold(arrived)
         finally:
             await self._stop_all()
-            await loop.run_in_executor(executor, tail.close)
+            await loop.run_in_executor(executor, control.close)
             executor.shutdown(wait=False)
             left = await loop.run_in_executor(None, producer.close)
             if left:
@@ -74,7 +95,12 @@ class StreamSink:
                     "%d parked batches unacknowledged at shutdown; their offsets stay uncommitted", left
                 )
 
-    def _reconcile(self, producer: AsyncProducer) -> None:
+    def _fold(self, arrived: list[Message]) -> None:
+        for msg in arrived:
+            self.view.apply(msg, self.serde, self.kafka.topic_prefix)
+        arrived.clear()
+
+    def _reconcile(self, producer: KafkaProducer) -> None:
         wanted = {k: v for k, v in self.view.definitions().items() if self.only is None or k in self.only}
         for stream_id, running in list(self.running.items()):
             if stream_id not in wanted or wanted[stream_id] != running.definition or running.task.done():
@@ -84,14 +110,17 @@ class StreamSink:
         for stream_id, definition in wanted.items():
             if stream_id in self.running:
                 continue
+            destination = open_destination(definition, self.box)
             worker = StreamWorker(
-                definition, self.kafka, self.serde, producer, self.box, self._state_getter(stream_id)
+                definition, self.kafka, self.serde, producer, destination, self._state_getter(stream_id)
             )
             stop = asyncio.Event()
-            task = asyncio.get_running_loop().create_task(worker.run(stop), name=f"stream-{stream_id}")
+            task = asyncio.get_running_loop().create_task(
+                run_stream(worker, stop), name=f"stream-{stream_id}"
+            )
             task.add_done_callback(_report_exit)
             self.running[stream_id] = Running(definition, stop, task)
-            log.info("stream %s: started (%s)", stream_id, definition.url.split("?", 1)[0])
+            log.info("stream %s: started (%s)", stream_id, destination.safe_name)
 
     def _state_getter(self, stream_id: str) -> Callable[[], dict[str, Any] | None]:
         return lambda: self.view.states.get(stream_id)
@@ -103,6 +132,33 @@ class StreamSink:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self.running.clear()
+
+
+async def run_stream(worker: StreamWorker, stop: asyncio.Event) -> None:
+    """A stream's export loop and retry loop, side by side until ``stop``; then its destination closes.
+
+    A loop that fails records its error on the worker, so the other loop stops too (both finish their
+    in-flight work and commit what is done) before the error is raised."""
+
+    async def guarded(run: Coroutine[Any, Any, None]) -> None:
+        try:
+            await run
+        except BaseException as exc:
+            if worker.failure is None:
+                worker.failure = exc
+            raise
+
+    try:
+        results = await asyncio.gather(
+            guarded(ExportLoop(worker).run(stop)),
+            guarded(RetryLoop(worker).run(stop)),
+            return_exceptions=True,
+        )
+    finally:
+        await worker.destination.close()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _report_exit(task: asyncio.Task[Any]) -> None:

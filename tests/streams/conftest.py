@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.clients import new_producer
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams.definitions import StreamDefinition
 from inflow.sinks.streams.sink import StreamSink
@@ -54,7 +54,7 @@ class EventWriter:
     def __init__(self, kafka: KafkaSettings) -> None:
         self.kafka = kafka
         self.serde = AvroSerde()
-        self.producer = Producer(kafka.producer_config())
+        self.producer = new_producer(kafka)
 
     def write(self, events: list[dict[str, Any]]) -> list[str]:
         topic = self.kafka.topic("events")

@@ -1,4 +1,5 @@
-"""End to end: EnrichedEvents in the events topic -> real HTTP endpoint, body and headers as the seed."""
+"""End to end: EnrichedEvents in the events topic -> real HTTP endpoint, body and headers as MoEngage
+sends them."""
 
 from __future__ import annotations
 

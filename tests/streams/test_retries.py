@@ -30,7 +30,7 @@ def test_500_then_200_is_delivered_on_retry_with_the_same_request_id(
         name: metric(name, stream="r500") for name in ("delivered_events_total", "delivered_requests_total")
     }
     retried = metric("retried_batches_total", stream="r500", tier="streams.retry.30s")
-    sink_factory(stream(ep.url, id="r500", retry_delays_s=[1.5, 1, 1]))
+    sink_factory(stream(ep.url, id="r500", retry_delays_s=[1.5, 1, 1], linger_s=1.0))
     wait_for(lambda: ep.delivered_uuids() == set(sent), 60, what="delivery on retry")
     assert metric("retried_batches_total", stream="r500", tier="streams.retry.30s") == retried + 1
     assert metric("delivered_events_total", stream="r500") == before["delivered_events_total"] + 5

@@ -14,11 +14,20 @@ from inflow.sinks.streams.batching import EventBatch
 from inflow.sinks.streams.cli import yaml_definitions
 from inflow.sinks.streams.control import pause_view
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
-from inflow.sinks.streams.delivery import Attempt
+from inflow.sinks.streams.destinations.base import Outcome, Result
+from inflow.sinks.streams.destinations.http import HttpDestination
+from inflow.sinks.streams.destinations.registry import open_destination
 from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
-from inflow.sinks.streams.payload import EventFilter, EventFormatter, PayloadError, events_array, request_body
-from inflow.sinks.streams.retry import DLQ_TOPIC, next_destination, parked_batch
+from inflow.sinks.streams.payload import (
+    EventFilter,
+    EventFormatter,
+    PayloadError,
+    events_array,
+    request_body,
+    split_events,
+)
+from inflow.sinks.streams.retry import DLQ_TOPIC, next_parking_topic, parked_batch
 from tests.streams.conftest import enriched
 
 
@@ -127,7 +136,7 @@ def test_event_filter_by_workspace_and_name_or_code():
     assert EventFilter.of(definition()).accepts(enriched(workspace_id="any"))
 
 
-def test_request_body_is_the_seed_envelope():
+def test_request_body_is_the_moengage_envelope():
     body = json.loads(request_body("App", "rid", events_array(['{"a":1}', '{"b":2}'])))
     assert body == {
         "app_name": "App",
@@ -155,21 +164,23 @@ def test_offsets_commit_only_up_to_the_first_unfinished_batch():
 
 def test_retry_route_and_history():
     d = definition(retry_delays_s=[30, 60])
-    assert next_destination(d, -1).topic == "streams.retry.30s"
-    assert next_destination(d, 0).topic == "streams.retry.60s"
-    assert next_destination(d, 1).topic == DLQ_TOPIC
-    assert next_destination(definition(retry_delays_s=[]), -1).topic == DLQ_TOPIC
+    assert next_parking_topic(d, -1).topic == "streams.retry.30s"
+    assert next_parking_topic(d, 0).topic == "streams.retry.60s"
+    assert next_parking_topic(d, 1).topic == DLQ_TOPIC
+    assert next_parking_topic(definition(retry_delays_s=[]), -1).topic == DLQ_TOPIC
     now = datetime(2026, 1, 1, tzinfo=UTC)
     first = parked_batch(
         d,
         {"moe_request_id": "r", "events_json": "[]", "created_at": now},
-        Attempt(False, 502, "HTTP 502", 0.1),
+        Outcome.retriable("HTTP 502", 502, 0.1),
         "ev",
-        next_destination(d, -1),
+        next_parking_topic(d, -1),
         now,
     )
     assert first["attempt"] == 1 and first["due_at"] == now + timedelta(seconds=30)
-    second = parked_batch(d, first, Attempt(False, None, "timeout", 1), "r30", next_destination(d, 0), now)
+    second = parked_batch(
+        d, first, Outcome.retriable("timeout", None, 1), "r30", next_parking_topic(d, 0), now
+    )
     assert second["attempt"] == 2 and [a["status"] for a in second["attempts"]] == [502, None]
     assert second["due_at"] == now + timedelta(seconds=60) and second["moe_request_id"] == "r"
 
@@ -192,3 +203,30 @@ def test_batch_drops_events_that_arrived_in_a_window():
     batch = EventBatch(fragments=["a", "b", "c"], event_uuids=["1", "2", "3"], first_arrival_ms=[5, 10, 20])
     batch.drop_arrivals(10, 20)
     assert batch.fragments == ["a", "c"] and batch.event_uuids == ["1", "3"]
+
+
+def test_a_permanent_failure_goes_straight_to_the_dlq():
+    d = definition(retry_delays_s=[30, 60])
+    assert next_parking_topic(d, -1, permanent=True).topic == DLQ_TOPIC
+    assert next_parking_topic(d, 0, permanent=True).is_dlq
+    outcome = Outcome.failed_permanently("rejected", 400)
+    assert not outcome.ok and outcome.permanent and outcome.result is Result.PERMANENT
+    dlq = next_parking_topic(d, -1, True)
+    record = parked_batch(d, {"moe_request_id": "r", "events_json": "[]"}, outcome, "ev", dlq)
+    assert record["attempts"][0]["error"] == "rejected" and record["attempts"][0]["status"] == 400
+
+
+def test_the_destination_is_chosen_from_the_definition_url_scheme():
+    assert isinstance(open_destination(definition(url="https://h/x"), None), HttpDestination)
+    assert isinstance(open_destination(definition(url="http://h/x"), None), HttpDestination)
+    odd = StreamDefinition.model_construct(id="s", url="ftp://h/x")
+    with pytest.raises(StreamDefinitionError, match="no destination for 'ftp'"):
+        open_destination(odd, None)
+
+
+def test_split_events_keeps_each_fragment_byte_for_byte():
+    fragments = ['{"a":[1,2]}', '{"b":"x,]"}', '{ "c" : "\\u00e9" }']
+    assert split_events(events_array(fragments)) == fragments
+    assert split_events("[]") == []
+    with pytest.raises(PayloadError):
+        split_events('{"a":1}')

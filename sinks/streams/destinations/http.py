@@ -1,44 +1,45 @@
-"""HTTP delivery of one request body to a stream's endpoint with aiohttp, several requests in flight.
+"""The HTTP destination: each batch POSTed as one MoEngage Streams request body with aiohttp.
 
-Any non-2xx answer, a timeout or a connection error is a failed attempt; failures are returned as data
-(:class:`Attempt`) so the caller parks the whole batch in the next retry topic.
+A 2xx answer is a delivery. Like MoEngage Streams, every other answer, a timeout or a connection error is a
+failure worth retrying on the stream's retry schedule (the endpoint may recover), so they come back as
+retriable outcomes with their reason ("HTTP 503 Service Unavailable", "timeout after 30s").
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import aiohttp
 
 from inflow.config.secrets import SecretBox
 from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.destinations.base import Outcome, OutgoingBatch
+from inflow.sinks.streams.payload import request_body
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """Outcome of one POST: ``ok`` for 2xx; otherwise the status (None without a response) and a reason."""
-
-    ok: bool
-    status: int | None
-    error: str
-    latency_s: float
-
-
-class Endpoint:
+class HttpDestination:
     """One stream's endpoint: a connection pool sized to its in-flight limit and its fixed headers."""
 
     def __init__(self, definition: StreamDefinition, box: SecretBox | None) -> None:
         self.url = definition.url
-        self.safe_url = definition.url.split("?", 1)[0]  # query parameters may carry keys: never logged
+        self.app_name = definition.app_name
+        self._safe_url = definition.url.split("?", 1)[0]  # query parameters may carry keys: never logged
         self._headers = definition.request_headers(box)
         self._timeout = aiohttp.ClientTimeout(total=definition.request_timeout_s)
         self._limit = definition.max_in_flight
         self._session: aiohttp.ClientSession | None = None
 
-    async def post(self, body: bytes) -> Attempt:
-        """POST the body once; never raises for HTTP, network or timeout failures."""
+    @property
+    def safe_name(self) -> str:
+        return self._safe_url
+
+    async def deliver(self, batch: OutgoingBatch) -> Outcome:
+        """POST the batch's request body once."""
+        return await self.post(request_body(self.app_name, batch.moe_request_id, batch.events_json))
+
+    async def post(self, body: bytes) -> Outcome:
+        """POST a body once; never raises for HTTP, network or timeout failures."""
         session = self._session_for_loop()
         started = time.monotonic()
         try:
@@ -47,13 +48,17 @@ class Endpoint:
                 status = response.status
                 reason = response.reason or ""
         except TimeoutError:
-            return Attempt(False, None, f"timeout after {self._timeout.total:g}s", time.monotonic() - started)
+            return Outcome.retriable(
+                f"timeout after {self._timeout.total:g}s", latency_s=time.monotonic() - started
+            )
         except (aiohttp.ClientError, OSError) as exc:
-            return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:500], time.monotonic() - started)
+            return Outcome.retriable(
+                f"{type(exc).__name__}: {exc}"[:500], latency_s=time.monotonic() - started
+            )
         latency = time.monotonic() - started
         if 200 <= status < 300:
-            return Attempt(True, status, "", latency)
-        return Attempt(False, status, f"HTTP {status} {reason}".strip(), latency)
+            return Outcome.delivered(status, latency)
+        return Outcome.retriable(f"HTTP {status} {reason}".strip(), status, latency)
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -91,8 +91,9 @@ class CompactedView:
         return self.data.get(key, default)
 
     # --- reading in the caller's thread -----------------------------------------------------------
-    def open(self, timeout: float = 30.0) -> CompactedView:
-        """Create the consumer and assign the topics (or join the group); raises when a topic is missing."""
+    def open(self, timeout: float = 30.0, missing_after: float = 5.0) -> CompactedView:
+        """Create the consumer and assign the topics (or join the group); raises when a topic is still
+        missing after ``missing_after`` seconds (a just-created topic can take a moment to show)."""
         if self._consumer is not None:
             return self
         group = self._group_id or f"{self.kafka.topic_prefix}.view-{uuid.uuid4().hex[:12]}"
@@ -101,7 +102,8 @@ class CompactedView:
             overrides = {"partition.assignment.strategy": "cooperative-sticky"} | overrides
         consumer = Consumer(consumer_config(self.kafka, group, **overrides))
         try:
-            partitions = {topic: topic_partitions(consumer, topic, timeout) for topic in self.topics}
+            wait = min(timeout, missing_after)
+            partitions = {topic: topic_partitions(consumer, topic, wait) for topic in self.topics}
             if self._group_id is not None:
                 consumer.subscribe(
                     self.topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._revoked

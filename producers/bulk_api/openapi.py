@@ -1,4 +1,8 @@
-"""The OpenAPI 3.0 document served at ``/openapi.json``, built from the gateway's settings."""
+"""The OpenAPI 3.0 document served at ``/openapi.json``, built from the gateway's settings.
+
+It lists every route :func:`~inflow.producers.bulk_api.routes.build_app` serves, and only those
+(``tests/bulk_api/test_openapi.py`` compares the two).
+"""
 
 from __future__ import annotations
 
@@ -220,7 +224,7 @@ def _responses(ok: dict[str, Any]) -> dict[str, Any]:
                 ("401", "Authentication failed"),
                 ("403", "Workspace suspended"),
                 ("409", "Workspace id in the path differs from the Basic Auth user, or no key is set"),
-                ("413", "Body too large"),
+                ("413", "Body too large, or an element's record over its topic's size limit"),
                 ("415", "Content-Type is not application/json"),
                 ("429", "Rate limit of the workspace exceeded"),
                 ("503", "Kafka did not acknowledge (retry), or a view is still loading"),
@@ -266,6 +270,18 @@ def _operation(
             "responses": _responses(ok),
         }
     }
+
+
+def _get(
+    summary: str, desc: str, content_type: str, schema: dict[str, Any], unavailable: bool = False
+) -> dict[str, Any]:
+    """An operations endpoint: no authentication, no body."""
+    responses: dict[str, Any] = {
+        "200": {"description": summary, "content": {content_type: {"schema": schema}}}
+    }
+    if unavailable:
+        responses["503"] = {"description": "Still starting", "content": {content_type: {"schema": schema}}}
+    return {"get": {"summary": summary, "description": desc, "security": [], "responses": responses}}
 
 
 def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
@@ -322,6 +338,26 @@ def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
                 False,
                 _ref("ExportResponse"),
                 "Answered from the profile store; 503 until it is caught up.",
+            ),
+            "/health": _get(
+                "Health",
+                "200 once the workspace credentials are read (503 before); readiness of each view and the "
+                "Kafka client's latest error.",
+                "application/json",
+                {"type": "object", "additionalProperties": True},
+                unavailable=True,
+            ),
+            "/metrics": _get(
+                "Prometheus metrics",
+                "Requests, latencies, records per topic, rejections, rate limiting and view readiness.",
+                "text/plain",
+                {"type": "string"},
+            ),
+            "/openapi.json": _get(
+                "This document",
+                "The OpenAPI description of this gateway.",
+                "application/json",
+                {"type": "object"},
             ),
         },
     }

@@ -65,11 +65,11 @@ class GatewayDelivery:
 
         :class:`RecordRejected` (nothing was sent) when one is over its size limit, :class:`DeliveryError`
         (the client may retry) when the broker did not acknowledge them all."""
-        self.check(messages)
         topic = self.topic
         try:
             await self.producer.send_many([(topic(m.topic), m.key, m.value) for m in messages], count)
-        except RecordTooLarge as exc:  # only when a topic's limit was lowered after the check above
+        except RecordTooLarge as exc:  # send_many checks every record before it queues any
+            self.check(messages)  # names the first one too large
             raise RecordRejected(f"cannot queue a record of the request: {exc}", exc) from exc
         except KafkaFault as exc:
             raise DeliveryError(str(exc)) from exc

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.errors import KafkaFault, RecordTooLarge
+from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.bulk_api.elements import Outgoing
 from inflow.producers.bulk_api.exceptions import DeliveryError, RecordRejected
@@ -58,7 +58,9 @@ class GatewayDelivery:
             try:
                 check(topic(msg.topic), msg.key, msg.value)
             except RecordTooLarge as exc:
-                raise RecordRejected(f"cannot queue record {index} of {len(messages)}: {exc}", exc) from exc
+                raise RecordRejected(
+                    f"cannot queue record {index} of {len(messages)}: {exc}", str(exc)
+                ) from exc
 
     async def deliver(self, messages: Sequence[Outgoing], count: int) -> None:
         """Send ``count`` messages and wait until the broker acknowledged all of them.
@@ -70,8 +72,10 @@ class GatewayDelivery:
             await self.producer.send_many([(topic(m.topic), m.key, m.value) for m in messages], count)
         except RecordTooLarge as exc:  # send_many checks every record before it queues any
             self.check(messages)  # names the first one too large
-            raise RecordRejected(f"cannot queue a record of the request: {exc}", exc) from exc
+            raise RecordRejected(f"cannot queue a record of the request: {exc}", str(exc)) from exc
         except KafkaFault as exc:
+            if exc.kind is Kind.TOO_LARGE:  # the broker's limit is lower than the one read at start-up
+                raise RecordRejected(str(exc), f"the broker refused a record as too large ({exc})") from exc
             raise DeliveryError(str(exc)) from exc
 
     def send(self, short_topic: str, key: bytes, value: bytes) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from inflow.errors import InflowError
-from inflow.kafka.errors import RecordTooLarge
 
 
 class GatewayError(InflowError):
@@ -44,14 +43,16 @@ class DeliveryError(GatewayError):
 
 
 class RecordRejected(DeliveryError):
-    """A record of the request is over its topic's size limit; nothing of the request was sent, and
-    sending it again cannot succeed."""
+    """A record of the request is over its topic's size limit: sending it again cannot succeed.
+
+    Refused before anything of the request was sent, unless the broker refused it itself (a topic's
+    limit lowered while the gateway runs); ``reason`` says which record and which limit."""
 
     retriable = False
 
-    def __init__(self, message: str, too_large: RecordTooLarge) -> None:
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
-        self.too_large = too_large
+        self.reason = reason
 
 
 class StoreNotReady(GatewayError):

@@ -1,7 +1,8 @@
 """The OpenAPI 3.0 document served at ``/openapi.json``, built from the gateway's settings.
 
-It lists every route :func:`~inflow.producers.bulk_api.routes.build_app` serves, and only those
-(``tests/bulk_api/test_openapi.py`` compares the two).
+It describes every Data API route :func:`~inflow.producers.bulk_api.routes.build_app` serves, and only
+those; the operations endpoints (``routes.OPERATIONS_PATHS``: health, metrics, this document) are left out.
+``tests/bulk_api/test_openapi.py`` compares the document with the app's routes.
 """
 
 from __future__ import annotations
@@ -272,18 +273,6 @@ def _operation(
     }
 
 
-def _get(
-    summary: str, desc: str, content_type: str, schema: dict[str, Any], unavailable: bool = False
-) -> dict[str, Any]:
-    """An operations endpoint: no authentication, no body."""
-    responses: dict[str, Any] = {
-        "200": {"description": summary, "content": {content_type: {"schema": schema}}}
-    }
-    if unavailable:
-        responses["503"] = {"description": "Still starting", "content": {content_type: {"schema": schema}}}
-    return {"get": {"summary": summary, "description": desc, "security": [], "responses": responses}}
-
-
 def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
     """Paths, schemas and the documented policies (caps, partial acceptance) of this gateway."""
     accept_good = (
@@ -338,26 +327,6 @@ def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
                 False,
                 _ref("ExportResponse"),
                 "Answered from the profile store; 503 until it is caught up.",
-            ),
-            "/health": _get(
-                "Health",
-                "200 once the workspace credentials are read (503 before); readiness of each view and the "
-                "Kafka client's latest error.",
-                "application/json",
-                {"type": "object", "additionalProperties": True},
-                unavailable=True,
-            ),
-            "/metrics": _get(
-                "Prometheus metrics",
-                "Requests, latencies, records per topic, rejections, rate limiting and view readiness.",
-                "text/plain",
-                {"type": "string"},
-            ),
-            "/openapi.json": _get(
-                "This document",
-                "The OpenAPI description of this gateway.",
-                "application/json",
-                {"type": "object"},
             ),
         },
     }

@@ -67,6 +67,8 @@ class RequestState:
 
 
 STATE = web.RequestKey("state", RequestState)
+# Served beside the Data API for operators; the OpenAPI document describes the Data API routes only.
+OPERATIONS_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -166,7 +168,7 @@ class Handlers:
             self.gw.limiter.refund(workspace.id, decision, wanted)
             request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
             if isinstance(exc, RecordRejected):  # nothing was sent; the same request can never succeed
-                raise record_too_large(str(exc.too_large)) from exc
+                raise record_too_large(exc.reason) from exc
             self.gw.metrics.delivery_failures.inc()
             log.warning("request %s: %s", request[STATE].request_id, exc)
             raise server_unavailable("The records could not be stored.") from exc
@@ -181,7 +183,7 @@ class Handlers:
         try:
             self.gw.delivery.check(result.messages)
         except RecordRejected as exc:
-            raise record_too_large(str(exc.too_large)) from exc
+            raise record_too_large(exc.reason) from exc
         return result
 
     def _accepted(self, request: web.Request, extra: dict[str, Any] | None = None) -> web.Response:

@@ -1,4 +1,4 @@
-"""The OpenAPI document served at /openapi.json lists exactly the routes the gateway's app serves."""
+"""The OpenAPI document served at /openapi.json describes exactly the Data API routes the app serves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from inflow.producers.bulk_api.routes import build_app
+from inflow.producers.bulk_api.routes import OPERATIONS_PATHS, build_app
 
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
@@ -17,14 +17,16 @@ def served_routes(app) -> set[tuple[str, str]]:
     return {(m, p) for m, p in routes if not (m == "head" and ("get", p) in routes)}
 
 
-def test_every_served_route_is_documented_and_every_documented_one_served(shared_gw):
+def test_every_data_api_route_is_documented_and_every_documented_one_served(shared_gw):
     document = requests.get(shared_gw.url + "/openapi.json", timeout=30).json()
     documented = {
         (method, path) for path, item in document["paths"].items() for method in item if method in METHODS
     }
     served = served_routes(build_app(shared_gw.gateway))
-    assert served - documented == set(), "served but not in the OpenAPI document"
-    assert documented - served == set(), "in the OpenAPI document but not served"
+    assert OPERATIONS_PATHS <= {path for _, path in served}, "an operations path the app no longer serves"
+    data_api = {(method, path) for method, path in served if path not in OPERATIONS_PATHS}
+    assert data_api - documented == set(), "served but not in the OpenAPI document"
+    assert documented - data_api == set(), "in the OpenAPI document but not served"
     # Each path parameter of a route is declared as one, and no other.
     for path, item in document["paths"].items():
         for method, operation in item.items():

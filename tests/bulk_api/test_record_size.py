@@ -6,7 +6,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from inflow.schemas.serde import AvroSerde
 from tests.bulk_api.conftest import WS
-from tests.support import consume_n, consume_until_quiet
+from tests.support import consume_n, consume_until_quiet, wait_for
 
 TOPIC_LIMIT = 4000  # max.message.bytes of this test's ingest.events: far below the 128 KB body cap
 
@@ -27,6 +27,13 @@ def test_an_element_over_the_topic_limit_is_413_and_never_stored(
     resource = ConfigResource("topic", topic, incremental_configs=[limit])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
+
+    def broker_limit() -> str:
+        described = admin.describe_configs([ConfigResource("topic", topic)])
+        return next(iter(described.values())).result(30)["max.message.bytes"].value
+
+    # The controller accepts the change before every broker applies it; the gateway reads it at start.
+    wait_for(lambda: broker_limit() == str(TOPIC_LIMIT), 30, what="the topic's new size limit")
     gw = gateway_factory()
 
     # Track Event: the one record is too large, so the request is.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, Message
@@ -47,9 +48,11 @@ class GatewayDelivery:
         return name
 
     def prepare(self, short_names: Iterable[str]) -> None:
-        """Look up the size limits of the topics written to, so no request waits for that lookup."""
-        for short_name in short_names:
-            self.producer.limit(self.topic(short_name))
+        """Look up the size limits of the topics written to, so no request waits for that lookup (all at
+        once: with the broker unreachable, each lookup waits for its timeout)."""
+        topics = [self.topic(short_name) for short_name in short_names]
+        with ThreadPoolExecutor(max(1, len(topics)), thread_name_prefix="gateway-limits") as pool:
+            list(pool.map(self.producer.limit, topics))
 
     def check(self, messages: Sequence[Outgoing]) -> None:
         """Raise :class:`RecordRejected` for the first message over its topic's size limit."""

@@ -31,11 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
+from inflow.kafka.clients import new_admin, new_producer
 from inflow.local.process import free_port
 from inflow.producers.bulk_api.context import RequestContext
 from inflow.producers.bulk_api.elements import ElementValidator, Encoders
@@ -227,7 +226,7 @@ def raw_baseline(kafka: KafkaSettings, bodies: list[tuple[bytes, int, int]], sec
             messages.extend(
                 (topic(m.topic), m.key, m.value) for m in validator.element(el, ctx, (), BULK).messages
             )
-    producer = Producer(kafka.producer_config())
+    producer = new_producer(kafka)
     acked = 0
 
     def on_delivery(err, _msg) -> None:
@@ -265,7 +264,7 @@ def main() -> None:
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}",
     )
-    create_topics(AdminClient(kafka.client_config()), load_catalogue(kafka.topic_prefix))
+    create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
     bodies = [payload(seed) for seed in range(16)]
     avg_bytes = sum(len(b) for b, _, _ in bodies) / len(bodies)
     avg_records = sum(r for _, r, _ in bodies) / len(bodies)

@@ -10,8 +10,10 @@ a field type is not one they know, or the bytes differ, fastavro's encoder is us
 * :func:`template_encoder` - a ``record dict -> bytes`` encoder for records whose ``constants`` never
   change (the S3 importer, one per file);
 * :class:`SplicedRecord` - fields split into *bound* ones (fixed per batch, e.g. workspace, request id,
-  receive time) and *varying* ones passed positionally; :meth:`SplicedRecord.bind` encodes the bound
-  fields once and returns a compiled ``encode(*varying) -> bytes`` (the gateway, one bind per request).
+  receive time) and *varying* ones; :meth:`SplicedRecord.bind` encodes the bound fields once and returns
+  a compiled ``encode(*, field=value, ...) -> bytes`` that takes each varying field by its name (the
+  gateway, one bind per request). A call that misses a field or names one the record does not vary is a
+  ``TypeError``, as for any Python function.
 
 Field values are the plain ones (``None`` or the branch value for ``["null", T]`` unions, epoch
 milliseconds or an aware ``datetime`` for ``timestamp-millis``); fastavro accepts the same values.
@@ -20,6 +22,7 @@ milliseconds or an aware ``datetime`` for ``timestamp-millis``); fastavro accept
 from __future__ import annotations
 
 import io
+import keyword
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -167,8 +170,9 @@ class SplicedRecord:
     """One record type split into per-batch ``bound`` fields and per-record ``varying`` fields.
 
     Every other field of the schema must have a default, which is what it is written with. ``fast`` is
-    False when the schema has a field type this module does not encode or the sample's bytes differed
-    from fastavro's; :meth:`bind` then returns an encoder that goes through fastavro.
+    False when the schema has a field type this module does not encode, a field name that cannot be a
+    Python parameter, or the sample's bytes differed from fastavro's; :meth:`bind` then returns an encoder
+    that goes through fastavro (with the same keyword arguments).
     """
 
     def __init__(
@@ -183,6 +187,8 @@ class SplicedRecord:
         self.record_name = record_name
         self.bound = tuple(bound)
         self.varying = tuple(varying)
+        self._bound_names = frozenset(self.bound)
+        self._varying_names = frozenset(self.varying)
         self.plain = serde.encoder(record_name, topic=topic)
         fields = serde.catalog.get(record_name).parsed["fields"]
         unknown = (set(bound) | set(varying)) - {f["name"] for f in fields}
@@ -194,9 +200,10 @@ class SplicedRecord:
             raise ValueError(f"{record_name}: fields {missing} are neither given nor have a default")
         self.defaults = {f["name"]: f["default"] for f in rest}
         expected = self.plain(sample)
-        # Layout: runs of constant parts (bytes, or the index of a bound field) between varying fields.
+        # Layout: runs of constant parts (bytes, or the index of a bound field) between varying fields,
+        # which follow each other in the schema's order.
         layout: list[list[bytes | int]] = [[_header(serde, expected)]]
-        order: list[int] = []
+        names: list[str] = []
         encoders: dict[str, FieldEncoder | None] = {}
         for field in fields:
             name, schema = field["name"], field["type"]
@@ -206,71 +213,97 @@ class SplicedRecord:
             elif name in self.bound:
                 layout[-1].append(self.bound.index(name))
             else:
-                order.append(self.varying.index(name))
+                names.append(name)
                 layout.append([])
         self._bound_encoders = tuple(encoders[n] for n in self.bound)
         self._layout = layout
-        self.fast = all(e is not None for e in encoders.values()) and order == sorted(order)
+        self._names = tuple(names)  # the varying fields in the schema's order
+        self._encoders = tuple(encoders[n] for n in names)
+        self.fast = all(e is not None for e in encoders.values()) and all(map(_parameter_name, names))
         if self.fast:
-            self._make = _compile(tuple(encoders[n] for n in self.varying), len(layout))  # type: ignore[misc]
+            self._make = _compile(self._names, self._encoders)  # type: ignore[arg-type]
             try:
-                encode = self.bind(*(sample[n] for n in self.bound))
-                self.fast = encode(*(sample[n] for n in self.varying)) == expected
+                encode = self.bind(**{n: sample[n] for n in self.bound})
+                self.fast = encode(**{n: sample[n] for n in self.varying}) == expected
             except (KeyError, TypeError, AttributeError, ValueError):
                 self.fast = False
 
-    def bind(self, *bound: Any) -> Callable[..., bytes]:
-        """The encoder of one batch: ``bound`` values in the order given at construction, encoded once;
-        the returned function takes the varying values positionally."""
+    def bind(self, **bound: Any) -> Callable[..., bytes]:
+        """The encoder of one batch: the ``bound`` fields by name, encoded once; the returned function
+        takes the varying fields as keyword arguments."""
+        if bound.keys() != self._bound_names:
+            raise TypeError(f"{self.record_name}: bind() takes {sorted(self.bound)}, not {sorted(bound)}")
         if not self.fast:
-            return self.plain_bound(*bound)
-        encoded = [fn(value) for fn, value in zip(self._bound_encoders, bound, strict=True)]  # type: ignore[misc]
-        runs = [b"".join(p if isinstance(p, bytes) else encoded[p] for p in run) for run in self._layout]
-        return self._make(*runs)  # type: ignore[no-any-return]
+            return self.plain_bound(**bound)
+        encoded = [fn(bound[name]) for fn, name in zip(self._bound_encoders, self.bound, strict=True)]  # type: ignore[misc]
+        return self._make(*self._runs(encoded))  # type: ignore[no-any-return]
 
-    def plain_bound(self, *bound: Any) -> Callable[..., bytes]:
+    def _runs(self, encoded: Sequence[bytes]) -> list[bytes]:
+        return [b"".join(p if isinstance(p, bytes) else encoded[p] for p in run) for run in self._layout]
+
+    def plain_bound(self, **bound: Any) -> Callable[..., bytes]:
         """The same encoder through fastavro (slow; for fallbacks and error messages)."""
-        base = self.defaults | dict(zip(self.bound, bound, strict=True))
-        names, plain = self.varying, self.plain
+        if bound.keys() != self._bound_names:
+            raise TypeError(f"{self.record_name}: bind() takes {sorted(self.bound)}, not {sorted(bound)}")
+        base = self.defaults | bound
+        names, plain, record_name = self._varying_names, self.plain, self.record_name
 
-        def encode(*values: Any) -> bytes:
-            return plain(base | dict(zip(names, values, strict=True)))
+        def encode(**values: Any) -> bytes:
+            if values.keys() != names:
+                raise TypeError(f"{record_name}: encode() takes {sorted(names)}, not {sorted(values)}")
+            return plain(base | values)
 
         return encode
 
 
-def _compile(encoders: tuple[FieldEncoder, ...], runs: int) -> Callable[..., Callable[..., bytes]]:
-    """``make(*runs) -> encode(*values)``: one ``b"".join`` of constant runs and field encodings, with
-    strings and union branches inlined (generated once per record type: no per-field loop, few calls)."""
-    namespace: dict[str, Any] = {"_E": _END, "_l": long_bytes}
+def _parameter_name(name: str) -> bool:
+    """Whether a field name can be a parameter of the generated encoder (not a keyword, not one of its
+    own ``__``-prefixed names)."""
+    return name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__")
+
+
+def _compile(
+    names: tuple[str, ...], encoders: tuple[FieldEncoder, ...], defaults: Mapping[str, Any] | None = None
+) -> Callable[..., Callable[..., bytes]]:
+    """``make(*runs) -> encode``: one ``b"".join`` of the constant runs and the fields' encodings, with
+    strings and union branches inlined (generated once per record type: no per-field loop, few calls).
+
+    ``encode(*, name=value, ...)`` takes the fields ``names`` as keyword-only arguments; with ``defaults``
+    it is ``encode(record)`` and reads them from a mapping instead (a field in ``defaults`` may be absent).
+    """
+    namespace: dict[str, Any] = {"__E": _END, "__l": long_bytes}
     parts: list[str] = []
-    for i, fn in enumerate(encoders):
-        parts.append(f"c{i}")
+    for i, (name, fn) in enumerate(zip(names, encoders, strict=True)):
+        parts.append(f"__c{i}")
         inner = getattr(fn, "inner", None)
-        namespace[f"f{i}"] = inner or fn
-        call = _inline(inner or fn, f"f{i}", f"v{i}")
-        parts.append(call if inner is None else f"(b'\\x00' if v{i} is None else b'\\x02' + {call})")
-    parts.append(f"c{len(encoders)}")
-    values = ", ".join(f"v{i}" for i in range(len(encoders)))
-    consts = ", ".join(f"c{i}" for i in range(runs))
-    source = (
-        f"def make({consts}):\n"
-        f"    def encode({values}):\n"
-        f"        return b''.join(({', '.join(parts)},))\n"
-        f"    return encode\n"
-    )
+        namespace[f"__f{i}"] = inner or fn
+        call = _inline(inner or fn, f"__f{i}", name)
+        parts.append(call if inner is None else f"(b'\\x00' if {name} is None else b'\\x02' + {call})")
+    parts.append(f"__c{len(names)}")
+    consts = ", ".join(f"__c{i}" for i in range(len(names) + 1))
+    if defaults is None:
+        head = f"    def encode(*, {', '.join(names)}):\n" if names else "    def encode():\n"
+    else:
+        head = "    def encode(__r):\n"
+        for i, name in enumerate(names):
+            if name in defaults:
+                namespace[f"__d{i}"] = defaults[name]
+                head += f"        {name} = __r.get({name!r}, __d{i})\n"
+            else:
+                head += f"        {name} = __r[{name!r}]\n"
+    source = f"def make({consts}):\n{head}        return b''.join(({', '.join(parts)},))\n    return encode\n"
     exec(compile(source, "<spliced avro encoder>", "exec"), namespace)  # noqa: S102 - generated above
     return namespace["make"]  # type: ignore[no-any-return]
 
 
 def _inline(fn: FieldEncoder, name: str, value: str) -> str:
     """The expression encoding ``value`` with ``fn`` (bound as ``name``), without a call where cheap."""
-    if fn is string_bytes:  # string_bytes inlined (b, n: locals of the generated function)
-        return f"(_E[n << 1] + b if (n := len(b := {value}.encode())) < 0x2000 else _l(n) + b)"
+    if fn is string_bytes:  # string_bytes inlined (__b, __n: locals of the generated function)
+        return f"(__E[__n << 1] + __b if (__n := len(__b := {value}.encode())) < 0x2000 else __l(__n) + __b)"
     if fn is long_bytes:
-        return f"_l({value})"
+        return f"__l({value})"
     if fn is _timestamp_millis:
-        return f"(_l({value}) if {value}.__class__ is int else {name}({value}))"
+        return f"(__l({value}) if {value}.__class__ is int else {name}({value}))"
     return f"{name}({value})"
 
 
@@ -297,30 +330,26 @@ def _sample_value(schema: Any) -> Any:
 
 def record_encoder(serde: AvroSerde, record_name: str, topic: str | None = None) -> Encoder:
     """A ``record dict -> bytes`` encoder for a whole record: a :class:`SplicedRecord` with every field
-    varying (compiled once, checked against fastavro), fields missing from the dict written with their
-    schema default. A value the compiled code cannot take (wrong type, out of range, a required field
-    missing) goes through fastavro's encoder, which raises :class:`~inflow.schemas.exceptions.SerdeError`; a
-    schema
-    with a field type this module does not encode gets fastavro's encoder outright."""
+    varying (compiled once, checked against fastavro) that reads the fields from the dict, those missing
+    written with their schema default. A value the compiled code cannot take (wrong type, out of range, a
+    required field missing) goes through fastavro's encoder, which raises
+    :class:`~inflow.schemas.exceptions.SerdeError`; a schema with a field type this module does not encode
+    gets fastavro's encoder outright."""
     plain = serde.encoder(record_name, topic=topic)
     fields = serde.catalog.get(record_name).parsed["fields"]
     sample = {field["name"]: _sample_value(field["type"]) for field in fields}
     if any(value is _UNSUPPORTED for value in sample.values()):
         return plain
-    names = tuple(sample)
-    spliced = SplicedRecord(serde, record_name, topic, (), names, sample)
+    spliced = SplicedRecord(serde, record_name, topic, (), tuple(sample), sample)
     if not spliced.fast:
         return plain
-    fast = spliced.bind()
-    pairs = tuple((field["name"], field.get("default")) for field in fields)
-    required = frozenset(field["name"] for field in fields if "default" not in field)
+    defaults = {field["name"]: field["default"] for field in fields if "default" in field}
+    fast = _compile(spliced._names, spliced._encoders, defaults)(*spliced._runs(()))  # type: ignore[arg-type]
 
     def encode(record: Mapping[str, Any]) -> bytes:
-        if required <= record.keys():
-            try:
-                return fast(*[record.get(name, default) for name, default in pairs])
-            except (AttributeError, TypeError, ValueError, OverflowError):
-                pass
-        return plain(record)
+        try:
+            return fast(record)  # type: ignore[no-any-return]
+        except (KeyError, AttributeError, TypeError, ValueError, OverflowError):
+            return plain(record)
 
     return encode

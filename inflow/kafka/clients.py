@@ -59,7 +59,10 @@ def topic_partitions(client: Any, topic: str, timeout: float = 30.0) -> list[int
         if md is not None and md.error is None and md.partitions:
             return sorted(md.partitions)
         if time.monotonic() > deadline:
-            raise KafkaFault(f"topic {topic} is missing: run `inflow topics create`", kind=Kind.PERMANENT)
+            raise KafkaFault(
+                f"topic {topic} does not exist: run `inflow topics create` to create the missing topics",
+                kind=Kind.PERMANENT,
+            )
         time.sleep(0.2)
 
 

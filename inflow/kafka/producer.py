@@ -180,14 +180,18 @@ class KafkaProducer:
     ) -> list[Message]:
         """Produce ``count`` records ``(topic, key, value)`` and wait until the broker acknowledged all of
         them; the first failure is raised as a typed error. A record over the size limit raises
-        :class:`RecordTooLarge` before anything of the batch waits."""
+        :class:`RecordTooLarge` before any record of the batch is queued, so a rejected batch is not
+        half-written."""
+        batch = records if isinstance(records, list) else list(records)
+        check = self.check
+        for topic, key, value in batch:
+            check(topic, key, value)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Message]] = loop.create_future()
         tally = _Tally(loop, future, count)
         sent = 0
         try:
-            for topic, key, value in records:
-                self.check(topic, key, value)
+            for topic, key, value in batch:
                 while True:
                     try:
                         self._producer.produce(topic, value, key, on_delivery=tally)
@@ -198,8 +202,6 @@ class KafkaProducer:
         except KafkaException as exc:
             # Records already queued still report to ``tally``, which then finds the future done.
             tally.abandon(from_exception(exc, f"cannot queue record {sent + 1} of {count}"))
-        except KafkaFault as exc:
-            tally.abandon(exc)
         if sent == 0 and count == 0:
             return []
         return await future

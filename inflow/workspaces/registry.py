@@ -1,8 +1,13 @@
 """Workspace credentials: durable in the compacted ``control.workspaces`` topic, followed by every gateway.
 
-The YAML file's ``workspaces`` are the seed: a declared workspace missing from the topic is created with
-the file's key (hashed), and its identifiers and rate limits follow the file. Keys are changed only by
-``inflow workspaces rotate-key``; every gateway sees the new credential within its follow latency.
+The YAML file's ``workspaces`` are the starting point: a declared workspace missing from the topic is
+created with the file's key (hashed), and its identifiers and rate limits follow the file. Keys are changed
+only by ``inflow workspaces rotate-key``; every gateway sees the new credential within its follow latency.
+
+Reading goes through :class:`~inflow.kafka.view.CompactedView` (followed live by the gateway and the
+workers, read once to its end by the CLI); writing through
+:meth:`~inflow.kafka.producer.KafkaProducer.publish_and_wait`, so a change is acknowledged by the broker
+before it is applied locally.
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Message
 
 from inflow.config.file import WorkspaceConfig
 from inflow.config.settings import KafkaSettings
-from inflow.producers.bulk_api.exceptions import GatewayError, WorkspaceNotFound
-from inflow.producers.bulk_api.follower import TopicFollower, read_to_end
+from inflow.kafka.errors import KafkaFault
+from inflow.kafka.producer import KafkaProducer
+from inflow.kafka.view import CompactedView
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.exceptions import WorkspaceError, WorkspaceNotFound
 from inflow.workspaces.keys import hash_key
 
 TOPIC = "control.workspaces"
 RECORD = "WorkspaceCredential"
+MISSING_TOPIC_WAIT_S = 5.0  # how long a CLI read waits for a topic that does not exist (yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +115,13 @@ class WorkspaceRegistry:
         self._encode = serde.encoder(RECORD, topic=self.topic)
         self._workspaces: dict[str, Workspace] = {}
         self._lock = threading.Lock()
-        self.follower: TopicFollower | None = None
+        self.view: CompactedView | None = None
+        self._producer: KafkaProducer | None = None
 
     # reading -------------------------------------------------------------------------------------------
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, msg: Message) -> None:
         """Apply one topic record; a tombstone removes the workspace."""
+        key, value = msg.key(), msg.value()
         if value is None:
             if key is not None:
                 with self._lock:
@@ -123,21 +133,46 @@ class WorkspaceRegistry:
             self._workspaces[workspace.id] = workspace
 
     def start(self) -> WorkspaceRegistry:
-        self.follower = TopicFollower(self.kafka, self.topic, self.apply).start()
+        """Follow the topic on a thread of its own (gateway, workers); ``ready`` once read to its end."""
+        self.view = CompactedView(self.kafka, self.topic, apply=self._apply, name="workspaces").start()
         return self
 
     def stop(self) -> None:
-        if self.follower:
-            self.follower.stop()
+        """Stop following and release the producer of :meth:`publish`."""
+        if self.view:
+            self.view.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close()
 
     def load(self, timeout: float = 30.0) -> WorkspaceRegistry:
-        """Read the topic once to its end (CLI)."""
-        read_to_end(self.kafka, self.topic, self.apply, timeout)
+        """Read the topic once to its end (CLI); a missing topic fails within seconds, naming the command
+        that creates it (``inflow topics create``)."""
+        view = CompactedView(self.kafka, self.topic, apply=self._apply, name="workspaces")
+        try:
+            view.open(min(timeout, MISSING_TOPIC_WAIT_S)).catch_up(timeout)
+        except KafkaFault as exc:
+            raise WorkspaceError(f"cannot read {self.topic}: {exc}") from exc
+        finally:
+            view.close()
         return self
 
     @property
     def ready(self) -> bool:
-        return self.follower is not None and self.follower.ready.is_set()
+        return self.view is not None and self.view.ready.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the credentials are not (yet) readable; None once the topic was read to its end."""
+        return self.view.problem if self.view is not None else "not started"
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.view is not None and self.view.wait_ready(timeout)
+
+    @property
+    def follower(self) -> CompactedView | None:
+        """The live view under its former name (``processors/run.py`` waits on it)."""
+        return self.view
 
     def get(self, workspace_id: str) -> Workspace | None:
         return self._workspaces.get(workspace_id)
@@ -149,23 +184,14 @@ class WorkspaceRegistry:
     # writing -------------------------------------------------------------------------------------------
     def publish(self, workspace: Workspace, timeout: float = 15.0) -> Workspace:
         """Write a credential and wait for the broker's acknowledgement; then apply it locally."""
-        producer = Producer(self.kafka.producer_config(**{"message.timeout.ms": int(timeout * 1000)}))
-        failures: list[KafkaError] = []
-
-        def delivered(err: KafkaError | None, _msg: object) -> None:
-            if err is not None:
-                failures.append(err)
-
-        producer.produce(
-            self.topic,
-            key=workspace.id.encode(),
-            value=self._encode(workspace.to_record()),
-            on_delivery=delivered,
-        )
-        remaining = producer.flush(timeout)
-        if remaining or failures:
-            reason = failures[0].str() if failures else "no acknowledgement"
-            raise GatewayError(f"cannot store workspace {workspace.id} in {self.topic}: {reason}")
+        if self._producer is None:
+            timeouts: dict[str, Any] = {"message.timeout.ms": int(timeout * 1000)}
+            self._producer = KafkaProducer(self.kafka, name="workspaces", **timeouts)
+        value = self._encode(workspace.to_record())
+        try:
+            self._producer.publish_and_wait(self.topic, workspace.id.encode(), value, timeout)
+        except KafkaFault as exc:
+            raise WorkspaceError(f"cannot store workspace {workspace.id} in {self.topic}: {exc}") from exc
         with self._lock:
             self._workspaces[workspace.id] = workspace
         return workspace
@@ -195,7 +221,7 @@ class WorkspaceRegistry:
 
     def create(self, workspace: Workspace) -> Workspace:
         if self.get(workspace.id) is not None:
-            raise GatewayError(f"workspace {workspace.id} already exists; use rotate-key to change its key")
+            raise WorkspaceError(f"workspace {workspace.id} already exists; use rotate-key to change its key")
         return self.publish(workspace)
 
     def rotate_key(self, workspace_id: str, new_key: str) -> Workspace:

@@ -1,8 +1,8 @@
 """HTTP Basic authentication of the Data APIs: workspace id as user name, data API key as password.
 
-Error bodies follow the reference's table (1.5). A verified key is cached as a SHA-256 fingerprint next to
-the credential's hash, so only the first request after a start or a rotation pays for scrypt; a rotation
-changes the stored hash and so invalidates the cache entry by itself.
+Each fault gets MoEngage's status, type and message for it. A verified key is cached as a SHA-256
+fingerprint next to the credential's hash, so only the first request after a start or a rotation pays for
+scrypt; a rotation changes the stored hash and so invalidates the cache entry by itself.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ NEGATIVE_CACHE_SIZE = 10_000
 
 
 def credentials(header: str | None) -> tuple[str, str]:
-    """Decode ``Authorization: Basic base64(user:password)`` with the reference's error for each fault."""
+    """Decode ``Authorization: Basic base64(user:password)`` with MoEngage's error for each fault."""
     if header is None:
         raise ApiError(401, "Authentication Required", "Authentication Header Required")
     scheme, _, encoded = header.strip().partition(" ")
@@ -53,7 +53,7 @@ class Authenticator:
         self._rejected: OrderedDict[tuple[str, str, bytes], None] = OrderedDict()
 
     async def authenticate(self, headers: Mapping[str, str], workspace_id: str | None) -> Workspace:
-        """The authenticated workspace, or an ApiError with the reference's status and body."""
+        """The authenticated workspace, or an ApiError with MoEngage's status and body."""
         user, password = credentials(headers.get("Authorization"))
         if workspace_id is not None and workspace_id != user:
             raise ApiError(409, "Authentication Mismatch", "App key mismatch in params and authentication")

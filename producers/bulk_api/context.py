@@ -27,7 +27,7 @@ _ID_SPACE = len(_ALPHABET) ** 8
 
 
 def new_request_id() -> str:
-    """Eight letters and digits, the shape of the reference's request ids (``kXwpDESb``).
+    """Eight letters and digits, the shape of MoEngage's request ids (``kXwpDESb``).
 
     Uniform over the 62**8 ids like eight ``secrets.choice`` calls, from one 48-bit OS draw (rejection
     sampling) instead of eight: a system call costs more than the rest of this function.

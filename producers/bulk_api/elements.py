@@ -1,15 +1,17 @@
 """Validation of ``customer``, ``event`` and ``device`` elements into encoded Kafka messages.
 
-Each element is checked field by field with the reference's texts (sections 2.2-2.4) and turned into
-Avro records: one UserUpsert per customer, one DeviceUpsert per device, one EventRecord per action.
+Each element is checked field by field with MoEngage's error texts for customer, event and device elements
+and turned into Avro records: one UserUpsert per customer, one DeviceUpsert per device, one EventRecord per
+action.
 A bad element raises :class:`ApiError`; the caller decides whether that rejects the request or only
 the element (``GatewaySettings.bad_elements``).
 
 Encoding (the gateway's hot path): the fields every record of a request shares (workspace, request id,
 receive time, source, client address) are encoded once per request by :class:`SplicedRecord`
-templates (``Encoders.spliced``), and each record's own fields are spliced in positionally, without
-building a record dict; the bytes are fastavro's (checked at start-up and in the tests). When a template
-raises, fastavro encodes the record, so an encoding error reads exactly as before.
+templates (``Encoders.spliced``), and each record's own fields are spliced in by name (keyword
+arguments of the compiled encoder), without building a record dict; the bytes are fastavro's (checked at
+start-up and in the tests). When a template raises, fastavro encodes the record, so an encoding error
+reads exactly as before.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ USER_PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}
 EVENT_PLATFORMS = USER_PLATFORMS | {"unknown": "unknown"}
 TV_OS_TYPES = ("ROKU", "WebOS", "AndroidTV", "tvOS", "Tizen", "FireOS", "VizioTV", "Xbox")
 ARRAY_OPERATORS = ("addValueToArrayField", "removeValueFromArrayField")
-# System attributes that legitimately start with the reserved moe_ prefix (reference 2.4, 2.5).
+# System attributes that legitimately start with the reserved moe_ prefix (MoEngage's standard user and
+# device attributes).
 SYSTEM_MOE_NAMES = frozenset(
     {
         "moe_mobile",
@@ -66,9 +69,9 @@ SYSTEM_MOE_NAMES = frozenset(
 )
 UNSET_TYPES = ("equals", "prefix", "suffix", "contains")
 
-# What every record of one request shares (encoded once per request), in the order ``bind`` takes them,
-# and what varies per record, in the order the encoders take them. anonymous_id and origin are always
-# null for API records (their schema default).
+# What every record of one request shares (encoded once per request), and what varies per record; the
+# encoders take both by name. anonymous_id and origin are always null for API records (their schema
+# default).
 BOUND_FIELDS = ("workspace_id", "request_id", "received_at", "source", "client_ip")
 USER_FIELDS = (
     "event_uuid",
@@ -141,9 +144,9 @@ class Outgoing(NamedTuple):
 class RecordEncoder(Protocol):
     """Binds one request's shared fields; the result encodes one record from its varying fields."""
 
-    def bind(self, *bound: Any) -> Callable[..., bytes]: ...
+    def bind(self, **bound: Any) -> Callable[..., bytes]: ...
 
-    def plain_bound(self, *bound: Any) -> Callable[..., bytes]: ...
+    def plain_bound(self, **bound: Any) -> Callable[..., bytes]: ...
 
 
 class _DictRecord:
@@ -152,12 +155,12 @@ class _DictRecord:
     def __init__(self, encode: Callable[[Mapping[str, Any]], bytes], varying: tuple[str, ...]) -> None:
         self.encode, self.varying = encode, varying
 
-    def bind(self, *bound: Any) -> Callable[..., bytes]:
-        base = {"anonymous_id": None, "origin": None} | dict(zip(BOUND_FIELDS, bound, strict=True))
-        names, encode = self.varying, self.encode
+    def bind(self, **bound: Any) -> Callable[..., bytes]:
+        base = {"anonymous_id": None, "origin": None} | bound
+        encode = self.encode
 
-        def encode_one(*values: Any) -> bytes:
-            return encode(base | dict(zip(names, values, strict=True)))
+        def encode_one(**values: Any) -> bytes:
+            return encode(base | values)
 
         return encode_one
 
@@ -197,7 +200,7 @@ class _Bound(NamedTuple):
     user: Callable[..., bytes]
     device: Callable[..., bytes]
     event: Callable[..., bytes]
-    values: tuple[Any, ...]
+    values: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +227,7 @@ def as_text(attribute: str, value: Any) -> str:
 
 
 def identifier_values(source: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
-    """Non-blank identifier values converted to strings; blanks are never identifiers (reference 2.8)."""
+    """Non-blank identifier values converted to strings; MoEngage never resolves a user by a blank one."""
     found = {}
     for name in names:
         value = source.get(name)
@@ -253,9 +256,15 @@ class ElementValidator:
         """The request's encoders, made once per request: its shared fields are encoded only once."""
         bound = ctx.bound
         if bound is None:
-            values = (ctx.workspace_id, ctx.request_id, ctx.received_ms, "api", ctx.client_ip)
+            values = {
+                "workspace_id": ctx.workspace_id,
+                "request_id": ctx.request_id,
+                "received_at": ctx.received_ms,
+                "source": "api",
+                "client_ip": ctx.client_ip,
+            }
             bound = ctx.bound = _Bound(
-                self._user.bind(*values), self._device.bind(*values), self._event.bind(*values), values
+                self._user.bind(**values), self._device.bind(**values), self._event.bind(**values), values
             )
         return bound  # type: ignore[no-any-return]
 
@@ -284,20 +293,33 @@ class ElementValidator:
         if not isinstance(update_only, bool):
             raise wrong_type("update_existing_only", "boolean")
         unset = self._unset_attributes(el)
-        values = (
-            ctx.next_event_uuid(),
-            customer_id,
-            ids,
-            update_only,
-            self._json("attributes", attributes),
-            None if unset is None else self._json("unset_attributes", unset),
-        )
+        uuid = ctx.next_event_uuid()
+        attributes_json = self._json("attributes", attributes)
+        unset_json = None if unset is None else self._json("unset_attributes", unset)
         key = routing_key(ctx.workspace_id, customer_id, ids)
-        value = self._encode(self.bind(ctx).user, self._user, ctx, values)
+        try:
+            value = self.bind(ctx).user(
+                event_uuid=uuid,
+                customer_id=customer_id,
+                user_identifiers=ids,
+                update_existing_only=update_only,
+                attributes_json=attributes_json,
+                unset_attributes_json=unset_json,
+            )
+        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
+            fields = {
+                "event_uuid": uuid,
+                "customer_id": customer_id,
+                "user_identifiers": ids,
+                "update_existing_only": update_only,
+                "attributes_json": attributes_json,
+                "unset_attributes_json": unset_json,
+            }
+            value = self._encode_slowly(self._user, ctx, fields)
         return Validated([Outgoing("ingest.users", key, value)], 1, 0)
 
     def _user_attributes(self, el: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
-        if "platforms" in el:  # the reference also allows platforms beside attributes
+        if "platforms" in el:  # MoEngage also accepts platforms beside attributes
             attributes = {**attributes, "platforms": el["platforms"]}
         for name in attributes:
             if name[:1] in "mMi_":  # moe_ prefix and the blocked id / _id / empty names
@@ -327,7 +349,8 @@ class ElementValidator:
         return out
 
     def _array_operators(self, attributes: dict[str, Any]) -> None:
-        """Reference 2.2: no add and remove of one attribute, no set and add/remove, no reserved names."""
+        """MoEngage's array operators: no add and remove of one attribute, no set and add/remove of one
+        attribute, no reserved names."""
         touched: dict[str, str] = {}
         for operator in ARRAY_OPERATORS:
             if operator not in attributes:
@@ -402,22 +425,35 @@ class ElementValidator:
             )
             try:
                 value = encode(
-                    uuid,
-                    customer_id,
-                    ids,
-                    device_id,
-                    name,
-                    attrs,
-                    platform,
-                    os_type,
-                    version,
-                    event_ms,
-                    current_ms,
-                    offset,
+                    event_uuid=uuid,
+                    customer_id=customer_id,
+                    user_identifiers=ids,
+                    device_id=device_id,
+                    action=name,
+                    attributes_json=attrs,
+                    platform=platform,
+                    moe_os_type=os_type,
+                    app_version=version,
+                    user_time=event_ms,
+                    current_time=current_ms,
+                    user_timezone_offset=offset,
                 )
-            except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode
-                values = (uuid, customer_id, ids, device_id, name, attrs, platform, os_type, version)
-                value = self._encode(None, self._event, ctx, (*values, event_ms, current_ms, offset))
+            except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
+                fields = {
+                    "event_uuid": uuid,
+                    "customer_id": customer_id,
+                    "user_identifiers": ids,
+                    "device_id": device_id,
+                    "action": name,
+                    "attributes_json": attrs,
+                    "platform": platform,
+                    "moe_os_type": os_type,
+                    "app_version": version,
+                    "user_time": event_ms,
+                    "current_time": current_ms,
+                    "user_timezone_offset": offset,
+                }
+                value = self._encode_slowly(self._event, ctx, fields)
             messages.append(Outgoing("ingest.events", key, value))
         return Validated(messages, 0, len(messages))
 
@@ -541,15 +577,22 @@ class ElementValidator:
             raise invalid("platform", "platform should be one of ANDROID/iOS/web/TV")
         for name in attributes:
             self._check_name(name, "attributes", user=True)
-        values = (
-            ctx.next_event_uuid(),
-            customer_id,
-            device_id,
-            self._json("attributes", {**attributes, "platform": canonical}),
-        )
+        uuid = ctx.next_event_uuid()
+        attributes_json = self._json("attributes", {**attributes, "platform": canonical})
         key = routing_key(ctx.workspace_id, customer_id, {})
         users = 1 if self.settings.count_devices_as_users else 0
-        value = self._encode(self.bind(ctx).device, self._device, ctx, values)
+        try:
+            value = self.bind(ctx).device(
+                event_uuid=uuid, customer_id=customer_id, device_id=device_id, attributes_json=attributes_json
+            )
+        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
+            fields = {
+                "event_uuid": uuid,
+                "customer_id": customer_id,
+                "device_id": device_id,
+                "attributes_json": attributes_json,
+            }
+            value = self._encode_slowly(self._device, ctx, fields)
         return Validated([Outgoing("ingest.devices", key, value)], users, 0)
 
     # shared --------------------------------------------------------------------------------------------
@@ -567,7 +610,7 @@ class ElementValidator:
         return text
 
     def _check_name(self, name: str, attribute: str, user: bool) -> None:
-        """Blocked names (``id``, ``_id``, empty) and the reserved ``moe_`` prefix (reference 1.6)."""
+        """Blocked names (``id``, ``_id``, empty) and MoEngage's reserved ``moe_`` prefix."""
         if user and name in BLOCKED_ATTRIBUTE_NAMES:
             raise invalid(attribute, f"'{name}' is not allowed as a user attribute name")
         if (
@@ -594,21 +637,11 @@ class ElementValidator:
         except (orjson.JSONEncodeError, RecursionError) as exc:  # e.g. a lone surrogate, nesting over 254
             raise invalid(attribute, f"{attribute} cannot be stored: {exc}", "TypeError") from exc
 
-    def _encode(
-        self,
-        encode: Callable[..., bytes] | None,
-        record: RecordEncoder,
-        ctx: RequestContext,
-        values: tuple[Any, ...],
-    ) -> bytes:
-        """Encode with the request's template; if it raises, fastavro decides (its bytes or its error)."""
-        if encode is not None:
-            try:
-                return encode(*values)
-            except Exception:  # noqa: BLE001, S110 - e.g. a lone surrogate: fastavro gives the message
-                pass
+    def _encode_slowly(self, record: RecordEncoder, ctx: RequestContext, fields: dict[str, Any]) -> bytes:
+        """Encode with fastavro after the request's template raised (e.g. a lone surrogate in a string):
+        fastavro's bytes, or its error as the element's 400."""
         try:
-            return record.plain_bound(*self.bind(ctx).values)(*values)
+            return record.plain_bound(**self.bind(ctx).values)(**fields)
         except SerdeError as exc:  # e.g. a lone surrogate in a string field cannot be UTF-8
             raise ApiError(400, "TypeError", f"element cannot be encoded: {exc}") from exc
 

@@ -1,4 +1,9 @@
-"""Errors of the Bulk Import API gateway, all under Inflow's root exception."""
+"""Errors of the Bulk Import API gateway, all under Inflow's root exception.
+
+Workspace errors (:class:`~inflow.workspaces.exceptions.WorkspaceNotFound` and its base) belong to the
+workspace registry below the gateway; the gateway answers from the registry's contents and never turns them
+into HTTP answers.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ class GatewayError(InflowError):
 
 
 class ApiError(GatewayError):
-    """An HTTP error answered with the reference's ``{"status":"fail","error":{...}}`` body."""
+    """An HTTP error answered with MoEngage's ``{"status":"fail","error":{...}}`` body."""
 
     def __init__(self, status: int, type_: str, message: str, attribute: str | None = None) -> None:
         super().__init__(f"{status} {type_}: {message}")
@@ -22,7 +27,8 @@ class ApiError(GatewayError):
         self.attribute = attribute
 
     def error_body(self, request_id: str) -> dict[str, Any]:
-        """The ``error`` object of the reference, ``attribute`` only when the error names one."""
+        """MoEngage's ``error`` object: ``attribute`` (only when the error names one), message, type and
+        the request id."""
         body: dict[str, Any] = {}
         if self.attribute is not None:
             body["attribute"] = self.attribute
@@ -31,16 +37,25 @@ class ApiError(GatewayError):
 
 
 class DeliveryError(GatewayError):
-    """The broker did not acknowledge every record of a request; the client must retry."""
+    """The records of a request were not all stored; ``retriable`` says whether the client may retry."""
 
     retriable = True
+
+
+class RecordRejected(DeliveryError):
+    """A record of the request is over its topic's size limit: sending it again cannot succeed.
+
+    Refused before anything of the request was sent, unless the broker refused it itself (a topic's
+    limit lowered while the gateway runs); ``reason`` says which record and which limit."""
+
+    retriable = False
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StoreNotReady(GatewayError):
     """A materialized view (workspaces, profiles) has not read its topic to the end yet."""
 
     retriable = True
-
-
-class WorkspaceNotFound(GatewayError):
-    """No credential is stored for the workspace."""

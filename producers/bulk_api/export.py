@@ -1,4 +1,4 @@
-"""Get User (``POST /v1/customers/export?app_id=``): request validation and the reference's answer."""
+"""Get User (``POST /v1/customers/export?app_id=``): request validation and MoEngage's answer."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def parse_export(doc: Any, max_identifiers: int) -> tuple[list[tuple[str, str]],
 def export_users(
     store: ProfileStore, workspace_id: str, wanted: list[tuple[str, str]], fields: list[str] | None
 ) -> dict[str, Any]:
-    """The reference's answer: users found (optionally only the requested fields) and not found."""
+    """MoEngage's answer: users found (optionally only the requested fields) and not found."""
     users, not_found, seen = [], [], set()
     for kind, value in wanted:
         profile = store.find(workspace_id, kind, value)

@@ -1,4 +1,10 @@
-"""The gateway's parts wired together: views, authenticator, validator, rate limiter and producer."""
+"""The gateway's parts wired together: views, authenticator, validator, rate limiter and producer.
+
+Three compacted topics are read into memory by :class:`~inflow.kafka.view.CompactedView`: workspace
+credentials (:class:`~inflow.workspaces.registry.WorkspaceRegistry`), the rate-limit counts every gateway
+publishes, and the profile store of Get User. Records go out through one
+:class:`~inflow.kafka.producer.KafkaProducer` (:class:`~inflow.producers.bulk_api.delivery.GatewayDelivery`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,11 @@ from dataclasses import dataclass, field
 
 from inflow.config.file import WorkspaceConfig
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.view import CompactedView
 from inflow.producers.bulk_api import ratelimit
 from inflow.producers.bulk_api.auth import Authenticator
-from inflow.producers.bulk_api.delivery import KafkaDelivery
+from inflow.producers.bulk_api.delivery import GatewayDelivery
 from inflow.producers.bulk_api.elements import ElementValidator, Encoders
-from inflow.producers.bulk_api.follower import TopicFollower
 from inflow.producers.bulk_api.metrics import GatewayMetrics
 from inflow.producers.bulk_api.profiles import ProfileStore
 from inflow.producers.bulk_api.ratelimit import RateLimiter
@@ -21,6 +27,7 @@ from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.registry import WorkspaceRegistry
 
 log = logging.getLogger(__name__)
+INGEST_TOPICS = ("ingest.users", "ingest.devices", "ingest.events")
 
 
 @dataclass
@@ -35,7 +42,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.serde = AvroSerde(self.kafka.schema_registry_url)
         self.metrics = GatewayMetrics()
-        self.delivery = KafkaDelivery(self.kafka, self.settings.delivery_timeout_ms)
+        self.delivery = GatewayDelivery(self.kafka, self.settings.delivery_timeout_ms)
         topic = self.kafka.topic
         self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
         self.directory = WorkspaceRegistry(self.kafka, self.serde)
@@ -46,18 +53,24 @@ class Gateway:
             self.serde,
             lambda key, value: self.delivery.send(ratelimit.TOPIC, key, value),
         )
-        self.rates = TopicFollower(self.kafka, topic(ratelimit.TOPIC), self.limiter.observe)
+        observe = self.limiter.observe
+        self.rates = CompactedView(
+            self.kafka,
+            topic(ratelimit.TOPIC),
+            apply=lambda msg: observe(msg.key(), msg.value()),
+            name="rates",
+        )
         self.profiles = ProfileStore(self.kafka, self.serde)
 
     def start(self, ready_timeout: float = 60.0) -> None:
-        """Follow the control topics; seed the YAML workspaces once the credentials are read."""
+        """Follow the control topics; create the config file's workspaces once the credentials are read."""
         self.directory.start()
         self.rates.start()
         self.profiles.start()
+        self.delivery.prepare((*INGEST_TOPICS, ratelimit.TOPIC))
         if self.seed_workspaces:
-            if not self.directory.follower or not self.directory.follower.wait_ready(ready_timeout):
-                problem = self.directory.follower.problem if self.directory.follower else "not started"
-                log.warning("workspace credentials not loaded (%s); seeding skipped", problem)
+            if not self.directory.wait_ready(ready_timeout):
+                log.warning("workspace credentials not loaded (%s); seeding skipped", self.directory.problem)
             else:
                 changed = self.directory.seed(self.seed_workspaces)
                 if changed:

@@ -1,6 +1,7 @@
-"""The reference's error texts (section 2.6 for Bulk, section 3 for the single-record APIs).
+"""MoEngage's error texts: the Bulk Import API's, and those of the single-record APIs (Track User, Track
+Event, Track Device, Get User), which word the same faults differently.
 
-Bulk examples start with an apostrophe in the reference (``'customer_id not found in the payload``); it is
+MoEngage's Bulk Import texts start with an apostrophe (``'customer_id not found in the payload``); it is
 kept verbatim so clients matching on the text keep working.
 """
 
@@ -62,7 +63,7 @@ def missing(attribute: str, message: str) -> ApiError:
 
 
 def wrong_type(attribute: str, datatype: str) -> ApiError:
-    """Reference 1.5: "key is expected to be datatype"."""
+    """MoEngage's type error: "key is expected to be datatype"."""
     return ApiError(400, "TypeError", f"{attribute} is expected to be {datatype}", attribute)
 
 
@@ -70,7 +71,7 @@ def invalid(attribute: str, message: str, type_: str = "AttributeError") -> ApiE
     return ApiError(400, type_, message, attribute)
 
 
-# Whole-request errors of the generic table (reference 1.5).
+# Whole-request errors MoEngage answers for every Data API.
 def content_type_missing() -> ApiError:
     return ApiError(400, "Missing header value", "The Content-Type Header is required")
 
@@ -95,6 +96,11 @@ def payload_too_large(limit_bytes: int) -> ApiError:
     return ApiError(413, "Payload too large", f"The payload can not exceed {limit_bytes // 1024}KB")
 
 
+def record_too_large(reason: str) -> ApiError:
+    """An element whose record is over its topic's size limit: the same data can never be stored."""
+    return ApiError(413, "Payload too large", f"The element is too large to store: {reason}")
+
+
 def app_id_required() -> ApiError:
     return ApiError(400, "ParamsRequired", "app_id is required in path/query params.")
 
@@ -108,7 +114,7 @@ def export_rate_limited() -> ApiError:
 
 
 def server_unavailable(detail: str) -> ApiError:
-    """5xx guidance of the reference: retry every 2 seconds, at most 5 times."""
+    """MoEngage's guidance for 5xx answers: retry every 2 seconds, at most 5 times."""
     return ApiError(
         503,
         "Server Error",

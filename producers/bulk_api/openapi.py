@@ -1,4 +1,9 @@
-"""The OpenAPI 3.0 document served at ``/openapi.json``, built from the gateway's settings."""
+"""The OpenAPI 3.0 document served at ``/openapi.json``, built from the gateway's settings.
+
+It describes every Data API route :func:`~inflow.producers.bulk_api.routes.build_app` serves, and only
+those; the operations endpoints (``routes.OPERATIONS_PATHS``: health, metrics, this document) are left out.
+``tests/bulk_api/test_openapi.py`` compares the document with the app's routes.
+"""
 
 from __future__ import annotations
 
@@ -220,7 +225,7 @@ def _responses(ok: dict[str, Any]) -> dict[str, Any]:
                 ("401", "Authentication failed"),
                 ("403", "Workspace suspended"),
                 ("409", "Workspace id in the path differs from the Basic Auth user, or no key is set"),
-                ("413", "Body too large"),
+                ("413", "Body too large, or an element's record over its topic's size limit"),
                 ("415", "Content-Type is not application/json"),
                 ("429", "Rate limit of the workspace exceeded"),
                 ("503", "Kafka did not acknowledge (retry), or a view is still loading"),

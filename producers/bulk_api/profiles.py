@@ -12,8 +12,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import Message
+
 from inflow.config.settings import KafkaSettings
-from inflow.producers.bulk_api.follower import TopicFollower
+from inflow.kafka.view import CompactedView
 from inflow.schemas.serde import AvroSerde
 
 TOPIC = "profiles"
@@ -52,7 +54,7 @@ class StoredProfile:
 
 
 class ProfileStore:
-    """Follows ``profiles``; lookups are dictionary reads under a lock shared with the follower thread."""
+    """Follows ``profiles``; lookups are dictionary reads under a lock shared with the view's thread."""
 
     def __init__(self, kafka: KafkaSettings, serde: AvroSerde) -> None:
         self.kafka = kafka
@@ -63,27 +65,28 @@ class ProfileStore:
         self._merged: dict[tuple[str, str], str] = {}
         self._index: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
-        self.follower: TopicFollower | None = None
+        self.view: CompactedView | None = None
 
     def start(self) -> ProfileStore:
-        self.follower = TopicFollower(self.kafka, self.topic, self.apply).start()
+        self.view = CompactedView(self.kafka, self.topic, apply=self._apply, name="profiles").start()
         return self
 
     def stop(self) -> None:
-        if self.follower:
-            self.follower.stop()
+        if self.view:
+            self.view.stop()
 
     @property
     def ready(self) -> bool:
-        return self.follower is not None and self.follower.ready.is_set()
+        return self.view is not None and self.view.ready.is_set()
 
     @property
     def problem(self) -> str:
-        if self.follower is None:
+        if self.view is None:
             return "the profile store is not started"
-        return self.follower.problem or "the profile store is still reading the profiles topic"
+        return self.view.problem or "the profile store is still reading the profiles topic"
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
+    def _apply(self, msg: Message) -> None:
+        value = msg.value()
         if value is None:
             return
         _, rec = self.serde.decode(value, expected=RECORD)

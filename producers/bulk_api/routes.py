@@ -5,8 +5,9 @@ header, then while reading, always before parsing), JSON, envelope, elements, ra
 
 Bad elements (``GatewaySettings.bad_elements``): with ``accept_good`` (default) every element is validated
 first; the good ones are produced and the 200 answer lists each bad one as ``failed_elements`` with its
-index and the reference's error; only when no element is good does the request fail with the first error's
-body. With ``reject_request`` any bad element fails the whole request with that error.
+index and MoEngage's error; only when no element is good does the request fail with the first error's
+body. With ``reject_request`` any bad element fails the whole request with that error. An element whose
+record is over its topic's size limit is a bad element (413 "Payload too large"): it could never be stored.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inflow.producers.bulk_api.context import RequestContext, client_ip, new_request_id
 from inflow.producers.bulk_api.elements import Outgoing, Validated
-from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError
+from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError, RecordRejected
 from inflow.producers.bulk_api.export import export_users, parse_export
 from inflow.producers.bulk_api.gateway import Gateway
 from inflow.producers.bulk_api.messages import (
@@ -41,6 +42,7 @@ from inflow.producers.bulk_api.messages import (
     not_an_object,
     payload_too_large,
     rate_limited,
+    record_too_large,
     server_unavailable,
     unsupported_media_type,
     wrong_type,
@@ -65,6 +67,8 @@ class RequestState:
 
 
 STATE = web.RequestKey("state", RequestState)
+# Served beside the Data API for operators; the OpenAPI document describes the Data API routes only.
+OPERATIONS_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -85,7 +89,7 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         response = web.json_response(
             {"status": "fail", "error": exc.error_body(state.request_id)}, status=exc.status, dumps=dumps
         )
-    except web.HTTPException as exc:  # aiohttp's own 404/405: keep the reference's envelope
+    except web.HTTPException as exc:  # aiohttp's own 404/405: keep MoEngage's error envelope
         error = ApiError(exc.status, exc.reason, exc.reason).error_body(request[STATE].request_id)
         response = web.json_response({"status": "fail", "error": error}, status=exc.status, dumps=dumps)
     except Exception:
@@ -163,6 +167,8 @@ class Handlers:
         except DeliveryError as exc:
             self.gw.limiter.refund(workspace.id, decision, wanted)
             request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
+            if isinstance(exc, RecordRejected):  # nothing was sent; the same request can never succeed
+                raise record_too_large(exc.reason) from exc
             self.gw.metrics.delivery_failures.inc()
             log.warning("request %s: %s", request[STATE].request_id, exc)
             raise server_unavailable("The records could not be stored.") from exc
@@ -171,6 +177,14 @@ class Handlers:
             per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
         for topic, n in per_topic.items():
             self.gw.metrics.records.labels(topic).inc(n)
+
+    def _storable(self, result: Validated) -> Validated:
+        """The element's records, if each fits its topic's size limit (else a 413 for this element)."""
+        try:
+            self.gw.delivery.check(result.messages)
+        except RecordRejected as exc:
+            raise record_too_large(exc.reason) from exc
+        return result
 
     def _accepted(self, request: web.Request, extra: dict[str, Any] | None = None) -> web.Response:
         body = {"status": "success", "message": ACCEPTED, "request_id": request[STATE].request_id} | (
@@ -186,13 +200,13 @@ class Handlers:
         doc = await self._json(request, self.settings.bulk_max_bytes, BULK)
         elements = bulk_elements(doc)
         ctx = self._context(request, workspace)
-        validate = self.gw.validator.element
+        validate, storable = self.gw.validator.element, self._storable
         messages: list[Outgoing] = []
         users = events = 0
         failed: list[tuple[int, ApiError]] = []
         for index, element in enumerate(elements):
             try:
-                result = validate(element, ctx, workspace.identifiers, BULK)
+                result = storable(validate(element, ctx, workspace.identifiers, BULK))
             except ApiError as exc:
                 failed.append((index, exc))
                 self.gw.metrics.rejected.labels(exc.type).inc()
@@ -229,7 +243,7 @@ class Handlers:
             "device": self.gw.validator.device,
         }[kind]
         try:
-            result: Validated = handler(doc, ctx, workspace.identifiers, SINGLE)
+            result: Validated = self._storable(handler(doc, ctx, workspace.identifiers, SINGLE))
         except ApiError as exc:
             self.gw.metrics.rejected.labels(exc.type).inc()
             raise
@@ -290,7 +304,8 @@ class Handlers:
 
 
 def bulk_elements(doc: Any) -> list[Any]:
-    """The envelope checks of reference 2.1/2.6, in order."""
+    """MoEngage's checks of the Bulk Import envelope, in its order: an object, ``type`` present and
+    ``transition``, ``elements`` present, a list and not empty."""
     if not isinstance(doc, dict):
         raise not_an_object()
     kind = doc.get("type")

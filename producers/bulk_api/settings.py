@@ -1,4 +1,4 @@
-"""Gateway settings (env ``INFLOW_GATEWAY_*``); where sources disagree, the seed's value is the default."""
+"""Gateway settings (env ``INFLOW_GATEWAY_*``); the defaults are MoEngage's limits and behaviour."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ class GatewaySettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    bulk_max_bytes: int = Field(100 * 1024, gt=0, description="seed: 100 KB per Bulk Import call")
-    single_max_bytes: int = Field(128 * 1024, gt=0, description="reference 1.4: 128 KB for other Data APIs")
+    bulk_max_bytes: int = Field(100 * 1024, gt=0, description="MoEngage accepts 100 KB per Bulk Import call")
+    single_max_bytes: int = Field(
+        128 * 1024, gt=0, description="MoEngage accepts 128 KB per call of the other Data APIs"
+    )
     bad_elements: Literal["accept_good", "reject_request"] = Field(
         "accept_good",
         description="accept_good: good elements are accepted and each bad one is listed in the answer; "
@@ -26,7 +28,9 @@ class GatewaySettings(BaseSettings):
     )
     delivery_timeout_ms: int = Field(10_000, gt=0, description="librdkafka message.timeout.ms; then 503")
     future_event_tolerance_s: int = Field(
-        300, ge=0, description="events later than now plus this are rejected (reference: no future events)"
+        300,
+        ge=0,
+        description="events later than now plus this are rejected (MoEngage accepts no future-dated events)",
     )
     default_timezone_offset_s: int = Field(
         0, ge=-54_000, le=54_000, description="offset used when an event has none (account timezone)"

@@ -1,4 +1,5 @@
-"""Event times: epoch seconds, epoch milliseconds or ISO 8601 in, UTC epoch milliseconds out (reference 2.3).
+"""Event times: epoch seconds, epoch milliseconds or ISO 8601 in (the forms MoEngage accepts for an
+action's ``user_time`` and ``current_time``), UTC epoch milliseconds out.
 
 ``user_time`` is the user's local wall-clock time and ``current_time`` the UTC time; with the timezone
 offset either one derives the other. When neither time is sent, the receive time is the event time.
@@ -94,7 +95,7 @@ def derive_times(
     received_ms: int,
     default_offset_s: int = 0,
 ) -> EventTimes:
-    """Apply the reference's rules: current_time wins; user_time minus the offset gives UTC otherwise.
+    """Apply MoEngage's rules: current_time wins; user_time minus the offset gives UTC otherwise.
 
     ``Z`` or a missing zone on ``current_time`` means UTC. An explicit zone on ``user_time`` stands in for
     a missing ``user_timezone_offset``; with neither, the account default (``default_offset_s``) applies.

@@ -92,8 +92,8 @@ def test_spliced_records_are_fastavro_byte_for_byte(record: str, varying: tuple[
     plain = SERDE.encoder(record, topic="t")
     for _ in range(60):  # requests
         bound = [random_value(rng, n) for n in BOUND_FIELDS]
-        encode = spliced.bind(*bound)
-        slow = spliced.plain_bound(*bound)
+        encode = spliced.bind(**dict(zip(BOUND_FIELDS, bound, strict=True)))
+        slow = spliced.plain_bound(**dict(zip(BOUND_FIELDS, bound, strict=True)))
         for _ in range(20):  # records
             values = [random_value(rng, n) for n in varying]
             expected = plain(
@@ -101,8 +101,8 @@ def test_spliced_records_are_fastavro_byte_for_byte(record: str, varying: tuple[
                 | dict(zip(varying, values, strict=True))
                 | {"anonymous_id": None, "origin": None}
             )
-            assert encode(*values) == expected
-            assert slow(*values) == expected
+            assert encode(**dict(zip(varying, values, strict=True))) == expected
+            assert slow(**dict(zip(varying, values, strict=True))) == expected
             decoded = SERDE.decode(expected, expected=record)[1]
             assert [decoded[n] for n in ("workspace_id", "request_id")] == bound[:2]
 
@@ -124,10 +124,10 @@ def test_unknown_field_types_fall_back_to_fastavro() -> None:
         sample,
     )
     assert not spliced.fast  # a map of longs is not one of the template's types
-    encode = spliced.bind("W", "g")
-    assert encode(1_700_000_000_000, {"users": 3}, 1_700_000_000_001) == SERDE.encode(
-        "GatewayRateCount", sample
-    )
+    encode = spliced.bind(workspace_id="W", gateway_id="g")
+    assert encode(
+        window_start=1_700_000_000_000, counts={"users": 3}, updated_at=1_700_000_000_001
+    ) == SERDE.encode("GatewayRateCount", sample)
 
 
 def test_fields_must_exist_or_have_defaults() -> None:

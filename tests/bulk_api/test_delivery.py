@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from inflow.producers.bulk_api.delivery import KafkaDelivery
+from inflow.producers.bulk_api.delivery import GatewayDelivery
 from inflow.producers.bulk_api.elements import Outgoing
 from inflow.producers.bulk_api.exceptions import DeliveryError
 
 
 async def test_a_record_the_producer_refuses_fails_the_request(catalogue_topics):
-    delivery = KafkaDelivery(catalogue_topics, 10_000, **{"message.max.bytes": 2000})
+    delivery = GatewayDelivery(catalogue_topics, 10_000, **{"message.max.bytes": 2000})
     try:
         await delivery.deliver([Outgoing("ingest.users", b"k", b"small")], 1)  # the broker acknowledges
         batch = [Outgoing("ingest.users", b"k", b"ok"), Outgoing("ingest.users", b"k", b"x" * 5000)]

@@ -169,11 +169,6 @@ class WorkspaceRegistry:
     def wait_ready(self, timeout: float) -> bool:
         return self.view is not None and self.view.wait_ready(timeout)
 
-    @property
-    def follower(self) -> CompactedView | None:
-        """The live view under its former name (``processors/run.py`` waits on it)."""
-        return self.view
-
     def get(self, workspace_id: str) -> Workspace | None:
         return self._workspaces.get(workspace_id)
 

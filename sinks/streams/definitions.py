@@ -182,9 +182,12 @@ class StreamDefinition(BaseModel):
         decrypted (another INFLOW_SECRET_KEY, a corrupt record) or a decrypted value is refused."""
         where = f"stream {self.id}"
         data = self.model_dump(mode="python", exclude_none=True)
-        data["url"] = reveal(SecretStr(self.url), box, "url")
-        data["headers"] = {n: reveal(v, box, f"headers.{n}") for n, v in self.headers.items()}
-        data["auth"] = self.auth.revealed(box)
+        try:
+            data["url"] = reveal(SecretStr(self.url), box, "url")
+            data["headers"] = {n: reveal(v, box, f"headers.{n}") for n, v in self.headers.items()}
+            data["auth"] = self.auth.revealed(box)
+        except StreamDefinitionError as exc:
+            raise StreamDefinitionError(f"{where}: {exc}") from exc
         return parse_definition(data, where)
 
     def secret_values(self) -> list[str]:

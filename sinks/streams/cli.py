@@ -1,4 +1,9 @@
-"""``inflow sink`` and ``inflow streams add|list|show|pause|resume|remove|dlq``."""
+"""``inflow sink`` and ``inflow streams add|list|show|status|pause|resume|remove|dlq``.
+
+Every command shows a stream's secrets masked: header values, auth secrets, the URL's password and query
+values (``**********``). ``status`` says which streams are held and why, as far as this process can tell
+with its own INFLOW_SECRET_KEY and INFLOW_SINK_* settings (the running sink logs its own holds).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from inflow.kafka.clients import new_consumer, watermarks
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import dlq as dlq_ops
+from inflow.sinks.streams.addresses import literal_host_verdict
 from inflow.sinks.streams.control import (
     DEFINITIONS_TOPIC,
     STATE_TOPIC,
@@ -32,7 +38,9 @@ from inflow.sinks.streams.control import (
     state_record,
 )
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.destinations.registry import open_destination
 from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.sink import StreamSink, serve
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("sink", ["sink"])]
@@ -55,12 +63,40 @@ def register(app: typer.Typer) -> None:
 def yaml_definitions(config: InflowFile) -> list[StreamDefinition]:
     """The ``streams:`` section, each entry validated by the stream model (unknown keys named)."""
     defs = [parse_definition(entry, f"streams[{i}]") for i, entry in enumerate(config.streams)]
+    _no_duplicates(defs)
+    return defs
+
+
+def config_sections(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The YAML ``streams`` entries validated by the stream model (a bad entry raises
+    :class:`StreamDefinitionError` naming it, ``streams[1]: ...``), as JSON-able dicts with every secret
+    masked as ``**********``: passwords, header values, auth values, the URL's password and query values."""
+    definitions = [parse_definition(entry, f"streams[{i}]") for i, entry in enumerate(streams)]
+    _no_duplicates(definitions)
+    return [d.public() for d in definitions]
+
+
+def _no_duplicates(definitions: list[StreamDefinition]) -> None:
     seen: set[str] = set()
-    for d in defs:
+    for d in definitions:
         if d.id in seen:
             raise StreamDefinitionError(f"streams: id {d.id!r} is defined twice")
         seen.add(d.id)
-    return defs
+
+
+def hold_reasons(view: ControlView, box: SecretBox | None, settings: SinkSettings) -> dict[str, str]:
+    """Streams a sink with this key and these settings holds, with the reason: a stored definition that
+    cannot be read, secrets that do not decrypt, a refused value or address, a disabled workspace."""
+    holds = dict(view.invalid_stored())
+    for stream_id, d in view.definitions().items():
+        if d.workspace_id is not None and d.workspace_id in view.disabled_workspaces:
+            holds[stream_id] = f"workspace {d.workspace_id} disabled"
+            continue
+        try:
+            open_destination(d, box, settings)  # nothing is opened: the checks the sink makes at start
+        except StreamDefinitionError as exc:
+            holds[stream_id] = str(exc)
+    return holds
 
 
 def _context() -> tuple[Runtime, KafkaSettings, AvroSerde, ControlView]:
@@ -91,6 +127,7 @@ def sink(
         yaml_definitions(rt.config),
         SecretBox.from_settings(rt.paths),
         only=set(stream) if stream else None,
+        settings=SinkSettings(),
     )
     asyncio.run(serve(streams))
 
@@ -141,7 +178,8 @@ def add(
     rt, kafka, serde, view = _context()
     if stream_id in view.yaml:
         raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; change it there")
-    if stream_id in view.stored and not replace:
+    exists = stream_id in view.stored or stream_id in view.invalid
+    if exists and not replace:
         raise StreamDefinitionError(f"stream {stream_id!r} exists; use --replace to change it")
     headers = {}
     for h in header or []:
@@ -181,6 +219,9 @@ def add(
         "pause_mode": pause_mode,
     }
     definition = parse_definition(data, f"stream {stream_id}")
+    verdict = literal_host_verdict(definition.url, SinkSettings())
+    if not verdict.allowed:
+        raise StreamDefinitionError(f"stream {stream_id}: url: {verdict.reason}")
     stored = definition.stored(SecretBox.from_settings(rt.paths))
     publish(
         kafka,
@@ -188,11 +229,13 @@ def add(
         stream_id,
         serde.encode("StreamDefinition", definition_record(stream_id, stored)),
     )
-    console.print(f"stream {stream_id} {'replaced' if stream_id in view.stored else 'added'}")
+    console.print(f"stream {stream_id} {'replaced' if exists else 'added'}")
 
 
 def _find(view: ControlView, stream_id: str) -> StreamDefinition:
     found = view.definitions().get(stream_id)
+    if found is None and stream_id in view.invalid_stored():
+        raise StreamDefinitionError(f"stream {stream_id!r} is held: {view.invalid[stream_id]}")
     if found is None:
         known = ", ".join(sorted(view.definitions())) or "none"
         raise UnknownStreamError(f"no stream {stream_id!r}; known streams: {known}")
@@ -205,7 +248,8 @@ def remove(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     _, kafka, serde, view = _context()
     if stream_id in view.yaml:
         raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; remove it there")
-    _find(view, stream_id)
+    if stream_id not in view.invalid:
+        _find(view, stream_id)
     publish(
         kafka,
         DEFINITIONS_TOPIC,
@@ -217,27 +261,57 @@ def remove(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
 
 @streams_app.command("list")
 def list_streams() -> None:
-    """List every stream with its source (yaml or stored), endpoint, events and pause state."""
-    _, _, _, view = _context()
+    """List every stream with its source (yaml or stored), endpoint (secrets masked), events and state."""
+    rt, _, _, view = _context()
+    box = SecretBox.from_settings(rt.paths)
+    holds = hold_reasons(view, box, SinkSettings())
     table = Table("id", "source", "url", "events", "batch", "retries (s)", "state")
     for stream_id, d in sorted(view.definitions().items()):
-        state = pause_view(d, view.states.get(stream_id))
         events = d.events if isinstance(d.events, str) else ",".join(d.events)
         source = "yaml" if stream_id in view.yaml else "stored"
         delays = ",".join(f"{x:g}" for x in d.retry_delays_s)
-        status = f"paused ({state.mode})" if state.paused else "running"
-        table.add_row(stream_id, source, d.url, events, str(d.batch_size), delays, status)
+        url = d.public(box)["url"]
+        table.add_row(
+            stream_id, source, url, events, str(d.batch_size), delays, _state(view, holds, stream_id)
+        )
+    for stream_id in sorted(view.invalid_stored()):
+        table.add_row(stream_id, "stored", "**********", "", "", "", "held")
     console.print(table)
+
+
+def _state(view: ControlView, holds: dict[str, str], stream_id: str) -> str:
+    if stream_id in holds:
+        return "held"
+    d = view.definitions()[stream_id]
+    state = pause_view(d, view.states.get(stream_id))
+    return f"paused ({state.mode})" if state.paused else "running"
+
+
+@streams_app.command("status")
+def status() -> None:
+    """Each stream's state (running, paused, held) and why a held stream does not deliver."""
+    rt, _, _, view = _context()
+    holds = hold_reasons(view, SecretBox.from_settings(rt.paths), SinkSettings())
+    ids = sorted({*view.definitions(), *view.invalid_stored()})
+    for stream_id in ids:
+        if stream_id in holds:
+            line = f"{stream_id}: held: {holds[stream_id]}"
+        else:
+            line = f"{stream_id}: {_state(view, holds, stream_id)}"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(ids)} streams, {len(holds)} held", markup=False, highlight=False)
 
 
 @streams_app.command("show")
 def show(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     """Show a stream's definition (secrets masked), pause state and consumer-group progress."""
-    _, kafka, _, view = _context()
+    rt, kafka, _, view = _context()
     d = _find(view, stream_id)
     state = view.states.get(stream_id)
+    box = SecretBox.from_settings(rt.paths)
     out = {
-        "definition": d.public(),
+        "definition": d.public(box),
+        "held": hold_reasons(view, box, SinkSettings()).get(stream_id),
         "source": "yaml" if stream_id in view.yaml else "stored",
         "state": dataclasses.asdict(pause_view(d, state)),
         "state_record": state,

@@ -2,7 +2,13 @@
 
 ``control.streams`` holds definitions added with ``inflow streams add`` (secrets encrypted);
 ``control.stream-state`` holds pause/resume (StreamState). YAML definitions win over stored ones with
-the same id; the CLI refuses to add such an id.
+the same id; the CLI refuses to add such an id. ``control.workspaces`` is followed too: the streams of a
+disabled workspace are held until it is enabled again.
+
+A stored definition that cannot be read (refused by the model, say a header with CR/LF written before such
+values were refused) is kept as *invalid* with its reason: that stream is held, every other one runs. A
+record that cannot be decoded because the schema registry is unreachable is kept and applied again later
+(:meth:`ControlView.retry_unresolved`), never dropped.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from inflow.config.settings import KafkaSettings
 from inflow.errors import InflowError
 from inflow.kafka.producer import KafkaProducer
 from inflow.kafka.view import CompactedView
+from inflow.schemas.exceptions import RegistryError
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.exceptions import StreamDefinitionError
 
 log = logging.getLogger(__name__)
 DEFINITIONS_TOPIC = "control.streams"
 STATE_TOPIC = "control.stream-state"
+WORKSPACES_TOPIC = "control.workspaces"  # written by `inflow workspaces`; the sink reads `disabled`
 FOREVER_MS = 2**63 - 1
 
 
@@ -67,35 +76,94 @@ class ControlView:
     stored: dict[str, StreamDefinition] = field(default_factory=dict)
     stored_raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)  # stored stream id -> why it cannot be read
+    disabled_workspaces: set[str] = field(default_factory=set)
+    unresolved: dict[tuple[str, bytes], Message] = field(default_factory=dict)  # registry unreachable
 
     def definitions(self) -> dict[str, StreamDefinition]:
         return {**self.stored, **self.yaml}
 
+    def invalid_stored(self) -> dict[str, str]:
+        """Stored definitions that cannot be read (and no YAML definition replaces), with the reason."""
+        return {k: v for k, v in self.invalid.items() if k not in self.yaml}
+
     def apply(self, msg: Message, serde: AvroSerde, prefix: str) -> None:
-        """Fold one control record in; a bad record is logged with its position and skipped."""
+        """Fold one control record in; a bad record is logged with its position and skipped (a bad
+        definition holds its stream); one the registry could not resolve yet is kept for later."""
         value = msg.value()
-        if value is None:
-            return
+        topic = str(msg.topic())
+        key = msg.key() or b""
+        self.unresolved.pop((topic, key), None)  # a newer record of the key replaces an unresolved one
         try:
-            if msg.topic() == f"{prefix}.{DEFINITIONS_TOPIC}":
-                _, record = serde.decode(value, expected="StreamDefinition")
+            if topic == f"{prefix}.{WORKSPACES_TOPIC}":
+                self._apply_workspace(key, value, serde)
+            elif value is None:
+                return
+            elif topic == f"{prefix}.{DEFINITIONS_TOPIC}":
+                try:
+                    _, record = serde.decode(value, expected="StreamDefinition")
+                except RegistryError as exc:
+                    if exc.retriable:
+                        raise
+                    self._unreadable_definition(key, exc)
+                    return
+                except InflowError as exc:
+                    self._unreadable_definition(key, exc)
+                    return
                 self._apply_definition(record)
             else:
                 _, record = serde.decode(value, expected="StreamState")
                 self.states[record["stream_id"]] = record
+        except RegistryError as exc:
+            if exc.retriable:
+                self.unresolved[(topic, key)] = msg
+                log.warning(
+                    "control record %s[%s]@%s kept for later: %s", topic, msg.partition(), msg.offset(), exc
+                )
+            else:
+                log.error("skipping control record %s[%s]@%s: %s", topic, msg.partition(), msg.offset(), exc)
         except (InflowError, ValueError) as exc:
-            log.error(
-                "skipping control record %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc
-            )
+            log.error("skipping control record %s[%s]@%s: %s", topic, msg.partition(), msg.offset(), exc)
+
+    def retry_unresolved(self, serde: AvroSerde, prefix: str) -> None:
+        """Apply again the records the schema registry could not resolve (it may be back)."""
+        for msg in list(self.unresolved.values()):
+            self.apply(msg, serde, prefix)
+
+    def _apply_workspace(self, key: bytes, value: bytes | None, serde: AvroSerde) -> None:
+        if value is None:
+            self.disabled_workspaces.discard(key.decode())
+            return
+        _, record = serde.decode(value, expected="WorkspaceCredential")
+        if record["disabled"]:
+            self.disabled_workspaces.add(record["workspace_id"])
+        else:
+            self.disabled_workspaces.discard(record["workspace_id"])
+
+    def _unreadable_definition(self, key: bytes, exc: Exception) -> None:
+        stream_id = key.decode("utf-8", "replace")
+        self.stored.pop(stream_id, None)
+        self.stored_raw.pop(stream_id, None)
+        self.invalid[stream_id] = f"{DEFINITIONS_TOPIC}[{stream_id}]: record cannot be decoded: {exc}"
 
     def _apply_definition(self, record: dict[str, Any]) -> None:
         stream_id = record["stream_id"]
+        self.invalid.pop(stream_id, None)
         if record["deleted"]:
             self.stored.pop(stream_id, None)
             self.stored_raw.pop(stream_id, None)
             return
-        data = json.loads(record["definition_json"])
-        self.stored[stream_id] = parse_definition(data, f"{DEFINITIONS_TOPIC}[{stream_id}]")
+        try:
+            data = json.loads(record["definition_json"])
+            definition = parse_definition(data, f"{DEFINITIONS_TOPIC}[{stream_id}]")
+        except (ValueError, StreamDefinitionError) as exc:
+            # The old definition must not keep running: the stream is held with the reason.
+            self.stored.pop(stream_id, None)
+            self.stored_raw.pop(stream_id, None)
+            self.invalid[stream_id] = str(exc)
+            log.error("stream %s: stored definition refused, stream held: %s", stream_id, exc)
+            return
+        self.stored[stream_id] = definition
         self.stored_raw[stream_id] = data
 
 
@@ -105,15 +173,15 @@ def control_view(
     view: ControlView,
     apply: Callable[[Message], None] | None = None,
 ) -> CompactedView:
-    """Both control topics from their beginning, each record folded into ``view`` (nothing committed), or
-    handed to ``apply`` instead (a sink folds them on its event loop).
+    """The control topics (definitions, states, workspaces) from their beginning, each record folded into
+    ``view`` (nothing committed), or handed to ``apply`` instead (a sink folds them on its event loop).
 
     ``open()`` + ``catch_up()`` read them to their current end (the CLI, a sink's start); ``pump()`` then
     follows them (a running sink)."""
     prefix = kafka.topic_prefix
     return CompactedView(
         kafka,
-        [kafka.topic(DEFINITIONS_TOPIC), kafka.topic(STATE_TOPIC)],
+        [kafka.topic(DEFINITIONS_TOPIC), kafka.topic(STATE_TOPIC), kafka.topic(WORKSPACES_TOPIC)],
         apply=apply or (lambda msg: view.apply(msg, serde, prefix)),
         name="streams-control",
     )

@@ -1,12 +1,19 @@
 """Stream definitions: where to send, what to send, how to authenticate, how to retry.
 
 One pydantic model validates both the YAML ``streams:`` entries and the definitions added with
-``inflow streams add`` (stored in the ``control.streams`` topic with their secrets encrypted).
+``inflow streams add`` (stored in the ``control.streams`` topic with their secrets encrypted: the URL, the
+static header values and the auth secrets). A definition may hold encrypted (``enc:v1:``) values, as read
+from the control topic or written pre-encrypted in the YAML file; :meth:`StreamDefinition.revealed` turns
+them into plain values with the secret box and validates them again, just before they are used.
+
+Header names and values and the URL are refused when they hold CR, LF or another control character: such
+a value would split or rewrite the request instead of being sent as written.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -14,11 +21,31 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from inflow.config.file import validate_section
 from inflow.config.secrets import SecretBox
+from inflow.errors import ConfigError
+from inflow.sinks.streams.addresses import BUILT_IN_ONLY, literal_host_verdict
 from inflow.sinks.streams.exceptions import StreamDefinitionError
+from inflow.sinks.streams.redact import MASK, mask_url
 
 DEFAULT_RETRY_DELAYS_S = (30.0, 60.0, 120.0)
 MAX_RETRY_TIERS = 3  # one retry topic per tier: streams.retry.30s, .60s, .120s
 PauseMode = Literal["skip", "resume"]
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but HTAB
+URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # control characters and spaces
+
+
+def check_header_name(name: str) -> None:
+    if not HEADER_NAME.match(name):
+        raise ValueError(
+            f"header name {name!r} must be an HTTP token (letters, digits, - and !#$%&'*+.^_`|~; "
+            "no spaces, CR, LF or other control characters)"
+        )
+
+
+def check_header_value(name: str, value: str) -> None:
+    """A header value with CR, LF or another control character is refused; the value is never shown."""
+    if not SecretBox.is_encrypted(value) and CONTROL.search(value):
+        raise ValueError(f"the value of header {name!r} contains CR, LF or another control character")
 
 
 class StreamAuth(BaseModel):
@@ -43,7 +70,26 @@ class StreamAuth(BaseModel):
             raise ValueError(f"username/password are only for basic auth, not {self.type}")
         if self.type != "header" and (self.header_name or self.header_value is not None):
             raise ValueError(f"header_name/header_value are only for header auth, not {self.type}")
+        if self.header_name is not None:
+            check_header_name(self.header_name)
+        if self.header_value is not None:
+            check_header_value(self.header_name or "", self.header_value.get_secret_value())
+        if self.username is not None and (CONTROL.search(self.username) or ":" in self.username):
+            raise ValueError("username must not contain ':', CR, LF or another control character")
         return self
+
+    def revealed(self, box: SecretBox | None) -> dict[str, Any]:
+        """The plain form (secrets decrypted with ``box``) as model input."""
+        data: dict[str, Any] = {"type": self.type}
+        if self.username is not None:
+            data["username"] = self.username
+        if self.password is not None:
+            data["password"] = reveal(self.password, box, "auth.password")
+        if self.header_name is not None:
+            data["header_name"] = self.header_name
+        if self.header_value is not None:
+            data["header_value"] = reveal(self.header_value, box, "auth.header_value")
+        return data
 
     def headers(self, box: SecretBox | None = None) -> dict[str, str]:
         """The Authorization (or custom) header, decrypting stored secrets with ``box``."""
@@ -67,8 +113,8 @@ class StreamDefinition(BaseModel):
     url: str = Field(description="endpoint URL, query parameters included")
     workspace_id: str | None = Field(None, description="only this workspace's events; None exports every one")
     app_name: str = Field("", description="app_name of every request body")
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="static headers sent with every request"
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="static headers sent with every request (values are secrets)"
     )
     auth: StreamAuth = Field(default_factory=StreamAuth)
     events: Literal["all"] | list[str] = Field("all", description="event names or codes to export")
@@ -89,9 +135,20 @@ class StreamDefinition(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
+        if SecretBox.is_encrypted(value):
+            return value  # checked once decrypted (revealed)
+        if URL_FORBIDDEN.search(value):
+            raise ValueError("must not contain spaces, CR, LF or other control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL: {mask_url(value)}") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+            raise ValueError(f"must be an http(s) URL with a host, got {mask_url(value)!r}")
+        verdict = literal_host_verdict(value, BUILT_IN_ONLY)
+        if not verdict.allowed:
+            raise ValueError(verdict.reason)
         return value
 
     @field_validator("retry_delays_s")
@@ -103,20 +160,51 @@ class StreamDefinition(BaseModel):
 
     @field_validator("headers")
     @classmethod
-    def _no_reserved_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _no_reserved_headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
         reserved = {"content-type", "content-length", "host"}
         bad = sorted(k for k in value if k.lower() in reserved)
         if bad:
             raise ValueError(f"headers {bad} are set by the sink and cannot be configured")
+        for name, secret in value.items():
+            check_header_name(name)
+            check_header_value(name, secret.get_secret_value())
         return value
 
     def request_headers(self, box: SecretBox | None = None) -> dict[str, str]:
         """Every header of a request: static headers, auth, and the JSON content type."""
-        return {**self.headers, **self.auth.headers(box), "Content-Type": "application/json"}
+        static = {name: reveal(value, box, f"headers.{name}") for name, value in self.headers.items()}
+        return {**static, **self.auth.headers(box), "Content-Type": "application/json"}
+
+    def revealed(self, box: SecretBox | None) -> StreamDefinition:
+        """This definition with every encrypted value decrypted, validated again (CR/LF, URL, address).
+
+        Raises :class:`StreamDefinitionError` naming the field (never its value) when a secret cannot be
+        decrypted (another INFLOW_SECRET_KEY, a corrupt record) or a decrypted value is refused."""
+        where = f"stream {self.id}"
+        data = self.model_dump(mode="python", exclude_none=True)
+        try:
+            data["url"] = reveal(SecretStr(self.url), box, "url")
+            data["headers"] = {n: reveal(v, box, f"headers.{n}") for n, v in self.headers.items()}
+            data["auth"] = self.auth.revealed(box)
+        except StreamDefinitionError as exc:
+            raise StreamDefinitionError(f"{where}: {exc}") from exc
+        return parse_definition(data, where)
+
+    def secret_values(self) -> list[str]:
+        """Plain secret values (header values, auth secrets) of a revealed definition, for redaction."""
+        values = [v.get_secret_value() for v in self.headers.values()]
+        values += [
+            s.get_secret_value() for s in (self.auth.password, self.auth.header_value) if s is not None
+        ]
+        if self.auth.type == "basic" and self.auth.username and self.auth.password is not None:
+            values.append(f"{self.auth.username}:{self.auth.password.get_secret_value()}")
+        return values
 
     def stored(self, box: SecretBox) -> dict[str, Any]:
-        """The JSON form kept in the control topic, every secret encrypted at rest."""
+        """The JSON form kept in the control topic: the URL, header values and auth secrets encrypted."""
         data = self.model_dump(mode="json", exclude_none=True)
+        data["url"] = seal(SecretStr(self.url), box)
+        data["headers"] = {name: seal(value, box) for name, value in self.headers.items()}
         auth = data.get("auth", {})
         if self.auth.password is not None:
             auth["password"] = seal(self.auth.password, box)
@@ -124,18 +212,35 @@ class StreamDefinition(BaseModel):
             auth["header_value"] = seal(self.auth.header_value, box)
         return data
 
-    def public(self) -> dict[str, Any]:
-        """The JSON form safe to print: secrets masked."""
-        return self.model_dump(mode="json", exclude_none=True)
+    def public(self, box: SecretBox | None = None) -> dict[str, Any]:
+        """The JSON form safe to print: every secret masked (``**********``), URL query values included.
+
+        An encrypted URL is decrypted with ``box`` (when given) to show its host and path."""
+        data = self.model_dump(mode="json", exclude_none=True)  # SecretStr dumps as "**********"
+        url = self.url
+        if SecretBox.is_encrypted(url) and box is not None:
+            try:
+                url = reveal(SecretStr(url), box, "url")
+            except StreamDefinitionError:
+                pass
+        data["url"] = mask_url(url, MASK)
+        return data
 
 
-def reveal(secret: SecretStr, box: SecretBox | None) -> str:
-    """Plain text of a secret, decrypting ``enc:v1:`` values (CLI-added or pre-encrypted YAML values)."""
+def reveal(secret: SecretStr, box: SecretBox | None, field: str = "secret") -> str:
+    """Plain text of a secret, decrypting ``enc:v1:`` values (CLI-added or pre-encrypted YAML values).
+
+    Values stored in clear (written before secrets were encrypted) are taken as they are."""
     value = secret.get_secret_value()
     if SecretBox.is_encrypted(value):
         if box is None:
-            raise StreamDefinitionError("an encrypted stream secret needs the secret box key to be decrypted")
-        return box.decrypt(value).get_secret_value()
+            raise StreamDefinitionError(
+                f"{field}: an encrypted stream secret needs the secret box key to be decrypted"
+            )
+        try:
+            return box.decrypt(value).get_secret_value()
+        except ConfigError as exc:
+            raise StreamDefinitionError(f"{field}: {exc}") from exc
     return value
 
 

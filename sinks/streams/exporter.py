@@ -1,16 +1,23 @@
-"""The export loop: read EnrichedEvents, filter and format them, POST batches, commit what is safe."""
+"""The export loop: read EnrichedEvents, filter and format them, POST batches, commit what is safe.
+
+A record that cannot be read is dead-lettered with its position and reason. A record that cannot be read
+*yet*, because the schema registry that resolves its schema id is unreachable, is an infrastructure fault:
+the loop rewinds to it and tries again with a growing delay, nothing is dead-lettered or committed past it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from inflow.errors import InflowError
 from inflow.kafka.consumer import TP, BatchConsumer
+from inflow.schemas.exceptions import RegistryError
 from inflow.sinks.streams import metrics
 from inflow.sinks.streams.batching import BatchBuilder, EventBatch
 from inflow.sinks.streams.destinations.base import Outcome, OutgoingBatch
@@ -23,6 +30,7 @@ from inflow.sinks.streams.worker import GROUP_OVERRIDES, StreamWorker
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
 SHUTDOWN_GRACE_S = 15.0
+REGISTRY_BACKOFF_S = (0.5, 30.0)  # first and longest wait before reading again after a registry outage
 
 
 class ExportLoop:
@@ -41,6 +49,7 @@ class ExportLoop:
         self.in_flight: set[asyncio.Task[Any]] = set()
         self._paused = False
         self._lag_at = 0.0
+        self._registry_delay = REGISTRY_BACKOFF_S[0]
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = BatchConsumer(
@@ -66,10 +75,17 @@ class ExportLoop:
                     self.builder.batch_size * free, self._poll_timeout(view.paused)
                 )
                 now = time.monotonic()
-                for msg in messages:
-                    self._take(msg, view.skip_window)
+                for index, msg in enumerate(messages):
+                    try:
+                        self._take(msg, view.skip_window)
+                    except RegistryError as exc:
+                        rewind(consumer, messages[index:])
+                        await self._wait_for_registry(exc, msg, stop)
+                        break
                     if self.builder.full and not view.paused:
                         self._send(self.builder.take(), view.skip_window)
+                else:
+                    self._registry_delay = REGISTRY_BACKOFF_S[0]
                 if not view.paused and self.builder.due(now):
                     self._send(self.builder.take(), view.skip_window)
                 consumer.commit(self.tracker.take_commits())
@@ -112,11 +128,34 @@ class ExportLoop:
                 self.tracker.add(batch, topic, partition, offset)
                 return
             fragment = self.fragment(event)
+        except RegistryError as exc:
+            if exc.retriable:
+                raise  # the registry is down, the record is fine: read it again later
+            self._park_invalid(msg, exc)
+            return
         except (InflowError, KeyError, TypeError, ValueError) as exc:
             self._park_invalid(msg, exc)
             return
         self.tracker.add(batch, topic, partition, offset)
         self.builder.add(fragment, event["event_uuid"], arrival)
+
+    async def _wait_for_registry(self, exc: RegistryError, msg: Message, stop: asyncio.Event) -> None:
+        delay = self._registry_delay
+        self._registry_delay = min(REGISTRY_BACKOFF_S[1], delay * 2)
+        metrics.REGISTRY_RETRIES.labels(self.worker.label).inc()
+        log.warning(
+            "stream %s: cannot read %s[%s]@%s yet, reading it again in %gs: %s",
+            self.worker.label,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            delay,
+            exc,
+        )
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            pass
 
     def _park_invalid(self, msg: Message, exc: Exception) -> None:
         """A record that cannot be exported goes to the DLQ with its position and reason; the rest flows."""
@@ -175,6 +214,15 @@ class ExportLoop:
     def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:
         """Before partitions move to another sink: commit what is done, forget the rest (redelivered)."""
         self.tracker.release(consumer, tps)
+
+
+def rewind(consumer: BatchConsumer, messages: Sequence[Message]) -> None:
+    """Seek each partition back to its first message in ``messages``: they are fetched again."""
+    first: dict[TP, int] = {}
+    for msg in messages:
+        first.setdefault((str(msg.topic()), int(msg.partition() or 0)), int(msg.offset() or 0))
+    for (topic, partition), offset in first.items():
+        consumer.client.seek(TopicPartition(topic, partition, offset))
 
 
 def consumer_lag(client: Consumer) -> int:

@@ -31,3 +31,14 @@ DELIVERY_DELAY = Histogram(
     ["stream"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
+HELD = Gauge(
+    "inflow_streams_held",
+    "1 while a stream is held (secrets that do not decrypt, a refused value or address, workspace "
+    "disabled, schema registry unreachable); the reason is logged",
+    ["stream"],
+)
+REGISTRY_RETRIES = Counter(
+    "inflow_streams_registry_retries",
+    "Reads put off because the schema registry could not be reached (the records are read again)",
+    ["stream"],
+)

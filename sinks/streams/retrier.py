@@ -3,6 +3,9 @@
 Each retry topic has one fixed delay per stream, so a stream's records in a partition come due in offset
 order. A record that is not yet due is held in memory and its partition paused until then; other partitions
 (and other tiers) keep flowing, so a batch that is due is never stuck behind one that is not.
+
+A parked batch that cannot be decoded *yet* (the schema registry is unreachable) is read again later with a
+growing delay; it is never skipped.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from inflow.errors import InflowError
 from inflow.kafka.consumer import TP, BatchConsumer
+from inflow.schemas.exceptions import RegistryError
 from inflow.sinks.streams import metrics
 from inflow.sinks.streams.destinations.base import OutgoingBatch
+from inflow.sinks.streams.exporter import REGISTRY_BACKOFF_S, rewind
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
 from inflow.sinks.streams.retry import TIER_TOPICS, tier_of
 from inflow.sinks.streams.worker import GROUP_OVERRIDES, StreamWorker
@@ -55,6 +60,7 @@ class RetryLoop:
         self.holds: dict[TP, deque[Held]] = {}
         self.paused: set[TP] = set()
         self.in_flight: set[asyncio.Task[Any]] = set()
+        self._registry_delay = REGISTRY_BACKOFF_S[0]
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = BatchConsumer(
@@ -70,8 +76,15 @@ class RetryLoop:
                 self.worker.check()
                 stream_paused = self.worker.pause_view().paused
                 messages = await consumer.consume(200, self._poll_timeout(stream_paused))
-                for msg in messages:
-                    self._take(msg)
+                for index, msg in enumerate(messages):
+                    try:
+                        self._take(msg)
+                    except RegistryError as exc:
+                        rewind(consumer, messages[index:])
+                        await self._wait_for_registry(exc, msg, stop)
+                        break
+                else:
+                    self._registry_delay = REGISTRY_BACKOFF_S[0]
                 if not stream_paused:
                     self._dispatch()
                 self._apply_pauses(consumer, stream_paused)
@@ -88,26 +101,43 @@ class RetryLoop:
             return 0.5
         return min(0.5, max(0.01, min(heads) - time.time()))
 
+    async def _wait_for_registry(self, exc: RegistryError, msg: Message, stop: asyncio.Event) -> None:
+        delay = self._registry_delay
+        self._registry_delay = min(REGISTRY_BACKOFF_S[1], delay * 2)
+        metrics.REGISTRY_RETRIES.labels(self.worker.label).inc()
+        log.warning(
+            "stream %s: cannot read parked batch %s[%s]@%s yet, reading it again in %gs: %s",
+            self.worker.label,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            delay,
+            exc,
+        )
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            pass
+
     def _take(self, msg: Message) -> None:
+        """Hold one parked batch of this stream; raises a retriable RegistryError before tracking it."""
         unit = WorkUnit()
         tp = (str(msg.topic()), int(msg.partition() or 0))
-        self.tracker.add(unit, tp[0], tp[1], int(msg.offset() or 0))
         if msg.key() != self.key:
+            self.tracker.add(unit, tp[0], tp[1], int(msg.offset() or 0))
             self.tracker.complete(unit)  # another stream's batch
             return
         try:
             _, record = self.worker.serde.decode(msg.value() or b"", "StreamBatch")
-        except InflowError as exc:
-            log.error(
-                "stream %s: unreadable retry record %s[%s]@%s skipped: %s",
-                self.worker.label,
-                tp[0],
-                tp[1],
-                msg.offset(),
-                exc,
-            )
-            self.tracker.complete(unit)
+        except RegistryError as exc:
+            if exc.retriable:
+                raise  # read it again once the registry answers; never skipped
+            self._skip_unreadable(unit, msg, exc)
             return
+        except InflowError as exc:
+            self._skip_unreadable(unit, msg, exc)
+            return
+        self.tracker.add(unit, tp[0], tp[1], int(msg.offset() or 0))
         if record["stream_id"] != self.worker.definition.id:
             self.tracker.complete(unit)
             return
@@ -118,6 +148,19 @@ class RetryLoop:
         )
         held = Held(unit, record, tier_of(self.short[tp[0]]), tp[0], due)
         self.holds.setdefault(tp, deque()).append(held)
+
+    def _skip_unreadable(self, unit: WorkUnit, msg: Message, exc: Exception) -> None:
+        topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
+        self.tracker.add(unit, topic, partition, offset)
+        log.error(
+            "stream %s: unreadable retry record %s[%s]@%s skipped: %s",
+            self.worker.label,
+            topic,
+            partition,
+            offset,
+            exc,
+        )
+        self.tracker.complete(unit)
 
     def _dispatch(self) -> None:
         """Send every held batch whose time has come, within the stream's in-flight limit."""

@@ -4,6 +4,12 @@ Definitions come from the YAML file and from ``control.streams`` (``inflow strea
 started for each new id, restarted when its definition changes or it stopped on an error, and stopped when
 it disappears. Every stream parks its failed batches through one shared producer; a fatal producer error
 stops the whole sink with its reason.
+
+A stream that cannot run as defined is *held* (not started; its events wait in Kafka, nothing is lost or
+committed) with its reason logged and counted in ``inflow_streams_held``, while every other stream keeps
+delivering: its secrets do not decrypt (another INFLOW_SECRET_KEY, a corrupt record), a stored value is
+refused (CR/LF in a header), its URL names a refused address, its workspace is disabled, or the schema
+registry cannot be reached. It starts by itself once the cause is gone (checked every second).
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ from confluent_kafka import Message
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.producer import KafkaProducer
+from inflow.schemas.exceptions import RegistryError
 from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams import metrics
 from inflow.sinks.streams.control import ControlView, control_view
 from inflow.sinks.streams.definitions import StreamDefinition
 from inflow.sinks.streams.destinations.registry import open_destination
+from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.exporter import ExportLoop
 from inflow.sinks.streams.retrier import RetryLoop
 from inflow.sinks.streams.retry import DLQ_TOPIC, TIER_TOPICS
+from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -52,13 +62,16 @@ class StreamSink:
         box: SecretBox | None,
         serde: AvroSerde | None = None,
         only: set[str] | None = None,
+        settings: SinkSettings | None = None,
     ) -> None:
         self.kafka = kafka
         self.box = box
         self.serde = serde or AvroSerde(kafka.schema_registry_url)
+        self.settings = settings or SinkSettings()
         self.view = ControlView(yaml={d.id: d for d in yaml_definitions})
         self.only = only
         self.running: dict[str, Running] = {}
+        self.held: dict[str, str] = {}  # stream id -> why it does not run
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -82,7 +95,7 @@ class StreamSink:
             while not stop.is_set():
                 if producer.fatal is not None:
                     raise producer.fatal
-                self._reconcile(producer)
+                await self._reconcile(producer)
                 await loop.run_in_executor(executor, control.pump, RECONCILE_EVERY_S)
                 self._fold(arrived)
         finally:
@@ -96,31 +109,74 @@ class StreamSink:
                 )
 
     def _fold(self, arrived: list[Message]) -> None:
+        if self.view.unresolved:
+            self.view.retry_unresolved(self.serde, self.kafka.topic_prefix)
         for msg in arrived:
             self.view.apply(msg, self.serde, self.kafka.topic_prefix)
         arrived.clear()
 
-    def _reconcile(self, producer: KafkaProducer) -> None:
-        wanted = {k: v for k, v in self.view.definitions().items() if self.only is None or k in self.only}
+    def _selected(self, stream_id: str) -> bool:
+        return self.only is None or stream_id in self.only
+
+    async def _reconcile(self, producer: KafkaProducer) -> None:
+        wanted = {k: v for k, v in self.view.definitions().items() if self._selected(k)}
+        holds = {k: v for k, v in self.view.invalid_stored().items() if self._selected(k)}
+        for stream_id, definition in wanted.items():
+            workspace = definition.workspace_id
+            if workspace is not None and workspace in self.view.disabled_workspaces:
+                holds[stream_id] = f"workspace {workspace} disabled"
         for stream_id, running in list(self.running.items()):
-            if stream_id not in wanted or wanted[stream_id] != running.definition or running.task.done():
+            if (
+                stream_id not in wanted
+                or stream_id in holds
+                or wanted[stream_id] != running.definition
+                or running.task.done()
+            ):
                 running.stop.set()
                 if running.task.done():
                     del self.running[stream_id]
         for stream_id, definition in wanted.items():
-            if stream_id in self.running:
+            if stream_id in self.running or stream_id in holds:
                 continue
-            destination = open_destination(definition, self.box)
-            worker = StreamWorker(
-                definition, self.kafka, self.serde, producer, destination, self._state_getter(stream_id)
-            )
-            stop = asyncio.Event()
-            task = asyncio.get_running_loop().create_task(
-                run_stream(worker, stop), name=f"stream-{stream_id}"
-            )
-            task.add_done_callback(_report_exit)
-            self.running[stream_id] = Running(definition, stop, task)
-            log.info("stream %s: started (%s)", stream_id, destination.safe_name)
+            reason = await self._start(stream_id, definition, producer)
+            if reason is not None:
+                holds[stream_id] = reason
+        self._report_holds(holds)
+
+    async def _start(
+        self, stream_id: str, definition: StreamDefinition, producer: KafkaProducer
+    ) -> str | None:
+        """Start the stream's worker; returns why it cannot start (it is then held), else None."""
+        try:
+            destination = open_destination(definition, self.box, self.settings)
+        except StreamDefinitionError as exc:
+            return str(exc)
+        try:
+            # With a schema registry, parking needs the StreamBatch schema registered: an unreachable
+            # registry holds the stream (and is tried again), it never stops the sink.
+            await asyncio.get_running_loop().run_in_executor(None, self.serde.encoder, "StreamBatch")
+        except RegistryError as exc:
+            await destination.close()
+            return f"schema registry: {exc}"
+        worker = StreamWorker(
+            definition, self.kafka, self.serde, producer, destination, self._state_getter(stream_id)
+        )
+        stop = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(run_stream(worker, stop), name=f"stream-{stream_id}")
+        task.add_done_callback(_report_exit)
+        self.running[stream_id] = Running(definition, stop, task)
+        log.info("stream %s: started (%s)", stream_id, destination.safe_name)
+        return None
+
+    def _report_holds(self, holds: dict[str, str]) -> None:
+        for stream_id, reason in holds.items():
+            if self.held.get(stream_id) != reason:
+                log.warning("stream %s: held, not delivering: %s", stream_id, reason)
+                metrics.HELD.labels(stream_id).set(1)
+        for stream_id in self.held.keys() - holds.keys():
+            log.info("stream %s: no longer held", stream_id)
+            metrics.HELD.labels(stream_id).set(0)
+        self.held = holds
 
     def _state_getter(self, stream_id: str) -> Callable[[], dict[str, Any] | None]:
         return lambda: self.view.states.get(stream_id)

@@ -16,6 +16,7 @@ from inflow.config.settings import KafkaSettings
 from inflow.kafka.clients import new_producer
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams.definitions import StreamDefinition
+from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.sink import StreamSink
 from tests.streams.endpoint import RecordingEndpoint
 
@@ -74,9 +75,14 @@ class SinkThread:
     """The real sink (StreamSink) on its own event loop in a background thread."""
 
     def __init__(
-        self, kafka: KafkaSettings, definitions: list[StreamDefinition], box: SecretBox | None
+        self,
+        kafka: KafkaSettings,
+        definitions: list[StreamDefinition],
+        box: SecretBox | None,
+        serde: AvroSerde | None = None,
+        settings: SinkSettings | None = None,
     ) -> None:
-        self.sink = StreamSink(kafka, definitions, box)
+        self.sink = StreamSink(kafka, definitions, box, serde=serde, settings=settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -142,8 +148,8 @@ def writer(catalogue_topics: KafkaSettings) -> Iterator[EventWriter]:
 def sink_factory(catalogue_topics: KafkaSettings, box: SecretBox) -> Iterator[Callable[..., SinkThread]]:
     made: list[SinkThread] = []
 
-    def make(*definitions: StreamDefinition) -> SinkThread:
-        runner = SinkThread(catalogue_topics, list(definitions), box).start()
+    def make(*definitions: StreamDefinition, **options: Any) -> SinkThread:
+        runner = SinkThread(catalogue_topics, list(definitions), box, **options).start()
         made.append(runner)
         return runner
 

@@ -41,6 +41,7 @@ class RecordingEndpoint:
     delay_s: float = 0.0
     decide: Callable[[int, dict[str, Any]], int] | None = None
     requests: list[Recorded] = field(default_factory=list)
+    redirect_to: str | None = None  # sent as Location with every answer (for 3xx statuses)
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -61,7 +62,7 @@ class RecordingEndpoint:
     def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
         app = web.Application(client_max_size=50 * 1024 * 1024)
-        app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -73,7 +74,7 @@ class RecordingEndpoint:
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        body = json.loads(raw)
+        body = json.loads(raw) if raw else {"events": [], "method": request.method}
         with self._lock:
             index = len(self.requests)
             if self.decide is not None:
@@ -93,7 +94,8 @@ class RecordingEndpoint:
             )
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        return web.json_response({"status": "ok" if status < 300 else "fail"}, status=status)
+        headers = {"Location": self.redirect_to} if self.redirect_to else None
+        return web.json_response({"status": "ok" if status < 300 else "fail"}, status=status, headers=headers)
 
     def snapshot(self) -> list[Recorded]:
         with self._lock:

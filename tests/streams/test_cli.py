@@ -164,3 +164,117 @@ def test_remove_stops_a_cli_added_stream_in_a_running_sink(cli_env, catalogue_to
         assert isinstance(missing.exception, UnknownStreamError)
     finally:
         runner.stop()
+
+
+def test_add_refuses_cr_lf_and_refused_addresses_with_a_clear_error(cli_env):
+    header_auth = ("--auth", "header", "--auth-header", "X-Api-Key")
+    crlf_auth = invoke(
+        cli_env,
+        "streams",
+        "add",
+        "x",
+        "--url",
+        "http://h/x",
+        *header_auth,
+        "--auth-value",
+        "k\r\nX-Evil: 1",
+        ok=False,
+    )
+    assert isinstance(crlf_auth.exception, StreamDefinitionError)
+    assert "header 'X-Api-Key' contains CR, LF" in str(crlf_auth.exception)
+    assert "X-Evil" not in str(crlf_auth.exception)
+    crlf_header = invoke(
+        cli_env, "streams", "add", "x", "--url", "http://h/x", "--header", "X-A: a\r\nb", ok=False
+    )
+    assert "header 'X-A' contains CR, LF" in str(crlf_header.exception)
+    crlf_url = invoke(cli_env, "streams", "add", "x", "--url", "http://h/x\r\nHost: evil", ok=False)
+    assert "control characters" in str(crlf_url.exception)
+    metadata = invoke(cli_env, "streams", "add", "x", "--url", "http://169.254.169.254/latest", ok=False)
+    assert isinstance(metadata.exception, StreamDefinitionError) and "refused" in str(metadata.exception)
+    denied = invoke(
+        cli_env | {"INFLOW_SINK_DENY_NETWORKS": "127.0.0.0/8"},
+        "streams",
+        "add",
+        "x",
+        "--url",
+        "http://127.0.0.1:9/x",
+        ok=False,
+    )
+    assert "INFLOW_SINK_DENY_NETWORKS" in str(denied.exception)
+    assert "x" not in invoke(cli_env, "streams", "list").output.split()
+
+
+def test_list_show_and_status_mask_url_tokens_and_passwords(cli_env, catalogue_topics, consumer_factory):
+    url = "https://user:url-pass-1@api.example.com/in?token=tok-cli-1&k=v"
+    invoke(cli_env, "streams", "add", "masked", "--url", url, "--header", "X-Static: static-cli-1")
+    [msg] = consume_n(consumer_factory([catalogue_topics.topic("control.streams")]), 1)
+    for secret in (b"url-pass-1", b"tok-cli-1", b"static-cli-1", b"api.example.com"):
+        assert secret not in msg.value()  # URL and header values encrypted at rest
+    outputs = [
+        invoke(cli_env, "streams", command, *args).output
+        for command, *args in (("list",), ("show", "masked"), ("status",))
+    ]
+    text = "".join(outputs)
+    for secret in ("url-pass-1", "tok-cli-1", "static-cli-1"):
+        assert secret not in text
+    assert "token=**********" in outputs[1] and "user:**********@api.example.com" in outputs[1]
+    assert "masked: running" in outputs[2]
+
+
+def test_a_stream_whose_secrets_do_not_decrypt_is_held_alone_and_status_says_why(
+    cli_env, catalogue_topics, writer, endpoint_factory, caplog
+):
+    from inflow.config.secrets import SecretBox
+    from inflow.sinks.streams.control import DEFINITIONS_TOPIC, definition_record, publish
+    from inflow.sinks.streams.definitions import StreamDefinition
+
+    def store(stream_id: str, data: dict) -> None:
+        record = definition_record(stream_id, data)
+        publish(
+            catalogue_topics, DEFINITIONS_TOPIC, stream_id, AvroSerde().encode("StreamDefinition", record)
+        )
+
+    locked_ep, open_ep, legacy_ep = endpoint_factory(), endpoint_factory(), endpoint_factory()
+    box = SecretBox(cli_env["INFLOW_SECRET_KEY"].encode())
+    other_key = SecretBox(Fernet.generate_key())  # the key was rotated since "locked" was stored
+    locked = StreamDefinition.model_validate(
+        {
+            "id": "locked",
+            "url": locked_ep.url + "?token=tok-locked-1",
+            "auth": {"type": "header", "header_name": "X-Api-Key", "header_value": "locked-secret"},
+        }
+    )
+    store("locked", locked.stored(other_key))
+    # Stored in clear before secrets were encrypted: still read.
+    store(
+        "legacy",
+        {
+            "id": "legacy",
+            "url": legacy_ep.url,
+            "linger_s": 0.2,
+            "auth": {"type": "basic", "username": "ws", "password": "plain-pw"},
+        },
+    )
+    invoke(cli_env, "streams", "add", "open", "--url", open_ep.url, "--linger", "0.2")
+    runner = SinkThread(catalogue_topics, [], box).start()
+    try:
+        sent = writer.write([enriched() for _ in range(3)])
+        wait_for(
+            lambda: open_ep.delivered_uuids() == set(sent) == legacy_ep.delivered_uuids(),
+            60,
+            what="the other streams' delivery",
+        )
+        expected = "Basic " + base64.b64encode(b"ws:plain-pw").decode()
+        assert legacy_ep.snapshot()[0].headers["Authorization"] == expected
+        reason = wait_for(lambda: runner.sink.held.get("locked"), 30, what="the locked stream held")
+        assert "cannot be decrypted" in reason and "INFLOW_SECRET_KEY" in reason
+        assert locked_ep.snapshot() == []
+        status = invoke(cli_env, "streams", "status").output
+        assert "locked: held: stream locked: url: stored secret cannot be decrypted" in status
+        assert "open: running" in status and "legacy: running" in status
+        assert "held, not delivering" in caplog.text and "locked" in caplog.text
+        assert "held" in invoke(cli_env, "streams", "list").output
+        for secret in ("tok-locked-1", "locked-secret", "plain-pw"):
+            assert secret not in status + caplog.text
+    finally:
+        runner.stop()

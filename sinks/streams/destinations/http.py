@@ -3,6 +3,12 @@
 A 2xx answer is a delivery. Like MoEngage Streams, every other answer, a timeout or a connection error is a
 failure worth retrying on the stream's retry schedule (the endpoint may recover), so they come back as
 retriable outcomes with their reason ("HTTP 503 Service Unavailable", "timeout after 30s").
+
+Redirects are never followed: a 3xx would turn the POST into a GET elsewhere (whose 200 would count as a
+delivery) and carry the stream's credentials to another origin, so it is a failed attempt with its reason.
+Every address is checked by the sink's outbound policy before a connection is opened
+(:mod:`inflow.sinks.streams.addresses`), and reasons never repeat the stream's secrets
+(:mod:`inflow.sinks.streams.redact`).
 """
 
 from __future__ import annotations
@@ -13,21 +19,36 @@ import time
 import aiohttp
 
 from inflow.config.secrets import SecretBox
+from inflow.sinks.streams.addresses import AddressRefused, GuardedResolver, literal_host_verdict
 from inflow.sinks.streams.definitions import StreamDefinition
 from inflow.sinks.streams.destinations.base import Outcome, OutgoingBatch
+from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.payload import request_body
+from inflow.sinks.streams.redact import Redactor, mask_url
+from inflow.sinks.streams.settings import SinkSettings
 
 
 class HttpDestination:
-    """One stream's endpoint: a connection pool sized to its in-flight limit and its fixed headers."""
+    """One stream's endpoint: a connection pool sized to its in-flight limit and its fixed headers.
 
-    def __init__(self, definition: StreamDefinition, box: SecretBox | None) -> None:
-        self.url = definition.url
-        self.app_name = definition.app_name
-        self._safe_url = definition.url.split("?", 1)[0]  # query parameters may carry keys: never logged
-        self._headers = definition.request_headers(box)
-        self._timeout = aiohttp.ClientTimeout(total=definition.request_timeout_s)
-        self._limit = definition.max_in_flight
+    Raises :class:`StreamDefinitionError` when the stream's secrets cannot be decrypted, a decrypted value
+    is refused (CR/LF in a header) or its URL names an address the policy refuses: the stream is held."""
+
+    def __init__(
+        self, definition: StreamDefinition, box: SecretBox | None, settings: SinkSettings | None = None
+    ) -> None:
+        plain = definition.revealed(box)
+        self.settings = settings or SinkSettings()
+        verdict = literal_host_verdict(plain.url, self.settings)
+        if not verdict.allowed:
+            raise StreamDefinitionError(f"stream {definition.id}: {verdict.reason}")
+        self.url = plain.url
+        self.app_name = plain.app_name
+        self._safe_url = mask_url(plain.url)  # query values and passwords may be keys: never logged
+        self._redact = Redactor(plain.url, plain.secret_values())
+        self._headers = plain.request_headers(None)
+        self._timeout = aiohttp.ClientTimeout(total=plain.request_timeout_s)
+        self._limit = plain.max_in_flight
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -42,29 +63,45 @@ class HttpDestination:
         """POST a body once; never raises for HTTP, network or timeout failures."""
         session = self._session_for_loop()
         started = time.monotonic()
+        location = None
         try:
-            async with session.post(self.url, data=body, headers=self._headers) as response:
+            async with session.post(
+                self.url, data=body, headers=self._headers, allow_redirects=False
+            ) as response:
                 await response.read()
                 status = response.status
                 reason = response.reason or ""
+                location = response.headers.get("Location")
         except TimeoutError:
             return Outcome.retriable(
                 f"timeout after {self._timeout.total:g}s", latency_s=time.monotonic() - started
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except aiohttp.ClientConnectorError as exc:
+            latency = time.monotonic() - started
+            if isinstance(exc.os_error, AddressRefused):
+                return Outcome.retriable(self._redact(f"refused: {exc.os_error}")[:500], latency_s=latency)
+            return Outcome.retriable(self._redact(f"{type(exc).__name__}: {exc}")[:500], latency_s=latency)
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Outcome.retriable(
-                f"{type(exc).__name__}: {exc}"[:500], latency_s=time.monotonic() - started
+                self._redact(f"{type(exc).__name__}: {exc}")[:500], latency_s=time.monotonic() - started
             )
         latency = time.monotonic() - started
         if 200 <= status < 300:
             return Outcome.delivered(status, latency)
-        return Outcome.retriable(f"HTTP {status} {reason}".strip(), status, latency)
+        text = f"HTTP {status} {reason}".strip()
+        if 300 <= status < 400:
+            target = mask_url(location) if location else "nowhere"
+            text += f": redirect to {target} not followed"
+        return Outcome.retriable(self._redact(text)[:500], status, latency)
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # The export and retry loops each keep up to max_in_flight requests open: a pool for both, so no
-            # request spends its timeout waiting for a connection.
-            connector = aiohttp.TCPConnector(limit=2 * self._limit, ttl_dns_cache=300)
+            # request spends its timeout waiting for a connection. Every resolved address is checked by the
+            # outbound policy before a connection to it is opened.
+            connector = aiohttp.TCPConnector(
+                limit=2 * self._limit, ttl_dns_cache=300, resolver=GuardedResolver(self.settings)
+            )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 

@@ -14,8 +14,9 @@ from inflow.sinks.streams.definitions import StreamDefinition
 from inflow.sinks.streams.destinations.base import Destination
 from inflow.sinks.streams.destinations.http import HttpDestination
 from inflow.sinks.streams.exceptions import StreamDefinitionError
+from inflow.sinks.streams.settings import SinkSettings
 
-Factory = Callable[[StreamDefinition, SecretBox | None], Destination]
+Factory = Callable[[StreamDefinition, SecretBox | None, SinkSettings | None], Destination]
 
 DESTINATIONS: dict[str, Factory] = {
     "http": HttpDestination,
@@ -23,13 +24,21 @@ DESTINATIONS: dict[str, Factory] = {
 }
 
 
-def open_destination(definition: StreamDefinition, box: SecretBox | None) -> Destination:
-    """The destination serving ``definition``; an unknown scheme is an error naming the known ones."""
-    scheme = urlsplit(definition.url).scheme.lower()
+def open_destination(
+    definition: StreamDefinition, box: SecretBox | None, settings: SinkSettings | None = None
+) -> Destination:
+    """The destination serving ``definition``; an unknown scheme is an error naming the known ones.
+
+    Raises :class:`StreamDefinitionError` when the stream cannot be served as defined (secrets that do not
+    decrypt, a refused header or address): the sink holds that stream with the reason."""
+    url = definition.url
+    if SecretBox.is_encrypted(url):
+        url = definition.revealed(box).url
+    scheme = urlsplit(url).scheme.lower()
     factory = DESTINATIONS.get(scheme)
     if factory is None:
         known = ", ".join(sorted(DESTINATIONS))
         raise StreamDefinitionError(
             f"stream {definition.id}: no destination for {scheme!r} URLs (known: {known})"
         )
-    return factory(definition, box)
+    return factory(definition, box, settings)

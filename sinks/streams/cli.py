@@ -44,6 +44,8 @@ from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.sink import StreamSink, serve
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("sink", ["sink"])]
+# ``inflow config check`` validates and masks the YAML file's ``streams`` section with this.
+CONFIG_SECTIONS: dict[str, Any] = {"streams": lambda entries: config_sections(entries)}
 console = Console()
 streams_app = typer.Typer(
     help="MoEngage-style Streams: export enriched events to HTTP endpoints.", no_args_is_help=True

@@ -28,11 +28,21 @@ from inflow.producers.s3_import.avro_template import template_encoder
 from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition
 from inflow.producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
 from inflow.producers.s3_import.mapping import CompiledMapping, compile_mapping
-from inflow.producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
+from inflow.producers.s3_import.naming import shown
+from inflow.producers.s3_import.pgp import (
+    GPG_TIMEOUT,
+    IS_ENCRYPTED,
+    DecryptStream,
+    Keyring,
+    looks_encrypted,
+    verify_then,
+)
 from inflow.producers.s3_import.reading import (
+    DEFAULT_LIMITS,
     EMPTY_ROW,
     CountingReader,
     ReadAhead,
+    ReadLimits,
     Row,
     reader_for,
     text_stream,
@@ -63,6 +73,8 @@ class ImportContext:
     progress: ProgressFn | None = None
     resume_after: int = 0
     checkpoint_rows: int = CHECKPOINT_ROWS
+    limits: ReadLimits = DEFAULT_LIMITS
+    gpg_timeout: float = GPG_TIMEOUT
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -128,6 +140,9 @@ class FileImport:
             if exc.kind is Kind.FATAL:
                 raise  # the producer cannot go on: the poller stops with the reason
             run.finish(FAILED, f"writing rows to Kafka failed: {exc}")
+        except Exception as exc:  # a file must never stop the poller: whatever it triggers fails it alone
+            log.exception("import %s: %s: unexpected error", self.d.name, shown(self.file.name))
+            run.finish(FAILED, f"Unexpected error while importing the file: {type(exc).__name__}: {exc}")
         else:
             status = outcome(run.rows_added, run.rows_failed)
             message = "" if status == "SUCCESSFUL" else "At least 1 row failed"
@@ -161,19 +176,24 @@ class FileImport:
 
     def _import_encrypted(self, counting: CountingReader) -> None:
         with Keyring(self.d.pgp) as keyring:
+            timeout = self.ctx.gpg_timeout
             if self.d.pgp and self.d.pgp.signing_key:
-                verify_then(keyring, lambda: self.folder.open(self.file))
-            stream = DecryptStream(keyring, counting)
+                verify_then(keyring, lambda: self.folder.open(self.file), timeout)
+            stream = DecryptStream(keyring, counting, timeout=timeout)
             try:
                 self._consume(stream.stdout)
-            except BaseException:
+            except BaseException as exc:
                 stream.close()
+                if stream.timed_out:  # the reader saw GnuPG's output end early because it was stopped
+                    stream.finish()
+                if stream.feed_error is not None:  # S3 failed mid-stream: that, not the cut data, is why
+                    raise stream.feed_error from exc
                 raise
             stream.finish()
 
     def _consume(self, binary: IO[bytes]) -> None:
         read = reader_for(self.d.file_format)
-        table = read(text_stream(binary), [m.column for m in self.d.mappings])
+        table = read(text_stream(binary), [m.column for m in self.d.mappings], self.ctx.limits)
         mapping = compile_mapping(table.columns, self.d.mappings, UTC, self.d.tz)
         mapping.unmapped_columns = table.unmapped
         self._check_mandatory_columns(mapping)
@@ -231,7 +251,7 @@ class FileImport:
                     poll(0)
                     if not ctx.still_owned():
                         raise OwnershipLost(
-                            f"{self.file.name}: ledger partition moved to another poller at row {n}"
+                            f"{shown(self.file.name)}: ledger partition moved to another poller at row {n}"
                         )
                     if ctx.progress:
                         ctx.progress(n, self._counter.bytes_read)

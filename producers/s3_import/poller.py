@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
 
 from inflow.config.secrets import SecretBox
@@ -22,7 +23,9 @@ from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import FetchError, OwnershipLost, S3ImportError
 from inflow.producers.s3_import.importer import FileImport, ImportContext, ProgressFn, row_producer
 from inflow.producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
+from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
+from inflow.producers.s3_import.reading import ReadLimits
 from inflow.producers.s3_import.runs import RunRecord, RunStore, run_id_for
 from inflow.producers.s3_import.settings import PollerSettings, SmtpSettings
 from inflow.producers.s3_import.storage import Folder, S3File
@@ -118,6 +121,8 @@ class Poller:
                     if exc.kind is Kind.FATAL:
                         raise  # a Kafka client cannot go on: stop with the reason
                     log.error("poller tick failed: %s", exc)
+                except Exception:  # one import's surprise never stops the others: log it, go on
+                    log.exception("poller tick failed")
                 waited = 0.0
                 while waited < self.settings.tick_seconds and not self.stop.is_set():
                     self.ledger.pump(0.5)
@@ -139,7 +144,8 @@ class Poller:
         except FetchError as exc:
             summary.error = str(exc)
             log.error("import %s: %s", d.name, exc)
-            self.notifier.send(failure_message(d, str(exc), self.notifier.settings.sender))
+            reason = str(exc)
+            self._notify(lambda: failure_message(d, reason, self.notifier.settings.sender))
             return summary
         for file in files:
             if self.stop.is_set():
@@ -147,20 +153,20 @@ class Poller:
             key = ledger_key(d.name, d.bucket, d.folder, file.name)
             self.ledger.pump(0)
             if not self.ledger.owns(key):
-                summary.not_owned.append(file.name)
+                summary.not_owned.append(shown(file.name))
                 continue
             decision = self.ledger.decide(key, d.retry.max_attempts)
             if not decision.process:
-                summary.skipped[file.name] = decision.reason
+                summary.skipped[shown(file.name)] = decision.reason
                 continue
-            log.info("import %s: %s: %s", d.name, file.name, decision.reason)
+            log.info("import %s: %s: %s", d.name, shown(file.name), decision.reason)
             try:
                 run = self._import_file(
                     d, folder, file, key, decision.attempt, decision.resume_after, progress
                 )
             except OwnershipLost as exc:
                 log.warning("import %s: %s", d.name, exc)
-                summary.not_owned.append(file.name)
+                summary.not_owned.append(shown(file.name))
                 continue
             summary.files.append(run)
         return summary
@@ -187,7 +193,7 @@ class Poller:
             "attempts": attempt,
         }
         self.ledger.write(key, self.ledger.entry(state=CLAIMED, rows_acked=resume_after, **entry_args))
-        run = RunRecord(run_id, d.name, f"{d.bucket}/{d.folder}", file.name, file.size, started)
+        run = RunRecord(run_id, d.name, f"{d.bucket}/{d.folder}", shown(file.name), file.size, started)
         self.runs.write(run)
         partition = partition_for(key, self.ledger.partitions)
         owned = [True]
@@ -195,6 +201,8 @@ class Poller:
             resume_after=resume_after,
             progress=progress(file) if progress else None,
             checkpoint_rows=self.settings.checkpoint_rows,
+            limits=ReadLimits(self.settings.max_line_chars, self.settings.max_json_depth),
+            gpg_timeout=self.settings.gpg_timeout_seconds,
         )
         job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
 
@@ -222,7 +230,7 @@ class Poller:
         finally:
             self.ledger.remove_revoke_hook(on_revoke)
         if not owned[0]:
-            raise OwnershipLost(f"{file.name}: handed over to another poller")
+            raise OwnershipLost(f"{shown(file.name)}: handed over to another poller")
         self.runs.write(run)
         self.ledger.write(
             key, self.ledger.entry(state=DONE, status=run.status, rows_acked=job.last_row, **entry_args)
@@ -230,7 +238,7 @@ class Poller:
         log.info(
             "import %s: %s %s: %d rows, %d added, %d failed, %d skipped %s",
             d.name,
-            file.name,
+            run.file_name,
             run.status,
             run.rows_total,
             run.rows_added,
@@ -238,8 +246,15 @@ class Poller:
             run.rows_skipped,
             run.message,
         )
-        self.notifier.send(run_message(d, run, self.notifier.settings.sender))
+        self._notify(lambda: run_message(d, run, self.notifier.settings.sender))
         return run
+
+    def _notify(self, build: Callable[[], EmailMessage]) -> None:
+        """Send a status e-mail; a message that cannot be built or sent is logged, never fatal."""
+        try:
+            self.notifier.send(build())
+        except Exception:
+            log.exception("status e-mail not sent")
 
     def close(self) -> None:
         """Flush rows, leave the ledger group so partitions move at once, close clients (once)."""

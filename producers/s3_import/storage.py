@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import FetchError
-from inflow.producers.s3_import.naming import name_pattern, object_name
+from inflow.producers.s3_import.naming import name_pattern, object_name, shown
 
 ACCESS_KEY_INVALID = "Given S3 Access Key is not valid"
 CHECK_FOLDER = "Please check the folder path and try again"
@@ -114,7 +114,7 @@ class Folder:
 
     def report_key(self, file: S3File) -> str:
         """Error reports go in a sub-folder, which imports never read."""
-        return f"{self.prefix}/{REPORT_FOLDER}/{file.name}.errors.csv"
+        return f"{self.prefix}/{REPORT_FOLDER}/{shown(file.name)}.errors.csv"
 
     def put_report(self, key: str, body: IO[bytes]) -> None:
         try:

@@ -26,7 +26,14 @@ from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
 from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition
-from inflow.producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
+from inflow.producers.s3_import.exceptions import (
+    FetchError,
+    FileFormatError,
+    InfrastructureFault,
+    OwnershipLost,
+    RowError,
+    S3ImportError,
+)
 from inflow.producers.s3_import.mapping import CompiledMapping, compile_mapping
 from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.pgp import (
@@ -49,7 +56,7 @@ from inflow.producers.s3_import.reading import (
 )
 from inflow.producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
 from inflow.producers.s3_import.runs import FAILED, RunRecord, outcome
-from inflow.producers.s3_import.storage import Folder, S3File
+from inflow.producers.s3_import.storage import Folder, S3File, transient_s3_error
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.serde import AvroSerde
 
@@ -104,7 +111,25 @@ def flush_rows(out: KafkaProducer) -> None:
             if exc.error is None and len(out):  # only slow: nothing failed yet, keep waiting
                 log.warning("waiting for the broker to acknowledge %d rows", len(out))
                 continue
+            if exc.kind is Kind.RETRIABLE:  # the broker is away: the file is retried, not failed
+                raise InfrastructureFault(f"Kafka unavailable: {exc}", kafka=True) from exc
             raise S3ImportError(f"the broker rejected rows: {exc}") from exc
+
+
+def infrastructure_fault(exc: BaseException) -> InfrastructureFault | None:
+    """The fault of S3 or Kafka behind ``exc`` (unreachable, timed out, a 5xx answer), or None when the
+    file itself is the problem."""
+    if isinstance(exc, InfrastructureFault):
+        return exc
+    if isinstance(exc, KafkaFault):
+        if exc.kind is Kind.RETRIABLE:
+            return InfrastructureFault(f"Kafka unavailable: {exc}", kafka=True)
+        return None
+    if isinstance(exc, FetchError):
+        return InfrastructureFault(str(exc)) if exc.retriable else None
+    if transient_s3_error(exc):
+        return InfrastructureFault(f"S3 unavailable: {type(exc).__name__}: {exc}")
+    return None
 
 
 class FileImport:
@@ -129,18 +154,24 @@ class FileImport:
         self.bytes_read = 0
 
     def run(self) -> RunRecord:
+        """Import the file. Raises :class:`InfrastructureFault` when S3 or Kafka failed (the file is
+        retried later, from its last checkpoint), :class:`OwnershipLost` on a handover, a fatal
+        :class:`KafkaFault`; every fault of the file itself ends in the returned record."""
         run = self.run_record
         try:
             self._import()
         except OwnershipLost:
             raise
-        except S3ImportError as exc:
-            run.finish(FAILED, str(exc))
         except KafkaFault as exc:
             if exc.kind is Kind.FATAL:
                 raise  # the producer cannot go on: the poller stops with the reason
+            self._raise_if_infrastructure(exc)
             run.finish(FAILED, f"writing rows to Kafka failed: {exc}")
+        except S3ImportError as exc:
+            self._raise_if_infrastructure(exc)
+            run.finish(FAILED, str(exc))
         except Exception as exc:  # a file must never stop the poller: whatever it triggers fails it alone
+            self._raise_if_infrastructure(exc)
             log.exception("import %s: %s: unexpected error", self.d.name, shown(self.file.name))
             run.finish(FAILED, f"Unexpected error while importing the file: {type(exc).__name__}: {exc}")
         else:
@@ -153,6 +184,17 @@ class FileImport:
             run.finish(status, message)
         self._upload_report()
         return run
+
+    def _raise_if_infrastructure(self, exc: BaseException) -> None:
+        fault = infrastructure_fault(exc)
+        if fault is not None:
+            self._discard_report()  # the retry reads the file again and reports every bad row again
+            raise fault from exc
+
+    def _discard_report(self) -> None:
+        if self.report is not None:
+            self.report.close()
+            self.report = None
 
     def _import(self) -> None:
         body = self.folder.open(self.file)

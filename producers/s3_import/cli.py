@@ -16,6 +16,7 @@ from rich.table import Table
 from inflow.config.secrets import SecretBox
 from inflow.producers.s3_import.definition import ImportDefinition, parse_definition
 from inflow.producers.s3_import.exceptions import DefinitionError
+from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.poller import Poller, RunSummary
 from inflow.producers.s3_import.preview import preview
 from inflow.producers.s3_import.runs import RunStore
@@ -127,7 +128,7 @@ def show(name: str) -> None:
     )
     for r in RunStore(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).history(name):
         table.add_row(
-            r["file_name"],
+            shown(r["file_name"]),
             str(r["file_size"]),
             str(r["started_at"]),
             str(r["completed_at"] or "-"),
@@ -136,7 +137,7 @@ def show(name: str) -> None:
             str(r["rows_failed"]),
             str(r["rows_skipped"]),
             r["status"],
-            r["message"],
+            shown(r["message"]),
         )
     console.print(table)
 

@@ -31,3 +31,14 @@ class OwnershipLost(S3ImportError):
     """This poller no longer owns the ledger partition of the file it is importing."""
 
     retriable = True
+
+
+class InfrastructureFault(S3ImportError):
+    """S3 or Kafka could not be reached or answered with a transient error: not the file's fault. The file
+    stays claimable and is retried later with backoff; it is never marked FAILED for this."""
+
+    retriable = True
+
+    def __init__(self, reason: str, *, kafka: bool = False) -> None:
+        super().__init__(reason)
+        self.kafka = kafka  # the broker was the problem: rows in flight may not be acknowledged

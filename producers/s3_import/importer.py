@@ -26,20 +26,37 @@ from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
 from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition
-from inflow.producers.s3_import.exceptions import FileFormatError, OwnershipLost, RowError, S3ImportError
+from inflow.producers.s3_import.exceptions import (
+    FetchError,
+    FileFormatError,
+    InfrastructureFault,
+    OwnershipLost,
+    RowError,
+    S3ImportError,
+)
 from inflow.producers.s3_import.mapping import CompiledMapping, compile_mapping
-from inflow.producers.s3_import.pgp import IS_ENCRYPTED, DecryptStream, Keyring, looks_encrypted, verify_then
+from inflow.producers.s3_import.naming import shown
+from inflow.producers.s3_import.pgp import (
+    GPG_TIMEOUT,
+    IS_ENCRYPTED,
+    DecryptStream,
+    Keyring,
+    looks_encrypted,
+    verify_then,
+)
 from inflow.producers.s3_import.reading import (
+    DEFAULT_LIMITS,
     EMPTY_ROW,
     CountingReader,
     ReadAhead,
+    ReadLimits,
     Row,
     reader_for,
     text_stream,
 )
 from inflow.producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
 from inflow.producers.s3_import.runs import FAILED, RunRecord, outcome
-from inflow.producers.s3_import.storage import Folder, S3File
+from inflow.producers.s3_import.storage import Folder, S3File, transient_s3_error
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.serde import AvroSerde
 
@@ -63,6 +80,8 @@ class ImportContext:
     progress: ProgressFn | None = None
     resume_after: int = 0
     checkpoint_rows: int = CHECKPOINT_ROWS
+    limits: ReadLimits = DEFAULT_LIMITS
+    gpg_timeout: float = GPG_TIMEOUT
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -92,7 +111,25 @@ def flush_rows(out: KafkaProducer) -> None:
             if exc.error is None and len(out):  # only slow: nothing failed yet, keep waiting
                 log.warning("waiting for the broker to acknowledge %d rows", len(out))
                 continue
+            if exc.kind is Kind.RETRIABLE:  # the broker is away: the file is retried, not failed
+                raise InfrastructureFault(f"Kafka unavailable: {exc}", kafka=True) from exc
             raise S3ImportError(f"the broker rejected rows: {exc}") from exc
+
+
+def infrastructure_fault(exc: BaseException) -> InfrastructureFault | None:
+    """The fault of S3 or Kafka behind ``exc`` (unreachable, timed out, a 5xx answer), or None when the
+    file itself is the problem."""
+    if isinstance(exc, InfrastructureFault):
+        return exc
+    if isinstance(exc, KafkaFault):
+        if exc.kind is Kind.RETRIABLE:
+            return InfrastructureFault(f"Kafka unavailable: {exc}", kafka=True)
+        return None
+    if isinstance(exc, FetchError):
+        return InfrastructureFault(str(exc)) if exc.retriable else None
+    if transient_s3_error(exc):
+        return InfrastructureFault(f"S3 unavailable: {type(exc).__name__}: {exc}")
+    return None
 
 
 class FileImport:
@@ -117,17 +154,26 @@ class FileImport:
         self.bytes_read = 0
 
     def run(self) -> RunRecord:
+        """Import the file. Raises :class:`InfrastructureFault` when S3 or Kafka failed (the file is
+        retried later, from its last checkpoint), :class:`OwnershipLost` on a handover, a fatal
+        :class:`KafkaFault`; every fault of the file itself ends in the returned record."""
         run = self.run_record
         try:
             self._import()
         except OwnershipLost:
             raise
-        except S3ImportError as exc:
-            run.finish(FAILED, str(exc))
         except KafkaFault as exc:
             if exc.kind is Kind.FATAL:
                 raise  # the producer cannot go on: the poller stops with the reason
+            self._raise_if_infrastructure(exc)
             run.finish(FAILED, f"writing rows to Kafka failed: {exc}")
+        except S3ImportError as exc:
+            self._raise_if_infrastructure(exc)
+            run.finish(FAILED, str(exc))
+        except Exception as exc:  # a file must never stop the poller: whatever it triggers fails it alone
+            self._raise_if_infrastructure(exc)
+            log.exception("import %s: %s: unexpected error", self.d.name, shown(self.file.name))
+            run.finish(FAILED, f"Unexpected error while importing the file: {type(exc).__name__}: {exc}")
         else:
             status = outcome(run.rows_added, run.rows_failed)
             message = "" if status == "SUCCESSFUL" else "At least 1 row failed"
@@ -138,6 +184,17 @@ class FileImport:
             run.finish(status, message)
         self._upload_report()
         return run
+
+    def _raise_if_infrastructure(self, exc: BaseException) -> None:
+        fault = infrastructure_fault(exc)
+        if fault is not None:
+            self._discard_report()  # the retry reads the file again and reports every bad row again
+            raise fault from exc
+
+    def _discard_report(self) -> None:
+        if self.report is not None:
+            self.report.close()
+            self.report = None
 
     def _import(self) -> None:
         body = self.folder.open(self.file)
@@ -161,19 +218,24 @@ class FileImport:
 
     def _import_encrypted(self, counting: CountingReader) -> None:
         with Keyring(self.d.pgp) as keyring:
+            timeout = self.ctx.gpg_timeout
             if self.d.pgp and self.d.pgp.signing_key:
-                verify_then(keyring, lambda: self.folder.open(self.file))
-            stream = DecryptStream(keyring, counting)
+                verify_then(keyring, lambda: self.folder.open(self.file), timeout)
+            stream = DecryptStream(keyring, counting, timeout=timeout)
             try:
                 self._consume(stream.stdout)
-            except BaseException:
+            except BaseException as exc:
                 stream.close()
+                if stream.timed_out:  # the reader saw GnuPG's output end early because it was stopped
+                    stream.finish()
+                if stream.feed_error is not None:  # S3 failed mid-stream: that, not the cut data, is why
+                    raise stream.feed_error from exc
                 raise
             stream.finish()
 
     def _consume(self, binary: IO[bytes]) -> None:
         read = reader_for(self.d.file_format)
-        table = read(text_stream(binary), [m.column for m in self.d.mappings])
+        table = read(text_stream(binary), [m.column for m in self.d.mappings], self.ctx.limits)
         mapping = compile_mapping(table.columns, self.d.mappings, UTC, self.d.tz)
         mapping.unmapped_columns = table.unmapped
         self._check_mandatory_columns(mapping)
@@ -231,7 +293,7 @@ class FileImport:
                     poll(0)
                     if not ctx.still_owned():
                         raise OwnershipLost(
-                            f"{self.file.name}: ledger partition moved to another poller at row {n}"
+                            f"{shown(self.file.name)}: ledger partition moved to another poller at row {n}"
                         )
                     if ctx.progress:
                         ctx.progress(n, self._counter.bytes_read)

@@ -29,7 +29,7 @@ from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.errors import KafkaFault, Kind
 from inflow.kafka.producer import KafkaProducer
 from inflow.kafka.view import TP, CompactedView
-from inflow.producers.s3_import.exceptions import S3ImportError
+from inflow.producers.s3_import.exceptions import InfrastructureFault, S3ImportError
 from inflow.schemas.serde import AvroSerde
 
 NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
@@ -183,6 +183,10 @@ class Ledger:
         except KafkaFault as exc:
             if exc.kind is Kind.FATAL:
                 raise
+            if exc.kind is Kind.RETRIABLE:
+                raise InfrastructureFault(
+                    f"Kafka unavailable: ledger write failed: {exc}", kafka=True
+                ) from exc
             raise S3ImportError(f"ledger write for {key} failed: {exc}") from exc
         entries = self._entries.get(partition)
         if entries is not None:

@@ -81,8 +81,8 @@ def parse_manifest(text: str) -> list[ColumnMapping]:
     """Parse an uploaded manifest ``{"mapping": [...]}``; each ``moe_attr`` must be unique."""
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise DefinitionError(f"manifest is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for the parser
+        raise DefinitionError(f"manifest is not valid JSON: {type(exc).__name__}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("mapping"), list):
         raise DefinitionError('manifest must be a JSON object with a "mapping" list')
     out = []

@@ -60,3 +60,11 @@ def object_name(key: str, folder: str) -> str | None:
         return None
     rest = key[len(head) :]
     return rest if rest and "/" not in rest else None
+
+
+def shown(name: str) -> str:
+    """``name`` safe for one log line, a run history row, an e-mail header or an S3 key: control and other
+    unprintable characters (a trailing newline, a carriage return, ...) are written as escapes."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name)

@@ -11,11 +11,13 @@ pass before any row is read, because GnuPG can only report a bad signature after
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -30,6 +32,8 @@ VERIFICATION_FAILED = "Signing key verification failed"
 UNABLE_TO_DECRYPT = "Unable to decrypt the file"
 NOT_ENCRYPTED = "File is not in encrypted format"
 IS_ENCRYPTED = "File is in encrypted format, please set up PGP encryption"
+GPG_TIMED_OUT = "Unable to decrypt the file: GnuPG made no progress for"
+GPG_TIMEOUT = 300.0
 GPG = shutil.which("gpg") or "/usr/bin/gpg"
 CHUNK = 1 << 20
 _BASE = ["--batch", "--no-tty", "--quiet", "--no-auto-key-retrieve", "--trust-model", "always"]
@@ -114,10 +118,22 @@ class DecryptStream:
 
     Call :meth:`finish` after reading everything: it raises :class:`PgpError` with MoEngage's message
     when GnuPG reported a failure. :meth:`close` stops the process early (preview reads only five rows).
+
+    A watchdog kills GnuPG when it makes no progress for ``timeout`` seconds while the caller waits on it
+    (neither takes input nor gives output nor exits); :meth:`finish` then fails the file with that reason.
+    Time the caller spends elsewhere (a slow broker between two reads) never counts.
     """
 
-    def __init__(self, keyring: Keyring, source: Any, verify: bool = False) -> None:
+    def __init__(
+        self, keyring: Keyring, source: Any, verify: bool = False, timeout: float = GPG_TIMEOUT
+    ) -> None:
         self._keyring = keyring
+        self._timeout = timeout
+        self._progress_at = time.monotonic()
+        self._waiting = verify  # the verify pass only waits for GnuPG; a data pass waits inside reads
+        self.timed_out = False
+        self._in_source = False
+        self._done = threading.Event()
         status_r, status_w = os.pipe()
         pass_r, pass_w = os.pipe()
         self._proc = subprocess.Popen(
@@ -150,27 +166,63 @@ class DecryptStream:
         ]
         for thread in self._threads:
             thread.start()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+        self._watchdog.start()
+        self._stdout: IO[bytes] | None = None
 
     @property
     def stdout(self) -> IO[bytes]:
-        assert self._proc.stdout is not None
-        return self._proc.stdout
+        """The plaintext; reads through it tell the watchdog when the caller waits on GnuPG."""
+        if self._stdout is None:
+            assert self._proc.stdout is not None
+            self._stdout = io.BufferedReader(_WatchedPipe(self._proc.stdout, self), CHUNK)
+        return self._stdout
+
+    def _moved(self) -> None:
+        self._progress_at = time.monotonic()
+
+    def _watch(self) -> None:
+        step = min(1.0, self._timeout / 4)
+        while not self._done.wait(step):
+            if self._proc.poll() is not None:
+                return
+            if not self._waiting or self._in_source:
+                self._moved()  # the caller or S3 is slow: GnuPG waiting for them is not stuck
+            elif time.monotonic() - self._progress_at > self._timeout:
+                self.timed_out = True
+                with contextlib.suppress(OSError):
+                    self._proc.kill()
+                return
 
     def _feed(self, source: Any) -> None:
         stdin = self._proc.stdin
         assert stdin is not None
         try:
-            while chunk := source.read(CHUNK):
+            while True:
+                self._in_source = True  # waiting on S3, not on GnuPG: S3's own timeouts apply
+                try:
+                    chunk = source.read(CHUNK)
+                except BaseException as exc:  # S3 failed mid-stream: finish() raises it, not a PGP error
+                    self._feed_error = exc
+                    return
+                self._in_source = False
+                self._moved()
+                if not chunk:
+                    break
                 if not self.head:
                     self.head = chunk[:64]
                 stdin.write(chunk)
+                self._moved()
         except (BrokenPipeError, ValueError, OSError):
             pass  # gpg stopped early (bad key, closed): finish() reports why
-        except BaseException as exc:  # a read error from S3 is reported by finish()
-            self._feed_error = exc
         finally:
             with contextlib.suppress(OSError, ValueError):
                 stdin.close()
+
+    @property
+    def feed_error(self) -> BaseException | None:
+        """The error that stopped reading the encrypted source (S3 failing mid-stream), if any."""
+        return self._feed_error
 
     def _read_status(self, fd: int) -> None:
         with os.fdopen(fd, "rb") as handle:
@@ -186,6 +238,7 @@ class DecryptStream:
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait(timeout=30)
+        self._done.set()
         for thread in self._threads:
             thread.join(timeout=30)
         if self._proc.stdout is not None:
@@ -193,9 +246,13 @@ class DecryptStream:
 
     def finish(self) -> None:
         """Wait for GnuPG and turn its status lines into MoEngage's PGP errors."""
-        code = self._proc.wait(timeout=600)
+        self._waiting = True
+        code = self._proc.wait()  # the watchdog kills a GnuPG that makes no progress
+        self._done.set()
         for thread in self._threads:
             thread.join(timeout=60)
+        if self.timed_out:
+            raise PgpError(f"{GPG_TIMED_OUT} {self._timeout:g} s (gpg was stopped)")
         if self._feed_error is not None:
             raise self._feed_error
         check_status(
@@ -246,7 +303,35 @@ def check_signature(status: list[str], signers: set[str]) -> None:
         raise PgpError(f"{VERIFICATION_FAILED}: the file is signed by a key other than the signing key")
 
 
-def verify_then(keyring: Keyring, open_source: Callable[[], Any]) -> None:
+class _WatchedPipe(io.RawIOBase):
+    """GnuPG's stdout; marks the time the caller spends waiting in a read for the watchdog."""
+
+    def __init__(self, pipe: IO[bytes], owner: DecryptStream) -> None:
+        self._pipe = pipe
+        self._owner = owner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        owner = self._owner
+        owner._waiting = True
+        try:
+            data = self._pipe.read1(len(buffer))  # type: ignore[attr-defined]
+        finally:
+            owner._waiting = False
+        owner._moved()
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.close()
+        super().close()
+
+
+def verify_then(keyring: Keyring, open_source: Callable[[], Any], timeout: float = GPG_TIMEOUT) -> None:
     """First pass when a signing key is set: decrypt to nowhere and check the signature."""
-    stream = DecryptStream(keyring, open_source(), verify=True)
+    stream = DecryptStream(keyring, open_source(), verify=True, timeout=timeout)
     stream.finish()

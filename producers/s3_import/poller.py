@@ -1,5 +1,10 @@
 """The poller: evaluates every import's schedule, discovers new files, and imports the files whose ledger
 partition it owns (see ``ledger.py``), one at a time, so a run never overlaps another of the same import.
+
+A fault of a file fails that file (or only its bad rows) with the reason in run history and the error
+report, and the poller goes on with the next file. A fault of S3 or Kafka (unreachable, timed out, a 5xx
+answer) is not the file's: the file stays claimed at its last checkpoint, run history shows it RETRYING
+with the reason, and it is tried again after a wait that doubles up to a maximum, never marked FAILED.
 """
 
 from __future__ import annotations
@@ -9,25 +14,37 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from typing import Any
+
+from tenacity import RetryCallState, Retrying, wait_exponential
 
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.errors import KafkaFault, Kind
 from inflow.producers.s3_import.definition import ImportDefinition
-from inflow.producers.s3_import.exceptions import FetchError, OwnershipLost, S3ImportError
+from inflow.producers.s3_import.exceptions import (
+    FetchError,
+    InfrastructureFault,
+    OwnershipLost,
+    S3ImportError,
+)
 from inflow.producers.s3_import.importer import FileImport, ImportContext, ProgressFn, row_producer
 from inflow.producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
+from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
-from inflow.producers.s3_import.runs import RunRecord, RunStore, run_id_for
+from inflow.producers.s3_import.reading import ReadLimits
+from inflow.producers.s3_import.runs import RETRYING, WAITING, RunRecord, RunStore, run_id_for
 from inflow.producers.s3_import.settings import PollerSettings, SmtpSettings
 from inflow.producers.s3_import.storage import Folder, S3File
 from inflow.producers.s3_import.store import DefinitionStore
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.registry import WorkspaceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +58,15 @@ class RunSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     not_owned: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+@dataclass
+class Backoff:
+    """A file (or an import's listing) that met an S3 or Kafka outage: when to try again, and why."""
+
+    failures: int
+    at: float  # time.monotonic()
+    reason: str
 
 
 def default_owner() -> str:
@@ -70,7 +96,16 @@ class Poller:
         self.runs = RunStore(kafka, self.serde)
         self.out = row_producer(kafka)
         self.notifier = Notifier(smtp or SmtpSettings())
+        self.workspaces = WorkspaceRegistry(kafka, self.serde).start()  # followed: disable/enable
+        self.paused: set[str] = set()  # imports whose workspace is disabled: run again once enabled
+        self._waiting_written: set[str] = set()  # ledger keys whose WAITING run record is written
         self.last_due: dict[str, datetime] = {}
+        self.backoff: dict[str, Backoff] = {}  # by ledger key, or by import name for its listing
+        self._wait = wait_exponential(
+            multiplier=self.settings.retry_min_seconds,
+            min=self.settings.retry_min_seconds,
+            max=self.settings.retry_max_seconds,
+        )
         self.stop = threading.Event()
         self._closed = False
 
@@ -81,8 +116,10 @@ class Poller:
         while datetime.now(UTC).timestamp() < deadline and not self.stop.is_set():
             self.ledger.pump(0.2)
             assigned = self.ledger.assigned_partitions()
-            if assigned and assigned == self.ledger.owned_partitions():
+            if assigned and assigned == self.ledger.owned_partitions() and self.workspaces.ready:
                 return assigned
+        if not self.workspaces.ready:
+            log.warning("workspaces not read to their end yet: disabled workspaces are not known")
         return self.ledger.owned_partitions()
 
     # --- scheduling -------------------------------------------------------------------------------
@@ -96,12 +133,41 @@ class Poller:
             if d.archived or self.stop.is_set():
                 continue
             due = d.schedule.latest_due(now, d.created_at or now)
-            if due is None or self.last_due.get(d.name) == due:
+            if due is not None and self.last_due.get(d.name) != due:
+                self.last_due[d.name] = due
+                log.info("import %s: scheduled run of %s", d.name, due.isoformat())
+            elif d.name in self.paused and self.disabled_reason(d) is None:
+                log.info("import %s: workspace %s enabled again, running", d.name, d.workspace_id)
+            elif not self._retry_due(d.name):
                 continue
-            self.last_due[d.name] = due
-            log.info("import %s: scheduled run of %s", d.name, due.isoformat())
+            else:
+                log.info("import %s: retrying after an S3 or Kafka outage", d.name)
             done.append(self.run_import(d))
         return done
+
+    def disabled_reason(self, d: ImportDefinition) -> str | None:
+        """Why the import may not run now (its workspace is disabled), or None."""
+        workspace = self.workspaces.get(d.workspace_id)
+        if workspace is not None and workspace.disabled:
+            return f"workspace {d.workspace_id} is disabled: the file waits until it is enabled"
+        return None
+
+    # --- retries after S3 or Kafka outages --------------------------------------------------------
+    def _retry_due(self, name: str) -> bool:
+        """True when a file or the listing of import ``name`` waits for a retry whose time has come."""
+        prefix = f"{name}|"
+        now = time.monotonic()
+        return any(b.at <= now for k, b in self.backoff.items() if k == name or k.startswith(prefix))
+
+    def _back_off(self, key: str, reason: str) -> Backoff:
+        """Wait before ``key`` is tried again: the first wait is ``retry_min_seconds``, doubling on every
+        failure in a row up to ``retry_max_seconds``."""
+        failures = self.backoff[key].failures + 1 if key in self.backoff else 1
+        state = RetryCallState(Retrying(), None, (), {})
+        state.attempt_number = failures
+        entry = Backoff(failures, time.monotonic() + self._wait(state), reason)
+        self.backoff[key] = entry
+        return entry
 
     def run_forever(self) -> None:
         """Until SIGTERM/SIGINT: tick, then wait; a running file finishes first (it can't stop midway)."""
@@ -118,6 +184,8 @@ class Poller:
                     if exc.kind is Kind.FATAL:
                         raise  # a Kafka client cannot go on: stop with the reason
                     log.error("poller tick failed: %s", exc)
+                except Exception:  # one import's surprise never stops the others: log it, go on
+                    log.exception("poller tick failed")
                 waited = 0.0
                 while waited < self.settings.tick_seconds and not self.stop.is_set():
                     self.ledger.pump(0.5)
@@ -138,32 +206,104 @@ class Poller:
             files = folder.list_files()
         except FetchError as exc:
             summary.error = str(exc)
+            if exc.retriable:  # S3 is away, not the import's fault: list again after a wait
+                wait = self._back_off(d.name, str(exc))
+                summary.error = f"{exc}; retrying in {wait.at - time.monotonic():.0f} s"
+                log.warning("import %s: %s", d.name, summary.error)
+                return summary
             log.error("import %s: %s", d.name, exc)
-            self.notifier.send(failure_message(d, str(exc), self.notifier.settings.sender))
+            reason = str(exc)
+            self._notify(lambda: failure_message(d, reason, self.notifier.settings.sender))
             return summary
+        self.backoff.pop(d.name, None)
+        disabled = self.disabled_reason(d)
+        if disabled:
+            self.paused.add(d.name)
+            log.warning("import %s: %s", d.name, disabled)
+        else:
+            self.paused.discard(d.name)
         for file in files:
             if self.stop.is_set():
                 break
             key = ledger_key(d.name, d.bucket, d.folder, file.name)
+            name = shown(file.name)
+            waiting = self.backoff.get(key)
+            if waiting is not None and waiting.at > time.monotonic():
+                left = waiting.at - time.monotonic()
+                summary.skipped[name] = f"retrying in {left:.0f} s after: {waiting.reason}"
+                continue
             self.ledger.pump(0)
             if not self.ledger.owns(key):
-                summary.not_owned.append(file.name)
+                summary.not_owned.append(name)
                 continue
             decision = self.ledger.decide(key, d.retry.max_attempts)
             if not decision.process:
-                summary.skipped[file.name] = decision.reason
+                summary.skipped[name] = decision.reason
+                self.backoff.pop(key, None)
                 continue
-            log.info("import %s: %s: %s", d.name, file.name, decision.reason)
+            if disabled:  # nothing is claimed: the file stays pending, run history says why
+                summary.skipped[name] = disabled
+                self._write_waiting(d, file, key, decision.attempt, disabled)
+                continue
+            self._waiting_written.discard(key)
+            log.info("import %s: %s: %s", d.name, name, decision.reason)
+            claimed = (decision.entry or {}).get("etag")  # set when the file was claimed before
+            if claimed and claimed != file.etag:  # resume the version claimed: a replaced file fails
+                file = replace(file, etag=claimed)
             try:
                 run = self._import_file(
                     d, folder, file, key, decision.attempt, decision.resume_after, progress
                 )
             except OwnershipLost as exc:
                 log.warning("import %s: %s", d.name, exc)
-                summary.not_owned.append(file.name)
+                summary.not_owned.append(name)
                 continue
+            except InfrastructureFault as exc:
+                summary.files.append(self._retry_later(d, file, key, decision.attempt, exc))
+                continue
+            self.backoff.pop(key, None)
             summary.files.append(run)
         return summary
+
+    def _write_waiting(self, d: ImportDefinition, file: S3File, key: str, attempt: int, reason: str) -> None:
+        """A WAITING run record (once per file): the run that will import it later overwrites it."""
+        if key in self._waiting_written:
+            return
+        run = self._run_record(d, file, attempt)
+        run.status, run.message = WAITING, reason
+        try:
+            self.runs.write(run)
+        except S3ImportError as exc:
+            log.warning("import %s: run history not written: %s", d.name, exc)
+            return
+        self._waiting_written.add(key)
+
+    def _run_record(self, d: ImportDefinition, file: S3File, attempt: int) -> RunRecord:
+        folder = f"{d.bucket}/{d.folder}"
+        return RunRecord(
+            run_id_for(d.name, folder, file.name, attempt),
+            d.name,
+            folder,
+            shown(file.name),
+            file.size,
+            datetime.now(UTC),
+        )
+
+    def _retry_later(
+        self, d: ImportDefinition, file: S3File, key: str, attempt: int, exc: InfrastructureFault
+    ) -> RunRecord:
+        """Run history shows the file RETRYING with the reason; its ledger entry stays CLAIMED at the last
+        checkpoint, so the retry (by this poller or the next owner) resumes there."""
+        wait = self._back_off(key, str(exc))
+        run = self._run_record(d, file, attempt)
+        run.status = RETRYING
+        run.message = f"{exc}; retry {wait.failures} in {wait.at - time.monotonic():.0f} s"
+        log.warning("import %s: %s: %s", d.name, run.file_name, run.message)
+        try:
+            self.runs.write(run)
+        except S3ImportError as write_error:  # Kafka is away too: the log line is all there is
+            log.warning("import %s: run history not written: %s", d.name, write_error)
+        return run
 
     def _import_file(
         self,
@@ -187,7 +327,7 @@ class Poller:
             "attempts": attempt,
         }
         self.ledger.write(key, self.ledger.entry(state=CLAIMED, rows_acked=resume_after, **entry_args))
-        run = RunRecord(run_id, d.name, f"{d.bucket}/{d.folder}", file.name, file.size, started)
+        run = RunRecord(run_id, d.name, f"{d.bucket}/{d.folder}", shown(file.name), file.size, started)
         self.runs.write(run)
         partition = partition_for(key, self.ledger.partitions)
         owned = [True]
@@ -195,6 +335,8 @@ class Poller:
             resume_after=resume_after,
             progress=progress(file) if progress else None,
             checkpoint_rows=self.settings.checkpoint_rows,
+            limits=ReadLimits(self.settings.max_line_chars, self.settings.max_json_depth),
+            gpg_timeout=self.settings.gpg_timeout_seconds,
         )
         job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
 
@@ -219,10 +361,19 @@ class Poller:
         self.ledger.add_revoke_hook(on_revoke)
         try:
             run = job.run()
+        except InfrastructureFault as exc:
+            if not exc.kafka and owned[0]:  # S3 failed: rows read so far are in flight; keep them
+                try:
+                    checkpoint(job.handover())
+                except (S3ImportError, KafkaFault) as lost:
+                    if isinstance(lost, KafkaFault) and lost.kind is Kind.FATAL:
+                        raise
+                    log.warning("import %s: no checkpoint after the outage: %s", d.name, lost)
+            raise
         finally:
             self.ledger.remove_revoke_hook(on_revoke)
         if not owned[0]:
-            raise OwnershipLost(f"{file.name}: handed over to another poller")
+            raise OwnershipLost(f"{shown(file.name)}: handed over to another poller")
         self.runs.write(run)
         self.ledger.write(
             key, self.ledger.entry(state=DONE, status=run.status, rows_acked=job.last_row, **entry_args)
@@ -230,7 +381,7 @@ class Poller:
         log.info(
             "import %s: %s %s: %d rows, %d added, %d failed, %d skipped %s",
             d.name,
-            file.name,
+            run.file_name,
             run.status,
             run.rows_total,
             run.rows_added,
@@ -238,8 +389,15 @@ class Poller:
             run.rows_skipped,
             run.message,
         )
-        self.notifier.send(run_message(d, run, self.notifier.settings.sender))
+        self._notify(lambda: run_message(d, run, self.notifier.settings.sender))
         return run
+
+    def _notify(self, build: Callable[[], EmailMessage]) -> None:
+        """Send a status e-mail; a message that cannot be built or sent is logged, never fatal."""
+        try:
+            self.notifier.send(build())
+        except Exception:
+            log.exception("status e-mail not sent")
 
     def close(self) -> None:
         """Flush rows, leave the ledger group so partitions move at once, close clients (once)."""
@@ -247,6 +405,7 @@ class Poller:
             return
         self._closed = True
         self.out.close(30)
+        self.workspaces.stop()
         self.ledger.close()
         self.store.close()
         self.runs.close()

@@ -5,6 +5,11 @@ first row is the header (no duplicate or empty names), cells up to 128 KB, ``\\n
 one object per line, flattened two levels into dot-notation columns. File-level problems raise
 :class:`FileFormatError`; row-level ones are yielded as data.
 
+What a hostile file can make a reader hold or do is bounded (:class:`ReadLimits`): a line is read with a
+maximum length, so a header or a line of tens of MB never enters memory whole (a CSV line over it fails the
+file, since CSV rows cannot be re-synchronised; an NDJSON line over it fails that row alone), and an NDJSON
+object nested deeper than the limit is refused before the JSON parser recurses into it.
+
 Readers are looked up by format in :data:`READERS` (:func:`reader_for`); a new format is one more entry.
 """
 
@@ -14,6 +19,7 @@ import csv
 import io
 import json
 import queue
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +28,8 @@ from typing import IO, Any, Protocol
 from inflow.producers.s3_import.exceptions import FileFormatError
 
 CELL_LIMIT = 131_072  # MoEngage accepts cells of up to 128 KB
-MAX_LINE = CELL_LIMIT * 100  # an NDJSON line holds at most 100 columns of 128 KB
+MAX_LINE = CELL_LIMIT * 100  # default longest line: 100 cells of 128 KB
+MAX_JSON_DEPTH = 64  # default deepest nesting of an NDJSON object (MoEngage flattens only two levels)
 EMPTY_ROW = "empty row"
 csv.field_size_limit(CELL_LIMIT)
 ZERO_ROWS = "Found zero data rows in the file"
@@ -31,6 +38,17 @@ NOT_UTF8 = (
 )
 CELL_TOO_LARGE = "Column value found larger than the max size-limit (check opening/closing quotes in a row)"
 CRLF = "Only \\n line endings are supported: the file uses Windows \\r\\n line endings"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLimits:
+    """How much of a file a reader takes in at once: the longest line (characters) and the deepest JSON."""
+
+    max_line: int = MAX_LINE
+    max_json_depth: int = MAX_JSON_DEPTH
+
+
+DEFAULT_LIMITS = ReadLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +153,18 @@ def check_header(header: Sequence[str]) -> None:
         raise FileFormatError(f"Duplicate column names in the header: {', '.join(dupes)}")
 
 
-def read_csv(text: io.TextIOWrapper) -> tuple[list[str], Iterator[Row]]:
+def line_too_long(limit: int, where: str) -> FileFormatError:
+    return FileFormatError(f"Line too long: {where} is longer than {limit} characters")
+
+
+def read_csv(text: io.TextIOWrapper, limits: ReadLimits = DEFAULT_LIMITS) -> tuple[list[str], Iterator[Row]]:
     """Header and a lazy iterator of rows; raises at once when the header or first row is unusable."""
     try:
-        first = text.readline()
+        first = text.readline(limits.max_line + 1)
     except UnicodeDecodeError as exc:
         raise decode_error(exc) from exc
+    if len(first) > limits.max_line:
+        raise line_too_long(limits.max_line, "the header row")
     if first.endswith("\r\n"):
         raise FileFormatError(CRLF)
     if first.startswith("\ufeff"):
@@ -150,11 +174,21 @@ def read_csv(text: io.TextIOWrapper) -> tuple[list[str], Iterator[Row]]:
     except csv.Error as exc:
         raise FileFormatError(f"Cannot read the header row: {exc}") from exc
     check_header(header)
-    return header, _csv_rows(text, len(header))
+    return header, _csv_rows(text, len(header), limits.max_line)
 
 
-def _csv_rows(text: io.TextIOWrapper, width: int) -> Iterator[Row]:
-    reader = csv.reader(text, strict=True)
+def _bounded_lines(text: io.TextIOWrapper, limit: int, number: list[int]) -> Iterator[str]:
+    """The lines of ``text``, each read with a maximum length; a longer one fails the file."""
+    readline = text.readline
+    while line := readline(limit + 1):
+        if len(line) > limit:
+            raise line_too_long(limit, f"a line of data row {number[0] + 1}")
+        yield line
+
+
+def _csv_rows(text: io.TextIOWrapper, width: int, max_line: int = MAX_LINE) -> Iterator[Row]:
+    counter = [0]  # the row number, for the message of a too-long line
+    reader = csv.reader(_bounded_lines(text, max_line, counter), strict=True)
     number = 0
     while True:
         try:
@@ -168,6 +202,7 @@ def _csv_rows(text: io.TextIOWrapper, width: int) -> Iterator[Row]:
                 raise FileFormatError(f"{CELL_TOO_LARGE}: data row {number + 1}") from exc
             raise FileFormatError(f"Cannot parse the CSV at data row {number + 1}: {exc}") from exc
         number += 1
+        counter[0] = number
         if not cells or (len(cells) == 1 and cells[0] == ""):
             yield Row(number, None, EMPTY_ROW)
         elif len(cells) != width:
@@ -189,9 +224,11 @@ def flatten(obj: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def read_ndjson(text: io.TextIOWrapper, columns: Sequence[str]) -> tuple[list[str], Iterator[Row]]:
+def read_ndjson(
+    text: io.TextIOWrapper, columns: Sequence[str], limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[list[str], Iterator[Row]]:
     """Rows as cells in the order of ``columns`` (default: the header, i.e. the first object's keys)."""
-    lines = _ndjson_objects(text)
+    lines = _ndjson_objects(text, limits)
     first = next(lines, None)
     if first is None:
         raise FileFormatError(ZERO_ROWS)
@@ -213,25 +250,64 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield from rest
 
 
-def _ndjson_objects(text: io.TextIOWrapper) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_too_deep(line: str, limit: int) -> bool:
+    """True when the JSON text nests arrays and objects deeper than ``limit``, found without parsing it.
+
+    Counting brackets is enough for nearly every line; only a line with more brackets than the limit is
+    scanned, with its strings removed first (a bracket inside a string does not nest).
+    """
+    if line.count("[") + line.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", line)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _skip_rest_of_line(text: io.TextIOWrapper, chunk: int) -> None:
+    """Read past the end of an over-long line in bounded pieces, keeping nothing."""
+    while True:
+        piece = text.readline(chunk)
+        if not piece or piece.endswith("\n"):
+            return
+
+
+def _ndjson_objects(
+    text: io.TextIOWrapper, limits: ReadLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     number = 0
+    max_line, max_depth = limits.max_line, limits.max_json_depth
     while True:
         try:
-            line = text.readline(MAX_LINE + 1)
+            line = text.readline(max_line + 1)
+            if len(line) > max_line and not line.endswith("\n"):
+                _skip_rest_of_line(text, max_line)
         except UnicodeDecodeError as exc:
             raise decode_error(exc) from exc
         if not line:
             return
-        if len(line) > MAX_LINE:
-            raise FileFormatError(f"{CELL_TOO_LARGE}: data row {number + 1}")
+        number += 1
+        if len(line) > max_line:  # only this row is bad: the next line starts the next object
+            yield number, None, f"{CELL_TOO_LARGE}: the line is longer than {max_line} characters"
+            continue
         if not line.strip():
-            number += 1
             yield number, None, EMPTY_ROW
             continue
-        number += 1
+        if json_too_deep(line, max_depth):
+            yield number, None, f"not a JSON object: nested deeper than {max_depth} levels"
+            continue
         try:
             obj = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: never reached after the depth check
             yield number, None, f"not a JSON object: {exc}"
             continue
         if not isinstance(obj, dict):
@@ -256,12 +332,14 @@ class FileReader(Protocol):
     """Reads one file format. ``mapped`` names the columns the import maps (empty for a preview); the
     reader raises :class:`FileFormatError` at once when the file as a whole is unusable."""
 
-    def __call__(self, text: io.TextIOWrapper, mapped: Sequence[str]) -> Table: ...
+    def __call__(
+        self, text: io.TextIOWrapper, mapped: Sequence[str], limits: ReadLimits = DEFAULT_LIMITS
+    ) -> Table: ...
 
 
-def csv_table(text: io.TextIOWrapper, mapped: Sequence[str]) -> Table:
+def csv_table(text: io.TextIOWrapper, mapped: Sequence[str], limits: ReadLimits = DEFAULT_LIMITS) -> Table:
     """CSV: each row has one cell per header column; a header column no mapping names is unmapped."""
-    header, rows = read_csv(text)
+    header, rows = read_csv(text, limits)
     wanted = set(mapped)
     return Table(header, header, rows, [h for h in header if h not in wanted])
 
@@ -272,9 +350,9 @@ def _covered(key: str, columns: Sequence[str]) -> bool:
     return key in columns or parent in columns or any(c.startswith(key + ".") for c in columns)
 
 
-def ndjson_table(text: io.TextIOWrapper, mapped: Sequence[str]) -> Table:
+def ndjson_table(text: io.TextIOWrapper, mapped: Sequence[str], limits: ReadLimits = DEFAULT_LIMITS) -> Table:
     """NDJSON: each row has one cell per mapped column (per key of the first object for a preview)."""
-    header, rows = read_ndjson(text, mapped)
+    header, rows = read_ndjson(text, mapped, limits)
     columns = list(mapped) or header
     return Table(header, columns, rows, [h for h in header if not _covered(h, mapped)])
 

@@ -15,7 +15,7 @@ from inflow.config.settings import KafkaSettings
 from inflow.kafka.errors import KafkaFault, Kind
 from inflow.kafka.producer import KafkaProducer
 from inflow.kafka.view import CompactedView
-from inflow.producers.s3_import.exceptions import S3ImportError
+from inflow.producers.s3_import.exceptions import InfrastructureFault, S3ImportError
 from inflow.schemas.serde import AvroSerde
 
 NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
@@ -24,6 +24,8 @@ RUNNING = "RUNNING"
 SUCCESSFUL = "SUCCESSFUL"
 PARTIAL_SUCCESS = "PARTIAL_SUCCESS"
 FAILED = "FAILED"
+RETRYING = "RETRYING"  # S3 or Kafka failed: the file is imported again after a wait (message says why)
+WAITING = "WAITING"  # not started: its workspace is disabled (message says why)
 _RUN_NS = uuid.UUID("0f8f3b1e-0c56-5d7e-a2c5-3f1b8e6d9a44")
 
 
@@ -86,6 +88,10 @@ class RunStore:
         except KafkaFault as exc:
             if exc.kind is Kind.FATAL:
                 raise
+            if exc.kind is Kind.RETRIABLE:
+                raise InfrastructureFault(
+                    f"Kafka unavailable: writing run history failed: {exc}", kafka=True
+                ) from exc
             raise S3ImportError(f"writing run {run.run_id} failed: {exc}") from exc
 
     def history(self, import_name: str | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:

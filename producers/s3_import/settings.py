@@ -8,6 +8,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inflow.producers.s3_import.reading import CELL_LIMIT
+
 
 class PollerSettings(BaseSettings):
     """How often the poller looks at schedules, and the consumer group pollers share the ledger in."""
@@ -20,6 +22,26 @@ class PollerSettings(BaseSettings):
     )
     checkpoint_rows: int = Field(100_000, gt=0, description="rows between ledger checkpoints of a file")
     owner: str | None = Field(None, description="poller id written in ledger claims; default host-pid")
+    max_line_chars: int = Field(
+        13_107_200,
+        ge=CELL_LIMIT,
+        description="longest line of a file read at once (characters; 100 cells of 128 KB); a longer CSV "
+        "line fails the file, a longer NDJSON line fails its row",
+    )
+    max_json_depth: int = Field(
+        64, ge=2, le=200, description="deepest nesting of an NDJSON row; a deeper row fails alone"
+    )
+    gpg_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="GnuPG making no progress this long while the import waits on it fails the file",
+    )
+    retry_min_seconds: float = Field(
+        5.0, gt=0, description="first wait before a file or listing that met an S3/Kafka outage is retried"
+    )
+    retry_max_seconds: float = Field(
+        300.0, gt=0, description="longest wait between retries after an S3/Kafka outage (doubling up to it)"
+    )
 
 
 class SmtpSettings(BaseSettings):

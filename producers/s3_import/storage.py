@@ -14,18 +14,46 @@ from typing import IO, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+)
 
 from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import FetchError
-from inflow.producers.s3_import.naming import name_pattern, object_name
+from inflow.producers.s3_import.naming import name_pattern, object_name, shown
 
 ACCESS_KEY_INVALID = "Given S3 Access Key is not valid"
 CHECK_FOLDER = "Please check the folder path and try again"
 FILE_NOT_FOUND = "file not found at the location"
+FILE_CHANGED = "The file was replaced while it was being imported; upload it again under a new name"
 REPORT_FOLDER = "inflow-error-reports"
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403"}
 _MISSING_CODES = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
+_CHANGED_CODES = {"PreconditionFailed", "412"}
+_TRANSIENT_CODES = {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable", "Throttling"}
+# Errors of the connection to S3, not of the file: refused, reset, timed out, cut mid-stream.
+_TRANSPORT_ERRORS = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    HTTPClientError,
+    IncompleteReadError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def transient_s3_error(exc: BaseException) -> bool:
+    """True when ``exc`` says S3 is unreachable or briefly unable to answer (connection, timeout, 5xx)."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return code.startswith("5") or code in _TRANSIENT_CODES or status >= 500
+    return isinstance(exc, _TRANSPORT_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +76,10 @@ def translate(exc: Exception, missing: str = CHECK_FOLDER) -> FetchError:
         if code in _MISSING_CODES:
             return FetchError(missing)
         err = FetchError(f"S3 error {code}: {exc}")
-        err.retriable = code.startswith("5") or code in {"SlowDown", "InternalError"}
+        err.retriable = transient_s3_error(exc)
         return err
     err = FetchError(f"cannot reach S3: {exc}")
-    err.retriable = isinstance(exc, EndpointConnectionError | BotoCoreError)
+    err.retriable = transient_s3_error(exc)
     return err
 
 
@@ -106,15 +134,26 @@ class Folder:
                     )
 
     def open(self, file: S3File) -> Any:
-        """A streaming body with ``read(n)``; nothing is buffered beyond the HTTP socket's chunks."""
+        """A streaming body with ``read(n)``; nothing is buffered beyond the HTTP socket's chunks.
+
+        The read is pinned to the version that was listed (``If-Match`` its ETag): every read of one
+        import of the file (the signature check and the data) sees the same bytes, and a file replaced
+        in between fails with :data:`FILE_CHANGED` instead of importing data that was never checked.
+        """
+        pin = {"IfMatch": f'"{file.etag}"'} if file.etag else {}
         try:
-            return self._client.get_object(Bucket=self.bucket, Key=file.key)["Body"]
-        except (ClientError, BotoCoreError) as exc:
+            return self._client.get_object(Bucket=self.bucket, Key=file.key, **pin)["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _CHANGED_CODES:
+                raise FetchError(f"{FILE_CHANGED} (it is no longer ETag {file.etag})") from exc
+            raise translate(exc, FILE_NOT_FOUND) from exc
+        except BotoCoreError as exc:
             raise translate(exc, FILE_NOT_FOUND) from exc
 
     def report_key(self, file: S3File) -> str:
         """Error reports go in a sub-folder, which imports never read."""
-        return f"{self.prefix}/{REPORT_FOLDER}/{file.name}.errors.csv"
+        return f"{self.prefix}/{REPORT_FOLDER}/{shown(file.name)}.errors.csv"
 
     def put_report(self, key: str, body: IO[bytes]) -> None:
         try:

@@ -195,6 +195,11 @@ def test_manifest_fills_mappings_and_keeps_given_ones() -> None:
         parse_manifest('{"mapping": [{"column": "a", "moe_attr": ""}]}')
 
 
+def test_a_manifest_nested_too_deep_is_a_definition_error() -> None:
+    with pytest.raises(DefinitionError, match="manifest is not valid JSON: RecursionError"):
+        parse_manifest("[" * 100_000)
+
+
 def test_secrets_encrypted_at_rest_and_never_printed() -> None:
     box = SecretBox(Fernet.generate_key())
     d = make(

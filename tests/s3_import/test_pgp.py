@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,8 +13,12 @@ from pydantic import SecretStr
 from inflow.config.settings import KafkaSettings
 from inflow.producers.s3_import.definition import PgpConfig
 from inflow.producers.s3_import.exceptions import PgpError
+from inflow.producers.s3_import.importer import FileImport, ImportContext, row_producer
 from inflow.producers.s3_import.pgp import DecryptStream, Keyring, looks_encrypted
 from inflow.producers.s3_import.poller import Poller
+from inflow.producers.s3_import.runs import RunRecord
+from inflow.producers.s3_import.storage import FILE_CHANGED, Folder, S3File
+from inflow.schemas.serde import AvroSerde
 from tests.s3_import.pgp_keys import GpgWorkbench, KeyPair
 from tests.support import consume_n, consume_until_quiet
 
@@ -151,3 +156,46 @@ def test_encrypted_signed_import_end_to_end_and_failures_import_nothing(
     consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
     msgs = consume_n(consumer, 4) + consume_until_quiet(consumer, quiet=3)
     assert len(msgs) == 4  # two good files of two rows; the failed files produced nothing
+
+
+class ReplacingFolder(Folder):
+    """The real folder; right before the second read of the file (the data, after the signature check) a
+    real upload replaces the object with data that is encrypted but not signed."""
+
+    def __init__(self, d: Any, replacement: bytes) -> None:
+        super().__init__(d)
+        self.replacement = replacement
+        self.opened = 0
+
+    def open(self, file: S3File) -> Any:
+        self.opened += 1
+        if self.opened == 2:
+            self._client.put_object(Bucket=self.bucket, Key=file.key, Body=self.replacement)
+        return super().open(file)
+
+
+def test_a_file_replaced_between_signature_check_and_read_fails(
+    gpg: GpgWorkbench,
+    keys: dict[str, KeyPair],
+    definition: Callable[..., Any],
+    put: Callable[..., None],
+    catalogue_topics: KafkaSettings,
+    consumer_factory: Callable[..., Any],
+) -> None:
+    alice, signer = keys["alice"], keys["signer"]
+    pgp = {"decryption_key": alice.private, "passphrase": alice.passphrase, "signing_key": signer.public}
+    d = definition(encrypted=True, pgp=pgp, date_format="ddmmyyyy")
+    put("in/users/registered_user_data_01012024.csv.asc", gpg.encrypt(PLAIN, alice, signer=signer))
+    folder = ReplacingFolder(d, gpg.encrypt(b"ID,First Name\nevil,Eve\n", alice))  # not signed
+    (file,) = folder.list_files()
+    run = RunRecord("run-1", d.name, f"{d.bucket}/{d.folder}", file.name, file.size, datetime.now(UTC))
+    out = row_producer(catalogue_topics)
+    try:
+        result = FileImport(d, folder, file, run, out, AvroSerde(), ImportContext()).run()
+    finally:
+        out.close()
+    assert folder.opened == 2  # the signature check, then the data
+    assert (result.status, result.rows_added) == ("FAILED", 0)
+    assert result.message == f"{FILE_CHANGED} (it is no longer ETag {file.etag})"
+    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    assert consume_until_quiet(consumer, quiet=3) == []  # nothing of either version was imported

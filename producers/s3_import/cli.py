@@ -26,6 +26,18 @@ from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("poller", ["poller"])]
+
+
+def config_sections(imports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The YAML ``imports`` entries validated by the import model (a bad entry raises naming it,
+    ``imports[1]: ...``), as JSON-able dicts whose secrets (S3 secret key, PGP private key and passphrase)
+    show as ``**********``."""
+    definitions = [parse_definition(entry, f"imports[{i}]") for i, entry in enumerate(imports)]
+    return [d.model_dump(mode="json") for d in definitions]
+
+
+# ``inflow config check`` validates and masks the YAML file's ``imports`` section with this.
+CONFIG_SECTIONS: dict[str, Any] = {"imports": config_sections}
 imports_app = typer.Typer(
     help="S3 file imports: definitions, preview, runs and history.", no_args_is_help=True
 )

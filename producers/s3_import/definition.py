@@ -60,7 +60,8 @@ MANDATORY_ROLES: dict[ImportType, list[tuple[set[Role], str]]] = {
 
 
 class PgpConfig(BaseModel):
-    """Reference 4.7: the private decryption key, its passphrase and an optional public signing key."""
+    """MoEngage's PGP settings of an import: the private decryption key, its passphrase and an optional
+    public signing key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -162,7 +163,7 @@ class ImportDefinition(BaseModel):
         return self.event_name if self.type is ImportType.EVENTS and self.event_name else self.type.value
 
     def duplicate_key(self) -> tuple[str, str, str, str]:
-        """Reference 4.6: type + sub-type + folder path + bucket name identify an import."""
+        """As in MoEngage, type + sub-type + folder path + bucket name identify an import."""
         kind = "EVENTS" if self.type is ImportType.EVENTS else "USERS"
         if self.type is ImportType.AUX_DATA:
             kind = "AUX_DATA"
@@ -200,7 +201,7 @@ def check_definition(d: ImportDefinition) -> ImportDefinition:
 
 
 def check_mandatory(name: str, kind: ImportType, mappings: Iterable[ColumnMapping]) -> None:
-    """Reference 4.5: the mandatory mappings of each type, which can never be skipped."""
+    """MoEngage's mandatory mappings of each import type, which can never be skipped."""
     mappings = list(mappings)
     for roles, label in MANDATORY_ROLES[kind]:
         found = [m for m in mappings if m.effective_role in roles]

@@ -1,4 +1,4 @@
-"""Every error path of the Data APIs answers the reference's exact body (reference 1.5 and 2.6)."""
+"""Every error path of the Data APIs answers MoEngage's exact error body (auth and request errors)."""
 
 from __future__ import annotations
 

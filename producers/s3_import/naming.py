@@ -1,7 +1,8 @@
 """Which object names an import reads: its prefix, one of the five date formats, and an extension.
 
 MoEngage's S3 file naming: ``<import type>_<date time format>.<ext>``; with PGP ``.csv.asc`` /
-``.csv.pgp`` and the same for ``.json``. Only objects directly in the folder count; sub-folders are never read.
+``.csv.pgp`` and the same for ``.json``. Only objects directly in the folder count; sub-folders are never
+read.
 """
 
 from __future__ import annotations

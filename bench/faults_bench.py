@@ -4,7 +4,7 @@
 
 Starts a private broker and S3 server (free ports, a temporary folder), and per scenario a fresh topic
 prefix, a counting Streams endpoint on 127.0.0.1, and the four components as processes (``inflow gateway``,
-``poller``, ``worker``, ``sink``). A steady load of Bulk API requests (``--rate`` events/s, ten events per
+``poller``, ``worker``, ``sink``). A steady load of Bulk API requests (``--rate`` events/s, twenty events per
 request, an Idempotency-Key each, resent with the same key after a connection error or a 503) runs while
 one import file is imported; the fault is applied mid-load; then the bench waits (deadlines, no fixed sleeps
 for correctness) until every accepted event is delivered or in the DLQ, and reconciles:
@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -290,11 +291,10 @@ def run_scenario(
         run.note("first event delivered: load clock starts")
         if scenario.hostile:
             storm = HostileStorm(pipeline.gateway_url, WS, KEY).start()
-        steps: list[tuple[float, Callable[[Run], None]]] = [
-            (scenario.import_at_s, lambda r: add_import(r, services)),
-            *scenario.faults,
-        ]
-        for at, step in sorted(steps, key=lambda s: s[0]):
+        # ``inflow imports add`` runs beside the faults: its process start must not delay them.
+        adder = threading.Thread(target=add_import, args=(run, services, t0 + scenario.import_at_s))
+        adder.start()
+        for at, step in sorted(scenario.faults, key=lambda s: s[0]):
             delay = t0 + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)  # the schedule of the scenario, not a wait for correctness
@@ -305,7 +305,8 @@ def run_scenario(
         if storm is not None:
             storm.stop()
         load.stop()
-        run.note(f"load stopped after {load.sent_requests} requests")
+        run.note(f"load stopped: {load.sent_requests} requests sent, {load.skipped} pacing slots skipped")
+        adder.join(300)
         settle_from = time.monotonic()
         status = wait_until(lambda: import_status(pipeline, import_name), scenario.settle_s, "the import run")
         result.import_status = status
@@ -370,7 +371,10 @@ def run_scenario(
     return result
 
 
-def add_import(run: Run, services: Services) -> None:
+def add_import(run: Run, services: Services, at: float) -> None:
+    delay = at - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)  # the schedule of the scenario
     definition = import_definition(run.import_name, run.pipeline.bucket, "imports", services.s3)
     run.pipeline.add_import(definition)
     run.note(f"import {run.import_name} added ({run.import_rows} rows)")

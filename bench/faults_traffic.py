@@ -130,8 +130,8 @@ class BulkLoad:
         workspace: str,
         key: str,
         rate: float,
-        per_request: int = 10,
-        senders: int = 4,
+        per_request: int = 20,
+        senders: int = 6,
         retry_for: float = 240.0,
         run_id: str = "",
     ) -> None:
@@ -153,6 +153,7 @@ class BulkLoad:
             for i in range(senders)
         ]
         self.sent_requests = 0
+        self.skipped = 0
 
     def start(self) -> BulkLoad:
         for t in [self._pacer, *self._senders]:
@@ -168,8 +169,10 @@ class BulkLoad:
             if due > now:
                 self._stop.wait(due - now)
                 continue
-            if now - due > 1.0:  # behind (senders blocked): skip slots instead of bursting later
-                n = int((now - started) / self.interval)
+            if now - due > 1.0 or self._queue.qsize() > len(self._senders):
+                # Behind (senders blocked by a fault or a slow gateway): skip slots, never burst later.
+                self.skipped += int((now - started) / self.interval) + 1 - n
+                n = int((now - started) / self.interval) + 1
                 continue
             self._queue.put(n)
             self.sent_requests += 1
@@ -240,6 +243,12 @@ class BulkLoad:
         """Stop pacing; wait for the queued and in-flight requests (each ends within ``retry_for``)."""
         self._stop.set()
         self._pacer.join(10)
+        while True:  # requests queued but never sent are not part of the load
+            try:
+                self._queue.get_nowait()
+                self.sent_requests -= 1
+            except queue.Empty:
+                break
         for _ in self._senders:
             self._queue.put(None)
         deadline = time.monotonic() + drain_timeout

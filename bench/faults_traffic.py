@@ -131,7 +131,7 @@ class BulkLoad:
         key: str,
         rate: float,
         per_request: int = 20,
-        senders: int = 6,
+        senders: int = 12,
         retry_for: float = 240.0,
         run_id: str = "",
     ) -> None:

@@ -285,10 +285,11 @@ def run_scenario(
         )
         pipeline.start()
         log(f"[{scenario.name}] components started (prefix {prefix}, logs in {pipeline.workdir})")
+        run.note("components started, gateway healthy")
         load = BulkLoad(pipeline.gateway_url, WS, KEY, rate, run_id=prefix).start()
         wait_until(endpoint.delivered_tags, 300, "the first event at the endpoint", 0.5)
+        run.note("first event delivered: the scenario's clock starts")
         run.started = t0 = time.monotonic()
-        run.note("first event delivered: load clock starts")
         if scenario.hostile:
             storm = HostileStorm(pipeline.gateway_url, WS, KEY).start()
         # ``inflow imports add`` runs beside the faults: its process start must not delay them.
@@ -367,6 +368,7 @@ def run_scenario(
             pipeline.drop_topics()
         except Exception as exc:  # noqa: BLE001 - clean-up only
             run.note(f"dropping topics failed: {exc}")
+        run.note("pipeline stopped")
         result.notes = run.notes
     return result
 

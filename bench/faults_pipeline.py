@@ -111,12 +111,17 @@ class Component:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.exit_codes.append(self.proc.wait(60))
 
+    def terminate(self) -> None:
+        """SIGTERM by pid (a clean stop); ``stop`` then waits for the exit."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM by pid; SIGKILL after ``timeout``. Returns the exit code (None if it never ran)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -230,7 +235,9 @@ class Pipeline:
             return False
 
     def stop(self) -> dict[str, int | None]:
-        """SIGTERM every component (a clean stop exits 0); returns the exit codes."""
+        """SIGTERM every component at once (a clean stop exits 0); returns the exit codes."""
+        for component in self.components.values():
+            component.terminate()
         return {name: c.stop() for name, c in self.components.items()}
 
     def drop_topics(self) -> None:

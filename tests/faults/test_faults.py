@@ -22,8 +22,8 @@ def test_worker_and_sink_killed_mid_load_beside_a_hostile_storm_lose_nothing(
     services = Services(kafka_bootstrap, s3_settings)
     scenario = Scenario(
         "kill-worker-then-sink-with-hostile-storm",
-        [(8.0, kill_and_restart("worker")), (16.0, kill_and_restart("sink"))],
-        load_s=25.0,
+        [(6.0, kill_and_restart("worker")), (12.0, kill_and_restart("sink"))],
+        load_s=20.0,
         import_at_s=2.0,
         import_rows=2_000,
         hostile=True,

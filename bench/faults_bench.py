@@ -65,6 +65,7 @@ class Run:
     import_rows: int
     started: float
     notes: list[str] = field(default_factory=list)
+    import_error: str = ""
 
     def note(self, text: str) -> None:
         self.notes.append(f"t+{time.monotonic() - self.started:5.1f}s {text}")
@@ -307,7 +308,9 @@ def run_scenario(
             storm.stop()
         load.stop()
         run.note(f"load stopped: {load.sent_requests} requests sent, {load.skipped} pacing slots skipped")
-        adder.join(300)
+        adder.join(400)
+        if run.import_error:
+            raise RuntimeError(f"the import could not be added: {run.import_error}")
         settle_from = time.monotonic()
         status = wait_until(lambda: import_status(pipeline, import_name), scenario.settle_s, "the import run")
         result.import_status = status
@@ -374,12 +377,24 @@ def run_scenario(
 
 
 def add_import(run: Run, services: Services, at: float) -> None:
+    """``inflow imports add`` at ``at``; an operator retries it when it fails (e.g. the broker is down)."""
     delay = at - time.monotonic()
     if delay > 0:
         time.sleep(delay)  # the schedule of the scenario
     definition = import_definition(run.import_name, run.pipeline.bucket, "imports", services.s3)
-    run.pipeline.add_import(definition)
-    run.note(f"import {run.import_name} added ({run.import_rows} rows)")
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            run.pipeline.add_import(definition)
+        except RuntimeError as exc:
+            run.note(f"imports add failed, retried: {str(exc).splitlines()[0][:160]}")
+            if time.monotonic() > deadline:
+                run.import_error = str(exc)
+                return
+            time.sleep(2)
+            continue
+        run.note(f"import {run.import_name} added ({run.import_rows} rows)")
+        return
 
 
 def table(results: list[Result]) -> str:

@@ -86,6 +86,7 @@ class Component:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    _terminated: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -113,7 +114,8 @@ class Component:
 
     def terminate(self) -> None:
         """SIGTERM by pid (a clean stop); ``stop`` then waits for the exit."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None and self._terminated is not self.proc:
+            self._terminated = self.proc  # once: a second SIGTERM means "stop now" to some components
             os.kill(self.proc.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = 60.0) -> int | None:

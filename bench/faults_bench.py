@@ -66,6 +66,8 @@ class Run:
     started: float
     notes: list[str] = field(default_factory=list)
     import_error: str = ""
+    died: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held while a fault kills and restarts
 
     def note(self, text: str) -> None:
         self.notes.append(f"t+{time.monotonic() - self.started:5.1f}s {text}")
@@ -74,15 +76,35 @@ class Run:
 Fault = Callable[[Run], None]
 
 
+def supervise(run: Run, stop: threading.Event) -> None:
+    """A component that exits on its own did not recover from the fault: record it (with its last log
+    line) and start it again, as a process supervisor would, so the reconciliation still counts exactly."""
+    while not stop.wait(1.0):
+        with run.lock:
+            for name, component in run.pipeline.components.items():
+                if component.proc is None or component.alive:
+                    continue
+                code = component.proc.returncode
+                component.exit_codes.append(code)
+                lines = [
+                    ln for ln in component.log_text().splitlines() if ln.strip() and not ln.startswith("%")
+                ]
+                last = lines[-1][:300] if lines else ""
+                run.died.append(f"{name} exited {code} on its own: {last}")
+                run.note(f"DID NOT RECOVER: {name} exited {code} ({last}); started again")
+                component.start()
+
+
 def kill_and_restart(name: str) -> Fault:
     def fault(run: Run) -> None:
         component = run.pipeline.components[name]
         pid = component.proc.pid if component.proc else None
-        if not component.alive:
-            raise RuntimeError(f"{name} was not running before the kill:\n{component.log_text()[-2000:]}")
-        component.kill()
-        run.note(f"SIGKILL {name} (pid {pid})")
-        component.start()
+        with run.lock:
+            if not component.alive:
+                raise RuntimeError(f"{name} was not running before the kill:\n{component.log_text()[-2000:]}")
+            component.kill()
+            run.note(f"SIGKILL {name} (pid {pid})")
+            component.start()
         run.note(f"{name} restarted (pid {component.proc.pid if component.proc else None})")
         if name == "gateway":
             wait_until(run.pipeline.gateway_healthy, 180, "the restarted gateway")
@@ -207,6 +229,7 @@ class Result:
     hostile_bad: int = 0
     exit_codes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    died: list[str] = field(default_factory=list)  # components that exited on their own
     settle_s: float = 0.0
     error: str = ""
 
@@ -216,7 +239,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return not self.error and not self.missing and not self.split and not self.hostile_bad
+        return not (self.error or self.missing or self.split or self.hostile_bad or self.died)
 
 
 def import_status(pipeline: Pipeline, name: str) -> str | None:
@@ -279,6 +302,8 @@ def run_scenario(
     storm: HostileStorm | None = None
     started = time.monotonic()
     run = Run(pipeline, endpoint, import_name, scenario.import_rows, started)
+    supervisor_stop = threading.Event()
+    supervisor: threading.Thread | None = None
     try:
         pipeline.create()
         pipeline.s3_client().put_object(
@@ -287,6 +312,8 @@ def run_scenario(
         pipeline.start()
         log(f"[{scenario.name}] components started (prefix {prefix}, logs in {pipeline.workdir})")
         run.note("components started, gateway healthy")
+        supervisor = threading.Thread(target=supervise, args=(run, supervisor_stop), daemon=True)
+        supervisor.start()
         load = BulkLoad(pipeline.gateway_url, WS, KEY, rate, run_id=prefix).start()
         wait_until(endpoint.delivered_tags, 300, "the first event at the endpoint", 0.5)
         run.note("first event delivered: the scenario's clock starts")
@@ -357,6 +384,10 @@ def run_scenario(
     except Exception as exc:  # noqa: BLE001 - a scenario that breaks is reported, the others still run
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
+        supervisor_stop.set()
+        if supervisor is not None:
+            supervisor.join(60)  # before the SIGTERMs, so a clean stop is never taken for a death
+        result.died = run.died
         if storm is not None:
             storm.stop()
         if load is not None:
@@ -429,6 +460,8 @@ def details(r: Result) -> str:
         out.append(f"  MISSING ({len(r.missing)}): {r.missing[:20]}")
     if r.split:
         out.append(f"  SPLIT ({len(r.split)}): {r.split[:20]}")
+    for died in r.died:
+        out.append(f"  DID NOT RECOVER: {died}")
     if r.error:
         out.append(f"  ERROR: {r.error}")
     return "\n".join(out)

@@ -220,6 +220,7 @@ class Result:
     dlq_reasons: Counter[str] = field(default_factory=Counter)
     missing: list[str] = field(default_factory=list)
     split: list[str] = field(default_factory=list)
+    refused: tuple[int, int] = (0, 0)  # requests and events the endpoint answered 503
     unconfirmed: int = 0
     unconfirmed_delivered: int = 0
     untagged: int = 0
@@ -285,6 +286,7 @@ def reconcile(
     result.dlq_reasons = Counter(dead_tags[t] for t in accepted if t in dead_tags and t not in uuids_of)
     result.missing = sorted(t for t in accepted if t not in uuids_of and t not in dead_tags)
     result.split = sorted(t for t, uuids in uuids_of.items() if len(uuids) > 1)
+    result.refused = (endpoint.requests_refused, endpoint.events_refused)
     result.unconfirmed = len(unconfirmed)
     result.unconfirmed_delivered = sum(1 for t in unconfirmed if t in uuids_of)
 
@@ -453,6 +455,8 @@ def table(results: list[Result]) -> str:
 def details(r: Result) -> str:
     out = [f"## {r.scenario}", *(f"  {n}" for n in r.notes)]
     out.append(f"  import: {r.import_status or '-'}; load: {json.dumps(r.load)}")
+    if r.refused[0]:
+        out.append(f"  endpoint answered 503 to {r.refused[0]} requests ({r.refused[1]} events)")
     if r.dlq_reasons:
         out.append(f"  DLQ reasons: {dict(r.dlq_reasons)}")
     if r.untagged:

@@ -481,13 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", default="all", help="a scenario name or 'all'")
+    parser.add_argument("--scenario", default="all", help="scenario names (comma-separated) or all")
     parser.add_argument("--quick", action="store_true", help="shorter load, a 20 s endpoint outage")
     parser.add_argument("--rate", type=float, default=300.0, help="Bulk API events/s of the steady load")
     parser.add_argument("--workdir", type=Path, default=None, help="keep broker data and logs here")
     args = parser.parse_args(argv)
     chosen = scenarios(args.quick)
-    names = list(chosen) if args.scenario == "all" else [args.scenario]
+    names = list(chosen) if args.scenario == "all" else args.scenario.split(",")
     unknown = [n for n in names if n not in chosen]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; one of {', '.join(chosen)} or all")

@@ -100,6 +100,7 @@ class Poller:
         self.paused: set[str] = set()  # imports whose workspace is disabled: run again once enabled
         self._waiting_written: set[str] = set()  # ledger keys whose WAITING run record is written
         self.last_due: dict[str, datetime] = {}
+        self._owned_seen: set[int] = set()
         self.backoff: dict[str, Backoff] = {}  # by ledger key, or by import name for its listing
         self._wait = wait_exponential(
             multiplier=self.settings.retry_min_seconds,
@@ -128,6 +129,12 @@ class Poller:
         now = now or datetime.now(UTC)
         self.store.refresh()
         self.ledger.pump(0)
+        # Ledger partitions this poller came to own since the last tick (at start, after a rebalance or a
+        # broker outage): files of theirs that fell due while nobody owned them were skipped as not owned,
+        # and a one-time schedule never falls due again. Every import that has fallen due is looked at again;
+        # the ledger skips the files already imported.
+        owned = self.ledger.owned_partitions()
+        gained, self._owned_seen = owned - self._owned_seen, owned
         done = []
         for d in list(self.store.definitions.values()):
             if d.archived or self.stop.is_set():
@@ -136,6 +143,12 @@ class Poller:
             if due is not None and self.last_due.get(d.name) != due:
                 self.last_due[d.name] = due
                 log.info("import %s: scheduled run of %s", d.name, due.isoformat())
+            elif due is not None and gained:
+                log.info(
+                    "import %s: ledger partitions %s newly owned, looking at its files again",
+                    d.name,
+                    sorted(gained),
+                )
             elif d.name in self.paused and self.disabled_reason(d) is None:
                 log.info("import %s: workspace %s enabled again, running", d.name, d.workspace_id)
             elif not self._retry_due(d.name):

@@ -65,7 +65,10 @@ class LaneProcessor:
     """Applies one ingest record to the lane state and returns what to publish."""
 
     def __init__(
-        self, state: State, directory: IdentityRulesDirectory, clock: Callable[[], int] = now_ms
+        self,
+        state: State,
+        directory: IdentityRulesDirectory,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.state = state
         self.directory = directory
@@ -345,7 +348,14 @@ class LaneProcessor:
         else:
             profile = self.state.users.get(keys.user_key(ws, uid))
             if profile is None:
-                raise Rejection(f"identity index points at unknown user {uid}")
+                # The identity index knows the user, its profile is missing: state restored after a crash
+                # in the middle of a batch's changelog writes (see processors.lane). The event is kept:
+                # the profile is made again under the same uid (the one its identifiers point at).
+                profile = self._new_profile(ws, uid, event_ms)
+                self._take_identifiers(profile, ids)
+                profile["aliases"] = [list(pair) for pair in ids if self._first_owner(ws, [pair]) == uid]
+                self._save(ws, profile)
+                outputs.append(self._snapshot(ws, profile))
             if event_ms > profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
                 profile = dict(profile, last_seen=event_ms)  # shallow copy: the cached value stays intact
                 self._save(ws, profile)

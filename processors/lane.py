@@ -57,8 +57,6 @@ from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-# Tables whose values grow with a user (profile, device book): checked against the changelog's limit.
-GROWING = (TABLES.index("users"), TABLES.index("devices"))
 RESTORE_STEP_S = 0.5
 
 
@@ -266,13 +264,15 @@ class LaneAgent:
                 self.publisher.check(record_bytes)
             except RecordTooLarge as exc:
                 return f"the {output.record_name} it produces would be too large: {exc}"
-        for index in GROWING:
+        # Every table, not only the growing ones: an identifier or device id near the ingest limit makes
+        # an index key (and a device index value) that large too.
+        for index, table in enumerate(self.state.tables):
             topic = self.changelogs[index]
-            limit = self.producer.limit(topic)
-            for key, raw in self.state.tables[index].pending_encoded():
-                if len(key) + len(raw) > limit:
-                    over = RecordTooLarge(topic, len(key) + len(raw), limit)
-                    return f"the stored {TABLES[index]} value it produces would be too large: {over}"
+            for key, raw in table.pending_encoded():
+                try:
+                    self.producer.check(topic, key, raw)
+                except RecordTooLarge as exc:
+                    return f"the stored {TABLES[index]} value it produces would be too large: {exc}"
         return None
 
     # --- ownership (called inside the consumer's poll, between batches) ---------------------------

@@ -7,6 +7,14 @@ import json
 import time
 from pathlib import Path
 
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
 from tests.processors import records as r
 from tests.processors.workers import Outputs, WorkerProcess, output_reader, produce, worker_env
 from tests.support import wait_for
@@ -146,6 +154,65 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing(
         latest = out.latest_profiles()
         live = {(p["workspace_id"], p["customer_id"]) for p in latest.values() if p["merged_into"] is None}
         assert len(live) == len([p for p in latest.values() if p["merged_into"] is None])
+    except AssertionError:
+        print(worker.tail())
+        raise
+    finally:
+        code = worker.terminate()
+        out.consumer.close()
+    assert code == 0, worker.tail()
+
+
+def test_records_over_the_lane_or_changelog_limits_are_rejected_and_the_worker_goes_on(
+    worker_topics, producer_factory, admin: AdminClient, tmp_path: Path
+):
+    """Every record the worker writes is size-checked: a lane pack in the router, and a changelog record
+    of any table (here an identity index key longer than its changelog's limit) in the lane."""
+    kafka = worker_topics
+    app_id = f"{kafka.topic_prefix}.processors"
+    lanes = kafka.topic("processors.lanes")
+    small = AlterConfigOpType.SET
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        lanes,
+        incremental_configs=[ConfigEntry("max.message.bytes", "20000", incremental_operation=small)],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+    partitions = len(admin.list_topics(lanes, timeout=10).topics[lanes].partitions)
+    identity = f"{app_id}-identity-changelog"
+    config = {"cleanup.policy": "compact", "max.message.bytes": "4000"}
+    for future in admin.create_topics([NewTopic(identity, partitions, 1, config=config)]).values():
+        future.result(timeout=30)
+    env = worker_env(kafka, tmp_path / "home", WORKSPACES)
+    worker = WorkerProcess("limits", env, tmp_path / "data", tmp_path / "limits.log").start()
+    out = output_reader(kafka)
+    producer = producer_factory()
+    try:
+        long_email = r.user("W", "a", at=1, attributes={"email": "e" * 6_000 + "@x.io"})
+        too_big_for_lanes = r.user("W", "b", at=2, attributes={"blob": "x" * 30_000})
+        produce(producer, kafka, [("UserUpsert", long_email), ("UserUpsert", too_big_for_lanes)])
+        events = [r.event("W", "c", at=3 + i) for i in range(5)]
+        produce(producer, kafka, [("EventRecord", e) for e in events])
+        wanted = {e["event_uuid"] for e in events}
+        wait_for(
+            out.until(
+                lambda o: wanted <= {e["event_uuid"] for e in o.events} and len(o.rejected) >= 2, [worker]
+            ),
+            120,
+            what="the other user's events and two rejections",
+        )
+        drain(out, [worker])
+        assert len(out.rejected) == 2, out.rejected
+        by_uuid = {x["event_uuid"]: x for x in out.rejected}
+        stored = by_uuid[long_email["event_uuid"]]
+        assert stored["record_name"] == "UserUpsert"
+        assert "stored identity value" in stored["reason"] and "limit" in stored["reason"]
+        routed = next(x for x in out.rejected if x is not stored)
+        assert "too large for the lanes" in routed["reason"]
+        assert not [p for p in out.profiles if p["customer_id"] in ("a", "b")]
+        assert sorted(e["event_uuid"] for e in out.events) == sorted(wanted)
+        worker.assert_running()
     except AssertionError:
         print(worker.tail())
         raise

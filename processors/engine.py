@@ -48,6 +48,7 @@ Profile = dict[str, Any]
 # Events move last seen forward only by this much or more: one profile write per user and minute, not per
 # event. User and device upserts set it exactly.
 LAST_SEEN_RESOLUTION_MS = 60_000
+WORKSPACE_DISABLED = "workspace disabled"
 
 
 def now_ms() -> int:
@@ -69,10 +70,12 @@ class LaneProcessor:
         state: State,
         directory: IdentityRulesDirectory,
         clock: Callable[[], int] = now_ms,
+        disabled: Callable[[str], bool] = lambda workspace_id: False,
     ) -> None:
         self.state = state
         self.directory = directory
         self.clock = clock
+        self.disabled = disabled
         self.handlers = {"UserUpsert": self._user, "DeviceUpsert": self._device, "EventRecord": self._event}
         self.duplicates = 0
 
@@ -91,6 +94,11 @@ class LaneProcessor:
         ws, event_uuid = record.get("workspace_id"), record.get("event_uuid")
         if handler is None or not isinstance(ws, str) or not isinstance(event_uuid, str):
             return [self._rejection(record_name, record, Rejection(f"{record_name} is not an ingest record"))]
+        if self.disabled(ws):
+            # `inflow workspaces disable` stops the workspace everywhere: the gateway refuses its requests,
+            # and what was accepted before (or comes from an import) is rejected here, its state untouched
+            # (no seen mark either: a copy sent after the workspace is enabled again is applied).
+            return [self._rejection(record_name, record, Rejection(WORKSPACE_DISABLED))]
         seen = keys.seen_key(ws, event_uuid)
         marked = self.state.seen.get(seen)
         if marked is not None and (position is None or marked != position):

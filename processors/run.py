@@ -45,8 +45,12 @@ def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | N
         record = workspaces.get(workspace_id)
         return None if record is None else tuple(record["identifiers"])
 
+    def disabled(workspace_id: str) -> bool:
+        record = workspaces.get(workspace_id)
+        return record is not None and bool(record["disabled"])
+
     directory = IdentityRulesDirectory(rt.config.workspaces, identifiers_of)
-    worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder)
+    worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder, disabled)
     admin = new_admin(rt.kafka)
     create_topics(admin, [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs)
     # Opened here with a real timeout (the view's own thread gives a cold client 0.1 s per metadata try,

@@ -15,6 +15,9 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.registry import Workspace
+from inflow.workspaces.registry import WorkspaceRegistry as Credentials
 from tests.processors import records as r
 from tests.processors.workers import Outputs, WorkerProcess, output_reader, produce, worker_env
 from tests.support import wait_for
@@ -154,6 +157,73 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing(
         latest = out.latest_profiles()
         live = {(p["workspace_id"], p["customer_id"]) for p in latest.values() if p["merged_into"] is None}
         assert len(live) == len([p for p in latest.values() if p["merged_into"] is None])
+    except AssertionError:
+        print(worker.tail())
+        raise
+    finally:
+        code = worker.terminate()
+        out.consumer.close()
+    assert code == 0, worker.tail()
+
+
+def test_records_of_a_disabled_workspace_are_rejected_and_change_nothing(
+    worker_topics, producer_factory, tmp_path: Path
+):
+    """Records accepted before `inflow workspaces disable` (or imported) are rejected with the reason by
+    the worker; other workspaces go on; enabled again, the workspace's new records are applied."""
+    kafka = worker_topics
+    credentials = Credentials(kafka, AvroSerde()).load()
+    credentials.create(Workspace(id="OFF", key_hash="-"))
+    credentials.create(Workspace(id="ON", key_hash="-"))
+    producer = producer_factory()
+    blocked = [
+        ("UserUpsert", r.user("OFF", "u1", at=1, attributes={"city": "Oslo"})),
+        ("EventRecord", r.event("OFF", "u1", at=2)),
+        ("EventRecord", r.event("OFF", "u2", at=3)),
+    ]
+    produce(producer, kafka, blocked)
+    credentials.set_disabled("OFF", True)
+    env = worker_env(kafka, tmp_path / "home", [])
+    worker = WorkerProcess("off", env, tmp_path / "data", tmp_path / "off.log").start()
+    out = output_reader(kafka)
+    try:
+        allowed = [r.event("ON", "u1", at=4), r.event("ON", "u1", at=5)]
+        produce(producer, kafka, [("EventRecord", e) for e in allowed])
+        expected = {rec["event_uuid"] for _, rec in blocked}
+        wait_for(
+            out.until(
+                lambda o: (
+                    expected <= {x["event_uuid"] for x in o.rejected}
+                    and {e["event_uuid"] for e in allowed} <= {e["event_uuid"] for e in o.events}
+                ),
+                [worker],
+            ),
+            120,
+            what="the disabled workspace's rejections and the other workspace's events",
+        )
+        drain(out, [worker])
+        assert sorted(x["event_uuid"] for x in out.rejected) == sorted(expected)
+        assert {x["reason"] for x in out.rejected} == {"workspace disabled"}
+        assert {x["workspace_id"] for x in out.rejected} == {"OFF"}
+        assert not [p for p in out.profiles if p["workspace_id"] == "OFF"]
+        assert not [e for e in out.events if e["workspace_id"] == "OFF"]
+        # Enabled again (the worker follows control.workspaces): a new record of it is applied.
+        credentials.set_disabled("OFF", False)
+        later = r.event("OFF", "u1", at=6)
+
+        def applied() -> bool:
+            # Until the worker has read the change, a probe may still be rejected: send another.
+            nonlocal later
+            out.poll()
+            if any(e["event_uuid"] == later["event_uuid"] for e in out.events):
+                return True
+            if any(x["event_uuid"] == later["event_uuid"] for x in out.rejected):
+                later = r.event("OFF", "u1", at=6)
+                produce(producer, kafka, [("EventRecord", later)])
+            return False
+
+        produce(producer, kafka, [("EventRecord", later)])
+        wait_for(out.until(lambda o: applied(), [worker]), 120, interval=0.5, what="the enabled workspace")
     except AssertionError:
         print(worker.tail())
         raise

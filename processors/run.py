@@ -52,7 +52,14 @@ def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | N
     directory = IdentityRulesDirectory(rt.config.workspaces, identifiers_of)
     worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder, disabled)
     admin = new_admin(rt.kafka)
-    create_topics(admin, [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs)
+    # Replication and min.insync.replicas from the settings (KAFKA_REPLICATION_FACTOR /
+    # KAFKA_MIN_INSYNC_REPLICAS) for the changelogs too: 1 on the local broker, 3 / 2 in production.
+    create_topics(
+        admin,
+        [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs,
+        rt.kafka.replication_factor,
+        min_insync_replicas=rt.kafka.min_insync_replicas,
+    )
     # Opened here with a real timeout (the view's own thread gives a cold client 0.1 s per metadata try,
     # which a loaded host can miss again and again), then followed on the view's thread.
     workspaces.open(WORKSPACES_READY_S).start()

@@ -12,6 +12,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewTopic,
 )
 
@@ -230,6 +231,35 @@ def test_records_of_a_disabled_workspace_are_rejected_and_change_nothing(
     finally:
         code = worker.terminate()
         out.consumer.close()
+    assert code == 0, worker.tail()
+
+
+def test_changelogs_take_replication_and_min_insync_replicas_from_the_settings(
+    worker_topics, admin: AdminClient, tmp_path: Path
+):
+    kafka = worker_topics
+    env = worker_env(kafka, tmp_path / "home", WORKSPACES)
+    env |= {"KAFKA_REPLICATION_FACTOR": "1", "KAFKA_MIN_INSYNC_REPLICAS": "1"}
+    worker = WorkerProcess("isr", env, tmp_path / "data", tmp_path / "isr.log").start()
+    app_id = f"{kafka.topic_prefix}.processors"
+    names = [f"{app_id}-{t}-changelog" for t in ("identity", "users", "devices", "device_index", "seen")]
+    try:
+
+        def created() -> bool:
+            worker.assert_running()
+            topics = admin.list_topics(timeout=10).topics
+            return all(name in topics for name in names)
+
+        wait_for(created, 120, interval=0.5, what="the changelog topics")
+        for name in names:
+            resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+            entry = admin.describe_configs([resource])[resource].result(timeout=30)["min.insync.replicas"]
+            # Set on the topic when it was created, not the broker's default.
+            assert (entry.value, entry.source) == ("1", ConfigSource.DYNAMIC_TOPIC_CONFIG.value), name
+            partitions = admin.list_topics(name, timeout=10).topics[name].partitions
+            assert partitions and all(len(p.replicas) == 1 for p in partitions.values())
+    finally:
+        code = worker.terminate()
     assert code == 0, worker.tail()
 
 

@@ -279,7 +279,9 @@ def test_records_over_the_lane_or_changelog_limits_are_rejected_and_the_worker_g
     )
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
-    partitions = len(admin.list_topics(lanes, timeout=10).topics[lanes].partitions)
+    partitions = wait_for(  # a just-created topic can take a moment to show its partitions
+        lambda: len(admin.list_topics(lanes, timeout=10).topics[lanes].partitions), 30, what="lane partitions"
+    )
     identity = f"{app_id}-identity-changelog"
     config = {"cleanup.policy": "compact", "max.message.bytes": "4000"}
     for future in admin.create_topics([NewTopic(identity, partitions, 1, config=config)]).values():

@@ -48,6 +48,7 @@ Profile = dict[str, Any]
 # Events move last seen forward only by this much or more: one profile write per user and minute, not per
 # event. User and device upserts set it exactly.
 LAST_SEEN_RESOLUTION_MS = 60_000
+WORKSPACE_DISABLED = "workspace disabled"
 
 
 def now_ms() -> int:
@@ -65,11 +66,16 @@ class LaneProcessor:
     """Applies one ingest record to the lane state and returns what to publish."""
 
     def __init__(
-        self, state: State, directory: IdentityRulesDirectory, clock: Callable[[], int] = now_ms
+        self,
+        state: State,
+        directory: IdentityRulesDirectory,
+        clock: Callable[[], int] = now_ms,
+        disabled: Callable[[str], bool] = lambda workspace_id: False,
     ) -> None:
         self.state = state
         self.directory = directory
         self.clock = clock
+        self.disabled = disabled
         self.handlers = {"UserUpsert": self._user, "DeviceUpsert": self._device, "EventRecord": self._event}
         self.duplicates = 0
 
@@ -88,6 +94,11 @@ class LaneProcessor:
         ws, event_uuid = record.get("workspace_id"), record.get("event_uuid")
         if handler is None or not isinstance(ws, str) or not isinstance(event_uuid, str):
             return [self._rejection(record_name, record, Rejection(f"{record_name} is not an ingest record"))]
+        if self.disabled(ws):
+            # `inflow workspaces disable` stops the workspace everywhere: the gateway refuses its requests,
+            # and what was accepted before (or comes from an import) is rejected here, its state untouched
+            # (no seen mark either: a copy sent after the workspace is enabled again is applied).
+            return [self._rejection(record_name, record, Rejection(WORKSPACE_DISABLED))]
         seen = keys.seen_key(ws, event_uuid)
         marked = self.state.seen.get(seen)
         if marked is not None and (position is None or marked != position):
@@ -345,7 +356,14 @@ class LaneProcessor:
         else:
             profile = self.state.users.get(keys.user_key(ws, uid))
             if profile is None:
-                raise Rejection(f"identity index points at unknown user {uid}")
+                # The identity index knows the user, its profile is missing: state restored after a crash
+                # in the middle of a batch's changelog writes (see processors.lane). The event is kept:
+                # the profile is made again under the same uid (the one its identifiers point at).
+                profile = self._new_profile(ws, uid, event_ms)
+                self._take_identifiers(profile, ids)
+                profile["aliases"] = [list(pair) for pair in ids if self._first_owner(ws, [pair]) == uid]
+                self._save(ws, profile)
+                outputs.append(self._snapshot(ws, profile))
             if event_ms > profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
                 profile = dict(profile, last_seen=event_ms)  # shallow copy: the cached value stays intact
                 self._save(ws, profile)

@@ -18,9 +18,11 @@ each of these a plain step:
   batches, so the group keeps hearing from this member); then it is resumed from its committed offset.
 - A batch: each partition's records are applied in order by
   :class:`~inflow.processors.engine.LaneProcessor`, its outputs queued, its state writes coalesced into
-  one changelog record per changed key; the producer is flushed; then the writes go to RocksDB together
-  with the changelog offsets they reach; then the batch's offsets are committed. So nothing is committed
-  before what it caused is on the broker (at-least-once, effectively once per event_uuid: a replayed
+  one changelog record per changed key; the outputs are flushed, then the changelog records are sent and
+  flushed (no state change reaches a changelog before the outputs it goes with); then the writes go to
+  RocksDB together with the changelog offsets they reach; then the batch's offsets are committed (see
+  :meth:`LaneAgent.handle` for what a crash at each step leaves). So nothing is committed before what
+  it caused is on the broker (at-least-once, effectively once per event_uuid: a replayed
   record is applied again at the same position and its outputs carry the same event_uuid).
 - A record whose profile, event or stored value would be over a topic's size limit is rejected with the
   reason (its state changes dropped) instead of stopping the worker.
@@ -55,8 +57,6 @@ from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-# Tables whose values grow with a user (profile, device book): checked against the changelog's limit.
-GROWING = (TABLES.index("users"), TABLES.index("devices"))
 RESTORE_STEP_S = 0.5
 
 
@@ -139,34 +139,75 @@ class LaneAgent:
             self._restore_thread.shutdown(wait=False)
 
     async def handle(self, consumer: BatchConsumer, batch: list[Message]) -> None:
-        """Apply a batch per lane partition; outputs and changelog records, flush, state, then offsets."""
+        """Apply a batch per lane partition: outputs, flush; changelog records, flush; state, offsets.
+
+        Where a crash (kill -9, a broker fault, a record the broker refuses) can strike, and why nothing is
+        lost there (a step cannot be reached before the one above it is acknowledged):
+
+        1. While applying: nothing of the batch left the process; the restart reads the batch again from
+           the committed offset over state that does not know it.
+        2. During the outputs' flush: some outputs may be on the broker, no changelog record of the batch
+           is. The replay applies the batch again over the old state and publishes every output again
+           (the same event_uuid: duplicates, removed downstream, never a gap).
+        3. During the changelog flush: every output is on the broker; some state changes may be, and
+           the changelogs are five topics, so one table can have the batch's writes and another not.
+           The replay applies the batch again at the same lane positions (its seen marks store them, so
+           a record is not taken for its own duplicate) and publishes the outputs once more; an event
+           whose user the identity index knows but whose profile did not reach the changelog makes the
+           profile again under that uid instead of being rejected (``LaneProcessor._event``).
+        4. After both flushes, before the RocksDB write or the commit: the restore reads the batch's
+           changelog records (a database is rewritten only with the changelog offset it reaches, so it
+           never claims more than it holds), then the batch is applied again as in 3.
+
+        When outputs and changelog records shared one flush, a crash in it could leave a merge in the
+        changelog and its MOE_USER_MERGED event nowhere: the replay found the users already merged and
+        had nothing to publish. The faust worker before this stage committed lane offsets on a timer,
+        whatever its producer had delivered: a profile the broker refused with MSG_SIZE_TOO_LARGE failed
+        the producer batch it travelled in, the worker died, and records committed behind it were never
+        written. Here a record over a size limit is refused before it is queued (the ingest record that
+        caused it is rejected, see :meth:`_too_large`), and offsets are committed only after both
+        flushes succeeded.
+        """
         applied: list[Message] = []
+        changes: list[tuple[int, list[list[tuple[bytes, bytes | None]]]]] = []
         for partition, messages in _by_partition(batch).items():
             if partition not in self.ready:
                 if partition in self.owned:  # fetched before its pause took hold: read again when ready
                     first = int(messages[0].offset() or 0)
                     self._rewind[partition] = min(self._rewind.get(partition, first), first)
                 continue
-            self.apply_partition(partition, messages)
+            changes.append((partition, self.apply_partition(partition, messages)))
             applied += messages
-        self.stage = "flushing"
         try:
+            self.stage = "flushing outputs"
+            await self.producer.flush_async(self.settings.flush_timeout_s)
+            for partition, writes in changes:
+                self.send_changelog(partition, writes)
+            self.stage = "flushing changelogs"
             await self.producer.flush_async(self.settings.flush_timeout_s)
         except BaseException:
             self.stores.discard()
             self.state.drop_batch()
             self.state.clear_cache()
+            self._persisted.clear()
             raise
         self.stores.persist(self._persisted)
         self._persisted.clear()
         await consumer.commit_sync(next_offsets(applied))
 
-    def apply_partition(self, partition: int, messages: list[Message]) -> None:
+    def apply_partition(
+        self, partition: int, messages: list[Message]
+    ) -> list[list[tuple[bytes, bytes | None]]]:
+        """Apply a partition's records (outputs queued); per table, the state writes for its changelog."""
         self.applied[partition] = self.applied.get(partition, 0) + len(messages)
         self.stores.use(partition)  # RocksDB reads and writes go to this lane partition's databases
         for msg in messages:
             self.apply_message(partition, msg)
-        for index, writes in enumerate(self.state.commit()):
+        return self.state.commit()
+
+    def send_changelog(self, partition: int, tables: list[list[tuple[bytes, bytes | None]]]) -> None:
+        """Queue a partition's state writes to the changelogs (each was size-checked with its record)."""
+        for index, writes in enumerate(tables):
             if not writes:
                 continue
             topic = self.changelogs[index]
@@ -223,13 +264,15 @@ class LaneAgent:
                 self.publisher.check(record_bytes)
             except RecordTooLarge as exc:
                 return f"the {output.record_name} it produces would be too large: {exc}"
-        for index in GROWING:
+        # Every table, not only the growing ones: an identifier or device id near the ingest limit makes
+        # an index key (and a device index value) that large too.
+        for index, table in enumerate(self.state.tables):
             topic = self.changelogs[index]
-            limit = self.producer.limit(topic)
-            for key, raw in self.state.tables[index].pending_encoded():
-                if len(key) + len(raw) > limit:
-                    over = RecordTooLarge(topic, len(key) + len(raw), limit)
-                    return f"the stored {TABLES[index]} value it produces would be too large: {over}"
+            for key, raw in table.pending_encoded():
+                try:
+                    self.producer.check(topic, key, raw)
+                except RecordTooLarge as exc:
+                    return f"the stored {TABLES[index]} value it produces would be too large: {exc}"
         return None
 
     # --- ownership (called inside the consumer's poll, between batches) ---------------------------

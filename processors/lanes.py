@@ -87,12 +87,13 @@ def pack_records(records: list[bytes]) -> list[bytes]:
     return [pack(records[start:end]) for start, end in pack_spans([len(r) for r in records])]
 
 
-def pack_spans(sizes: list[int]) -> list[tuple[int, int]]:
-    """``(start, end)`` of each pack of records of these sizes; a record over MAX_PACK_BYTES goes alone."""
+def pack_spans(sizes: list[int], limit: int = MAX_PACK_BYTES) -> list[tuple[int, int]]:
+    """``(start, end)`` of each pack of records of these sizes, none over ``limit`` bytes (MAX_PACK_BYTES
+    or the lane topic's record limit when that is lower); a record over the limit goes alone."""
     spans: list[tuple[int, int]] = []
     start, size = 0, len(PACK_MAGIC)
     for index, record_size in enumerate(sizes):
-        if size + 4 + record_size > MAX_PACK_BYTES and index > start:
+        if size + 4 + record_size > limit and index > start:
             spans.append((start, index))
             start, size = index, len(PACK_MAGIC)
         size += 4 + record_size

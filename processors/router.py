@@ -9,7 +9,8 @@ Packs: the records of one workspace in one consumed batch travel as one lane mes
 stage pays its per-message costs once per pack of hundreds of records instead of once per record. A
 record's position in the lane (partition, offset, index in the pack) is what its seen mark stores, so a
 pack read again after a crash is applied again, and a record the router forwarded twice (replayed batch)
-is dropped as a duplicate. A record too large for the lane topic even alone is rejected with the reason.
+is dropped as a duplicate. A record too large for the lane topic even alone is rejected with the reason
+(kept whole, hex, in the rejection when that fits).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from inflow.config.settings import KafkaSettings
 from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.processors.exceptions import LaneFramingError
-from inflow.processors.lanes import pack, pack_spans, peek_workspace
+from inflow.processors.lanes import MAX_PACK_BYTES, pack, pack_spans, peek_workspace
 from inflow.processors.publishing import Publisher
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,17 @@ class Router:
                 )
                 continue
             by_workspace.setdefault(workspace, []).append(msg)
+        # Packs stay under the lane topic's own limit too (a topic may allow less than MAX_PACK_BYTES):
+        # only a record too large for the lanes alone is rejected, never the records packed with it.
+        limit = min(MAX_PACK_BYTES, self.producer.limit(self.lanes_topic))
         for workspace, messages in by_workspace.items():
             values: list[bytes] = [m.value() for m in messages]  # type: ignore[misc]
-            for start, end in pack_spans([len(v) for v in values]):
+            for start, end in pack_spans([len(v) for v in values], limit):
                 try:
                     self.producer.produce(self.lanes_topic, pack(values[start:end]), workspace.encode())
-                except RecordTooLarge as exc:  # only a record over the pack limit goes alone
+                except RecordTooLarge as exc:  # a span over the limit holds one record only
                     for msg in messages[start:end]:
                         reason = f"ingest record too large for the lanes: {exc}"
                         self.publisher.unreadable(
-                            msg.topic() or "", msg.partition() or 0, msg.offset() or 0, b"", reason
+                            msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.value(), reason
                         )

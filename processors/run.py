@@ -45,10 +45,21 @@ def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | N
         record = workspaces.get(workspace_id)
         return None if record is None else tuple(record["identifiers"])
 
+    def disabled(workspace_id: str) -> bool:
+        record = workspaces.get(workspace_id)
+        return record is not None and bool(record["disabled"])
+
     directory = IdentityRulesDirectory(rt.config.workspaces, identifiers_of)
-    worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder)
+    worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder, disabled)
     admin = new_admin(rt.kafka)
-    create_topics(admin, [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs)
+    # Replication and min.insync.replicas from the settings (KAFKA_REPLICATION_FACTOR /
+    # KAFKA_MIN_INSYNC_REPLICAS) for the changelogs too: 1 on the local broker, 3 / 2 in production.
+    create_topics(
+        admin,
+        [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs,
+        rt.kafka.replication_factor,
+        min_insync_replicas=rt.kafka.min_insync_replicas,
+    )
     # Opened here with a real timeout (the view's own thread gives a cold client 0.1 s per metadata try,
     # which a loaded host can miss again and again), then followed on the view's thread.
     workspaces.open(WORKSPACES_READY_S).start()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ class ProcessorsWorker:
         directory: IdentityRulesDirectory,
         catalogue: dict[str, TopicSpec],
         data_dir: Path,
+        disabled: Callable[[str], bool] = lambda workspace_id: False,
     ) -> None:
+        """``disabled(workspace_id)``: whether ``inflow workspaces disable`` stopped the workspace."""
         self.settings = settings
         group = app_id(kafka)
         lanes = catalogue[LANES]
@@ -67,7 +70,7 @@ class ProcessorsWorker:
         limits = [settings.cache_limit] * len(stores.views)
         limits[SEEN] = max(1, settings.cache_limit // 10)
         state = State(*(JsonTable(view, limit) for view, limit in zip(stores.views, limits, strict=True)))
-        processor = LaneProcessor(state, directory)
+        processor = LaneProcessor(state, directory, disabled=disabled)
         # murmur2 like Java's default partitioner: a workspace keeps the lane it always had.
         producing: dict[str, Any] = {
             "linger.ms": settings.linger_ms,

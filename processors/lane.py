@@ -180,11 +180,11 @@ class LaneAgent:
             applied += messages
         try:
             self.stage = "flushing outputs"
-            await self.producer.flush_async(self.settings.flush_timeout_s)
+            await self.producer.flush_patiently_async(self.settings.flush_timeout_s)
             for partition, writes in changes:
                 self.send_changelog(partition, writes)
             self.stage = "flushing changelogs"
-            await self.producer.flush_async(self.settings.flush_timeout_s)
+            await self.producer.flush_patiently_async(self.settings.flush_timeout_s)
         except BaseException:
             self.stores.discard()
             self.state.drop_batch()

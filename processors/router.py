@@ -77,7 +77,7 @@ class Router:
                 if not batch:
                     continue
                 self.forward(batch)
-                await self.producer.flush_async()
+                await self.producer.flush_patiently_async()
                 await consumer.commit_sync(next_offsets(batch))
                 self.forwarded += len(batch)
         finally:

@@ -31,7 +31,9 @@ class WorkerSettings(BaseSettings):
     )
     lane_batch_packs: int = Field(32, gt=0, description="lane messages (packs) per lane batch")
     batch_within_s: float = Field(0.05, gt=0, description="a partial batch is processed after this")
-    flush_timeout_s: float = Field(60.0, gt=0, description="a batch not delivered in this time fails")
+    flush_timeout_s: float = Field(
+        60.0, gt=0, description="a batch still unacknowledged after this is reported (and waited for)"
+    )
     cache_limit: int = Field(
         20_000, gt=0, description="decoded state values cached per table (seen marks: 1/10 of it)"
     )

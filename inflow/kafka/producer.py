@@ -141,6 +141,27 @@ class KafkaProducer:
         remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, timeout)
         self._raise_errors(int(remaining), timeout)
 
+    async def flush_patiently_async(self, report_every_s: float = 60.0) -> None:
+        """Wait off the event loop until every queued record is acknowledged or has failed, however long the
+        broker is away. librdkafka keeps retrying a queued record until its ``message.timeout.ms`` (5 min by
+        default) and then reports it failed; until then an outage is waited out, with a warning every
+        ``report_every_s``, instead of failing a batch that would be delivered a moment later. A delivery
+        failure raises its typed error as :meth:`flush` does."""
+        loop = asyncio.get_running_loop()
+        waited = 0.0
+        while True:
+            remaining = int(await loop.run_in_executor(None, self._producer.flush, report_every_s))
+            if remaining == 0 or self._errors:
+                self._raise_errors(remaining, waited + report_every_s)
+                return
+            waited += report_every_s
+            log.warning(
+                "%s: %d records not acknowledged after %.0f s (broker away?); still waiting",
+                self.name,
+                remaining,
+                waited,
+            )
+
     def _raise_errors(self, remaining: int, timeout: float) -> None:
         errors, self._errors = self._errors, []
         if errors:

@@ -46,7 +46,7 @@ class Gateway:
         topic = self.kafka.topic
         self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
         self.directory = WorkspaceRegistry(self.kafka, self.serde)
-        self.auth = Authenticator(self.directory)
+        self.auth = Authenticator(self.directory, self.settings.failed_logins_per_minute)
         self.limiter = RateLimiter(
             self.gateway_id,
             self.settings.rate_window_s,

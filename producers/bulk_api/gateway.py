@@ -67,9 +67,9 @@ class Gateway:
 
     def start(self, ready_timeout: float = 60.0) -> None:
         """Follow the control topics; create the config file's workspaces once the credentials are read."""
+        self.profiles.start(self.gateway_id)  # first: the longest to read, and it reports a missing topic
         self.directory.start()
         self.rates.start()
-        self.profiles.start(self.gateway_id)
         self.delivery.prepare((*INGEST_TOPICS, ratelimit.TOPIC))
         if self.seed_workspaces:
             if not self.directory.wait_ready(ready_timeout):

@@ -27,6 +27,8 @@ import rocksdict
 from confluent_kafka import Message
 
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.clients import new_consumer, topic_partitions
+from inflow.kafka.errors import KafkaFault
 from inflow.kafka.view import CompactedView
 from inflow.schemas.serde import AvroSerde
 
@@ -37,6 +39,7 @@ MAX_MERGE_HOPS = 10
 WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 # Key spaces of the database: the state of a uid (revision, merged_into, profile) and the identifier index.
 STATE, INDEX = b"s", b"i"
+NOT_STARTED = "not started"  # CompactedView's problem until its thread has opened the topic
 KEPT = ("customer_id", "identifiers", "attributes_json", "platforms")
 
 
@@ -124,18 +127,31 @@ class ProfileStore:
         self._db: rocksdict.Rdict | None = None
         self._path: Path | None = None
         self._lock = threading.Lock()
+        self._initial_problem: str | None = None
         self.view: CompactedView | None = None
 
     def start(self, name: str = "gateway") -> ProfileStore:
         """Open a fresh database (``name`` keeps each gateway's apart) and follow the topic into it."""
         root = self.directory or default_directory()
-        remove_abandoned(root)
         self._path = root / f"{name}-{self.kafka.topic_prefix}"
         shutil.rmtree(self._path, ignore_errors=True)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(self._path, self.cache_mb)
+        self._initial_problem = self._missing_topic()
         self.view = CompactedView(self.kafka, self.topic, apply=self._apply, name="profiles").start()
+        remove_abandoned(root)  # after the view started: its lock keeps its own database
         return self
+
+    def _missing_topic(self) -> str | None:
+        """Whether the topic is missing, known at once (the view says so only after a few seconds)."""
+        consumer = new_consumer(self.kafka, f"{self.kafka.topic_prefix}.profiles-check")
+        try:
+            topic_partitions(consumer, self.topic, timeout=2)
+        except KafkaFault as exc:
+            return str(exc)
+        finally:
+            consumer.close()
+        return None
 
     def stop(self) -> None:
         if self.view:
@@ -155,7 +171,10 @@ class ProfileStore:
     def problem(self) -> str:
         if self.view is None:
             return "the profile store is not started"
-        return self.view.problem or "the profile store is still reading the profiles topic"
+        problem = self.view.problem
+        if problem == NOT_STARTED and self._initial_problem:
+            return self._initial_problem
+        return problem or "the profile store is still reading the profiles topic"
 
     def _state(self, db: rocksdict.Rdict, workspace_id: str, uid: str) -> dict[str, Any] | None:
         raw = db.get(_key(STATE, workspace_id, uid))

@@ -8,7 +8,7 @@ import random
 import secrets
 import string
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,6 +51,39 @@ def client_ip(forwarded_for: str | None, peer: str | None) -> str | None:
         except ValueError:
             pass
     return peer
+
+
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def _trusted(address: str | None, proxies: Networks) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(forwarded_for: str | None, peer: str | None, proxies: Networks) -> str | None:
+    """The client's address: ``X-Forwarded-For`` counts only when the socket peer is a trusted proxy.
+
+    A client can write any ``X-Forwarded-For`` it likes, so its hops are read from the right (the ones
+    the trusted proxies appended) and the first address that is not a trusted proxy is the client; when
+    every hop is a trusted proxy, the left-most valid one is. From any other peer the header is ignored.
+    """
+    if not forwarded_for or not _trusted(peer, proxies):
+        return peer
+    for hop in reversed(forwarded_for.split(",")):
+        hop = hop.strip()
+        try:
+            address = str(ipaddress.ip_address(hop))
+        except ValueError:
+            return peer  # a hop no trusted proxy would have written: trust nothing left of it
+        if not _trusted(address, proxies):
+            return address
+    return client_ip(forwarded_for, peer)
 
 
 @dataclass(slots=True)

@@ -35,11 +35,20 @@ class GatewayDelivery:
             kafka, name="gateway", background=True, **({"message.timeout.ms": timeout_ms} | overrides)
         )
         self._topics: dict[str, str] = {}
+        self._failing = False
+        self._error_before_success: str | None = None
 
     @property
     def last_error(self) -> str | None:
-        """The client's latest error (broker down, authentication), for ``/health``."""
+        """The client's latest error text (broker down, authentication): for logs, never for answers."""
         return self.producer.last_error
+
+    @property
+    def available(self) -> bool:
+        """False while the broker is unreachable: the last delivery failed, or the client reported an
+        error and no delivery has been acknowledged since."""
+        error = self.producer.last_error
+        return not self._failing and (error is None or error == self._error_before_success)
 
     def topic(self, short_name: str) -> str:
         name = self._topics.get(short_name)
@@ -71,14 +80,17 @@ class GatewayDelivery:
         :class:`RecordRejected` (nothing was sent) when one is over its size limit, :class:`DeliveryError`
         (the client may retry) when the broker did not acknowledge them all."""
         topic = self.topic
+        error = self.producer.last_error
         try:
             await self.producer.send_many([(topic(m.topic), m.key, m.value) for m in messages], count)
+            self._failing, self._error_before_success = False, error
         except RecordTooLarge as exc:  # send_many checks every record before it queues any
             self.check(messages)  # names the first one too large
             raise RecordRejected(f"cannot queue a record of the request: {exc}", str(exc)) from exc
         except KafkaFault as exc:
             if exc.kind is Kind.TOO_LARGE:  # the broker's limit is lower than the one read at start-up
                 raise RecordRejected(str(exc), f"the broker refused a record as too large ({exc})") from exc
+            self._failing = True
             raise DeliveryError(str(exc)) from exc
 
     def send(self, short_topic: str, key: bytes, value: bytes) -> None:

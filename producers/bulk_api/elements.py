@@ -217,12 +217,29 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Integers beyond this magnitude are parsed as floats (the JSON parser keeps 64-bit integers only) and a
+# float holds integers exactly only up to 2**53: two different large ids would read as the same number.
+EXACT_NUMBER_LIMIT = 2**53
+
+
+def number_text(attribute: str, value: int | float) -> str:
+    """A number's decimal text, as MoEngage converts identifier values to strings; a number that cannot
+    be kept exactly is refused (400) rather than stored rounded, which would merge different users."""
+    if isinstance(value, float) and not (abs(value) < EXACT_NUMBER_LIMIT):
+        raise invalid(
+            attribute,
+            f"{attribute} is a number too large to keep exactly; send it as a string",
+            "TypeError",
+        )
+    return str(value)
+
+
 def as_text(attribute: str, value: Any) -> str:
     """Strings as is; numbers converted, as MoEngage converts identifier values to strings."""
     if isinstance(value, str):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
+        return number_text(attribute, value)
     raise wrong_type(attribute, "string")
 
 
@@ -233,7 +250,7 @@ def identifier_values(source: Mapping[str, Any], names: tuple[str, ...]) -> dict
         value = source.get(name)
         if value is None or isinstance(value, dict | list | bool):
             continue
-        text = str(value)
+        text = number_text(name, value) if isinstance(value, int | float) else str(value)
         if text.strip():
             found[name] = text
     return found

@@ -19,12 +19,21 @@ class GatewayError(InflowError):
 class ApiError(GatewayError):
     """An HTTP error answered with MoEngage's ``{"status":"fail","error":{...}}`` body."""
 
-    def __init__(self, status: int, type_: str, message: str, attribute: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        attribute: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{status} {type_}: {message}")
         self.status = status
         self.type = type_
         self.message = message
         self.attribute = attribute
+        self.headers = headers or {}
 
     def error_body(self, request_id: str) -> dict[str, Any]:
         """MoEngage's ``error`` object: ``attribute`` (only when the error names one), message, type and

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from inflow.producers.bulk_api.elements import number_text
 from inflow.producers.bulk_api.exceptions import ApiError
 from inflow.producers.bulk_api.messages import missing, wrong_type
 from inflow.producers.bulk_api.profiles import ProfileStore
@@ -35,7 +36,7 @@ def parse_export(doc: Any, max_identifiers: int) -> tuple[list[tuple[str, str]],
         if not isinstance(kind, str) or not kind:
             raise wrong_type("identifier_type", "non-empty string")
         if isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(value)
+            value = number_text("identifier", value)
         if not isinstance(value, str) or not value:
             raise wrong_type("identifier", "non-empty string")
         wanted.append((kind, value))

@@ -1,9 +1,10 @@
 """The gateway's parts wired together: views, authenticator, validator, rate limiter and producer.
 
-Three compacted topics are read into memory by :class:`~inflow.kafka.view.CompactedView`: workspace
+Three compacted topics are followed by :class:`~inflow.kafka.view.CompactedView`: workspace
 credentials (:class:`~inflow.workspaces.registry.WorkspaceRegistry`), the rate-limit counts every gateway
-publishes, and the profile store of Get User. Records go out through one
-:class:`~inflow.kafka.producer.KafkaProducer` (:class:`~inflow.producers.bulk_api.delivery.GatewayDelivery`).
+publishes, and the profile store of Get User (kept on disk, not in memory: see ``profiles.py``). Records
+go out through one :class:`~inflow.kafka.producer.KafkaProducer`
+(:class:`~inflow.producers.bulk_api.delivery.GatewayDelivery`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Gateway:
         topic = self.kafka.topic
         self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
         self.directory = WorkspaceRegistry(self.kafka, self.serde)
-        self.auth = Authenticator(self.directory)
+        self.auth = Authenticator(self.directory, self.settings.failed_logins_per_minute)
         self.limiter = RateLimiter(
             self.gateway_id,
             self.settings.rate_window_s,
@@ -60,13 +61,15 @@ class Gateway:
             apply=lambda msg: observe(msg.key(), msg.value()),
             name="rates",
         )
-        self.profiles = ProfileStore(self.kafka, self.serde)
+        self.profiles = ProfileStore(
+            self.kafka, self.serde, self.settings.profile_store_dir, self.settings.profile_cache_mb
+        )
 
     def start(self, ready_timeout: float = 60.0) -> None:
         """Follow the control topics; create the config file's workspaces once the credentials are read."""
+        self.profiles.start(self.gateway_id)  # first: the longest to read, and it reports a missing topic
         self.directory.start()
         self.rates.start()
-        self.profiles.start()
         self.delivery.prepare((*INGEST_TOPICS, ratelimit.TOPIC))
         if self.seed_workspaces:
             if not self.directory.wait_ready(ready_timeout):

@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from inflow.producers.bulk_api.context import RequestContext, client_ip, new_request_id
+from inflow.producers.bulk_api.context import RequestContext, client_address, new_request_id
 from inflow.producers.bulk_api.elements import Outgoing, Validated
 from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError, RecordRejected
 from inflow.producers.bulk_api.export import export_users, parse_export
@@ -64,11 +64,15 @@ class RequestState:
     received_at: datetime
     rate: Decision | None = None
     rate_primary: str | None = None
+    client: str | None = None
 
 
 STATE = web.RequestKey("state", RequestState)
 # Served beside the Data API for operators; the OpenAPI document describes the Data API routes only.
 OPERATIONS_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+# Content-Encodings accepted (what MoEngage's clients send); any other is a 415: aiohttp would pass an
+# unknown one on undecoded, and drops the connection on a body that is not the deflate it claims.
+CONTENT_ENCODINGS = frozenset({"identity", "gzip", "x-gzip"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -89,6 +93,7 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         response = web.json_response(
             {"status": "fail", "error": exc.error_body(state.request_id)}, status=exc.status, dumps=dumps
         )
+        response.headers.update(exc.headers)
     except web.HTTPException as exc:  # aiohttp's own 404/405: keep MoEngage's error envelope
         error = ApiError(exc.status, exc.reason, exc.reason).error_body(request[STATE].request_id)
         response = web.json_response({"status": "fail", "error": error}, status=exc.status, dumps=dumps)
@@ -114,7 +119,7 @@ class Handlers:
     async def _authenticate(self, request: web.Request, workspace_id: str | None, primary: str) -> Workspace:
         if not workspace_id:
             raise app_id_required()
-        workspace = await self.gw.auth.authenticate(request.headers, workspace_id)
+        workspace = await self.gw.auth.authenticate(request.headers, workspace_id, self._client(request))
         request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
         request[STATE].rate_primary = primary
         return workspace
@@ -128,13 +133,19 @@ class Handlers:
             raise content_type_missing()
         if request.content_type != "application/json":
             raise unsupported_media_type()
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in CONTENT_ENCODINGS:  # the server would otherwise pass the body on undecoded
+            raise unsupported_media_type()
         if request.content_length is not None and request.content_length > cap:
             raise payload_too_large(cap)
         body = bytearray()
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > cap:
-                raise payload_too_large(cap)
+        try:
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > cap:
+                    raise payload_too_large(cap)
+        except web.RequestPayloadError as exc:  # a Content-Encoding the body does not match
+            raise malformed_json(texts) from exc
         if not body.strip():
             raise empty_body()
         try:  # orjson: strict RFC 8259 (no NaN), UTF-8 only, and several times faster than json
@@ -142,13 +153,20 @@ class Handlers:
         except orjson.JSONDecodeError as exc:
             raise malformed_json(texts) from exc
 
+    def _client(self, request: web.Request) -> str | None:
+        """The client's address (``X-Forwarded-For`` only from a trusted proxy), computed once."""
+        state = request[STATE]
+        if state.client is None:
+            forwarded = request.headers.get("X-Forwarded-For")
+            state.client = client_address(forwarded, request.remote, self.settings.trusted_proxies) or ""
+        return state.client or None
+
     def _context(self, request: web.Request, workspace: Workspace) -> RequestContext:
-        peer = request.remote
         return RequestContext(
             workspace.id,
             request[STATE].request_id,
             request[STATE].received_at,
-            client_ip(request.headers.get("X-Forwarded-For"), peer),
+            self._client(request),
             request.headers.get("Idempotency-Key") or None,
         )
 
@@ -285,11 +303,12 @@ class Handlers:
         for name, ok in views.items():
             self.gw.metrics.views_ready.labels(name).set(1 if ok else 0)
         ready = views["workspaces"]
+        # The broker's error text can name hosts, listeners or the SASL user: it goes to the log only.
         body = {
             "status": "ok" if ready else "starting",
             "gateway_id": self.gw.gateway_id,
             "views": views,
-            "kafka_last_error": self.gw.delivery.last_error,
+            "kafka": "ok" if self.gw.delivery.available else "unavailable",
         }
         return web.json_response(body, status=200 if ready else 503, dumps=dumps)
 

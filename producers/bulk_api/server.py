@@ -11,6 +11,7 @@ from aiohttp import web
 
 from inflow.config.file import WorkspaceConfig
 from inflow.config.settings import KafkaSettings
+from inflow.producers.bulk_api import redaction
 from inflow.producers.bulk_api.gateway import Gateway
 from inflow.producers.bulk_api.routes import build_app
 from inflow.producers.bulk_api.settings import GatewaySettings
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 async def serve(gateway: Gateway, stop: asyncio.Event, announce: bool = True) -> int:
     """Listen until ``stop`` is set; returns the port actually bound (useful with port 0)."""
+    redaction.install()
     runner = web.AppRunner(
         build_app(gateway), shutdown_timeout=gateway.settings.shutdown_timeout_s, access_log=None
     )

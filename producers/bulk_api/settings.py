@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inflow.config.identifiers import BLOCKED_CUSTOMER_IDS
@@ -41,4 +42,22 @@ class GatewaySettings(BaseSettings):
     export_per_minute: int = Field(1000, gt=0, description="Get User: users looked up per minute")
     export_max_identifiers: int = Field(20, gt=0, description="Get User: identifiers per request")
     rate_window_s: int = Field(60, gt=0)
+    failed_logins_per_minute: int = Field(
+        10,
+        gt=0,
+        description="failed logins allowed per client address and workspace per minute; then 429 with "
+        "Retry-After (counted in each gateway's memory: N gateways admit up to N times as many)",
+    )
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = Field(
+        (),
+        description="networks of the reverse proxies whose X-Forwarded-For names the client address "
+        '(JSON list, e.g. ["10.0.0.0/8"]); from any other peer the header is ignored',
+    )
+    profile_store_dir: Path | None = Field(
+        None,
+        description="directory of Get User's on-disk profile store (default $INFLOW_HOME/gateway-profiles)",
+    )
+    profile_cache_mb: int = Field(
+        32, gt=0, description="block cache of Get User's on-disk profile store, in MiB"
+    )
     shutdown_timeout_s: float = Field(15.0, gt=0)

@@ -51,7 +51,9 @@ def bulk(*elements):
     return {"type": "transition", "elements": list(elements)}
 
 
-def test_bulk_request_lands_on_the_three_topics_with_request_facts(gw, read_topic):
+def test_bulk_request_lands_on_the_three_topics_with_request_facts(gateway_factory, read_topic):
+    # X-Forwarded-For names the client only through trusted proxies (here: the whole chain).
+    gw = gateway_factory(trusted_proxies=["127.0.0.1/32", "70.41.3.18/32", "150.172.238.178/32"])
     resp = gw.post(
         f"/v1/transition/{WS}",
         bulk(CUSTOMER, EVENT, DEVICE),

@@ -25,12 +25,11 @@ from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
 from inflow.sinks.streams.payload import EventFilter, EventFormatter, events_array
 from inflow.sinks.streams.reading import EnrichedEventReader
 from inflow.sinks.streams.retry import MAIN_TIER, dead_record
-from inflow.sinks.streams.worker import GROUP_OVERRIDES, StreamWorker
+from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, StreamWorker
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
 SHUTDOWN_GRACE_S = 15.0
-REGISTRY_BACKOFF_S = (0.5, 30.0)  # first and longest wait before reading again after a registry outage
 
 
 class ExportLoop:
@@ -49,7 +48,7 @@ class ExportLoop:
         self.in_flight: set[asyncio.Task[Any]] = set()
         self._paused = False
         self._lag_at = 0.0
-        self._registry_delay = REGISTRY_BACKOFF_S[0]
+        self._registry = RegistryBackoff(self.worker.label, "")
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = BatchConsumer(
@@ -80,12 +79,12 @@ class ExportLoop:
                         self._take(msg, view.skip_window)
                     except RegistryError as exc:
                         rewind(consumer, messages[index:])
-                        await self._wait_for_registry(exc, msg, stop)
+                        await self._registry.wait(exc, msg, stop)
                         break
                     if self.builder.full and not view.paused:
                         self._send(self.builder.take(), view.skip_window)
                 else:
-                    self._registry_delay = REGISTRY_BACKOFF_S[0]
+                    self._registry.reset()
                 if not view.paused and self.builder.due(now):
                     self._send(self.builder.take(), view.skip_window)
                 consumer.commit(self.tracker.take_commits())
@@ -138,24 +137,6 @@ class ExportLoop:
             return
         self.tracker.add(batch, topic, partition, offset)
         self.builder.add(fragment, event["event_uuid"], arrival)
-
-    async def _wait_for_registry(self, exc: RegistryError, msg: Message, stop: asyncio.Event) -> None:
-        delay = self._registry_delay
-        self._registry_delay = min(REGISTRY_BACKOFF_S[1], delay * 2)
-        metrics.REGISTRY_RETRIES.labels(self.worker.label).inc()
-        log.warning(
-            "stream %s: cannot read %s[%s]@%s yet, reading it again in %gs: %s",
-            self.worker.label,
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            delay,
-            exc,
-        )
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            pass
 
     def _park_invalid(self, msg: Message, exc: Exception) -> None:
         """A record that cannot be exported goes to the DLQ with its position and reason; the rest flows."""

@@ -25,10 +25,10 @@ from inflow.kafka.consumer import TP, BatchConsumer
 from inflow.schemas.exceptions import RegistryError
 from inflow.sinks.streams import metrics
 from inflow.sinks.streams.destinations.base import OutgoingBatch
-from inflow.sinks.streams.exporter import REGISTRY_BACKOFF_S, rewind
+from inflow.sinks.streams.exporter import rewind
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
 from inflow.sinks.streams.retry import TIER_TOPICS, tier_of
-from inflow.sinks.streams.worker import GROUP_OVERRIDES, StreamWorker
+from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, StreamWorker
 
 log = logging.getLogger(__name__)
 HOLD_LIMIT = 200  # parked batches held in memory per partition before its fetching pauses
@@ -60,7 +60,7 @@ class RetryLoop:
         self.holds: dict[TP, deque[Held]] = {}
         self.paused: set[TP] = set()
         self.in_flight: set[asyncio.Task[Any]] = set()
-        self._registry_delay = REGISTRY_BACKOFF_S[0]
+        self._registry = RegistryBackoff(self.worker.label, "parked batch ")
 
     async def run(self, stop: asyncio.Event) -> None:
         consumer = BatchConsumer(
@@ -81,10 +81,10 @@ class RetryLoop:
                         self._take(msg)
                     except RegistryError as exc:
                         rewind(consumer, messages[index:])
-                        await self._wait_for_registry(exc, msg, stop)
+                        await self._registry.wait(exc, msg, stop)
                         break
                 else:
-                    self._registry_delay = REGISTRY_BACKOFF_S[0]
+                    self._registry.reset()
                 if not stream_paused:
                     self._dispatch()
                 self._apply_pauses(consumer, stream_paused)
@@ -100,24 +100,6 @@ class RetryLoop:
         if stream_paused or not heads:
             return 0.5
         return min(0.5, max(0.01, min(heads) - time.time()))
-
-    async def _wait_for_registry(self, exc: RegistryError, msg: Message, stop: asyncio.Event) -> None:
-        delay = self._registry_delay
-        self._registry_delay = min(REGISTRY_BACKOFF_S[1], delay * 2)
-        metrics.REGISTRY_RETRIES.labels(self.worker.label).inc()
-        log.warning(
-            "stream %s: cannot read parked batch %s[%s]@%s yet, reading it again in %gs: %s",
-            self.worker.label,
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            delay,
-            exc,
-        )
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            pass
 
     def _take(self, msg: Message) -> None:
         """Hold one parked batch of this stream; raises a retriable RegistryError before tracking it."""

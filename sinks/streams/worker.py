@@ -33,6 +33,41 @@ from inflow.sinks.streams.retry import (
 )
 
 log = logging.getLogger(__name__)
+REGISTRY_BACKOFF_S = (0.5, 30.0)  # first and longest wait before reading again after a registry outage
+
+
+class RegistryBackoff:
+    """The wait before a record is read again after a schema registry outage (an infrastructure fault,
+    never a reason to dead-letter): doubling from the first to the longest wait, reset after a clean read.
+    Shared by the export and retry loops."""
+
+    def __init__(self, label: str, what: str) -> None:
+        self.label = label
+        self.what = what
+        self.delay = REGISTRY_BACKOFF_S[0]
+
+    def reset(self) -> None:
+        self.delay = REGISTRY_BACKOFF_S[0]
+
+    async def wait(self, exc: Exception, msg: Any, stop: asyncio.Event) -> None:
+        delay, self.delay = self.delay, min(REGISTRY_BACKOFF_S[1], self.delay * 2)
+        metrics.REGISTRY_RETRIES.labels(self.label).inc()
+        log.warning(
+            "stream %s: cannot read %s%s[%s]@%s yet, reading it again in %gs: %s",
+            self.label,
+            self.what,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            delay,
+            exc,
+        )
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            pass
+
+
 # A sink that died is noticed after 10 s (librdkafka's default is 45 s) so its partitions move on quickly;
 # the fetch queue is bounded so a paused or slow stream does not hoard memory.
 GROUP_OVERRIDES: dict[str, Any] = {

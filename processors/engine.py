@@ -272,10 +272,10 @@ class LaneProcessor:
         group = distinct([profile["slot"], *(s for s in owners.values() if s != profile["slot"])])
         if len(group) == 1:
             return [self._snapshot(ws, profile), *claims]
-        here = [s for s in group[1:] if self.local(s)]
-        outputs = claims
-        if here:
-            profiles = [profile, *(self._profile(ws, s) for s in here)]
+        near = [s for s in group[1:] if self.local(s)]
+        outputs: list[Output]
+        if near:
+            profiles = [profile, *(self._profile(ws, s) for s in near)]
             outputs = [*claims, *self._merge_here(ws, rules, profiles, {}, received)]
             root = min(p["slot"] for p in profiles)
         else:

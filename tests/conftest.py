@@ -8,10 +8,10 @@ when ``INFLOW_TEST_DOCKER=1`` and a Docker engine answers). Each test gets fresh
 from __future__ import annotations
 
 import gc
-from dataclasses import replace
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 

@@ -31,7 +31,7 @@ from inflow.processors.routing import identifier_route, partition_of
 from inflow.processors.state import State
 from inflow.processors.store import TABLES
 
-META_KEY = b"\x00inflow\x00layout"
+META_PREFIX = b"\x00inflow\x00layout\x00"
 MAX_MOVE_BYTES = 512 * 1024
 IDENTITY, USERS, DEVICES, DEVICE_INDEX, SEEN = range(len(TABLES))
 LayoutOf = Callable[[], dict[str, Any] | None]
@@ -55,14 +55,20 @@ def route_of(table: int, key: bytes, raw: bytes) -> str | None:
     return keys.SEP.join(parts[1:-1])  # seen_key: ws, slot, event_uuid
 
 
-def meta(state: State) -> dict[str, Any] | None:
-    stored = state.identity.get(META_KEY)
+def meta_key(partition: int) -> bytes:
+    """Where a partition keeps its layout (named by the partition: a worker's decode cache is shared by the
+    partitions it owns, and every other state key lives in exactly one partition)."""
+    return META_PREFIX + str(partition).encode()
+
+
+def meta(state: State, partition: int) -> dict[str, Any] | None:
+    stored = state.identity.get(meta_key(partition))
     return None if stored is None else dict(stored)
 
 
-def waiting(state: State) -> bool:
+def waiting(state: State, partition: int) -> bool:
     """The partition waits for the MARKs of the old partitions before it applies records."""
-    current = meta(state)
+    current = meta(state, partition)
     return current is not None and current.get("await") is not None
 
 
@@ -70,7 +76,7 @@ def check_layout(
     state: State, partition: int, partitions: int, layout: dict[str, Any] | None
 ) -> list[Output]:
     """At the start of each batch of a partition: record its layout, or move its state to a new one."""
-    current = meta(state)
+    current = meta(state, partition)
     if current is None:
         if layout is not None and layout.get("partitions") == partitions and partition >= layout["previous"]:
             current = {"n": partitions, "await": layout["previous"], "marks": {}}  # born by a growth
@@ -78,7 +84,7 @@ def check_layout(
             current = {"n": layout["previous"], "await": None, "marks": {}}  # old, never applied before
         else:
             current = {"n": partitions, "await": None, "marks": {}}
-        state.identity.put(META_KEY, current)
+        state.identity.put(meta_key(partition), current)
     if current["n"] >= partitions:
         return []
     outputs = _moves(state, partition, partitions)
@@ -89,7 +95,9 @@ def check_layout(
     # MARKs of this growth that arrived before this partition saw it are kept (marks are per epoch).
     marks = current.get("marks", {})
     done = set(range(current["n"])) <= set(marks.get(str(partitions), []))
-    state.identity.put(META_KEY, {"n": partitions, "await": None if done else current["n"], "marks": marks})
+    state.identity.put(
+        meta_key(partition), {"n": partitions, "await": None if done else current["n"], "marks": marks}
+    )
     return outputs
 
 
@@ -136,17 +144,17 @@ def _message(kind: str, header: dict[str, Any], target: int) -> Output:
     return Output(INGEST, b"", PROTOCOL, {"kind": kind}, partition=target, raw=protocol.encode(kind, header))
 
 
-def on_move(state: State, header: dict[str, Any], payload: bytes) -> None:
-    current = meta(state) or {}
+def on_move(state: State, partition: int, header: dict[str, Any], payload: bytes) -> None:
+    current = meta(state, partition) or {}
     if header["frm"] in current.get("marks", {}).get(str(header["epoch"]), []):
         return  # a copy sent again after a crash: this partition has all of it already
     for index, key, raw in protocol.unpack_writes(payload):
         state.tables[index].put(key, jsoncodec.loads(raw))
 
 
-def on_mark(state: State, header: dict[str, Any]) -> bool:
+def on_mark(state: State, partition: int, header: dict[str, Any]) -> bool:
     """Record a MARK; True when it was the last one this partition waited for."""
-    current = meta(state) or {"n": header["epoch"], "await": header["old"], "marks": {}}
+    current = meta(state, partition) or {"n": header["epoch"], "await": header["old"], "marks": {}}
     epoch = str(header["epoch"])
     marks = dict(current.get("marks", {}))
     marks[epoch] = sorted(set(marks.get(epoch, [])) | {header["frm"]})
@@ -154,5 +162,5 @@ def on_mark(state: State, header: dict[str, Any]) -> bool:
     done = (
         awaited is not None and current["n"] == header["epoch"] and set(range(awaited)) <= set(marks[epoch])
     )
-    state.identity.put(META_KEY, current | {"marks": marks, "await": None if done else awaited})
+    state.identity.put(meta_key(partition), current | {"marks": marks, "await": None if done else awaited})
     return done

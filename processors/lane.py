@@ -236,11 +236,19 @@ class LaneAgent:
         self.applied[partition] = self.applied.get(partition, 0) + len(messages)
         self.stores.use(partition)  # RocksDB reads and writes go to this partition's databases
         self.processor.at(partition, self.partitions)
-        for output in growth.check_layout(self.state, partition, self.partitions, self.layout()):
+        moves = growth.check_layout(self.state, partition, self.partitions, self.layout())
+        if moves:
+            log.info(
+                "partition %d: moving its state to the layout of %d partitions (%d messages)",
+                partition,
+                self.partitions,
+                len(moves),
+            )
+        for output in moves:
             self.publisher.send(output)
         self.state.stage()
         for msg in messages:
-            if partition in self._deferred or growth.waiting(self.state):
+            if partition in self._deferred or growth.waiting(self.state, partition):
                 if not _is_growth_message(msg.value()):
                     self._deferred.setdefault(partition, []).append(msg)
                     continue
@@ -253,7 +261,7 @@ class LaneAgent:
     def _announce(self, partition: int) -> None:
         """Tell ``inflow topics grow`` (and operators) that this partition's state is complete in the
         current layout: ``control.layout`` key ``<topic>#<partition>``."""
-        current = growth.meta(self.state)
+        current = growth.meta(self.state, partition)
         if self.layout_topic is None or current is None or self._announced.get(partition) == self.partitions:
             return
         if current["n"] != self.partitions or current.get("await") is not None:
@@ -306,11 +314,11 @@ class LaneAgent:
             self._apply_record(partition, offset, message.payload, position, message.header.get("slot"))
             return False
         if message.kind == protocol.MOVE:
-            growth.on_move(self.state, message.header, message.payload)
+            growth.on_move(self.state, partition, message.header, message.payload)
             self.state.stage()
             return False
         if message.kind == protocol.MARK:
-            done = growth.on_mark(self.state, message.header)
+            done = growth.on_mark(self.state, partition, message.header)
             self.state.stage()
             if done:
                 log.info("partition %d: state of the new layout complete, applying", partition)

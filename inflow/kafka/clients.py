@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from inflow.config.settings import KafkaSettings
@@ -67,7 +67,8 @@ def topic_partitions(client: Any, topic: str, timeout: float = 30.0) -> list[int
 
 
 def watermarks(client: Any, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
-    """Low and high offsets of one partition, retried while a new topic's leader is being elected."""
+    """Low and high offsets of one partition, retried while a new topic's leader is being elected, and
+    after a metadata refresh when the client does not know the partition yet (a topic just grown)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -76,4 +77,9 @@ def watermarks(client: Any, tp: TopicPartition, timeout: float = 30.0) -> tuple[
         except KafkaException as exc:
             if time.monotonic() > deadline:
                 raise from_exception(exc, f"reading offsets of {tp.topic} [{tp.partition}]") from exc
+            if exc.args[0].code() == KafkaError._UNKNOWN_PARTITION:
+                try:
+                    client.list_topics(tp.topic, timeout=5)
+                except KafkaException:
+                    pass
             time.sleep(0.2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -116,6 +117,7 @@ class KafkaProducer:
         self.check(topic, key, value)
         report = on_delivery or (self._report if on_delivered is None else self._then(on_delivered))
         part = UNASSIGNED if partition is None else partition
+        refreshes = 0
         while True:
             try:
                 if headers:
@@ -126,7 +128,20 @@ class KafkaProducer:
             except BufferError:  # local queue full: serve delivery reports until there is room
                 self._producer.poll(0.05)
             except KafkaException as exc:
+                # A partition this client's metadata does not know yet (the topic was just grown): read
+                # the topic's metadata again, for up to ~10 s, before giving up.
+                if exc.args[0].code() == KafkaError._UNKNOWN_PARTITION and refreshes < 20:
+                    refreshes += 1
+                    self._refresh(topic)
+                    continue
                 raise from_exception(exc, f"cannot queue a record for {topic}") from exc
+
+    def _refresh(self, topic: str) -> None:
+        try:
+            self._producer.list_topics(topic, timeout=5)
+        except KafkaException as exc:
+            log.warning("%s: metadata of %s not read: %s", self.name, topic, exc)
+        time.sleep(0.5)
 
     def poll(self, timeout: float = 0.0) -> int:
         return int(self._producer.poll(timeout))

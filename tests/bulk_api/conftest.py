@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from inflow.producers.bulk_api.gateway import Gateway
 from inflow.producers.bulk_api.server import serve
 from inflow.producers.bulk_api.settings import GatewaySettings
 from inflow.schemas.serde import AvroSerde
-from tests.support import consume_n, wait_for
+from tests.support import wait_for
 
 WS = "WS1"
 KEY = "ws1-data-api-key"
@@ -144,13 +145,34 @@ def serde() -> AvroSerde:
 
 @pytest.fixture
 def read_topic(consumer_factory: Callable[..., Consumer], catalogue_topics: KafkaSettings, serde: AvroSerde):
-    """``read_topic("ingest.users", n)`` -> list of (key, record) decoded from the topic of this test."""
+    """``read_topic("profiles", n)`` -> list of (key, record) decoded from the topic of this test.
+
+    ``ingest.users``, ``ingest.devices`` and ``ingest.events`` name the records of one type on
+    ``ingest.records`` (where the gateway writes all three, in request order)."""
 
     def read(short: str, n: int, kafka: KafkaSettings | None = None) -> list[tuple[bytes, dict[str, Any]]]:
-        consumer = consumer_factory([(kafka or catalogue_topics).topic(short)])
-        return [(m.key(), serde.decode(m.value())[1]) for m in consume_n(consumer, n, timeout=60)]
+        kind = RECORD_OF.get(short)
+        consumer = consumer_factory([(kafka or catalogue_topics).topic("ingest.records" if kind else short)])
+        found: list[tuple[bytes, dict[str, Any]]] = []
+        deadline = time.monotonic() + 60
+        while len(found) < n and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.5):
+                assert not m.error(), m.error()
+                name, record = serde.decode(m.value())
+                if kind is None or name == kind:
+                    found.append((m.key(), record))
+        assert len(found) >= n, f"{len(found)} of {n} records of {short}"
+        return found[:n]
 
     return read
+
+
+RECORD_OF = {"ingest.users": "UserUpsert", "ingest.devices": "DeviceUpsert", "ingest.events": "EventRecord"}
+
+
+def record_names(messages: list[Any]) -> list[str]:
+    """The Avro record name of each message (what kind of ingest record it is)."""
+    return [AvroSerde().decode(m.value())[0] for m in messages]
 
 
 # --- subprocess gateways -------------------------------------------------------------------------------

@@ -61,10 +61,10 @@ class Cluster:
                 name, record = SERDE.decode(message.payload)
                 outputs = processor.process(name, record, position, message.payload, message.header["slot"])
             elif message.kind == protocol.MOVE:
-                growth.on_move(self.states[partition], message.header, message.payload)
+                growth.on_move(self.states[partition], partition, message.header, message.payload)
                 outputs = []
             elif message.kind == protocol.MARK:
-                growth.on_mark(self.states[partition], message.header)
+                growth.on_mark(self.states[partition], partition, message.header)
                 outputs = []
             else:
                 outputs = processor.on_message(message)
@@ -103,3 +103,24 @@ class Cluster:
 
     def events(self) -> list[dict[str, Any]]:
         return [o.record for o in self.outputs if o.topic == "events"]
+
+
+def grow(cluster: Cluster, partitions: int) -> None:
+    """What ``inflow topics grow`` and the lanes do: new partitions that know they were born by the growth,
+    and every partition's layout checked (old ones move their keys and MARK every partition)."""
+    layout = {"partitions": partitions, "previous": cluster.n}
+    for _ in range(partitions - cluster.n):
+        cluster.states.append(State.in_memory())
+        cluster.processors.append(
+            LaneProcessor(
+                cluster.states[-1], cluster.processors[0].directory, clock=lambda: 1_800_000_000_000
+            )
+        )
+        cluster.logs.append(deque())
+        cluster.offsets.append(0)
+    cluster.n = partitions
+    for partition, state in enumerate(cluster.states):
+        for output in growth.check_layout(state, partition, partitions, layout):
+            assert output.raw is not None and output.partition is not None
+            cluster.logs[output.partition].append(output.raw)
+        state.flush()

@@ -9,10 +9,10 @@ import zlib
 
 import pytest
 
-from inflow.processors import keys, protocol
+from inflow.processors import growth, keys, protocol
 from inflow.processors.routing import identifier_route, partition_of
 from tests.processors import records as r
-from tests.processors.cluster import Cluster
+from tests.processors.cluster import Cluster, grow
 
 
 def components(cluster: Cluster) -> set[frozenset[str]]:
@@ -153,3 +153,29 @@ def test_replayed_protocol_messages_change_nothing():
 
 def test_seen_marks_live_with_the_user_slot():
     assert keys.seen_key("W", "W:alice", "e1") == b"W\x1fW:alice\x1fe1"
+
+
+def test_growth_moves_every_key_to_its_new_partition_and_keeps_users():
+    cluster = Cluster(6, seed=5)
+    for state in cluster.states:  # partitions that applied records know their layout
+        growth.check_layout(state, cluster.states.index(state), 6, None)
+    for i in range(80):
+        cluster.send("UserUpsert", r.user("W", f"g{i}", attributes={"before": i, "email": f"g{i}@x.io"}))
+    cluster.run()
+    uids = {p["customer_id"]: p["uid"] for p in cluster.live_users().values()}
+    grow(cluster, 12)
+    cluster.run()
+    assert cluster.messages["mark"] == 6 * 12 and cluster.messages["move"] >= 6
+    assert not any(growth.waiting(state, p) for p, state in enumerate(cluster.states))
+    for partition, state in enumerate(cluster.states):  # every key now lives where it routes
+        for index, table in enumerate(state.tables):
+            for key in list(table.backing):
+                route = growth.route_of(index, key, table.backing[key])
+                assert route is None or partition_of(route, 12) == partition, (partition, key)
+    for i in range(80):
+        cluster.send("EventRecord", r.event("W", f"g{i}", at=3))
+        cluster.send("EventRecord", r.event("W", None, user_identifiers={"email": f"g{i}@x.io"}, at=4))
+    cluster.run()
+    for event in cluster.events():
+        assert event["uid"] == uids[event["customer_id"]]
+        assert "before" in json.loads(event["user_attributes_json"])

@@ -70,9 +70,9 @@ def test_over_the_limit_is_429_with_headers_and_nothing_is_stored(
     resp = gw.post(f"/v1/event/{WS}", events)
     assert resp.status_code == 429 and resp.headers["x-ratelimit-limit"] == "3"
     assert gw.post(f"/v1/transition/{WS}", customers("c", 1)).status_code == 200
-    users = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.users")]), quiet=2.0)
+    users = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.records")]), quiet=2.0)
     assert len(users) == 5
-    assert consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.events")]), quiet=1.0) == []
+    assert consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.records")]), quiet=1.0) == []
 
 
 def test_rate_limit_holds_across_two_gateway_processes(
@@ -97,6 +97,6 @@ def test_rate_limit_holds_across_two_gateway_processes(
     assert post(b, customers("b", 4)).status_code == 200
     wait_for(lambda: remaining_users(a) == 0, 30, what="gateway a to see b's count")
     assert post(a, customers("c", 1)).status_code == 429
-    users = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.users")]), quiet=2.0)
+    users = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.records")]), quiet=2.0)
     assert len(users) == 10
     assert a.stop() == 0 and b.stop() == 0

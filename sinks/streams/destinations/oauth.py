@@ -13,6 +13,7 @@ the batch walks the stream's retry tiers to the DLQ like any failed delivery.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -45,7 +46,6 @@ class ClientCredentials:
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
-        self.fetches = 0
 
     async def header(self, session: aiohttp.ClientSession) -> str:
         """``Bearer <token>``: the cached token, or a new one when there is none or it is about to expire."""
@@ -67,16 +67,14 @@ class ClientCredentials:
         form = {"grant_type": "client_credentials"}
         if self._scope:
             form["scope"] = self._scope
-        auth = None
+        headers = {"Accept": "application/json"}
         if self._in_body:
             form |= {"client_id": self._client_id, "client_secret": self._secret}
         else:
-            auth = aiohttp.BasicAuth(self._client_id, self._secret)
-        self.fetches += 1
+            pair = base64.b64encode(f"{self._client_id}:{self._secret}".encode()).decode()
+            headers["Authorization"] = f"Basic {pair}"
         try:
-            async with session.post(
-                self.url, data=form, auth=auth, headers={"Accept": "application/json"}, allow_redirects=False
-            ) as response:
+            async with session.post(self.url, data=form, headers=headers, allow_redirects=False) as response:
                 body = await response.content.read(MAX_TOKEN_BODY)
                 status = response.status
         except TimeoutError as exc:

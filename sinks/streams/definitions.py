@@ -83,8 +83,9 @@ class StreamAuth(BaseModel):
     client_id: str | None = Field(None, description="oauth2: the client id")
     client_secret: SecretStr | None = Field(None, description="oauth2: the client secret (stored encrypted)")
     scope: str | None = Field(None, description="oauth2: scope asked for, if the provider needs one")
-    client_auth: Literal["basic", "body"] = Field(
-        "basic", description="oauth2: client credentials in an HTTP Basic header (RFC 6749) or in the body"
+    client_auth: Literal["basic", "body"] | None = Field(
+        None,
+        description="oauth2: client credentials in an HTTP Basic header (the default) or in the body",
     )
 
     @model_validator(mode="after")
@@ -100,10 +101,11 @@ class StreamAuth(BaseModel):
             raise ValueError(f"username/password are only for basic auth, not {self.type}")
         if self.type != "header" and (self.header_name or self.header_value is not None):
             raise ValueError(f"header_name/header_value are only for header auth, not {self.type}")
-        oauth = (self.token_url, self.client_id, self.client_secret, self.scope)
+        oauth = (self.token_url, self.client_id, self.client_secret, self.scope, self.client_auth)
         if self.type != "oauth2" and any(v is not None for v in oauth):
             raise ValueError(
-                f"token_url/client_id/client_secret/scope are only for oauth2 auth, not {self.type}"
+                "token_url/client_id/client_secret/scope/client_auth are only for oauth2 auth, "
+                f"not {self.type}"
             )
         if self.header_name is not None:
             check_header_name(self.header_name)

@@ -287,7 +287,7 @@ def forget_position(kafka: KafkaSettings, group: str, timeout: float = 30.0) -> 
     """Delete the export group of a removed stream with the same id, so a new stream starts afresh.
 
     The sink stops a removed stream within a second; until its consumers have left, the group is not
-    empty and the deletion is tried again."""
+    empty and the deletion is tried again, as it is while the group coordinator moves or loads."""
     admin = new_admin(kafka)
     deadline = time.monotonic() + timeout
     while True:
@@ -296,10 +296,16 @@ def forget_position(kafka: KafkaSettings, group: str, timeout: float = 30.0) -> 
             future.result()
             return
         except KafkaException as exc:
-            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            code = err.code() if err is not None else None
             if code == KafkaError.GROUP_ID_NOT_FOUND:
                 return
-            if code != KafkaError.NON_EMPTY_GROUP or time.monotonic() > deadline:
+            # Not empty yet (the sink is stopping the removed stream), or the group coordinator is moving
+            # or loading (a new cluster, a broker restart): tried again until the deadline.
+            again = code == KafkaError.NON_EMPTY_GROUP or (err is not None and err.retriable())
+            if code in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                again = True
+            if not again or time.monotonic() > deadline:
                 raise StreamDefinitionError(
                     f"cannot clear the position of a former stream with this id (group {group}): {exc}"
                 ) from exc

@@ -9,7 +9,9 @@ for the group *before* fetching begins. From then on the committed offset is the
 sink restart neither replays the history nor skips what arrived while it was down.
 
 This runs in the consumer's assignment callback, before librdkafka reads the committed offsets to start
-fetching; a partition added to the topic later starts at its first record after the stream's start.
+fetching. A partition added to the topic later starts at its first record after the stream's start; for a
+stream without a recorded start that has already run (other partitions have committed offsets), at its
+beginning, so the records written to it before the group noticed it are not skipped.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def record_start(consumer: Consumer, tps: list[TP], start_ms: int | None, label:
         fresh = [tp for tp in committed if tp.offset < 0]
         if not fresh:
             return
+        if start_ms is None and has_run(consumer, fresh[0].topic):
+            start_ms = 0  # a partition added while the stream runs: from its first record
         starts = start_offsets(consumer, fresh, start_ms)
         consumer.commit(offsets=starts, asynchronous=False)
     except KafkaException as exc:
@@ -46,6 +50,15 @@ def record_start(consumer: Consumer, tps: list[TP], start_ms: int | None, label:
         where,
         ", ".join(f"[{tp.partition}]@{tp.offset}" for tp in starts),
     )
+
+
+def has_run(consumer: Consumer, topic: str) -> bool:
+    """Whether the group has a committed offset on any partition of the topic."""
+    meta = consumer.list_topics(topic, timeout=TIMEOUT_S).topics.get(topic)
+    if meta is None or meta.error is not None:
+        return False
+    parts = [TopicPartition(topic, p) for p in meta.partitions]
+    return any(tp.offset >= 0 for tp in consumer.committed(parts, timeout=TIMEOUT_S))
 
 
 def start_offsets(

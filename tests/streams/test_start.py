@@ -181,3 +181,46 @@ def test_replay_time_parsing_and_the_recorded_start():
         starting(d, datetime(2026, 3, 1), now)  # noqa: DTZ001 - the naive time is the case under test
     with pytest.raises(ValueError, match="UTC offset"):
         stream("http://127.0.0.1:9/x", start_at=datetime(2026, 3, 1))  # noqa: DTZ001
+
+
+def test_partitions_added_while_a_stream_runs_are_read_from_their_beginning(
+    catalogue_topics, writer, endpoint_factory, box, admin
+):
+    """A stream without a recorded start that has run: a new partition's records are not skipped."""
+    from confluent_kafka.admin import NewPartitions
+
+    from inflow.kafka.clients import topic_partitions
+    from inflow.schemas.serde import AvroSerde
+
+    ep = endpoint_factory()
+    definition = stream(ep.url, id="grows", start_at=None)
+    first = SinkThread(catalogue_topics, [definition], box).start()
+    try:
+        group = f"{catalogue_topics.topic_prefix}.streams.grows"
+        topic = catalogue_topics.topic("events")
+        from inflow.sinks.streams.cli import group_progress
+
+        wait_for(
+            lambda: all(
+                p["committed"] is not None for p in group_progress(catalogue_topics, group, topic).values()
+            ),
+            60,
+            interval=0.5,
+            what="the start committed",
+        )
+    finally:
+        first.stop()
+    before = len(topic_partitions(admin, topic))
+    admin.create_partitions([NewPartitions(topic, before + 2)])[topic].result(30)
+    wait_for(lambda: len(topic_partitions(admin, topic)) == before + 2, 30, what="the new partitions")
+    encode = AvroSerde().encoder("EnrichedEvent")
+    events = spread(4, "late")
+    for i, e in enumerate(events):  # straight onto the new partitions
+        writer.producer.produce(topic, key=b"W1:late", value=encode(e), partition=before + i % 2)
+    assert writer.producer.flush(30) == 0
+    second = SinkThread(catalogue_topics, [definition], box).start()
+    try:
+        wanted = {e["event_uuid"] for e in events}
+        wait_for(lambda: wanted <= ep.delivered_uuids(), 60, what="the new partitions' events")
+    finally:
+        second.stop()

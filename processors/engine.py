@@ -65,6 +65,8 @@ WORKSPACE_DISABLED = "workspace disabled"
 MAX_PROFILE_BYTES = 256 * 1024
 MAX_PROFILE_ATTRIBUTES = 2_000
 MAX_POINTER_HOPS = 64
+# An identifier value is a key of the identity index and part of its user's slot: bounded like a key.
+MAX_IDENTIFIER_BYTES = 4096
 
 
 def now_ms() -> int:
@@ -190,6 +192,19 @@ class LaneProcessor:
         self, record_name: str, record: dict[str, Any], rules: IdentityRules
     ) -> tuple[Ids, dict[str, Any] | None]:
         """The record's active identifiers in priority order (and a user record's parsed attributes)."""
+        ids, raw = self._identifiers(record_name, record, rules)
+        for name, value in ids:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > MAX_IDENTIFIER_BYTES:
+                raise Rejection(
+                    f"the {name} value is {size} bytes, over the {MAX_IDENTIFIER_BYTES}-byte limit of an "
+                    "identifier"
+                )
+        return ids, raw
+
+    def _identifiers(
+        self, record_name: str, record: dict[str, Any], rules: IdentityRules
+    ) -> tuple[Ids, dict[str, Any] | None]:
         if record_name == "UserUpsert":
             raw = parse_attributes(record.get("attributes_json") or "{}")
             ids = record_identifiers(
@@ -257,10 +272,10 @@ class LaneProcessor:
         group = distinct([profile["slot"], *(s for s in owners.values() if s != profile["slot"])])
         if len(group) == 1:
             return [self._snapshot(ws, profile), *claims]
-        here = [s for s in group[1:] if self.local(s)]
-        outputs = claims
-        if here:
-            profiles = [profile, *(self._profile(ws, s) for s in here)]
+        near = [s for s in group[1:] if self.local(s)]
+        outputs: list[Output]
+        if near:
+            profiles = [profile, *(self._profile(ws, s) for s in near)]
             outputs = [*claims, *self._merge_here(ws, rules, profiles, {}, received)]
             root = min(p["slot"] for p in profiles)
         else:

@@ -49,7 +49,7 @@ from inflow.kafka.clients import topic_partitions
 from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
-from inflow.processors import growth, protocol
+from inflow.processors import growth, jsoncodec, protocol
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
@@ -84,6 +84,7 @@ class LaneAgent:
         serde: AvroSerde,
         layout: growth.LayoutOf = lambda: None,
         metadata: Any = None,
+        layout_topic: str | None = None,
     ) -> None:
         """``layout()``: the latest ``control.layout`` record of ``ingest.records`` (None: never grown);
         ``metadata``: a client to read the topic's partition count from."""
@@ -109,6 +110,9 @@ class LaneAgent:
         self.metadata = metadata
         self.partitions = 0  # of ingest.records, read when partitions are assigned
         self._deferred: dict[int, list[Message]] = {}  # records read while a partition waits for a growth
+        self.layout_topic = layout_topic  # where a partition complete in the current layout is announced
+        self._check: set[int] = set()  # partitions to check against the layout even without records
+        self._announced: dict[int, int] = {}  # partition -> partition count announced complete
         self.stage = "starting"
         self._restore_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
 
@@ -145,7 +149,7 @@ class LaneAgent:
                 busy = self.restorer.restoring or self._opening
                 wait = 0.0 if busy else self.settings.batch_within_s
                 batch = await consumer.consume(self.settings.lane_batch_packs, wait)
-                if batch:
+                if batch or self._check & self.ready:
                     self.stage = "applying"
                     await self.handle(consumer, batch)
         finally:
@@ -187,7 +191,11 @@ class LaneAgent:
         """
         applied: list[Message] = []
         changes: list[tuple[int, list[list[tuple[bytes, bytes | None]]]]] = []
-        for partition, messages in _by_partition(batch).items():
+        groups = _by_partition(batch)
+        for partition in sorted(self._check & self.ready):  # a growth to apply, records or not
+            groups.setdefault(partition, [])
+        self._check -= self.ready
+        for partition, messages in groups.items():
             if partition not in self.ready:
                 if partition in self.owned:  # fetched before its pause took hold: read again when ready
                     first = int(messages[0].offset() or 0)
@@ -239,7 +247,20 @@ class LaneAgent:
             if self.apply_message(partition, msg):  # the growth's last MARK: apply what waited
                 for waited in self._deferred.pop(partition, []):
                     self.apply_message(partition, waited)
+        self._announce(partition)
         return self.state.commit()
+
+    def _announce(self, partition: int) -> None:
+        """Tell ``inflow topics grow`` (and operators) that this partition's state is complete in the
+        current layout: ``control.layout`` key ``<topic>#<partition>``."""
+        current = growth.meta(self.state)
+        if self.layout_topic is None or current is None or self._announced.get(partition) == self.partitions:
+            return
+        if current["n"] != self.partitions or current.get("await") is not None:
+            return
+        value = jsoncodec.dumps_bytes({"partitions": self.partitions, "at": int(time.time() * 1000)})
+        self.producer.produce(self.layout_topic, value, f"{self.lanes_topic}#{partition}".encode())
+        self._announced[partition] = self.partitions
 
     def send_changelog(self, partition: int, tables: list[list[tuple[bytes, bytes | None]]]) -> None:
         """Queue a partition's state writes to the changelogs (each was size-checked with its record)."""
@@ -377,6 +398,8 @@ class LaneAgent:
             self.ready.discard(partition)
             self._rewind.pop(partition, None)
             self._deferred.pop(partition, None)
+            self._check.discard(partition)
+            self._announced.pop(partition, None)
         self.state.drop_batch()
         self.state.clear_cache()
         if partitions:
@@ -395,6 +418,7 @@ class LaneAgent:
         if partition not in self.owned:
             return
         self.ready.add(partition)
+        self._check.add(partition)
         tp = TopicPartition(self.lanes_topic, partition)
         client.resume([tp])
         rewind = self._rewind.pop(partition, None)
@@ -425,6 +449,7 @@ class LaneAgent:
                     count,
                 )
             log.info("%s grew from %d to %d partitions", self.lanes_topic, self.partitions, count)
+            self._check |= self.owned
         self.partitions = count
 
     def owned_lanes(self) -> list[int]:

@@ -37,6 +37,7 @@ from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 INGEST_TOPICS = (INGEST,)
+LAYOUT_TOPIC = "control.layout"
 
 
 def app_id(kafka: KafkaSettings) -> str:
@@ -97,6 +98,7 @@ class ProcessorsWorker:
             serde,
             layout=layout,
             metadata=new_admin(kafka),
+            layout_topic=kafka.topic(LAYOUT_TOPIC),
         )
         self._stop = asyncio.Event()
 

@@ -9,8 +9,7 @@ def test_catalogue_declares_every_design_topic():
     names = {s.short_name for s in load_catalogue()}
     assert {
         "ingest.records",
-        "ingest.records",
-        "ingest.records",
+        "control.layout",
         "profiles",
         "events",
         "streams.retry.30s",

@@ -144,7 +144,7 @@ def serde() -> AvroSerde:
 
 @pytest.fixture
 def read_topic(consumer_factory: Callable[..., Consumer], catalogue_topics: KafkaSettings, serde: AvroSerde):
-    """``read_topic("ingest.records", n)`` -> list of (key, record) decoded from the topic of this test."""
+    """``read_topic("ingest.users", n)`` -> list of (key, record) decoded from the topic of this test."""
 
     def read(short: str, n: int, kafka: KafkaSettings | None = None) -> list[tuple[bytes, dict[str, Any]]]:
         consumer = consumer_factory([(kafka or catalogue_topics).topic(short)])

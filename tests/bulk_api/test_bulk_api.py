@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from tests.bulk_api.conftest import IR_KEY, IR_WS, WS
+from tests.bulk_api.conftest import IR_KEY, IR_WS, WS, record_names
 from tests.support import consume_until_quiet
 
 ACCEPTED = "Your request has been accepted and will be processed soon."
@@ -65,7 +65,7 @@ def test_bulk_request_lands_on_the_three_topics_with_request_facts(gateway_facto
     rid = body["request_id"]
     assert len(rid) == 8 and rid.isalnum()
 
-    [(ukey, user)] = read_topic("ingest.records", 1)
+    [(ukey, user)] = read_topic("ingest.users", 1)
     assert ukey == f"{WS}:john@example.com".encode()
     assert user["workspace_id"] == WS and user["request_id"] == rid and user["source"] == "api"
     assert user["client_ip"] == "203.0.113.195"
@@ -77,7 +77,7 @@ def test_bulk_request_lands_on_the_three_topics_with_request_facts(gateway_facto
     assert attrs["addValueToArrayField"] == {"hobbies": ["chess"]}
     assert attrs["Array_attributeName"] == ["abc", "123"]
 
-    events = read_topic("ingest.records", 2)
+    events = read_topic("ingest.events", 2)
     assert {k for k, _ in events} == {f"{WS}:john@example.com".encode()}
     by_action = {e["action"]: e for _, e in events}
     added = by_action["ProductAdded"]
@@ -92,7 +92,7 @@ def test_bulk_request_lands_on_the_three_topics_with_request_facts(gateway_facto
     assert viewed["current_time"] is None and viewed["user_timezone_offset"] == 19800
     assert len({e["event_uuid"] for _, e in events} | {user["event_uuid"]}) == 3
 
-    [(dkey, device)] = read_topic("ingest.records", 1)
+    [(dkey, device)] = read_topic("ingest.devices", 1)
     assert dkey == f"{WS}:john@example.com".encode()
     assert device["device_id"] == "dev-1" and json.loads(device["attributes_json"])["push_id"] == "tok"
     assert device["request_id"] == rid and device["client_ip"] == "203.0.113.195"
@@ -101,7 +101,7 @@ def test_bulk_request_lands_on_the_three_topics_with_request_facts(gateway_facto
 def test_app_id_query_form_and_socket_peer_as_client_ip(gw, read_topic):
     resp = gw.post(f"/v1/transition?app_id={WS}", bulk(CUSTOMER))
     assert resp.status_code == 200, resp.text
-    [(_, user)] = read_topic("ingest.records", 1)
+    [(_, user)] = read_topic("ingest.users", 1)
     assert user["client_ip"] == "127.0.0.1"
 
 
@@ -110,7 +110,7 @@ def test_one_users_records_share_a_key_and_keep_their_order(gw, read_topic):
         {"type": "event", "customer_id": f"u{i % 3}", "actions": [{"action": f"a{i}"}]} for i in range(30)
     ]
     assert gw.post(f"/v1/transition/{WS}", bulk(*elements)).status_code == 200
-    events = read_topic("ingest.records", 30)
+    events = read_topic("ingest.events", 30)
     by_key: dict[bytes, list[int]] = {}
     for key, rec in events:
         assert key == f"{WS}:{rec['customer_id']}".encode()
@@ -126,11 +126,11 @@ def test_single_record_apis(gw, read_topic):
         resp = gw.post(f"/v1/{path}/{WS}", body)
         assert resp.status_code == 200, resp.text
         assert resp.json()["message"] == ACCEPTED
-    assert read_topic("ingest.records", 1)[0][1]["customer_id"] == "jane"
-    [(_, ev)] = read_topic("ingest.records", 1)
+    assert read_topic("ingest.users", 1)[0][1]["customer_id"] == "jane"
+    [(_, ev)] = read_topic("ingest.events", 1)
     assert ev["action"] == "Login" and ev["current_time"] is None
     assert abs((ev["user_time"] - ev["received_at"]).total_seconds()) < 1  # no time given: receive time
-    assert read_topic("ingest.records", 1)[0][1]["device_id"] == "d9"
+    assert read_topic("ingest.devices", 1)[0][1]["device_id"] == "d9"
 
 
 def test_single_api_rejects_an_element_of_another_type(gw):
@@ -148,10 +148,10 @@ def test_identity_resolution_workspace_accepts_users_and_events_without_customer
     }
     resp = gw.post(f"/v1/transition/{IR_WS}", bulk(user, event), auth=(IR_WS, IR_KEY))
     assert resp.status_code == 200, resp.text
-    [(ukey, urec)] = read_topic("ingest.records", 1)
+    [(ukey, urec)] = read_topic("ingest.users", 1)
     assert urec["customer_id"] is None and urec["user_identifiers"] == {"moe_mobile": "+919876500000"}
     assert ukey == f"{IR_WS}:moe_mobile=+919876500000".encode()
-    [(_, erec)] = read_topic("ingest.records", 1)
+    [(_, erec)] = read_topic("ingest.events", 1)
     assert erec["user_identifiers"] == {"moe_mobile": "919876500000"} and erec["customer_id"] is None
 
 
@@ -185,9 +185,9 @@ def test_good_elements_are_accepted_and_bad_ones_reported(gw, read_topic, consum
             },
         },
     ]
-    assert len(read_topic("ingest.records", 1)) == 1 and len(read_topic("ingest.records", 1)) == 1
-    events = consumer_factory([catalogue_topics.topic("ingest.records")])
-    assert consume_until_quiet(events, quiet=2.0) == []
+    assert len(read_topic("ingest.users", 1)) == 1 and len(read_topic("ingest.devices", 1)) == 1
+    records = consumer_factory([catalogue_topics.topic("ingest.records")])
+    assert "EventRecord" not in record_names(consume_until_quiet(records, quiet=2.0))
 
 
 def test_reject_request_policy_stores_nothing_when_one_element_is_bad(
@@ -206,8 +206,8 @@ def test_idempotency_key_repeats_event_uuids_so_a_retry_deduplicates(gw, read_to
     for _ in range(2):
         assert gw.post(f"/v1/transition/{WS}", bulk(CUSTOMER, EVENT), headers=headers).status_code == 200
     assert gw.post(f"/v1/transition/{WS}", bulk(CUSTOMER, EVENT)).status_code == 200
-    users = [r["event_uuid"] for _, r in read_topic("ingest.records", 3)]
-    events = [r["event_uuid"] for _, r in read_topic("ingest.records", 6)]
+    users = [r["event_uuid"] for _, r in read_topic("ingest.users", 3)]
+    events = [r["event_uuid"] for _, r in read_topic("ingest.events", 6)]
     assert len(set(users)) == 2 and len(set(events)) == 4
 
 

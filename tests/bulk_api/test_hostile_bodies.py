@@ -177,7 +177,7 @@ def test_numeric_ids_within_64_bits_are_kept_exactly(gw, read_topic):
     doc = {"type": "transition", "elements": [{"type": "customer", "customer_id": big}]}
     resp = post(gw, f"/v1/transition/{WS}", json.dumps(doc).encode())
     assert resp.status_code == 200, resp.text
-    [(key, user)] = read_topic("ingest.records", 1)
+    [(key, user)] = read_topic("ingest.users", 1)
     assert user["customer_id"] == str(big) and key == f"{WS}:{big}".encode()
 
 

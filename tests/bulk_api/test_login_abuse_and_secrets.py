@@ -53,14 +53,14 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy(gateway_factory, read_to
     assert gw.post(f"/v1/customer/{WS}", CUSTOMER, headers=spoofed).status_code == 429
     resp = gw.post(f"/v1/customer/{WS}", CUSTOMER, headers=other)
     assert resp.status_code == 200, resp.text
-    [(_, user)] = read_topic("ingest.records", 1)
+    [(_, user)] = read_topic("ingest.users", 1)
     assert user["client_ip"] == "198.51.100.2"
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(gw, read_topic):
     resp = gw.post(f"/v1/customer/{WS}", CUSTOMER, headers={"X-Forwarded-For": "203.0.113.195"})
     assert resp.status_code == 200, resp.text
-    [(_, user)] = read_topic("ingest.records", 1)
+    [(_, user)] = read_topic("ingest.users", 1)
     assert user["client_ip"] == "127.0.0.1"
 
 

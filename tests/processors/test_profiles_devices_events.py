@@ -146,7 +146,7 @@ def test_new_device_with_a_taken_push_id_replaces_the_old_device(lane: Lane):
 
 
 def test_at_most_1000_devices_per_user(lane: Lane):
-    uid = lane.uid_of(lane.feed("UserUpsert", r.user("W", "many")))
+    lane.uid_of(lane.feed("UserUpsert", r.user("W", "many")))
     book = {
         f"d{i}": {"device_id": f"d{i}", "moengage_device_id": str(i)} for i in range(MAX_DEVICES_PER_USER)
     }

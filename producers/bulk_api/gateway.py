@@ -20,6 +20,7 @@ from inflow.producers.bulk_api import ratelimit
 from inflow.producers.bulk_api.auth import Authenticator
 from inflow.producers.bulk_api.delivery import GatewayDelivery
 from inflow.producers.bulk_api.elements import ElementValidator, Encoders
+from inflow.producers.bulk_api.management import RequestRecords
 from inflow.producers.bulk_api.metrics import GatewayMetrics
 from inflow.producers.bulk_api.profiles import ProfileStore
 from inflow.producers.bulk_api.ratelimit import RateLimiter
@@ -46,6 +47,7 @@ class Gateway:
         self.delivery = GatewayDelivery(self.kafka, self.settings.delivery_timeout_ms)
         topic = self.kafka.topic
         self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
+        self.requests = RequestRecords(self.serde)
         self.directory = WorkspaceRegistry(self.kafka, self.serde)
         self.auth = Authenticator(self.directory, self.settings.failed_logins_per_minute)
         self.limiter = RateLimiter(

@@ -120,3 +120,23 @@ def server_unavailable(detail: str) -> ApiError:
         "Server Error",
         f"{detail} We recommend that you retry every 2 seconds for a maximum of 5 times in such cases.",
     )
+
+
+def merge_refused(identifiers: tuple[str, ...]) -> ApiError:
+    """Reference §2.8: the Merge User API is disabled while identity resolution is on."""
+    return ApiError(
+        400,
+        "MergeNotAllowed",
+        "Merge User is disabled while Identity Resolution is enabled for this workspace (identifiers: "
+        f"{', '.join(identifiers)}); users that share an identifier value are merged automatically.",
+    )
+
+
+def portfolio_unsupported() -> ApiError:
+    """Portfolio projects (``project_code``) have no counterpart: each project is a workspace of its own."""
+    return ApiError(
+        400,
+        "InvalidParams",
+        "project_code is not supported: Inflow has no portfolio workspaces; send each project's data to "
+        "its own workspace.",
+    )

@@ -10,6 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from inflow.producers.bulk_api.elements import TV_OS_TYPES
+from inflow.producers.bulk_api.management import (
+    ACTION_TYPES,
+    DEVICE_IDENTIFIER_TYPES,
+    MAX_DEVICE_IDENTIFIERS,
+    MAX_MERGE_PAIRS,
+)
 from inflow.producers.bulk_api.settings import GatewaySettings
 
 TIME = {
@@ -191,6 +197,74 @@ def _schemas() -> dict[str, Any]:
                 }
             },
         },
+        "MergeRequest": {
+            "type": "object",
+            "required": ["merge_data"],
+            "properties": {
+                "merge_data": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_MERGE_PAIRS,
+                    "items": {
+                        "type": "object",
+                        "required": ["merged_user", "retained_user"],
+                        "properties": {
+                            "merged_user": {"type": "string", "description": "customer_id merged away"},
+                            "retained_user": {"type": "string", "description": "customer_id kept"},
+                        },
+                    },
+                }
+            },
+        },
+        "DeleteRequest": {
+            "type": "object",
+            "required": ["customer_id"],
+            "properties": {"customer_id": {"type": "string", "minLength": 1}},
+        },
+        "DeviceOptOutRequest": {
+            "type": "object",
+            "required": [
+                "user_identifier_type",
+                "user_identifier_value",
+                "action_type",
+                "device_identifiers",
+            ],
+            "properties": {
+                "user_identifier_type": {
+                    "type": "string",
+                    "description": "customer_id or another identifier of the workspace",
+                },
+                "user_identifier_value": {"type": "string", "minLength": 1},
+                "action_type": {"type": "string", "enum": list(ACTION_TYPES)},
+                "reason": {"type": "string"},
+                "client_reference_id": {"type": "string"},
+                "device_identifiers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_DEVICE_IDENTIFIERS,
+                    "items": {
+                        "type": "object",
+                        "minProperties": 1,
+                        "additionalProperties": False,
+                        "properties": {name: {"type": "string"} for name in DEVICE_IDENTIFIER_TYPES},
+                    },
+                },
+            },
+        },
+        "TestConnectionRequest": {
+            "type": "object",
+            "required": ["app_id", "app_secret"],
+            "properties": {
+                "app_id": {"type": "string", "description": "workspace id"},
+                "app_secret": {"type": "string", "description": "data API key"},
+                "source": {"type": "string"},
+                "region": {"type": "string"},
+            },
+        },
+        "TestConnectionResponse": {
+            "type": "object",
+            "properties": {"status": {"type": "string"}, "app_name": {"type": "string"}},
+        },
         "ExportResponse": {
             "type": "object",
             "properties": {
@@ -273,6 +347,20 @@ def _operation(
     }
 
 
+def _test_connection() -> dict[str, Any]:
+    """Credentials travel in the body (app_id, app_secret), not in a Basic Auth header."""
+    operation = _operation(
+        "Test connection",
+        _ref("TestConnectionRequest"),
+        False,
+        _ref("TestConnectionResponse"),
+        "Checks a workspace id and data API key; answers the workspace as app_name.",
+    )["post"]
+    operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "app_id"]
+    operation["security"] = []
+    return {"post": operation}
+
+
 def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
     """Paths, schemas and the documented policies (caps, partial acceptance) of this gateway."""
     accept_good = (
@@ -321,6 +409,27 @@ def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
             "/v1/device/{workspace_id}": _operation(
                 "Track Device", _ref("DeviceElement"), True, success, single_cap
             ),
+            "/v1/customer/merge": _operation(
+                "Merge User",
+                _ref("MergeRequest"),
+                False,
+                success,
+                "One merge request per pair, applied by the processors (MOE_USER_MERGE_EVENT to the "
+                "merged user, MOE_USER_MERGED to the retained one). Refused (400 MergeNotAllowed) while "
+                f"identity resolution is on. {single_cap}",
+            ),
+            "/v1/customer/delete": _operation(
+                "Delete User",
+                _ref("DeleteRequest"),
+                False,
+                success,
+                "Erasure of one user: its profile is removed, its identifiers freed and its devices "
+                f"removed by the processors; the request_id is the audit reference. {single_cap}",
+            ),
+            "/v1/devices/manage": _operation(
+                "Device opt-out", _ref("DeviceOptOutRequest"), False, success, single_cap
+            ),
+            "/v1/test-connection": _test_connection(),
             "/v1/customers/export": _operation(
                 "Get User",
                 _ref("ExportRequest"),

@@ -12,9 +12,10 @@ record is over its topic's size limit is a bad element (413 "Payload too large")
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,12 @@ from inflow.producers.bulk_api.elements import Outgoing, Validated
 from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError, RecordRejected
 from inflow.producers.bulk_api.export import export_users, parse_export
 from inflow.producers.bulk_api.gateway import Gateway
+from inflow.producers.bulk_api.management import (
+    delete_customer,
+    identity_resolution_on,
+    merge_pair,
+    merge_pairs,
+)
 from inflow.producers.bulk_api.messages import (
     BULK,
     SINGLE,
@@ -38,9 +45,11 @@ from inflow.producers.bulk_api.messages import (
     export_rate_limited,
     invalid,
     malformed_json,
+    merge_refused,
     missing,
     not_an_object,
     payload_too_large,
+    portfolio_unsupported,
     rate_limited,
     record_too_large,
     server_unavailable,
@@ -116,10 +125,20 @@ class Handlers:
         self.settings = gateway.settings
 
     # shared steps --------------------------------------------------------------------------------------
-    async def _authenticate(self, request: web.Request, workspace_id: str | None, primary: str) -> Workspace:
+    async def _authenticate(
+        self,
+        request: web.Request,
+        workspace_id: str | None,
+        primary: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> Workspace:
         if not workspace_id:
             raise app_id_required()
-        workspace = await self.gw.auth.authenticate(request.headers, workspace_id, self._client(request))
+        if "project_code" in request.query:
+            raise portfolio_unsupported()
+        workspace = await self.gw.auth.authenticate(
+            request.headers if headers is None else headers, workspace_id, self._client(request)
+        )
         request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
         request[STATE].rate_primary = primary
         return workspace
@@ -277,6 +296,74 @@ class Handlers:
     async def device(self, request: web.Request) -> web.Response:
         return await self.single(request, "device")
 
+    async def merge(self, request: web.Request) -> web.Response:
+        """Merge User: ``{"merge_data":[{"merged_user","retained_user"}]}``, one request record per pair."""
+        workspace = await self._authenticate(request, request.query.get("app_id"), "users")
+        doc = await self._json(request, self.settings.single_max_bytes, SINGLE)
+        pairs = merge_pairs(doc)
+        if identity_resolution_on(workspace.identifiers):
+            raise merge_refused(workspace.identifiers)
+        ctx = self._context(request, workspace)
+        blocked = self.gw.validator.blocked_ids
+        messages: list[Outgoing] = []
+        failed: list[tuple[int, ApiError]] = []
+        for index, pair in enumerate(pairs):
+            try:
+                merged, retained = merge_pair(pair, blocked)
+            except ApiError as exc:
+                failed.append((index, exc))
+                self.gw.metrics.rejected.labels(exc.type).inc()
+                continue
+            messages.append(self.gw.requests.merge(ctx, merged, retained))
+        if failed and (not messages or self.settings.bad_elements == "reject_request"):
+            raise failed[0][1]
+        await self._admit_and_deliver(request, workspace, messages, len(messages), 0)
+        extra = None
+        if failed:
+            extra = {
+                "accepted_elements": len(pairs) - len(failed),
+                "failed_elements": [{"index": i, "error": _element_error(e)} for i, e in failed],
+            }
+        return self._accepted(request, extra)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        """Delete User (erasure): ``{"customer_id": "..."}``; the request id is the audit reference."""
+        workspace = await self._authenticate(request, request.query.get("app_id"), "users")
+        doc = await self._json(request, self.settings.single_max_bytes, SINGLE)
+        customer_id = delete_customer(doc, self.gw.validator.blocked_ids)
+        message = self.gw.requests.delete(self._context(request, workspace), customer_id)
+        await self._admit_and_deliver(request, workspace, [message], 1, 0)
+        return self._accepted(request)
+
+    async def devices_manage(self, request: web.Request) -> web.Response:
+        """Device opt-out: block or unblock devices of one user (reference §3)."""
+        workspace = await self._authenticate(request, request.query.get("app_id"), "users")
+        doc = await self._json(request, self.settings.single_max_bytes, SINGLE)
+        ctx = self._context(request, workspace)
+        message = self.gw.requests.opt_out(ctx, doc, workspace.identifiers)
+        await self._admit_and_deliver(request, workspace, [message], 1, 0)
+        return self._accepted(request)
+
+    async def test_connection(self, request: web.Request) -> web.Response:
+        """Test connection: ``{app_id, app_secret, source, region}`` checked like a Basic Auth login."""
+        doc = await self._json(request, self.settings.single_max_bytes, SINGLE)
+        if not isinstance(doc, dict):
+            raise not_an_object()
+        for name in ("app_id", "app_secret", "source", "region"):
+            value = doc.get(name)
+            if value is not None and not isinstance(value, str):
+                raise wrong_type(name, "string")
+        app_id, secret = doc.get("app_id"), doc.get("app_secret")
+        if not app_id:
+            raise missing("app_id", "app_id is not found in the payload")
+        if not secret:
+            raise missing("app_secret", "app_secret is not found in the payload")
+        token = base64.b64encode(f"{app_id}:{secret}".encode()).decode()
+        workspace = await self._authenticate(
+            request, app_id, "users", headers={"Authorization": f"Basic {token}"}
+        )
+        return web.json_response({"status": "success", "app_name": workspace.id}, dumps=dumps)
+
     async def export(self, request: web.Request) -> web.Response:
         """Get User, answered from the profile store (503 until it has read the profiles topic)."""
         workspace = await self._authenticate(request, request.query.get("app_id"), "exports")
@@ -354,10 +441,15 @@ def build_app(gateway: Gateway) -> web.Application:
     h = Handlers(gateway)
     app.router.add_post("/v1/transition/{workspace_id}", h.transition, name="transition")
     app.router.add_post("/v1/transition", h.transition, name="transition_query")
+    # Fixed paths before the templates: /v1/customer/merge is Merge User, never Track User of "merge".
+    app.router.add_post("/v1/customer/merge", h.merge, name="merge")
+    app.router.add_post("/v1/customer/delete", h.delete, name="delete")
     app.router.add_post("/v1/customer/{workspace_id}", h.customer, name="customer")
     app.router.add_post("/v1/event/{workspace_id}", h.event, name="event")
     app.router.add_post("/v1/device/{workspace_id}", h.device, name="device")
     app.router.add_post("/v1/customers/export", h.export, name="export")
+    app.router.add_post("/v1/devices/manage", h.devices_manage, name="devices_manage")
+    app.router.add_post("/v1/test-connection", h.test_connection, name="test_connection")
     app.router.add_get("/health", h.health, name="health")
     app.router.add_get("/metrics", h.metrics, name="metrics")
     app.router.add_get("/openapi.json", h.openapi, name="openapi")

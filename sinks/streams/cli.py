@@ -11,18 +11,20 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from dateutil.parser import isoparse
 from rich.console import Console
 from rich.table import Table
 
 from inflow.config.file import InflowFile
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.clients import new_consumer, watermarks
+from inflow.kafka.clients import new_admin, new_consumer, watermarks
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import dlq as dlq_ops
@@ -37,7 +39,7 @@ from inflow.sinks.streams.control import (
     read_control,
     state_record,
 )
-from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.definitions import StreamDefinition, parse_definition, starting
 from inflow.sinks.streams.destinations.registry import open_destination
 from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
 from inflow.sinks.streams.settings import SinkSettings
@@ -147,7 +149,7 @@ def add(
     app_name: Annotated[str, typer.Option(help="app_name of every request")] = "",
     workspace: Annotated[str | None, typer.Option(help="only this workspace's events")] = None,
     header: Annotated[list[str] | None, typer.Option(help="static header 'Name: value' (repeatable)")] = None,
-    auth: Annotated[str, typer.Option(help="none, basic or header")] = "none",
+    auth: Annotated[str, typer.Option(help="none, basic, header or oauth2 (client credentials)")] = "none",
     username: Annotated[str | None, typer.Option(help="Basic auth username")] = None,
     password: Annotated[
         str | None,
@@ -157,6 +159,17 @@ def add(
     auth_value: Annotated[
         str | None,
         typer.Option(envvar="INFLOW_STREAM_AUTH_VALUE", help="header auth: value (stored encrypted)"),
+    ] = None,
+    token_url: Annotated[str | None, typer.Option(help="oauth2: the token endpoint URL")] = None,
+    client_id: Annotated[str | None, typer.Option(help="oauth2: client id")] = None,
+    client_secret: Annotated[
+        str | None,
+        typer.Option(envvar="INFLOW_STREAM_CLIENT_SECRET", help="oauth2: client secret (stored encrypted)"),
+    ] = None,
+    scope: Annotated[str | None, typer.Option(help="oauth2: scope to ask for")] = None,
+    client_auth: Annotated[
+        str | None,
+        typer.Option(help="oauth2: client credentials in a 'basic' header (default) or in the 'body'"),
     ] = None,
     events: Annotated[str, typer.Option(help="'all' or comma-separated event names or codes")] = "all",
     user_attributes: Annotated[str, typer.Option(help="'all' or comma-separated user attributes")] = "all",
@@ -175,14 +188,30 @@ def add(
         ),
     ] = "skip",
     replace: Annotated[bool, typer.Option(help="replace an existing stored definition")] = False,
+    replay_from: Annotated[
+        str | None,
+        typer.Option(
+            help="ISO 8601 time (UTC if no offset): a new stream also sends the retained events that "
+            "arrived since then (default: only events from now on, as MoEngage)"
+        ),
+    ] = None,
 ) -> None:
-    """Add (or with --replace, change) a stream; secrets are encrypted before they are stored in Kafka."""
+    """Add (or with --replace, change) a stream; secrets are encrypted before they are stored in Kafka.
+
+    A new stream sends the events that arrive from now on (MoEngage streams start when they are set up);
+    ``--replay-from`` makes it start at an earlier time instead. A replaced stream keeps its position."""
     rt, kafka, serde, view = _context()
     if stream_id in view.yaml:
         raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; change it there")
     exists = stream_id in view.stored or stream_id in view.invalid
     if exists and not replace:
         raise StreamDefinitionError(f"stream {stream_id!r} exists; use --replace to change it")
+    if exists and replay_from is not None:
+        raise StreamDefinitionError(
+            f"--replay-from applies to a new stream; stream {stream_id!r} keeps its position "
+            "(remove it and add it again to start over)"
+        )
+    replay_time = parse_replay_from(replay_from) if replay_from is not None else None
     headers = {}
     for h in header or []:
         name, sep, value = h.partition(":")
@@ -195,6 +224,11 @@ def add(
         "password": password,
         "header_name": auth_header,
         "header_value": auth_value,
+        "token_url": token_url,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "scope": scope,
+        "client_auth": client_auth,
     }
     auth_data.update({key: value for key, value in given.items() if value is not None})
     try:
@@ -224,6 +258,12 @@ def add(
     verdict = literal_host_verdict(definition.url, SinkSettings())
     if not verdict.allowed:
         raise StreamDefinitionError(f"stream {stream_id}: url: {verdict.reason}")
+    if exists:
+        previous = view.stored.get(stream_id)
+        definition = definition.model_copy(update={"start_at": previous.start_at if previous else None})
+    else:
+        definition = starting(definition, replay_time, datetime.now(UTC))
+        forget_position(kafka, f"{kafka.topic_prefix}.streams.{stream_id}")
     stored = definition.stored(SecretBox.from_settings(rt.paths))
     publish(
         kafka,
@@ -232,6 +272,44 @@ def add(
         serde.encode("StreamDefinition", definition_record(stream_id, stored)),
     )
     console.print(f"stream {stream_id} {'replaced' if exists else 'added'}")
+
+
+def parse_replay_from(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is UTC."""
+    try:
+        when = isoparse(text)
+    except (ValueError, OverflowError) as exc:
+        raise StreamDefinitionError(f"--replay-from {text!r} is not an ISO 8601 time: {exc}") from exc
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def forget_position(kafka: KafkaSettings, group: str, timeout: float = 30.0) -> None:
+    """Delete the export group of a removed stream with the same id, so a new stream starts afresh.
+
+    The sink stops a removed stream within a second; until its consumers have left, the group is not
+    empty and the deletion is tried again, as it is while the group coordinator moves or loads."""
+    admin = new_admin(kafka)
+    deadline = time.monotonic() + timeout
+    while True:
+        future = admin.delete_consumer_groups([group], request_timeout=10)[group]
+        try:
+            future.result()
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            code = err.code() if err is not None else None
+            if code == KafkaError.GROUP_ID_NOT_FOUND:
+                return
+            # Not empty yet (the sink is stopping the removed stream), or the group coordinator is moving
+            # or loading (a new cluster, a broker restart): tried again until the deadline.
+            again = code == KafkaError.NON_EMPTY_GROUP or (err is not None and err.retriable())
+            if code in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+                again = True
+            if not again or time.monotonic() > deadline:
+                raise StreamDefinitionError(
+                    f"cannot clear the position of a former stream with this id (group {group}): {exc}"
+                ) from exc
+        time.sleep(0.5)
 
 
 def _find(view: ControlView, stream_id: str) -> StreamDefinition:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,6 +35,23 @@ CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but HTAB
 URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # control characters and spaces
 
 
+def check_http_url(value: str, name: str = "") -> None:
+    """An http(s) URL with a host, no spaces or control characters, not a refused literal address."""
+    what = f"{name} " if name else ""
+    if URL_FORBIDDEN.search(value):
+        raise ValueError(f"{what}must not contain spaces, CR, LF or other control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{what}is not a valid URL: {mask_url(value)}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what}must be an http(s) URL with a host, got {mask_url(value)!r}")
+    verdict = literal_host_verdict(value, BUILT_IN_ONLY)
+    if not verdict.allowed:
+        raise ValueError(f"{what}{verdict.reason}" if what else verdict.reason)
+
+
 def check_header_name(name: str) -> None:
     if not HEADER_NAME.match(name):
         raise ValueError(
@@ -49,15 +67,26 @@ def check_header_value(name: str, value: str) -> None:
 
 
 class StreamAuth(BaseModel):
-    """No auth, HTTP Basic, or one static header (API key, bearer token): MoEngage's three options."""
+    """No auth, HTTP Basic, one static header (API key, bearer token), or OAuth 2.0 client credentials:
+    MoEngage's options (§5.2). With ``oauth2`` the sink fetches an access token from ``token_url``
+    (``grant_type=client_credentials``), caches it and sends it as ``Authorization: Bearer``
+    (:mod:`inflow.sinks.streams.destinations.oauth`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["none", "basic", "header"] = "none"
+    type: Literal["none", "basic", "header", "oauth2"] = "none"
     username: str | None = None
     password: SecretStr | None = None
     header_name: str | None = None
     header_value: SecretStr | None = None
+    token_url: str | None = Field(None, description="oauth2: the token endpoint")
+    client_id: str | None = Field(None, description="oauth2: the client id")
+    client_secret: SecretStr | None = Field(None, description="oauth2: the client secret (stored encrypted)")
+    scope: str | None = Field(None, description="oauth2: scope asked for, if the provider needs one")
+    client_auth: Literal["basic", "body"] | None = Field(
+        None,
+        description="oauth2: client credentials in an HTTP Basic header (the default) or in the body",
+    )
 
     @model_validator(mode="after")
     def _fields_match_type(self) -> StreamAuth:
@@ -66,33 +95,46 @@ class StreamAuth(BaseModel):
             raise ValueError("basic auth needs username and password")
         if self.type == "header" and (not self.header_name or self.header_value is None):
             raise ValueError("header auth needs header_name and header_value")
+        if self.type == "oauth2" and (not self.token_url or not self.client_id or self.client_secret is None):
+            raise ValueError("oauth2 auth needs token_url, client_id and client_secret")
         if self.type != "basic" and (self.username or self.password is not None):
             raise ValueError(f"username/password are only for basic auth, not {self.type}")
         if self.type != "header" and (self.header_name or self.header_value is not None):
             raise ValueError(f"header_name/header_value are only for header auth, not {self.type}")
+        oauth = (self.token_url, self.client_id, self.client_secret, self.scope, self.client_auth)
+        if self.type != "oauth2" and any(v is not None for v in oauth):
+            raise ValueError(
+                "token_url/client_id/client_secret/scope/client_auth are only for oauth2 auth, "
+                f"not {self.type}"
+            )
         if self.header_name is not None:
             check_header_name(self.header_name)
         if self.header_value is not None:
             check_header_value(self.header_name or "", self.header_value.get_secret_value())
         if self.username is not None and (CONTROL.search(self.username) or ":" in self.username):
             raise ValueError("username must not contain ':', CR, LF or another control character")
+        if self.token_url is not None:
+            check_http_url(self.token_url, "token_url")
+        for name in ("client_id", "scope"):
+            value = getattr(self, name)
+            if value is not None and CONTROL.search(value):
+                raise ValueError(f"{name} must not contain CR, LF or another control character")
         return self
 
     def revealed(self, box: SecretBox | None) -> dict[str, Any]:
         """The plain form (secrets decrypted with ``box``) as model input."""
-        data: dict[str, Any] = {"type": self.type}
-        if self.username is not None:
-            data["username"] = self.username
+        data: dict[str, Any] = self.model_dump(mode="python", exclude_none=True)
         if self.password is not None:
             data["password"] = reveal(self.password, box, "auth.password")
-        if self.header_name is not None:
-            data["header_name"] = self.header_name
         if self.header_value is not None:
             data["header_value"] = reveal(self.header_value, box, "auth.header_value")
+        if self.client_secret is not None:
+            data["client_secret"] = reveal(self.client_secret, box, "auth.client_secret")
         return data
 
     def headers(self, box: SecretBox | None = None) -> dict[str, str]:
-        """The Authorization (or custom) header, decrypting stored secrets with ``box``."""
+        """The Authorization (or custom) header, decrypting stored secrets with ``box``; none for oauth2,
+        whose token is fetched and sent by the destination."""
         if self.type == "basic":
             assert self.username is not None and self.password is not None
             password = reveal(self.password, box)
@@ -131,24 +173,31 @@ class StreamDefinition(BaseModel):
         False, description="paused in the definition itself (pause state also lives in Kafka)"
     )
     pause_mode: PauseMode = Field("skip", description="default meaning of a pause: skip (MoEngage) or resume")
+    start_at: datetime | None = Field(
+        None,
+        description="the stream exports events that reached the events topic from this time (UTC) on; "
+        "`inflow streams add` sets it to the registration time (or --replay-from); unset: from the end of "
+        "the topic when the stream first runs",
+    )
+
+    @field_validator("start_at")
+    @classmethod
+    def _aware_start(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a UTC offset (e.g. 2026-01-31T00:00:00Z)")
+        return value
+
+    @property
+    def start_ms(self) -> int | None:
+        """The start as epoch milliseconds (a record timestamp), or None: the end of the topic."""
+        return None if self.start_at is None else int(self.start_at.timestamp() * 1000)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if SecretBox.is_encrypted(value):
             return value  # checked once decrypted (revealed)
-        if URL_FORBIDDEN.search(value):
-            raise ValueError("must not contain spaces, CR, LF or other control characters")
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError as exc:
-            raise ValueError(f"is not a valid URL: {mask_url(value)}") from exc
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL with a host, got {mask_url(value)!r}")
-        verdict = literal_host_verdict(value, BUILT_IN_ONLY)
-        if not verdict.allowed:
-            raise ValueError(verdict.reason)
+        check_http_url(value)
         return value
 
     @field_validator("retry_delays_s")
@@ -193,9 +242,10 @@ class StreamDefinition(BaseModel):
     def secret_values(self) -> list[str]:
         """Plain secret values (header values, auth secrets) of a revealed definition, for redaction."""
         values = [v.get_secret_value() for v in self.headers.values()]
-        values += [
-            s.get_secret_value() for s in (self.auth.password, self.auth.header_value) if s is not None
-        ]
+        secrets = (self.auth.password, self.auth.header_value, self.auth.client_secret)
+        values += [s.get_secret_value() for s in secrets if s is not None]
+        if self.auth.type == "oauth2" and self.auth.client_id and self.auth.client_secret is not None:
+            values.append(f"{self.auth.client_id}:{self.auth.client_secret.get_secret_value()}")
         if self.auth.type == "basic" and self.auth.username and self.auth.password is not None:
             values.append(f"{self.auth.username}:{self.auth.password.get_secret_value()}")
         return values
@@ -210,6 +260,8 @@ class StreamDefinition(BaseModel):
             auth["password"] = seal(self.auth.password, box)
         if self.auth.header_value is not None:
             auth["header_value"] = seal(self.auth.header_value, box)
+        if self.auth.client_secret is not None:
+            auth["client_secret"] = seal(self.auth.client_secret, box)
         return data
 
     def public(self, box: SecretBox | None = None) -> dict[str, Any]:
@@ -225,6 +277,17 @@ class StreamDefinition(BaseModel):
                 pass
         data["url"] = mask_url(url, MASK)
         return data
+
+
+def starting(definition: StreamDefinition, replay_from: datetime | None, now: datetime) -> StreamDefinition:
+    """A new stream's definition with its recorded start: ``now`` (MoEngage: a stream starts when it is
+    set up, nothing older is exported), or ``replay_from`` (ours: replay retained events since then)."""
+    if replay_from is not None:
+        if replay_from.tzinfo is None:
+            raise StreamDefinitionError("--replay-from needs a UTC offset (e.g. 2026-01-31T00:00:00Z)")
+        if replay_from > now:
+            raise StreamDefinitionError(f"--replay-from {replay_from.isoformat()} is in the future")
+    return definition.model_copy(update={"start_at": replay_from or now})
 
 
 def reveal(secret: SecretStr, box: SecretBox | None, field: str = "secret") -> str:

@@ -17,3 +17,9 @@ class UnknownStreamError(StreamsError):
 
 class DlqError(StreamsError):
     """A dead-letter queue selection or redrive request is invalid."""
+
+
+class TokenUnavailable(StreamsError):
+    """The OAuth token endpoint gave no token; retried like a failed delivery."""
+
+    retriable = True

@@ -25,6 +25,7 @@ from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
 from inflow.sinks.streams.payload import EventFilter, EventFormatter, events_array
 from inflow.sinks.streams.reading import EnrichedEventReader
 from inflow.sinks.streams.retry import MAIN_TIER, dead_record
+from inflow.sinks.streams.start import record_start
 from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ExportLoop:
             self.group,
             [self.topic],
             name=f"streams-{self.worker.label}",
+            on_assign=self._assigned,
             on_revoke=self._revoked,
             **GROUP_OVERRIDES,
         )
@@ -191,6 +193,10 @@ class ExportLoop:
         delay = metrics.DELIVERY_DELAY.labels(label)
         for arrival in batch.first_arrival_ms[:: max(1, len(batch.first_arrival_ms) // 10)]:
             delay.observe(max(0.0, (now_ms - arrival) / 1000))
+
+    def _assigned(self, consumer: Consumer, tps: list[TP]) -> None:
+        """Partitions this stream never read start at the stream's start (see :mod:`.start`)."""
+        record_start(consumer, tps, self.worker.definition.start_ms, self.worker.label)
 
     def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:
         """Before partitions move to another sink: commit what is done, forget the rest (redelivered)."""

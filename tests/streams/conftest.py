@@ -10,11 +10,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
+from typer.testing import CliRunner
 
+from inflow.cli import app
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.clients import new_producer
 from inflow.schemas.serde import AvroSerde
+from inflow.sinks.streams import cli as streams_cli
 from inflow.sinks.streams.definitions import StreamDefinition
 from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.sink import StreamSink
@@ -159,12 +163,38 @@ def sink_factory(catalogue_topics: KafkaSettings, box: SecretBox) -> Iterator[Ca
 
 
 def stream(url: str, **kwargs: Any) -> StreamDefinition:
-    """A definition with test-friendly defaults: short linger and retry delays."""
+    """A definition with test-friendly defaults: short linger and retry delays, and a start in the past so
+    the events a test wrote before starting its sink are sent (``start_at=None``: from the end)."""
     data = {
         "id": "s1",
         "url": url,
         "app_name": "Test App",
         "linger_s": 0.2,
         "retry_delays_s": [1, 1, 1],
+        "start_at": "2000-01-01T00:00:00Z",
     } | kwargs
     return StreamDefinition.model_validate(data)
+
+
+@pytest.fixture
+def cli_env(catalogue_topics, tmp_path):
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": str(catalogue_topics.bootstrap_servers),
+        "KAFKA_TOPIC_PREFIX": catalogue_topics.topic_prefix,
+        "INFLOW_HOME": str(tmp_path / "home"),
+        "INFLOW_CONFIG": "",
+        "COLUMNS": "250",
+        "INFLOW_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+
+
+def invoke(env, *args: str, ok: bool = True):
+    env = {k: v for k, v in env.items() if v != ""}
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=True)
+    if ok:
+        assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+if not any(getattr(g, "name", None) == "streams" for g in app.registered_groups):
+    streams_cli.register(app)

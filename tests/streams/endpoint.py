@@ -108,3 +108,67 @@ class RecordingEndpoint:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(15)
+
+
+@dataclass
+class TokenEndpoint:
+    """A real OAuth 2.0 token endpoint (client credentials) on 127.0.0.1: hands out ``tok-1``, ``tok-2``, ...
+
+    ``statuses`` are answered first (an error status gives no token), then 200 with a new token valid for
+    ``expires_in`` seconds. Every request's form and Authorization header are recorded."""
+
+    statuses: list[int] = field(default_factory=list)
+    expires_in: float = 3600
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.issued = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def start(self) -> TokenEndpoint:
+        self._thread.start()
+        assert self._ready.wait(15), "token endpoint did not start"
+        return self
+
+    def _serve(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/token", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+        self._loop.close()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        with self._lock:
+            index = len(self.requests)
+            self.requests.append({"form": form, "authorization": request.headers.get("Authorization")})
+            status = self.statuses[index] if index < len(self.statuses) else 200
+            if status != 200:
+                return web.json_response({"error": "server_error"}, status=status)
+            self.issued += 1
+            token = f"tok-{self.issued}"
+        return web.json_response(
+            {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+        )
+
+    def calls(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(15)

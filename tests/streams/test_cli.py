@@ -4,40 +4,18 @@ from __future__ import annotations
 
 import base64
 
-import pytest
 from cryptography.fernet import Fernet
-from typer.testing import CliRunner
 
 from inflow.cli import app
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import cli as streams_cli
 from inflow.sinks.streams.control import ControlView, read_control
 from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
-from tests.streams.conftest import SinkThread, enriched
+from tests.streams.conftest import SinkThread, enriched, invoke
 from tests.support import consume_n, wait_for
 
 if not any(getattr(g, "name", None) == "streams" for g in app.registered_groups):
     streams_cli.register(app)
-
-
-@pytest.fixture
-def cli_env(catalogue_topics, tmp_path):
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": str(catalogue_topics.bootstrap_servers),
-        "KAFKA_TOPIC_PREFIX": catalogue_topics.topic_prefix,
-        "INFLOW_HOME": str(tmp_path / "home"),
-        "INFLOW_CONFIG": "",
-        "COLUMNS": "250",
-        "INFLOW_SECRET_KEY": Fernet.generate_key().decode(),
-    }
-
-
-def invoke(env, *args: str, ok: bool = True):
-    env = {k: v for k, v in env.items() if v != ""}
-    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=True)
-    if ok:
-        assert result.exit_code == 0, (result.output, result.exception)
-    return result
 
 
 def test_add_stores_secrets_encrypted_and_list_show_mask_them(cli_env, catalogue_topics, consumer_factory):
@@ -252,6 +230,7 @@ def test_a_stream_whose_secrets_do_not_decrypt_is_held_alone_and_status_says_why
             "id": "legacy",
             "url": legacy_ep.url,
             "linger_s": 0.2,
+            "start_at": "2000-01-01T00:00:00Z",
             "auth": {"type": "basic", "username": "ws", "password": "plain-pw"},
         },
     )

@@ -134,7 +134,11 @@ def test_a_stored_definition_with_cr_lf_holds_only_that_stream(
         "sealed",
         {"id": "sealed", "url": box.encrypt(sealed_ep.url), "linger_s": 0.2, "auth": sealed_auth},
     )
-    store(catalogue_topics, "good", {"id": "good", "url": good_ep.url, "linger_s": 0.2})
+    store(
+        catalogue_topics,
+        "good",
+        {"id": "good", "url": good_ep.url, "linger_s": 0.2, "start_at": "2000-01-01T00:00:00Z"},
+    )
     sink = sink_factory()
     sent = writer.write([enriched() for _ in range(3)])
     wait_for(lambda: good_ep.delivered_uuids() == set(sent), 60, what="the healthy stream's delivery")

@@ -60,7 +60,16 @@ def test_sink_killed_mid_batch_and_restarted_loses_nothing(
     catalogue_topics, writer, endpoint_factory, tmp_path
 ):
     ep = endpoint_factory(delay_s=0.2)
-    streams = [{"id": "s1", "url": ep.url, "batch_size": 50, "linger_s": 0.2, "max_in_flight": 2}]
+    streams = [
+        {
+            "id": "s1",
+            "url": ep.url,
+            "batch_size": 50,
+            "linger_s": 0.2,
+            "max_in_flight": 2,
+            "start_at": "2000-01-01T00:00:00Z",  # the events are written before the sink first runs
+        }
+    ]
     env = sink_env(catalogue_topics, tmp_path, streams)
     sent = set(writer.write([enriched(uid=f"u-{i % 13}") for i in range(1500)]))
     log = tmp_path / "sink.log"

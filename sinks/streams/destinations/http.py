@@ -22,7 +22,8 @@ from inflow.config.secrets import SecretBox
 from inflow.sinks.streams.addresses import AddressRefused, GuardedResolver, literal_host_verdict
 from inflow.sinks.streams.definitions import StreamDefinition
 from inflow.sinks.streams.destinations.base import Outcome, OutgoingBatch
-from inflow.sinks.streams.exceptions import StreamDefinitionError
+from inflow.sinks.streams.destinations.oauth import ClientCredentials
+from inflow.sinks.streams.exceptions import StreamDefinitionError, TokenUnavailable
 from inflow.sinks.streams.payload import request_body
 from inflow.sinks.streams.redact import Redactor, mask_url
 from inflow.sinks.streams.settings import SinkSettings
@@ -50,6 +51,11 @@ class HttpDestination:
         self._timeout = aiohttp.ClientTimeout(total=plain.request_timeout_s)
         self._limit = plain.max_in_flight
         self._session: aiohttp.ClientSession | None = None
+        self.oauth = ClientCredentials(plain.auth, self._redact) if plain.auth.type == "oauth2" else None
+        if self.oauth is not None:
+            token_verdict = literal_host_verdict(self.oauth.url, self.settings)
+            if not token_verdict.allowed:
+                raise StreamDefinitionError(f"stream {definition.id}: auth.token_url: {token_verdict.reason}")
 
     @property
     def safe_name(self) -> str:
@@ -60,14 +66,30 @@ class HttpDestination:
         return await self.post(request_body(self.app_name, batch.moe_request_id, batch.events_json))
 
     async def post(self, body: bytes) -> Outcome:
-        """POST a body once; never raises for HTTP, network or timeout failures."""
+        """POST a body once; never raises for HTTP, network or timeout failures.
+
+        With OAuth 2.0, a 401 answer drops the token and the body is posted once more with a new one (the
+        token may have been revoked or expired early); a token endpoint failure is a retriable outcome."""
+        if self.oauth is None:
+            return await self._post(body, self._headers)
+        started = time.monotonic()
+        for _attempt in range(2):
+            try:
+                header = await self.oauth.header(self._session_for_loop())
+            except TokenUnavailable as exc:
+                return Outcome.retriable(str(exc)[:500], latency_s=time.monotonic() - started)
+            outcome = await self._post(body, self._headers | {"Authorization": header})
+            if outcome.status != 401:
+                return outcome
+            self.oauth.rejected(header)
+        return outcome
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> Outcome:
         session = self._session_for_loop()
         started = time.monotonic()
         location = None
         try:
-            async with session.post(
-                self.url, data=body, headers=self._headers, allow_redirects=False
-            ) as response:
+            async with session.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 await response.read()
                 status = response.status
                 reason = response.reason or ""

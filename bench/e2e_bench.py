@@ -27,9 +27,10 @@ same broker: the record bytes the gateway wrote, sent through two bare Kafka hop
 consume, as the pipeline's records cross two topics), and the ratio.
 
 The narrowest stage: a consumer group whose lag grew over the window (the stage behind it cannot keep up),
-else the process with the highest CPU per event. ``--profile-worker S`` records the first worker with
-py-spy for S seconds of the window (if ``py-spy`` is installed; it is not a dependency) and prints the
-functions where its CPU goes.
+else the pipeline process with the highest CPU per event. ``--profile-worker S`` records the first worker
+with py-spy for S seconds of the window (if ``py-spy`` is installed; it is not a dependency), sampling only
+the thread that holds the GIL (``--gil``: a thread waiting in librdkafka is not counted as busy), and prints
+the functions where its Python time goes.
 """
 
 from __future__ import annotations
@@ -428,12 +429,15 @@ def figures(
             "cores": (c1 - c0) / window,
             "us_per_event": (c1 - c0) / delivered_in * 1e6 if delivered_in else float("nan"),
         }
+    parts = [n for n in cpu_use if n in ("gateway", "sink", "broker") or re.fullmatch(r"worker\d+", n)]
+    pipeline_us = sum(cpu_use[n]["us_per_event"] for n in parts)
     workers = [v for n, v in cpu_use.items() if n.startswith("worker")]
     if len(workers) > 1:
         cpu_use["workers (all)"] = {k: sum(w[k] for w in workers) for k in ("cpu_s", "cores", "us_per_event")}
     lag_start, lag_end = sampler.at(tw), sampler.at(te)
+    means = sampler.mean(tw, te)
     lag = {
-        g: {"start": lag_start.get(g, 0), "end": lag_end.get(g, 0), "peak": p}
+        g: {"start": lag_start.get(g, 0), "end": lag_end.get(g, 0), "mean": means.get(g, 0.0), "peak": p}
         for g, p in sampler.peak(tw, te).items()
     }
     step = 5.0
@@ -477,23 +481,39 @@ def figures(
         "lag": lag,
         "lag_sampler_errors": sampler.errors,
         "narrowest": narrowest(cpu_use, lag, delivered_rate),
+        "pipeline_us_per_event": pipeline_us,
+        "pipeline_parts": parts,
+        "cpu_ceiling_events_per_s": (os.cpu_count() or 1) * 1e6 / pipeline_us
+        if pipeline_us
+        else float("nan"),
     }
 
 
-def narrowest(cpu: dict[str, dict[str, float]], lag: dict[str, dict[str, int]], rate: float) -> str:
-    """A group whose lag grew by more than 2 s of traffic over the window names the stage behind it;
-    else the pipeline process with the highest CPU per event (the broker is reported, not a candidate)."""
+def stage_of(group: str) -> str:
+    return "workers" if ".processors" in group else "sink" if ".streams." in group else f"readers of {group}"
+
+
+def narrowest(cpu: dict[str, dict[str, float]], lag: dict[str, dict[str, float]], rate: float) -> str:
+    """Where the queue builds, and which pipeline process costs the most CPU per event.
+
+    A group whose lag grew by more than 2 s of traffic over the window cannot keep up: the stage reading
+    it is the narrowest. Else (the pipeline kept up) the queue sits in front of the slowest stage: the
+    group with the highest mean lag (with ``--max`` the backlog bound keeps the total queue constant, so
+    it gathers there). The broker's CPU is reported, but it is not a stage of its own."""
     grew = {g: v["end"] - v["start"] for g, v in lag.items()}
     worst = max(grew, key=lambda g: grew[g], default=None)
-    if worst is not None and grew[worst] > 2 * rate:
-        stage = "worker(s)" if ".processors" in worst else "sink" if ".streams." in worst else "its consumer"
-        return f"{stage}: consumer group {worst} fell {grew[worst]:,} records further behind over the window"
-    per_stage: dict[str, float] = {
-        n: cpu[n]["us_per_event"] for n in ("gateway", "sink", "broker") if n in cpu
-    }
+    per_stage: dict[str, float] = {n: cpu[n]["us_per_event"] for n in ("gateway", "sink") if n in cpu}
     per_stage["workers"] = sum(v["us_per_event"] for n, v in cpu.items() if re.fullmatch(r"worker\d+", n))
     top = max(per_stage, key=lambda n: per_stage[n])
-    return f"{top}: highest CPU per event ({per_stage[top]:.1f} µs), no consumer group fell behind"
+    by_cpu = f"highest CPU per event: {top} ({per_stage[top]:.1f} µs)"
+    if worst is not None and grew[worst] > 2 * rate:
+        return f"{stage_of(worst)}: {worst} fell {grew[worst]:,.0f} records further behind; {by_cpu}"
+    queued = max(lag, key=lambda g: lag[g]["mean"], default=None)
+    if queued is not None and lag[queued]["mean"] > 0:
+        return (
+            f"{stage_of(queued)}: the queue waits in {queued} (mean lag {lag[queued]['mean']:,.0f}); {by_cpu}"
+        )
+    return by_cpu
 
 
 def drop_topics(kafka: KafkaSettings) -> None:
@@ -516,7 +536,7 @@ def start_py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] |
         print("py-spy is not installed: no worker profile (pip install py-spy in the venv for one)")
         return None
     argv = [exe, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100", "--subprocesses"]
-    argv += ["--nonblocking", "--format", "raw", "--output", str(out)]
+    argv += ["--gil", "--nonblocking", "--format", "raw", "--output", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(out.with_suffix(".log")).open("wb"))
 
 
@@ -602,13 +622,22 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> str:
             f" ({raw['records']:,} records)",
         ),
         row("delivered / raw", f"{dlv / r['raw_events_per_s']:.3f}"),
+        row(
+            "CPU per event, " + " + ".join(r["pipeline_parts"]),
+            f"{r['pipeline_us_per_event']:.0f} µs: at most {r['cpu_ceiling_events_per_s']:,.0f} events/s"
+            f" on {os.cpu_count()} cores if nothing else ran",
+        ),
         "",
         "| process | CPU s in window | cores | µs per delivered event |",
         "|---|---:|---:|---:|",
     ]
     for name, v in r["cpu"].items():
         lines.append(f"| {name} | {v['cpu_s']:.1f} | {v['cores']:.2f} | {v['us_per_event']:.1f} |")
-    lines += ["", "| consumer group | lag at start of window | at end | peak |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "| consumer group | lag at start of window | at end | mean | peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for g, v in sorted(r["lag"].items()):
         lines.append(
             f"| {g.removeprefix(r['prefix'] + '.')} | {v['start']:,} | {v['end']:,} | {v['peak']:,} |"

@@ -84,6 +84,11 @@ class LagSampler:
             return {}
         return min(self.samples, key=lambda s: abs(s.t - t)).lag
 
+    def mean(self, t0: float, t1: float) -> dict[str, float]:
+        inside = [s for s in self.samples if t0 <= s.t <= t1]
+        groups = {g for s in inside for g in s.lag}
+        return {g: sum(s.lag.get(g, 0) for s in inside) / len(inside) for g in groups}
+
     def peak(self, t0: float, t1: float) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self.samples:

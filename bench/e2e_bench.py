@@ -640,7 +640,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> str:
     ]
     for g, v in sorted(r["lag"].items()):
         lines.append(
-            f"| {g.removeprefix(r['prefix'] + '.')} | {v['start']:,} | {v['end']:,} | {v['peak']:,} |"
+            f"| {g.removeprefix(r['prefix'] + '.')} | {v['start']:,} | {v['end']:,} | {v['mean']:,.0f}"
+            f" | {v['peak']:,} |"
         )
     lines += [
         "",

@@ -78,6 +78,21 @@ class LagSampler:
             for g, tps in committed.items()
         }
 
+    def members(self, group_part: str) -> int:
+        """Members with partitions of the prefix's group whose name contains ``group_part`` (0 if none)."""
+        prefix = self.kafka.topic_prefix + "."
+        listed = self._admin.list_consumer_groups(request_timeout=10).result()
+        groups = [
+            g.group_id for g in listed.valid if g.group_id.startswith(prefix) and group_part in g.group_id
+        ]
+        if not groups:
+            return 0
+        described = self._admin.describe_consumer_groups(groups, request_timeout=10)
+        return max(
+            sum(1 for m in f.result().members if m.assignment and m.assignment.topic_partitions)
+            for f in described.values()
+        )
+
     def at(self, t: float) -> dict[str, int]:
         """The sample nearest to ``t``."""
         if not self.samples:

@@ -678,8 +678,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    mode = ap.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--max", action="store_true", help="as fast as the pipeline delivers (throughput)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--max", action="store_true", help="as fast as the pipeline delivers (throughput; default)"
+    )
     mode.add_argument("--rate", type=float, help="events/s, open loop (latency)")
     ap.add_argument("--seconds", type=float, default=30.0, help="sending time, warm-up included")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds excluded at the start")
@@ -703,6 +705,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--write", type=Path, help="append the report to this file")
     ap.add_argument("--json", type=Path, help="write all figures as JSON")
     args = ap.parse_args(argv)
+    args.max = not args.rate
     if args.warmup >= args.seconds:
         ap.error("--warmup must be shorter than --seconds")
     work = Path(tempfile.mkdtemp(prefix="inflow-e2e-"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -113,17 +112,16 @@ def sink(
     stream: Annotated[list[str] | None, typer.Option(help="run only these stream ids (repeatable)")] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(envvar="INFLOW_SINK_METRICS_PORT", help="serve Prometheus metrics on this port"),
+        typer.Option(help="port of /metrics and /health (default INFLOW_SINK_METRICS_PORT or 9103)"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the Streams sink: every stream's events to its endpoint, with retries and DLQ, until SIGTERM."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rt = Runtime()
-    if metrics_port:
-        from prometheus_client import start_http_server
+    from inflow.observability.component import serve_component
+    from inflow.observability.logs import configure_logging
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+    configure_logging("sink", log_level)
+    rt = Runtime()
     streams = StreamSink(
         rt.kafka,
         yaml_definitions(rt.config),
@@ -131,7 +129,17 @@ def sink(
         only=set(stream) if stream else None,
         settings=SinkSettings(),
     )
-    asyncio.run(serve(streams))
+    served = serve_component(
+        "sink",
+        rt.kafka,
+        port=metrics_port,
+        group_prefixes=(f"{rt.kafka.topic_prefix}.streams.",),
+        checks={"loop": streams.heartbeat, "streams": streams.streams_check},
+    )
+    try:
+        asyncio.run(serve(streams))
+    finally:
+        served.stop()
 
 
 def _split_list(value: str | None) -> str | list[str]:

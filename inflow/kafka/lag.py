@@ -15,7 +15,7 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.clients import new_admin, new_consumer, watermarks
-from inflow.kafka.errors import from_exception
+from inflow.kafka.errors import fault, from_exception
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,8 @@ class LagReader:
             listed = self._admin.list_consumer_groups(request_timeout=self.timeout).result()
         except KafkaException as exc:
             raise from_exception(exc, "listing consumer groups") from exc
+        if listed.errors and not listed.valid:  # no broker answered: an empty list would be a lie
+            raise fault(listed.errors[0], "listing consumer groups")
         return sorted(g.group_id for g in listed.valid if g.group_id.startswith(prefix))
 
     def committed(self, group: str) -> dict[tuple[str, int], int]:

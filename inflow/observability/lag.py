@@ -33,11 +33,13 @@ class LagCollector(Collector):
         group_prefixes: Sequence[str],
         *,
         interval_s: float = 15.0,
+        timeout_s: float = 10.0,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
         self.kafka = kafka
         self.group_prefixes = tuple(group_prefixes)
         self.interval_s = interval_s
+        self.timeout_s = timeout_s
         self.lags: list[PartitionLag] = []
         self.read_at: float | None = None  # time.monotonic() of the last successful read
         self.error: str | None = None
@@ -50,7 +52,7 @@ class LagCollector(Collector):
     def read_once(self) -> list[PartitionLag]:
         """Read every matching group's lag now (also what the thread does each interval)."""
         if self._reader is None:
-            self._reader = LagReader(self.kafka)
+            self._reader = LagReader(self.kafka, self.timeout_s)
         groups = sorted({g for p in self.group_prefixes for g in self._reader.groups(p)})
         lags = [lag for group in groups for lag in self._reader.lag(group)]
         self.lags, self.read_at, self.error = lags, time.monotonic(), None

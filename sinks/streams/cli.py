@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import TopicPartition
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from inflow.config.file import InflowFile
@@ -428,7 +429,11 @@ def dlq_redrive(
     chosen = dlq_ops.select(batches, ident) if ident else batches
     for b in chosen:
         _find(view, b.record["stream_id"])
-    done = dlq_ops.redrive(kafka, serde, chosen)
+    with Progress(
+        TextColumn("redrive"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bars:
+        task = bars.add_task("redrive", total=len(chosen))
+        done = dlq_ops.redrive(kafka, serde, chosen, lambda _batch: bars.advance(task))
     for b in done:
         console.print(f"redriven {b.position} {b.record['stream_id']} {b.record['moe_request_id']}")
     console.print(f"{len(done)} batches redriven")

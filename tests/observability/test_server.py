@@ -164,9 +164,9 @@ def test_worker_metrics_and_server(kafka_settings: KafkaSettings) -> None:
         assert code == 200 and set(json.loads(text)["checks"]) == {"loop", "consumer_lag"}
         _, metrics = get(served.url + "/metrics")
         for name in (
-            'inflow_worker_records_applied_total{workspace="W1",type="user"}',
+            'inflow_worker_records_applied_total{type="user",workspace="W1"}',
             'inflow_worker_merges_total{workspace="W1"}',
-            'inflow_worker_rejections_total{workspace="W1",reason="too_large"}',
+            'inflow_worker_rejections_total{reason="too_large",workspace="W1"}',
             'inflow_worker_batch_apply_seconds_count{stage="lane"}',
             "# TYPE inflow_consumer_lag gauge",
         ):

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from inflow.config.settings import KafkaSettings
 from inflow.local.process import free_port
+from inflow.observability.logs import JsonFormatter
 from tests.s3_import.test_observability import sample, scrape
-from tests.streams.conftest import enriched
+from tests.streams.conftest import enriched, stream
 from tests.streams.test_process import sink_env
 from tests.support import wait_for
 
@@ -63,3 +67,20 @@ def test_sink_serves_delivery_and_lag_metrics_and_health(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_a_dead_lettered_batch_is_logged_with_its_request_id(
+    writer, endpoint_factory, sink_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    ep = endpoint_factory(default=503)
+    caplog.set_level(logging.WARNING, logger="inflow.sinks.streams")
+    sink_factory(stream(ep.url, retry_delays_s=[0.2]))
+    writer.write([enriched(uid="u-dead")])
+
+    def dead() -> logging.LogRecord | None:
+        return next((r for r in caplog.records if "dead-lettered" in r.getMessage()), None)
+
+    record = wait_for(dead, 60, what="the batch dead-lettered")
+    line = json.loads(JsonFormatter("sink").format(record))
+    assert line["stream"] == "s1" and line["level"] == "WARNING"
+    assert line["request_id"] in {r.body["moe_request_id"] for r in ep.snapshot()}

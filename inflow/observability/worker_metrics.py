@@ -18,7 +18,7 @@ What the worker calls::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -73,7 +73,9 @@ def reason_class(reason: str) -> str:
 
 @dataclass
 class WorkerObservability(Observability):
-    heartbeat: Heartbeat | None = None
+    """What :func:`serve_worker` returns: ``heartbeat.beat()`` on every loop turn, ``stop()`` at the end."""
+
+    heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(60.0))
 
 
 def worker_groups(kafka: KafkaSettings) -> tuple[str, ...]:

@@ -159,7 +159,7 @@ def test_worker_metrics_and_server(kafka_settings: KafkaSettings) -> None:
     served = wm.serve_worker(kafka_settings, port=0, registry=registry)
     try:
         assert get(served.url + "/health")[0] == 503  # the loop has not beaten yet
-        served.heartbeat.beat()  # type: ignore[union-attr]
+        served.heartbeat.beat()
         code, text = get(served.url + "/health")
         assert code == 200 and set(json.loads(text)["checks"]) == {"loop", "consumer_lag"}
         _, metrics = get(served.url + "/metrics")

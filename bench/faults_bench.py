@@ -114,7 +114,7 @@ def kill_and_restart(name: str) -> Fault:
 
 
 def ingest_events_high(run: Run, consumer: Any, partitions: list[int]) -> int:
-    topic = run.pipeline.kafka.topic("ingest.events")
+    topic = run.pipeline.kafka.topic("ingest.records")
     return sum(watermarks(consumer, TopicPartition(topic, p))[1] for p in partitions)
 
 
@@ -123,18 +123,18 @@ def kill_poller_mid_file(run: Run) -> None:
     poller = run.pipeline.components["poller"]
     consumer = new_consumer(run.pipeline.kafka, f"faults-watch-{uuid.uuid4().hex[:6]}")
     try:
-        partitions = topic_partitions(consumer, run.pipeline.kafka.topic("ingest.events"))
+        partitions = topic_partitions(consumer, run.pipeline.kafka.topic("ingest.records"))
         started_line = f"import {run.import_name}: {IMPORT_FILE}:"
         wait_until(
             lambda: started_line in poller.log_text(), 240, "the poller to start the import file", 0.05
         )
         base = ingest_events_high(run, consumer, partitions)
-        run.note(f"poller started the file; ingest.events high watermark {base}")
+        run.note(f"poller started the file; ingest.records high watermark {base}")
         wanted = max(2_000, run.import_rows // 10)
         wait_until(
             lambda: ingest_events_high(run, consumer, partitions) - base >= wanted,
             120,
-            f"{wanted} import rows on ingest.events",
+            f"{wanted} import rows on ingest.records",
             0.05,
         )
     finally:

@@ -3,7 +3,7 @@
     KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python -m bench.processors_bench [--events 200000]
 
 What runs, on the same broker in the same run:
-1. baseline: a bare confluent-kafka consumer -> producer copy of the same ingest.events topic (bytes in,
+1. baseline: a bare confluent-kafka consumer -> producer copy of the same ingest.records topic (bytes in,
    bytes out, no decoding), one process;
 2. the processors with 1 worker process, then with 2, each on its own topic prefix holding the same
    data: users first (identity index and profiles warm), then the events, every event resolved through
@@ -193,13 +193,13 @@ def run_workers(
     profiles = new_consumer(kafka, f"bench-profiles-{uuid.uuid4().hex}")
     profiles.subscribe([kafka.topic("profiles")])
     # Users first, then their devices, so every device finds its user; then the measured events.
-    produce(kafka, kafka.topic("ingest.users"), users[0::2])
+    produce(kafka, kafka.topic("ingest.records"), users[0::2])
     wait_for_records(profiles, len(users) // 2, timeout)
-    produce(kafka, kafka.topic("ingest.devices"), users[1::2])
+    produce(kafka, kafka.topic("ingest.records"), users[1::2])
     wait_for_records(profiles, len(users) // 2, timeout)
     profiles.close()
     cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-    produce(kafka, kafka.topic("ingest.events"), events)
+    produce(kafka, kafka.topic("ingest.records"), events)
     try:
         got, total, seconds = span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
         if total > got:
@@ -256,12 +256,12 @@ def main() -> None:
     print(f"lane logic + Avro only (no Kafka, in-memory state): {engine_only(users, events):10,.0f} events/s")
     kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
     create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
-    produce(kafka, kafka.topic("ingest.events"), events)
+    produce(kafka, kafka.topic("ingest.records"), events)
     cpu_before = os.times()
-    copy_rate = baseline_copy(kafka, kafka.topic("ingest.events"), kafka.topic("events"), len(events))
+    copy_rate = baseline_copy(kafka, kafka.topic("ingest.records"), kafka.topic("events"), len(events))
     cpu = sum(os.times()[:2]) - sum(cpu_before[:2])
     print(
-        f"baseline  bare confluent-kafka copy of ingest.events: {copy_rate:10,.0f} records/s, "
+        f"baseline  bare confluent-kafka copy of ingest.records: {copy_rate:10,.0f} records/s, "
         f"{len(events) / cpu:,.0f} per CPU-second (this process)"
     )
 

@@ -140,7 +140,7 @@ def phase_raw(ctx: dict[str, Any]) -> dict[str, Any]:
             if n == 20_000:
                 break
     producer = new_producer(kafka)
-    topic = kafka.topic("ingest.events")
+    topic = kafka.topic("ingest.records")
     rows = ctx["rows"]
     start = time.perf_counter()
     for i in range(rows):

@@ -142,6 +142,37 @@ def topics_list() -> None:
     console.print(table)
 
 
+@topics_app.command("grow")
+def topics_grow(
+    name: Annotated[
+        str, typer.Argument(help="the topic as `inflow topics list` shows it (or its short name)")
+    ],
+    partitions: Annotated[int, typer.Argument(help="the new partition count", min=2)],
+    wait: Annotated[
+        float, typer.Option(help="seconds to wait for the workers to move identity state (0: do not wait)")
+    ] = 600.0,
+) -> None:
+    """Grow a topic while the pipeline runs; ingest.records keeps every user's identity state (the workers
+    move it to the new layout, shown as progress). Topics where growing is not safe are refused."""
+    from rich.progress import Progress
+
+    from inflow.processors.topic_growth import GrowthRefused, grow
+
+    rt = Runtime()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("partitions with their state in the new layout", total=partitions)
+
+        def shown(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = grow(rt.kafka, name, partitions, wait_s=wait, progress=shown)
+        except GrowthRefused as exc:
+            console.print(f"[red]refused[/]: {exc}")
+            raise typer.Exit(2) from exc
+    console.print(f"grew {result.topic} from {result.before} to {result.after} partitions")
+
+
 @config_app.command("check")
 def config_check() -> None:
     """Validate the YAML file (INFLOW_CONFIG, else the embedded defaults); secrets are shown masked."""

@@ -37,15 +37,18 @@ def changelog_topic(app_id: str, table: str) -> str:
     return f"{app_id}-{table}-changelog"
 
 
-def changelog_specs(app_id: str, lanes: TopicSpec, dedup_window_s: int) -> list[TopicSpec]:
-    """One compacted topic per table, co-partitioned with the lanes; seen marks expire with the window."""
+def changelog_specs(
+    app_id: str, lanes: TopicSpec, dedup_window_s: int, partitions: int | None = None
+) -> list[TopicSpec]:
+    """One compacted topic per table, co-partitioned with ingest.records (``partitions``: its count on the
+    broker, else the catalogue's); seen marks expire with the window."""
     specs = []
     for index, table in enumerate(TABLES):
         seen = index == SEEN
         entry = TopicEntry(
             key="state key (workspace id first)",
             value="state value (JSON), tombstone on delete",
-            partitions=lanes.entry.partitions,
+            partitions=partitions or lanes.entry.partitions,
             replication=lanes.entry.replication,
             cleanup_policy="compact,delete" if seen else "compact",
             retention_ms=dedup_window_s * 1000 if seen else None,

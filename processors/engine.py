@@ -1,14 +1,23 @@
-"""The lane: identity resolution, profiles, devices and event enrichment for the records of a workspace.
+"""The identity core: identity resolution, profiles, devices and event enrichment, one partition at a time.
 
-Why one lane per workspace: every record of a workspace reaches the same lane partition (the router
-keys the lane topic by workspace id), and one lane partition is owned by exactly one worker at a time.
-So the identity index, the profiles and the device books that a merge touches always live in one
-partition, and a merge is a local, ordered step: later records of either identifier come after it in
-the same partition and find the identifiers already pointing at the retained user. No cross-partition
-protocol exists that could interleave. Scale-out is across workspaces (more lanes, more workers).
+State is partitioned by user, not by workspace (:mod:`~inflow.processors.routing`): a partition of
+``ingest.records`` holds the identity-index entries of the identifier values routed to it and the
+profiles, device books and seen marks of the users whose slot (the route of the identifier that created
+them) is routed to it. With one identifier per workspace (the default) every record is applied where it
+arrives. With identity resolution on, a record may name identifiers that live on other partitions; the
+processor then works by messages on the log (:mod:`~inflow.processors.protocol`):
+
+- a record whose user lives elsewhere is **forwarded** there (FORWARD), in order behind the records of
+  its key;
+- an identifier value of a user that lives on another partition is **claimed** there (CLAIM); a claim
+  that finds another user is a merge: the user of the larger slot is **shipped** (SHIP) to the smaller
+  one, whose partition **merges** the carried profile and devices into its own (CARRY) and re-points the
+  carried user's identifiers (REPOINT). The shipped slot keeps a forward pointer. Pointers only ever
+  point to smaller slots, so two merges racing on different workers converge on the smallest slot of the
+  connected users (a union-find on the log); ``docs/IDENTITY.md`` has the protocol and its failure cases.
 
 The processor is pure over :class:`~inflow.processors.state.State`; the lane stage in ``processors.lane``
-feeds it, publishes its outputs, then writes the state.
+feeds it, publishes its outputs (protocol messages included), then writes the state.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from inflow.processors import jsoncodec, keys
+from inflow.processors import jsoncodec, keys, protocol
 from inflow.processors.attributes import (
     apply_platforms,
     apply_unset,
@@ -38,17 +47,26 @@ from inflow.processors.identity import (
     identifier_keys,
     record_identifiers,
 )
-from inflow.processors.outputs import EVENTS, PROFILES, REJECTED, Output
+from inflow.processors.outputs import EVENTS, INGEST, PROFILES, PROTOCOL, REJECTED, Output
+from inflow.processors.routing import identifier_route, partition_of
 from inflow.processors.state import State
 from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
 
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
 MERGE_EVENT = "MOE_USER_MERGE_EVENT"  # on the merged user
 Profile = dict[str, Any]
+Ids = list[tuple[str, str]]
 # Events move last seen forward only by this much or more: one profile write per user and minute, not per
 # event. User and device upserts set it exactly.
 LAST_SEEN_RESOLUTION_MS = 60_000
 WORKSPACE_DISABLED = "workspace disabled"
+# Defaults of the profile guard (WorkerSettings): far below the broker's 1 MB message limit, so neither a
+# profile snapshot nor an event that carries the profile's attributes can grow past what Kafka accepts.
+MAX_PROFILE_BYTES = 256 * 1024
+MAX_PROFILE_ATTRIBUTES = 2_000
+MAX_POINTER_HOPS = 64
+# An identifier value is a key of the identity index and part of its user's slot: bounded like a key.
+MAX_IDENTIFIER_BYTES = 4096
 
 
 def now_ms() -> int:
@@ -62,8 +80,13 @@ def to_ms(value: Any) -> int:
     return int(value)
 
 
+def is_pointer(stored: Any) -> bool:
+    """A slot whose user was merged into a smaller slot: ``{"forward": slot, "uid": uid}``."""
+    return isinstance(stored, dict) and "forward" in stored
+
+
 class LaneProcessor:
-    """Applies one ingest record to the lane state and returns what to publish."""
+    """Applies one record of one ``ingest.records`` partition to its state; returns what to publish."""
 
     def __init__(
         self,
@@ -71,24 +94,55 @@ class LaneProcessor:
         directory: IdentityRulesDirectory,
         clock: Callable[[], int] = now_ms,
         disabled: Callable[[str], bool] = lambda workspace_id: False,
+        max_profile_bytes: int = MAX_PROFILE_BYTES,
+        max_profile_attributes: int = MAX_PROFILE_ATTRIBUTES,
     ) -> None:
         self.state = state
         self.directory = directory
         self.clock = clock
         self.disabled = disabled
+        self.max_profile_bytes = max_profile_bytes
+        self.max_profile_attributes = max_profile_attributes
         self.handlers = {"UserUpsert": self._user, "DeviceUpsert": self._device, "EventRecord": self._event}
+        self.protocol_handlers = {
+            protocol.CLAIM: self._on_claim,
+            protocol.SHIP: self._on_ship,
+            protocol.CARRY: self._on_carry,
+            protocol.REPOINT: self._on_repoint,
+        }
         self.duplicates = 0
+        self.merges = 0
+        self.partition = 0  # the partition whose records are applied now (set by the lane per partition)
+        self.partitions = 1  # partitions of ingest.records: where every identifier and slot lives
+
+    def at(self, partition: int, partitions: int) -> None:
+        """The next records are those of ``partition`` of a topic with ``partitions`` partitions."""
+        self.partition, self.partitions = partition, partitions
+
+    def home(self, route: str) -> int:
+        return partition_of(route, self.partitions)
+
+    def local(self, route: str) -> bool:
+        return self.partitions == 1 or partition_of(route, self.partitions) == self.partition
+
+    # -- ingest records ------------------------------------------------------------------------------
 
     def process(
-        self, record_name: str, record: dict[str, Any], position: list[int] | None = None
+        self,
+        record_name: str,
+        record: dict[str, Any],
+        position: list[int] | None = None,
+        raw: bytes | None = None,
+        slot: str | None = None,
     ) -> list[Output]:
-        """De-duplicate on event_uuid, apply, and mark seen; a bad record becomes a rejection output.
+        """Route, de-duplicate on event_uuid, apply, and mark seen; a bad record becomes a rejection output.
 
-        ``position`` is where the record sits in the lane (partition, offset, index in pack). The seen mark
-        stores it: a record seen at another position is an upstream duplicate and is dropped, while the
-        same message read again after a crash is applied again, because its outputs may have been lost
-        with the crash even though its seen mark reached the changelog (the producer orders nothing
-        across partitions). Re-applying is harmless: updates are idempotent and outputs carry event_uuid.
+        ``raw`` is the record's encoded bytes (forwarded as they are when its user lives on another
+        partition); ``slot`` is the user a forwarding partition resolved it to. ``position`` is where the
+        record sits in the log (partition, offset, index). The seen mark stores it: a record seen at another
+        position is an upstream duplicate and is dropped, while the same message read again after a crash
+        is applied again, because its outputs may have been lost with the crash even though its seen mark
+        reached the changelog. Re-applying is harmless: updates are idempotent and outputs carry event_uuid.
         """
         handler = self.handlers.get(record_name)
         ws, event_uuid = record.get("workspace_id"), record.get("event_uuid")
@@ -99,13 +153,26 @@ class LaneProcessor:
             # and what was accepted before (or comes from an import) is rejected here, its state untouched
             # (no seen mark either: a copy sent after the workspace is enabled again is applied).
             return [self._rejection(record_name, record, Rejection(WORKSPACE_DISABLED))]
-        seen = keys.seen_key(ws, event_uuid)
+        rules = self.directory.rules(ws)
+        try:
+            ids, raw_attributes = self._identify(record_name, record, rules)
+        except Rejection as exc:
+            return [self._rejection(record_name, record, exc)]
+        entry = identifier_route(ws, *ids[0])
+        if slot is None:
+            if not self.local(entry):
+                return [self._forward(ws, None, entry, raw)]
+            slot = self.state.identity.get(keys.identity_key(ws, *ids[0]))
+        slot = self._follow(ws, slot)
+        if slot is not None and not self.local(slot):
+            return [self._forward(ws, slot, slot, raw)]
+        seen = keys.seen_key(ws, slot or entry, event_uuid)
         marked = self.state.seen.get(seen)
         if marked is not None and (position is None or marked != position):
             self.duplicates += 1
             return []
         try:
-            outputs = handler(ws, record)
+            outputs = handler(ws, record, rules, ids, raw_attributes, slot)
         except Rejection as exc:
             self.state.discard()
             outputs = [self._rejection(record_name, record, exc)]
@@ -116,40 +183,82 @@ class LaneProcessor:
         self, record_name: str, record: dict[str, Any], position: list[int] | None, reason: str
     ) -> Output:
         """Undo what :meth:`process` just did for a record that cannot be published (its profile or event
-        would be over a topic's size limit): its state changes are dropped, it stays marked seen so a copy
-        is a duplicate, and its rejection names the reason."""
+        would be over a topic's size limit): its state changes are dropped and its rejection names the
+        reason."""
         self.state.discard()
-        ws, event_uuid = str(record.get("workspace_id") or ""), str(record.get("event_uuid") or "")
-        self.state.seen.put(keys.seen_key(ws, event_uuid), position or 1)
         return self._rejection(record_name, record, Rejection(reason))
+
+    def _identify(
+        self, record_name: str, record: dict[str, Any], rules: IdentityRules
+    ) -> tuple[Ids, dict[str, Any] | None]:
+        """The record's active identifiers in priority order (and a user record's parsed attributes)."""
+        ids, raw = self._identifiers(record_name, record, rules)
+        for name, value in ids:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > MAX_IDENTIFIER_BYTES:
+                raise Rejection(
+                    f"the {name} value is {size} bytes, over the {MAX_IDENTIFIER_BYTES}-byte limit of an "
+                    "identifier"
+                )
+        return ids, raw
+
+    def _identifiers(
+        self, record_name: str, record: dict[str, Any], rules: IdentityRules
+    ) -> tuple[Ids, dict[str, Any] | None]:
+        if record_name == "UserUpsert":
+            raw = parse_attributes(record.get("attributes_json") or "{}")
+            ids = record_identifiers(
+                rules,
+                record.get("customer_id"),
+                record.get("anonymous_id"),
+                record.get("user_identifiers") or {},
+                raw,
+            )
+            return ids, raw
+        identifiers = record.get("user_identifiers") or {} if record_name == "EventRecord" else {}
+        return record_identifiers(
+            rules, record.get("customer_id"), record.get("anonymous_id"), identifiers
+        ), None
+
+    def _forward(self, ws: str, slot: str | None, route: str, raw: bytes | None) -> Output:
+        """The record goes, unchanged, to the partition of ``route`` (its entry identifier or its user)."""
+        if raw is None:
+            raise RuntimeError("a record to forward needs its encoded bytes")
+        return self._message(protocol.FORWARD, {"ws": ws, "slot": slot}, route, raw)
+
+    def _message(self, kind: str, header: dict[str, Any], route: str, payload: bytes = b"") -> Output:
+        data = protocol.encode(kind, header, payload)
+        key = route.encode("utf-8", "surrogatepass")
+        return Output(INGEST, key, PROTOCOL, {"kind": kind}, partition=self.home(route), raw=data)
 
     # -- users ---------------------------------------------------------------------------------------
 
-    def _user(self, ws: str, record: dict[str, Any]) -> list[Output]:
-        rules = self.directory.rules(ws)
-        raw = parse_attributes(record.get("attributes_json") or "{}")
-        ids = record_identifiers(
-            rules,
-            record.get("customer_id"),
-            record.get("anonymous_id"),
-            record.get("user_identifiers") or {},
-            raw,
-        )
-        owners = self._owners(ws, ids)
-        own = owners.get(ids[0]) or self._compatible_owner(ws, ids, owners)
+    def _user(
+        self,
+        ws: str,
+        record: dict[str, Any],
+        rules: IdentityRules,
+        ids: Ids,
+        raw: dict[str, Any] | None,
+        slot: str | None,
+    ) -> list[Output]:
+        raw = raw or {}
+        here = [pair for pair in ids if self.local(identifier_route(ws, *pair))]
+        owners = self._owners(ws, here)
+        own = slot or owners.get(ids[0]) or self._compatible_owner(ws, ids, owners)
         received = to_ms(record["received_at"])
         if own is None:
             if record.get("update_existing_only"):
                 raise Rejection(
                     "update_existing_only is set and no user matches the record", outcome="skipped"
                 )
-            profile = self._new_profile(ws, keys.new_uid(ws, record["event_uuid"]), received)
+            profile = self._new_profile(ws, identifier_route(ws, *ids[0]), received)
         else:
             profile = self._profile(ws, own)
-        capped = self._over_merge_cap(ws, profile["uid"], owners)
+        capped = self._over_merge_cap(ws, profile["slot"], owners)
         if capped:  # the value is dropped from this user's record: no merge, no identifier, no attribute
             ids = [pair for pair in ids if pair not in capped]
-            owners = {pair: uid for pair, uid in owners.items() if pair not in capped}
+            owners = {pair: s for pair, s in owners.items() if pair not in capped}
             raw = {k: v for k, v in raw.items() if k not in identifier_keys(name for name, _ in capped)}
         update = parse_update(raw)
         apply_update(profile["attributes"], update)
@@ -157,40 +266,74 @@ class LaneProcessor:
         profile["platforms"] = apply_platforms(profile["platforms"], update.platforms)
         self._take_identifiers(profile, ids)
         profile["last_seen"] = max(profile["last_seen"], received)
-        touched = {profile["uid"]: profile}
-        self._claim(ws, profile, ids, owners)
+        self._guard(profile)
+        claims = self._claim(ws, profile, ids, owners)
         self._save(ws, profile)
-        group = distinct([profile["uid"], *(u for u in owners.values() if u != profile["uid"])])
-        events = self._merge_group(ws, rules, group, touched, received) if len(group) > 1 else []
-        return [*events, *(self._snapshot(ws, p) for p in touched.values())]
+        group = distinct([profile["slot"], *(s for s in owners.values() if s != profile["slot"])])
+        if len(group) == 1:
+            return [self._snapshot(ws, profile), *claims]
+        near = [s for s in group[1:] if self.local(s)]
+        outputs: list[Output]
+        if near:
+            profiles = [profile, *(self._profile(ws, s) for s in near)]
+            outputs = [*claims, *self._merge_here(ws, rules, profiles, {}, received)]
+            root = min(p["slot"] for p in profiles)
+        else:
+            outputs = [*claims, self._snapshot(ws, profile)]
+            root = profile["slot"]
+        for other in (s for s in group[1:] if not self.local(s)):  # users homed elsewhere: by SHIP
+            lo, hi = min(root, other), max(root, other)
+            outputs.append(self._message(protocol.SHIP, {"ws": ws, "hi": hi, "lo": lo}, hi))
+        return outputs
 
-    def _over_merge_cap(self, ws: str, uid: str, owners: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
+    def _guard(self, profile: Profile) -> None:
+        """A profile never grows past its configured size or attribute count: the update that would take
+        it there is rejected with the reason, and the profile keeps its last good state."""
+        count = len(profile["attributes"])
+        if count > self.max_profile_attributes:
+            raise Rejection(
+                f"the profile would hold {count} attributes, over the limit of {self.max_profile_attributes}"
+            )
+        size = len(jsoncodec.dumps_bytes(profile))
+        if size > self.max_profile_bytes:
+            raise Rejection(
+                f"the profile would be {size} bytes, over the limit of {self.max_profile_bytes} bytes"
+            )
+
+    def _over_merge_cap(self, ws: str, slot: str, owners: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
         """As in MoEngage, only the first 50 users with the same identifier value are merged. Each value that
-        would merge another user into ``uid`` counts that user; a value already at the cap is returned."""
+        would merge another user into ``slot`` counts that user; a value already at the cap is returned."""
         capped = set()
         for (name, value), owner in owners.items():
-            if owner == uid:
+            if owner == slot:
                 continue
-            key = keys.identity_count_key(ws, name, value)
-            merged = self.state.identity.get(key) or 1  # the value's first user
-            if merged >= MAX_USERS_PER_IDENTIFIER_VALUE:
+            if not self._count_merge(ws, name, value):
                 capped.add((name, value))
-            else:
-                self.state.identity.put(key, merged + 1)
         return capped
 
-    def _compatible_owner(
-        self, ws: str, ids: list[tuple[str, str]], owners: dict[tuple[str, str], str]
-    ) -> str | None:
+    def _count_merge(self, ws: str, name: str, value: str) -> bool:
+        """Count one more user merged through this identifier value; False when it is at the cap."""
+        key = keys.identity_count_key(ws, name, value)
+        merged = self.state.identity.get(key) or 1  # the value's first user
+        if merged >= MAX_USERS_PER_IDENTIFIER_VALUE:
+            return False
+        self.state.identity.put(key, merged + 1)
+        return True
+
+    def _compatible_owner(self, ws: str, ids: Ids, owners: dict[tuple[str, str], str]) -> str | None:
         """A user found by a secondary identifier owns the record if it lacks a value for the primary one."""
         name = ids[0][0]
         for pair in ids[1:]:
-            uid = owners.get(pair)
-            if uid is not None and _identifier_value(self._profile(ws, uid), name) is None:
-                return uid
+            slot = owners.get(pair)
+            if (
+                slot is not None
+                and self.local(slot)
+                and _identifier_value(self._profile(ws, slot), name) is None
+            ):
+                return slot
         return None
 
-    def _take_identifiers(self, profile: Profile, ids: list[tuple[str, str]]) -> None:
+    def _take_identifiers(self, profile: Profile, ids: Ids) -> None:
         """The record's identifiers become the profile's: ID only when it has none, others latest-wins."""
         for name, value in ids:
             if name == CUSTOMER_ID:
@@ -201,32 +344,65 @@ class LaneProcessor:
             else:
                 profile["identifiers"][name] = value
 
-    def _claim(
-        self, ws: str, profile: Profile, ids: list[tuple[str, str]], owners: dict[tuple[str, str], str]
-    ) -> None:
-        """Unowned identifier values now resolve to this user."""
+    def _claim(self, ws: str, profile: Profile, ids: Ids, owners: dict[tuple[str, str], str]) -> list[Output]:
+        """Identifier values not owned yet resolve to this user: here at once, elsewhere by a CLAIM."""
+        claims = []
         for name, value in ids:
-            if (name, value) not in owners:
-                self.state.identity.put(keys.identity_key(ws, name, value), profile["uid"])
-                profile["aliases"].append([name, value])
+            if (name, value) in owners or [name, value] in profile["aliases"]:
+                continue
+            route = identifier_route(ws, name, value)
+            if self.local(route):
+                self.state.identity.put(keys.identity_key(ws, name, value), profile["slot"])
+            else:
+                header = {"ws": ws, "name": name, "value": value, "slot": profile["slot"]}
+                claims.append(self._message(protocol.CLAIM, header, route))
+            profile["aliases"].append([name, value])
+        return claims
 
     # -- merges --------------------------------------------------------------------------------------
 
-    def _merge_group(
-        self, ws: str, rules: IdentityRules, group: list[str], touched: dict[str, Profile], at: int
+    def _merge_here(
+        self,
+        ws: str,
+        rules: IdentityRules,
+        profiles: list[Profile],
+        carried_devices: dict[str, Any],
+        at: int,
     ) -> list[Output]:
-        """Merge every user of ``group`` into the one MoEngage's rules retain."""
-        profiles = [touched.get(uid) or self._profile(ws, uid) for uid in group]
+        """Merge users whose data is on this partition into one, stored at the smallest slot.
+
+        The retained user (its uid, its ID) is the one MoEngage's rules retain; where the data is stored
+        is the smallest slot, whatever is retained, so merges racing elsewhere converge on the same slot.
+        A carried profile (from another partition) has no state here; every local one that is not the
+        smallest slot becomes a pointer to it."""
+        root = min(p["slot"] for p in profiles)
         retained = choose_retained(profiles, rules.merge_priority_attribute)
-        events: list[Output] = []
+        outputs: list[Output] = []
         for merged in profiles:
-            if merged["uid"] != retained["uid"]:
-                events += self._merge(ws, retained, merged, at)
-                touched[merged["uid"]] = merged
-        touched[retained["uid"]] = retained
-        return events
+            if merged is retained:
+                continue
+            outputs += self._merge(ws, retained, merged, at)
+        moved = [p for p in profiles if p["slot"] != root]
+        book = dict(self.state.devices.get(keys.user_key(ws, root)) or {})
+        devices_moved = dict(carried_devices)
+        for p in moved:
+            if self.local(p["slot"]):
+                devices_moved |= self.state.devices.get(keys.user_key(ws, p["slot"])) or {}
+                self.state.devices.delete(keys.user_key(ws, p["slot"]))
+                self.state.users.put(keys.user_key(ws, p["slot"]), {"forward": root, "uid": p["uid"]})
+            retained["absorbed"] = distinct(
+                [*retained.get("absorbed", []), p["slot"], *p.get("absorbed", [])]
+            )
+        self._take_devices(ws, root, book, devices_moved)
+        retained["slot"] = root
+        outputs += self._repoint(ws, retained, {p["slot"] for p in moved}, root)
+        self._save(ws, retained)
+        outputs.append(self._snapshot(ws, retained))
+        self.merges += len(profiles) - 1
+        return outputs
 
     def _merge(self, ws: str, retained: Profile, merged: Profile, at: int) -> list[Output]:
+        """MoEngage's merge of two profiles: ``merged``'s data into ``retained``, its events and snapshot."""
         r, m = retained, merged
         r["attributes"] = merge_attributes(r["attributes"], m["attributes"])
         r["identifiers"] = m["identifiers"] | r["identifiers"]
@@ -236,48 +412,141 @@ class LaneProcessor:
         r["first_seen"] = min(r["first_seen"], m["first_seen"])
         r["last_seen"] = max(r["last_seen"], m["last_seen"])
         r["merged_uids"] = distinct([*r["merged_uids"], m["uid"], *m["merged_uids"]])
-        for name, value in m["aliases"]:
-            self.state.identity.put(keys.identity_key(ws, name, value), r["uid"])
-            r["aliases"].append([name, value])
-        m["aliases"] = []
+        r["aliases"] = [list(a) for a in dict.fromkeys(map(tuple, [*r["aliases"], *m["aliases"]]))]
         m["merged_into"] = r["uid"]
-        self._move_devices(ws, m["uid"], r["uid"])
-        self._save(ws, r)
-        self._save(ws, m)
         detail = {
             "merged_user": m["uid"],
             "retained_user": r["uid"],
             "merged_customer_id": m["customer_id"],
             "retained_customer_id": r["customer_id"],
         }
+        snapshot = self._snapshot(ws, dict(m, aliases=[]), save=False)
         return [
             self._system_event(ws, r, MERGED_EVENT, m["uid"], detail, at),
             self._system_event(ws, m, MERGE_EVENT, r["uid"], detail, at),
+            snapshot,
         ]
 
-    def _move_devices(self, ws: str, from_uid: str, to_uid: str) -> None:
-        """Devices of the merged user move to the retained one (up to the per-user cap)."""
-        moving = self.state.devices.get(keys.user_key(ws, from_uid)) or {}
+    def _take_devices(self, ws: str, root: str, book: dict[str, Any], moving: dict[str, Any]) -> None:
+        """Devices of merged users join the root's book (up to the per-user cap) and its device index."""
         if not moving:
             return
-        book = dict(self.state.devices.get(keys.user_key(ws, to_uid)) or {})
         for device_id, device in moving.items():
             if device_id not in book and len(book) >= MAX_DEVICES_PER_USER:
                 self._unindex_device(ws, device)
                 continue
             book[device_id] = device
             for kind, value in unique_values(device):
-                self.state.device_index.put(keys.device_index_key(ws, kind, value), [to_uid, device_id])
-        self.state.devices.put(keys.user_key(ws, to_uid), book)
-        self.state.devices.delete(keys.user_key(ws, from_uid))
+                self.state.device_index.put(keys.device_index_key(ws, kind, value), [root, device_id])
+        self.state.devices.put(keys.user_key(ws, root), book)
+
+    def _repoint(self, ws: str, profile: Profile, old: set[str], root: str) -> list[Output]:
+        """Index entries naming a merged-away slot name the root: here at once, elsewhere by REPOINT."""
+        if not old:
+            return []
+        messages = []
+        for name, value in profile["aliases"]:
+            route = identifier_route(ws, name, value)
+            if self.local(route):
+                key = keys.identity_key(ws, name, value)
+                if self.state.identity.get(key) in old:
+                    self.state.identity.put(key, root)
+            else:
+                header = {"ws": ws, "name": name, "value": value, "frm": sorted(old), "to": root}
+                messages.append(self._message(protocol.REPOINT, header, route))
+        return messages
+
+    # -- the protocol ----------------------------------------------------------------------------------
+
+    def on_message(self, message: protocol.Message) -> list[Output]:
+        """A protocol message other than FORWARD and the state moves (those are the lane's)."""
+        handler = self.protocol_handlers.get(message.kind)
+        if handler is None:
+            raise Rejection(f"protocol message {message.kind!r} is not handled here")
+        return handler(message.header)
+
+    def _on_claim(self, h: dict[str, Any]) -> list[Output]:
+        """At the identifier's partition: the value resolves to the claiming slot, or the two users merge."""
+        ws, name, value, slot = h["ws"], h["name"], h["value"], h["slot"]
+        key = keys.identity_key(ws, name, value)
+        owner = self._follow(ws, self.state.identity.get(key))
+        if owner is None:
+            self.state.identity.put(key, slot)
+            return []
+        if owner == slot:
+            return []
+        if not self._count_merge(ws, name, value):
+            return []  # at MoEngage's cap of 50 users per value: the value stays with its owner
+        lo, hi = min(owner, slot), max(owner, slot)
+        self.state.identity.put(key, lo)
+        return [self._message(protocol.SHIP, {"ws": ws, "hi": hi, "lo": lo}, hi)]
+
+    def _on_ship(self, h: dict[str, Any]) -> list[Output]:
+        """At the larger slot's partition: its user travels to the smaller slot, a pointer stays."""
+        ws, hi, lo = h["ws"], h["hi"], h["lo"]
+        stored = self.state.users.get(keys.user_key(ws, hi))
+        if stored is None:
+            return []
+        if is_pointer(stored):
+            target = stored["forward"]
+            if target == lo:
+                return []  # shipped already (a replay)
+            lo2, hi2 = min(target, lo), max(target, lo)
+            return [self._message(protocol.SHIP, {"ws": ws, "hi": hi2, "lo": lo2}, hi2)]
+        devices = self.state.devices.get(keys.user_key(ws, hi)) or {}
+        for device in devices.values():
+            self._unindex_device(ws, device)
+        self.state.devices.delete(keys.user_key(ws, hi))
+        self.state.users.put(keys.user_key(ws, hi), {"forward": lo, "uid": stored["uid"]})
+        header = {"ws": ws, "frm": hi, "to": lo, "profile": stored, "devices": devices}
+        return [self._message(protocol.CARRY, header, lo)]
+
+    def _on_carry(self, h: dict[str, Any]) -> list[Output]:
+        """At the smaller slot's partition: the carried user is merged in (or passed on along pointers)."""
+        ws, frm, to = h["ws"], h["frm"], h["to"]
+        root = self._follow(ws, to)
+        if root is None:  # the slot has no user (cannot happen in order; kept rather than lost)
+            carried = dict(h["profile"], slot=to)
+            self._save(ws, carried)
+            self._take_devices(ws, to, {}, h["devices"])
+            return [self._snapshot(ws, carried)]
+        if not self.local(root):
+            return [self._message(protocol.CARRY, dict(h, to=root), root)]
+        profile = self._profile(ws, root)
+        if frm == root or frm in profile.get("absorbed", []):
+            return []  # merged already (a replay)
+        at = int(h["profile"].get("last_seen") or self.clock())
+        return self._merge_here(ws, self.directory.rules(ws), [profile, h["profile"]], h["devices"], at)
+
+    def _on_repoint(self, h: dict[str, Any]) -> list[Output]:
+        key = keys.identity_key(h["ws"], h["name"], h["value"])
+        if self.state.identity.get(key) in h["frm"]:
+            self.state.identity.put(key, h["to"])
+        return []
+
+    def _follow(self, ws: str, slot: str | None) -> str | None:
+        """The slot a user lives at now: forward pointers on this partition followed."""
+        for _ in range(MAX_POINTER_HOPS):
+            if slot is None or not self.local(slot):
+                return slot
+            stored = self.state.users.get(keys.user_key(ws, slot))
+            if not is_pointer(stored):
+                return slot
+            slot = str(stored["forward"])
+        raise Rejection(f"user pointers of slot {slot!r} do not end")
 
     # -- devices -------------------------------------------------------------------------------------
 
-    def _device(self, ws: str, record: dict[str, Any]) -> list[Output]:
-        rules = self.directory.rules(ws)
-        ids = record_identifiers(rules, record.get("customer_id"), record.get("anonymous_id"), {})
-        uid = self._first_owner(ws, ids)
-        if uid is None:
+    def _device(
+        self,
+        ws: str,
+        record: dict[str, Any],
+        rules: IdentityRules,
+        ids: Ids,
+        raw: dict[str, Any] | None,
+        slot: str | None,
+    ) -> list[Output]:
+        if slot is None:
             raise Rejection(
                 f"devices can be created for existing users only: no user has {ids[0][0]} {ids[0][1]!r}"
             )
@@ -285,7 +554,7 @@ class LaneProcessor:
         if not device_id.strip():
             raise Rejection("device_id is required")
         attributes = device_attributes(record.get("attributes_json") or "{}")
-        book = dict(self.state.devices.get(keys.user_key(ws, uid)) or {})
+        book = dict(self.state.devices.get(keys.user_key(ws, slot)) or {})
         check_capacity(book, device_id)
         received = to_ms(record["received_at"])
         old = book.get(device_id)
@@ -301,7 +570,7 @@ class LaneProcessor:
             | attributes
             | {"updated_at": received}
         )
-        touched = {uid}
+        touched = {slot}
         if old is not None:
             stale = set(unique_values(old)) - set(unique_values(device))
             for kind, value in stale:
@@ -309,26 +578,26 @@ class LaneProcessor:
         for kind, value in unique_values(device):
             index_key = keys.device_index_key(ws, kind, value)
             holder = self.state.device_index.get(index_key)
-            if holder is not None and holder != [uid, device_id]:
-                touched.add(self._remove_device(ws, holder[0], holder[1], keep=(uid, device_id)))
-                if holder[0] == uid:
+            if holder is not None and holder != [slot, device_id]:
+                touched.add(self._remove_device(ws, holder[0], holder[1], keep=(slot, device_id)))
+                if holder[0] == slot:
                     book.pop(holder[1], None)
-            self.state.device_index.put(index_key, [uid, device_id])
+            self.state.device_index.put(index_key, [slot, device_id])
         book[device_id] = device
-        self.state.devices.put(keys.user_key(ws, uid), book)
-        profile = self._profile(ws, uid)
+        self.state.devices.put(keys.user_key(ws, slot), book)
+        profile = self._profile(ws, slot)
         profile["last_seen"] = max(profile["last_seen"], received)
         self._save(ws, profile)
-        return [self._snapshot(ws, self._profile(ws, u)) for u in sorted(touched)]
+        return [self._snapshot(ws, self._profile(ws, s)) for s in sorted(touched)]
 
-    def _remove_device(self, ws: str, uid: str, device_id: str, keep: tuple[str, str]) -> str:
+    def _remove_device(self, ws: str, slot: str, device_id: str, keep: tuple[str, str]) -> str:
         """A device whose device_id, push_id, moe_gaid or idfv is taken over by a new device is deleted."""
-        book = dict(self.state.devices.get(keys.user_key(ws, uid)) or {})
+        book = dict(self.state.devices.get(keys.user_key(ws, slot)) or {})
         device = book.pop(device_id, None)
         if device is not None:
             self._unindex_device(ws, device, keep)
-            self.state.devices.put(keys.user_key(ws, uid), book)
-        return uid
+            self.state.devices.put(keys.user_key(ws, slot), book)
+        return slot
 
     def _unindex_device(self, ws: str, device: dict[str, Any], keep: tuple[str, str] | None = None) -> None:
         for kind, value in unique_values(device):
@@ -339,36 +608,47 @@ class LaneProcessor:
 
     # -- events --------------------------------------------------------------------------------------
 
-    def _event(self, ws: str, record: dict[str, Any]) -> list[Output]:
-        rules = self.directory.rules(ws)
-        ids = record_identifiers(
-            rules, record.get("customer_id"), record.get("anonymous_id"), record.get("user_identifiers") or {}
-        )
+    def _event(
+        self,
+        ws: str,
+        record: dict[str, Any],
+        rules: IdentityRules,
+        ids: Ids,
+        raw: dict[str, Any] | None,
+        slot: str | None,
+    ) -> list[Output]:
         event_ms = to_ms(record["user_time"])
-        uid = self._first_owner(ws, ids)
         outputs: list[Output] = []
-        if uid is None:
-            profile = self._new_profile(ws, keys.new_uid(ws, record["event_uuid"]), event_ms)
-            self._take_identifiers(profile, ids)
-            self._claim(ws, profile, ids, {})
-            self._save(ws, profile)
-            outputs.append(self._snapshot(ws, profile))
-        else:
-            profile = self.state.users.get(keys.user_key(ws, uid))
-            if profile is None:
-                # The identity index knows the user, its profile is missing: state restored after a crash
-                # in the middle of a batch's changelog writes (see processors.lane). The event is kept:
-                # the profile is made again under the same uid (the one its identifiers point at).
-                profile = self._new_profile(ws, uid, event_ms)
+        if slot is None:
+            here = [pair for pair in ids if self.local(identifier_route(ws, *pair))]
+            owners = self._owners(ws, here[1:])
+            found = next((s for s in owners.values() if self.local(s)), None)
+            if found is not None:
+                profile = self._profile(ws, found)
+            else:
+                profile = self._new_profile(ws, identifier_route(ws, *ids[0]), event_ms)
                 self._take_identifiers(profile, ids)
-                profile["aliases"] = [list(pair) for pair in ids if self._first_owner(ws, [pair]) == uid]
+                outputs += self._claim(ws, profile, ids, owners)
                 self._save(ws, profile)
                 outputs.append(self._snapshot(ws, profile))
+        else:
+            stored = self.state.users.get(keys.user_key(ws, slot))
+            if stored is None:
+                # The identity index knows the user, its profile is missing: state restored after a crash
+                # in the middle of a batch's changelog writes (see processors.lane). The event is kept:
+                # the profile is made again at the same slot (so with the same uid).
+                profile = self._new_profile(ws, slot, event_ms)
+                self._take_identifiers(profile, ids)
+                profile["aliases"] = [list(pair) for pair in ids if self._first_owner(ws, [pair]) == slot]
+                self._save(ws, profile)
+                outputs.append(self._snapshot(ws, profile))
+            else:
+                profile = stored
             if event_ms > profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
                 profile = dict(profile, last_seen=event_ms)  # shallow copy: the cached value stays intact
                 self._save(ws, profile)
         device_id = record.get("device_id") or record.get("customer_id") or record.get("anonymous_id")
-        book = self.state.devices.get(keys.user_key(ws, profile["uid"])) or {}
+        book = self.state.devices.get(keys.user_key(ws, profile["slot"])) or {}
         device = book.get(device_id) if device_id else None
         outputs.append(self._enriched(ws, record, profile, device, event_ms))
         return outputs
@@ -444,25 +724,28 @@ class LaneProcessor:
 
     # -- profiles ------------------------------------------------------------------------------------
 
-    def _owners(self, ws: str, ids: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    def _owners(self, ws: str, ids: Ids) -> dict[tuple[str, str], str]:
+        """The slots (pointers followed) that these local identifier values resolve to."""
         owners = {}
         for name, value in ids:
-            uid = self.state.identity.get(keys.identity_key(ws, name, value))
-            if uid is not None:
-                owners[(name, value)] = uid
+            slot = self._follow(ws, self.state.identity.get(keys.identity_key(ws, name, value)))
+            if slot is not None:
+                owners[(name, value)] = slot
         return owners
 
-    def _first_owner(self, ws: str, ids: list[tuple[str, str]]) -> str | None:
-        """The user of the record's highest-priority identifier that is known."""
+    def _first_owner(self, ws: str, ids: Ids) -> str | None:
+        """The slot of the record's highest-priority identifier that is known here."""
         for name, value in ids:
-            uid = self.state.identity.get(keys.identity_key(ws, name, value))
-            if uid is not None:
-                return str(uid)
+            slot = self.state.identity.get(keys.identity_key(ws, name, value))
+            if slot is not None:
+                return str(slot)
         return None
 
-    def _new_profile(self, ws: str, uid: str, at: int) -> Profile:
+    def _new_profile(self, ws: str, slot: str, at: int) -> Profile:
+        """A new user at ``slot``; its uid is derived from the slot, so a replay makes the same one."""
         return {
-            "uid": uid,
+            "uid": keys.new_uid(ws, slot),
+            "slot": slot,
             "customer_id": None,
             "anonymous_ids": [],
             "identifiers": {},
@@ -473,24 +756,27 @@ class LaneProcessor:
             "last_seen": at,
             "merged_into": None,
             "merged_uids": [],
+            "absorbed": [],
             "revision": 0,
         }
 
-    def _profile(self, ws: str, uid: str) -> Profile:
+    def _profile(self, ws: str, slot: str) -> Profile:
         """A copy of the stored profile, so a rejected record cannot leave a half-changed cached one."""
-        stored = self.state.users.get(keys.user_key(ws, uid))
-        if stored is None:
-            raise Rejection(f"identity index points at unknown user {uid}")
+        stored = self.state.users.get(keys.user_key(ws, slot))
+        if stored is None or is_pointer(stored):
+            raise Rejection(f"identity index points at unknown user slot {slot}")
         return jsoncodec.loads(jsoncodec.dumps_bytes(stored))
 
     def _save(self, ws: str, profile: Profile) -> None:
-        self.state.users.put(keys.user_key(ws, profile["uid"]), profile)
+        self.state.users.put(keys.user_key(ws, profile["slot"]), profile)
 
-    def _snapshot(self, ws: str, profile: Profile) -> Output:
+    def _snapshot(self, ws: str, profile: Profile, save: bool = True) -> Output:
         """The UserProfile record published to the compacted profiles topic."""
         profile["revision"] += 1
-        self._save(ws, profile)
-        book = self.state.devices.get(keys.user_key(ws, profile["uid"])) or {}
+        book: dict[str, Any] = {}
+        if save:
+            self._save(ws, profile)
+            book = self.state.devices.get(keys.user_key(ws, profile["slot"])) or {}
         attributes = profile["attributes"] | {"cr_t": profile["first_seen"], "u_l_a": profile["last_seen"]}
         value = {
             "workspace_id": ws,

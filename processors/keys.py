@@ -18,8 +18,8 @@ def topic_key(workspace_id: str, uid: str) -> bytes:
 
 
 def identity_key(workspace_id: str, name: str, value: str) -> bytes:
-    """Identity-index key: one identifier value of one workspace."""
-    return f"{workspace_id}{SEP}{name}{SEP}{value}".encode()
+    """Identity-index key: one identifier value of one workspace (its value: the user's slot)."""
+    return f"{workspace_id}{SEP}{name}{SEP}{value}".encode("utf-8", "surrogatepass")
 
 
 def identity_count_key(workspace_id: str, name: str, value: str) -> bytes:
@@ -27,9 +27,9 @@ def identity_count_key(workspace_id: str, name: str, value: str) -> bytes:
     return f"{workspace_id}{SEP}{SEP}merged{SEP}{name}{SEP}{value}".encode()
 
 
-def user_key(workspace_id: str, uid: str) -> bytes:
-    """Profile and device-book key of one user."""
-    return f"{workspace_id}{SEP}{uid}".encode()
+def user_key(workspace_id: str, slot: str) -> bytes:
+    """Profile and device-book key of one user slot (see ``processors.routing``)."""
+    return f"{workspace_id}{SEP}{slot}".encode("utf-8", "surrogatepass")
 
 
 def device_index_key(workspace_id: str, kind: str, value: str) -> bytes:
@@ -37,13 +37,14 @@ def device_index_key(workspace_id: str, kind: str, value: str) -> bytes:
     return f"{workspace_id}{SEP}dev{SEP}{kind}{SEP}{value}".encode()
 
 
-def seen_key(workspace_id: str, event_uuid: str) -> bytes:
-    """De-duplication key of one ingested record."""
-    return f"{workspace_id}{SEP}{event_uuid}".encode()
+def seen_key(workspace_id: str, slot: str, event_uuid: str) -> bytes:
+    """De-duplication key of one ingested record, under the user slot it was applied to (so the mark
+    lives, and moves when partitions grow, with the user)."""
+    return f"{workspace_id}{SEP}{slot}{SEP}{event_uuid}".encode("utf-8", "surrogatepass")
 
 
 def new_uid(workspace_id: str, cause: str) -> str:
-    """Internal user id (moengage_user_id), deterministic from the record that created the user."""
+    """Internal user id (moengage_user_id), deterministic from what created the user (its slot)."""
     return uuid.uuid5(_NAMESPACE, f"user{SEP}{workspace_id}{SEP}{cause}").hex
 
 

@@ -1,9 +1,12 @@
-"""The lane stage: applies the lane topic's records to the identity state of the lane partitions it owns.
+"""The lane stage: applies ``ingest.records`` to the identity state of the partitions this worker owns.
 
-Consistency across partitions and workers: the lane topic is keyed by workspace id, so all records of a
-workspace are in one lane partition, in the order the router forwarded them, and the consumer group
-(``<prefix>.processors``) gives that partition, with the co-partitioned changelog partitions of every state
-table, to exactly one worker. A merge therefore reads and writes only state of its own partition.
+Consistency across partitions and workers: ``ingest.records`` is keyed by workspace and identifier value
+(:mod:`~inflow.processors.routing`), so everything one request or row says about one user is in one
+partition, in the order it was written, and the consumer group (``<prefix>.processors``) gives that
+partition, with the co-partitioned changelog partitions of every state table, to exactly one worker. What a
+record needs from another partition travels as a protocol message on the same topic
+(:mod:`~inflow.processors.protocol`, ``docs/IDENTITY.md``); growing the topic moves state with
+:mod:`~inflow.processors.growth`.
 
 Built on the package's Kafka layer (a :class:`~inflow.kafka.consumer.BatchConsumer`, a
 :class:`~inflow.kafka.producer.KafkaProducer`) and on RocksDB through ``rocksdict``, not on faust-streaming:
@@ -34,19 +37,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.clients import topic_partitions
 from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
+from inflow.processors import growth, jsoncodec, protocol
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
-from inflow.processors.exceptions import LaneFramingError
-from inflow.processors.lanes import OWNED_LOG, unpack_records
+from inflow.processors.exceptions import LaneFramingError, Rejection
+from inflow.processors.lanes import OWNED_LOG
 from inflow.processors.outputs import Output
 from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.settings import WorkerSettings
@@ -75,7 +82,12 @@ class LaneAgent:
         restorer: ChangelogRestorer,
         publisher: Publisher,
         serde: AvroSerde,
+        layout: growth.LayoutOf = lambda: None,
+        metadata: Any = None,
+        layout_topic: str | None = None,
     ) -> None:
+        """``layout()``: the latest ``control.layout`` record of ``ingest.records`` (None: never grown);
+        ``metadata``: a client to read the topic's partition count from."""
         self.kafka = kafka
         self.settings = settings
         self.group_id = group_id
@@ -94,6 +106,13 @@ class LaneAgent:
         self._rewind: dict[int, int] = {}  # a partition's records fetched while it restored: re-read from
         self._persisted: dict[tuple[int, int], int] = {}  # (table, partition) -> changelog offset acked
         self.applied: dict[int, int] = {}  # lane partition -> lane messages applied, for the progress log
+        self.layout = layout
+        self.metadata = metadata
+        self.partitions = 0  # of ingest.records, read when partitions are assigned
+        self._deferred: dict[int, list[Message]] = {}  # records read while a partition waits for a growth
+        self.layout_topic = layout_topic  # where a partition complete in the current layout is announced
+        self._check: set[int] = set()  # partitions to check against the layout even without records
+        self._announced: dict[int, int] = {}  # partition -> partition count announced complete
         self.stage = "starting"
         self._restore_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
 
@@ -112,6 +131,8 @@ class LaneAgent:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
                 "max.partition.fetch.bytes": self.settings.max_fetch_bytes,
+                # A grown topic is noticed (and its new partitions assigned) within seconds.
+                "topic.metadata.refresh.interval.ms": 5000,
             },
         )
         try:
@@ -128,7 +149,7 @@ class LaneAgent:
                 busy = self.restorer.restoring or self._opening
                 wait = 0.0 if busy else self.settings.batch_within_s
                 batch = await consumer.consume(self.settings.lane_batch_packs, wait)
-                if batch:
+                if batch or self._check & self.ready:
                     self.stage = "applying"
                     await self.handle(consumer, batch)
         finally:
@@ -170,7 +191,11 @@ class LaneAgent:
         """
         applied: list[Message] = []
         changes: list[tuple[int, list[list[tuple[bytes, bytes | None]]]]] = []
-        for partition, messages in _by_partition(batch).items():
+        groups = _by_partition(batch)
+        for partition in sorted(self._check & self.ready):  # a growth to apply, records or not
+            groups.setdefault(partition, [])
+        self._check -= self.ready
+        for partition, messages in groups.items():
             if partition not in self.ready:
                 if partition in self.owned:  # fetched before its pause took hold: read again when ready
                     first = int(messages[0].offset() or 0)
@@ -193,17 +218,49 @@ class LaneAgent:
             raise
         self.stores.persist(self._persisted)
         self._persisted.clear()
-        await consumer.commit_sync(next_offsets(applied))
+        offsets = [
+            tp if tp.partition not in self._deferred else TopicPartition(tp.topic, tp.partition, first)
+            for tp in next_offsets(applied)
+            for first in [self._first_deferred(tp.partition)]
+        ]
+        await consumer.commit_sync(offsets)
+
+    def _first_deferred(self, partition: int) -> int:
+        waiting = self._deferred.get(partition)
+        return int(waiting[0].offset() or 0) if waiting else -1
 
     def apply_partition(
         self, partition: int, messages: list[Message]
     ) -> list[list[tuple[bytes, bytes | None]]]:
         """Apply a partition's records (outputs queued); per table, the state writes for its changelog."""
         self.applied[partition] = self.applied.get(partition, 0) + len(messages)
-        self.stores.use(partition)  # RocksDB reads and writes go to this lane partition's databases
+        self.stores.use(partition)  # RocksDB reads and writes go to this partition's databases
+        self.processor.at(partition, self.partitions)
+        for output in growth.check_layout(self.state, partition, self.partitions, self.layout()):
+            self.publisher.send(output)
+        self.state.stage()
         for msg in messages:
-            self.apply_message(partition, msg)
+            if partition in self._deferred or growth.waiting(self.state):
+                if not _is_growth_message(msg.value()):
+                    self._deferred.setdefault(partition, []).append(msg)
+                    continue
+            if self.apply_message(partition, msg):  # the growth's last MARK: apply what waited
+                for waited in self._deferred.pop(partition, []):
+                    self.apply_message(partition, waited)
+        self._announce(partition)
         return self.state.commit()
+
+    def _announce(self, partition: int) -> None:
+        """Tell ``inflow topics grow`` (and operators) that this partition's state is complete in the
+        current layout: ``control.layout`` key ``<topic>#<partition>``."""
+        current = growth.meta(self.state)
+        if self.layout_topic is None or current is None or self._announced.get(partition) == self.partitions:
+            return
+        if current["n"] != self.partitions or current.get("await") is not None:
+            return
+        value = jsoncodec.dumps_bytes({"partitions": self.partitions, "at": int(time.time() * 1000)})
+        self.producer.produce(self.layout_topic, value, f"{self.lanes_topic}#{partition}".encode())
+        self._announced[partition] = self.partitions
 
     def send_changelog(self, partition: int, tables: list[list[tuple[bytes, bytes | None]]]) -> None:
         """Queue a partition's state writes to the changelogs (each was size-checked with its record)."""
@@ -232,30 +289,76 @@ class LaneAgent:
 
         return acked
 
-    def apply_message(self, partition: int, msg: Message) -> None:
+    def apply_message(self, partition: int, msg: Message) -> bool:
+        """Apply one message; True when it was the MARK that ends this partition's wait for a growth."""
         offset = int(msg.offset() or 0)
+        data = msg.value() or b""
+        position = [partition, offset, 0]
+        if not protocol.is_protocol(data):
+            self._apply_record(partition, offset, data, position, None)
+            return False
         try:
-            records = unpack_records(msg.value() or b"")
+            message = protocol.decode(data)
         except LaneFramingError as exc:
-            self.publisher.unreadable(self.lanes_topic, partition, offset, msg.value(), str(exc))
-            return
-        for index, data in enumerate(records):
-            try:
-                record_name, record = self.serde.decode(data)
-            except SerdeError as exc:
-                self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
-                continue
-            position = [partition, offset, index]
-            outputs = self.processor.process(record_name, record, position)
-            encoded = [self.publisher.encode(output) for output in outputs]
-            reason = self._too_large(outputs, encoded)
-            if reason is not None:
-                log.warning("lane %d: rejected %s at offset %d: %s", partition, record_name, offset, reason)
-                outputs = [self.processor.reject(record_name, record, position, reason)]
-                encoded = [self.publisher.encode(output) for output in outputs]
-            for output, record_bytes in zip(outputs, encoded, strict=True):
-                self.publisher.send(output, record_bytes)
+            self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
+            return False
+        if message.kind == protocol.FORWARD:
+            self._apply_record(partition, offset, message.payload, position, message.header.get("slot"))
+            return False
+        if message.kind == protocol.MOVE:
+            growth.on_move(self.state, message.header, message.payload)
             self.state.stage()
+            return False
+        if message.kind == protocol.MARK:
+            done = growth.on_mark(self.state, message.header)
+            self.state.stage()
+            if done:
+                log.info("partition %d: state of the new layout complete, applying", partition)
+            return done
+        try:
+            outputs = self.processor.on_message(message)
+        except Rejection as exc:
+            self.state.discard()
+            self.publisher.unreadable(self.lanes_topic, partition, offset, data, exc.reason)
+            return False
+        self._publish(partition, offset, "protocol", None, position, outputs)
+        return False
+
+    def _apply_record(
+        self, partition: int, offset: int, data: bytes, position: list[int], slot: str | None
+    ) -> None:
+        try:
+            record_name, record = self.serde.decode(data)
+        except SerdeError as exc:
+            self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
+            return
+        outputs = self.processor.process(record_name, record, position, raw=data, slot=slot)
+        self._publish(partition, offset, record_name, record, position, outputs)
+
+    def _publish(
+        self,
+        partition: int,
+        offset: int,
+        record_name: str,
+        record: dict[str, Any] | None,
+        position: list[int],
+        outputs: list[Output],
+    ) -> None:
+        """Queue a record's outputs; when one of them (or a state write) is too large, the record is
+        rejected with the reason instead and its state changes dropped."""
+        encoded = [self.publisher.encode(output) for output in outputs]
+        reason = self._too_large(outputs, encoded)
+        if reason is not None:
+            log.warning("partition %d: rejected %s at offset %d: %s", partition, record_name, offset, reason)
+            if record is None:  # a protocol message: nothing to reject but the message itself
+                self.state.discard()
+                self.publisher.unreadable(self.lanes_topic, partition, offset, b"", reason)
+                return
+            outputs = [self.processor.reject(record_name, record, position, reason)]
+            encoded = [self.publisher.encode(output) for output in outputs]
+        for output, record_bytes in zip(outputs, encoded, strict=True):
+            self.publisher.send(output, record_bytes)
+        self.state.stage()
 
     def _too_large(self, outputs: list[Output], encoded: list[Encoded]) -> str | None:
         """Why the record's outputs or state writes cannot be written, or None when they can."""
@@ -294,13 +397,18 @@ class LaneAgent:
             self.owned.discard(partition)
             self.ready.discard(partition)
             self._rewind.pop(partition, None)
+            self._deferred.pop(partition, None)
+            self._check.discard(partition)
+            self._announced.pop(partition, None)
         self.state.drop_batch()
         self.state.clear_cache()
         if partitions:
             log.info("%s: %s", OWNED_LOG, sorted(self.owned))
 
     def _open_assigned(self) -> None:
-        """Blocking: open the databases of newly assigned partitions and begin their restore."""
+        """Blocking: read the topic's partition count, open the databases of newly assigned partitions and
+        begin their restore."""
+        self._read_partitions()
         for partition in sorted(self._opening):
             self.restorer.start(partition, self.stores.open(partition))
         self._opening.clear()
@@ -310,6 +418,7 @@ class LaneAgent:
         if partition not in self.owned:
             return
         self.ready.add(partition)
+        self._check.add(partition)
         tp = TopicPartition(self.lanes_topic, partition)
         client.resume([tp])
         rewind = self._rewind.pop(partition, None)
@@ -319,8 +428,42 @@ class LaneAgent:
             except KafkaException as exc:  # not fetching yet: it starts from the committed offset anyway
                 log.info("lane %d: no seek back to %d needed (%s)", partition, rewind, exc)
 
+    def _read_partitions(self, wait_layout_s: float = 30.0) -> None:
+        """The partition count of ingest.records; when it grew, the layout record that ``inflow topics grow``
+        writes before growing the topic (read by the layout view) is waited for, so a partition born by the
+        growth knows it must wait for the old partitions' state."""
+        if self.metadata is None:
+            self.partitions = max(self.partitions, 1 + max(self.owned, default=0))
+            return
+        count = len(topic_partitions(self.metadata, self.lanes_topic))
+        if self.partitions and count > self.partitions:
+            deadline = time.monotonic() + wait_layout_s
+            while (self.layout() or {}).get("partitions") != count and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if (self.layout() or {}).get("partitions") != count:
+                log.error(
+                    "%s grew from %d to %d partitions without `inflow topics grow`: identity state may be "
+                    "split until every old partition has moved its keys",
+                    self.lanes_topic,
+                    self.partitions,
+                    count,
+                )
+            log.info("%s grew from %d to %d partitions", self.lanes_topic, self.partitions, count)
+            self._check |= self.owned
+        self.partitions = count
+
     def owned_lanes(self) -> list[int]:
         return sorted(self.owned)
+
+
+def _is_growth_message(data: bytes | None) -> bool:
+    """MOVE and MARK are applied even while a partition waits for a growth; nothing else is."""
+    if not data or not protocol.is_protocol(data):
+        return False
+    try:
+        return protocol.decode(data).kind in (protocol.MOVE, protocol.MARK)
+    except LaneFramingError:
+        return False
 
 
 def _by_partition(batch: list[Message]) -> dict[int, list[Message]]:

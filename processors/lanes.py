@@ -1,9 +1,9 @@
-"""Routing to identity lanes: every ingest record goes to the lane partition of its workspace.
+"""Reading a record's leading strings without decoding it, and the ownership line of the worker's log.
 
-The router reads only the workspace id, straight from the Avro bytes: every ingest record (UserUpsert,
-DeviceUpsert, EventRecord) starts with ``event_uuid`` then ``workspace_id``, both strings, so the
-router skips one string and reads the next instead of decoding the whole record. A test pins that
-field order against the schemas.
+Every ingest record (UserUpsert, DeviceUpsert, EventRecord) starts with ``event_uuid`` then
+``workspace_id``, both strings, and an EnrichedEvent starts with ``workspace_id`` then ``event_uuid``;
+:func:`second_string` reads the second one straight from the Avro bytes (benchmarks count distinct events
+this way). A test pins that field order against the schemas.
 """
 
 from __future__ import annotations
@@ -15,16 +15,6 @@ from inflow.processors.exceptions import LaneFramingError
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 SINGLE_OBJECT_HEADER = 10
 CONFLUENT_HEADER = 5
-
-
-def peek_workspace(data: bytes) -> str:
-    """The workspace id of an ingest record, from its first two Avro string fields."""
-    if not isinstance(data, bytes | bytearray):
-        raise LaneFramingError("ingest message without a value")
-    try:
-        return second_string(data).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LaneFramingError(f"cannot read workspace_id from ingest record: {exc}") from exc
 
 
 def second_string(data: bytes) -> bytes:
@@ -74,52 +64,3 @@ def _skip_string(data: bytes, pos: int) -> int:
     if size < 0 or pos + size > len(data):
         raise LaneFramingError("truncated event_uuid in ingest record")
     return pos + size
-
-
-# A lane message carries a pack: several ingest records of one workspace, in their order, so the lane hop
-# costs one Kafka message per workspace and router batch instead of one per record.
-PACK_MAGIC = b"\xf0IPK1"
-MAX_PACK_BYTES = 512 * 1024
-
-
-def pack_records(records: list[bytes]) -> list[bytes]:
-    """Length-prefixed records after a magic header, split so no pack exceeds MAX_PACK_BYTES."""
-    return [pack(records[start:end]) for start, end in pack_spans([len(r) for r in records])]
-
-
-def pack_spans(sizes: list[int], limit: int = MAX_PACK_BYTES) -> list[tuple[int, int]]:
-    """``(start, end)`` of each pack of records of these sizes, none over ``limit`` bytes (MAX_PACK_BYTES
-    or the lane topic's record limit when that is lower); a record over the limit goes alone."""
-    spans: list[tuple[int, int]] = []
-    start, size = 0, len(PACK_MAGIC)
-    for index, record_size in enumerate(sizes):
-        if size + 4 + record_size > limit and index > start:
-            spans.append((start, index))
-            start, size = index, len(PACK_MAGIC)
-        size += 4 + record_size
-    if sizes:
-        spans.append((start, len(sizes)))
-    return spans
-
-
-def pack(records: list[bytes]) -> bytes:
-    """One lane message holding ``records`` in order."""
-    parts = [PACK_MAGIC]
-    for record in records:
-        parts += [len(record).to_bytes(4, "big"), record]
-    return b"".join(parts)
-
-
-def unpack_records(data: bytes) -> list[bytes]:
-    """The records of a pack; a lane message that is not a pack is one record."""
-    if not data.startswith(PACK_MAGIC):
-        return [data]
-    records, pos = [], len(PACK_MAGIC)
-    while pos < len(data):
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        pos += 4
-        if pos + size > len(data):
-            raise LaneFramingError("truncated record in lane pack")
-        records.append(data[pos : pos + size])
-        pos += size
-    return records

@@ -1,20 +1,25 @@
-"""What the lane hands to Kafka: a record for one of the output topics."""
+"""What the lane hands to Kafka: a record for one of the output topics, or a protocol message."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+INGEST = "ingest.records"
 PROFILES = "profiles"
 EVENTS = "events"
 REJECTED = "processors.rejected"
+PROTOCOL = "protocol"  # record_name of a worker protocol message (already encoded, in ``raw``)
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to publish: catalogue topic short name, key, Avro record name and value."""
+    """One record to publish: catalogue topic short name, key, Avro record name and value; a protocol
+    message also names its partition of ``ingest.records`` and carries its bytes in ``raw``."""
 
     topic: str
     key: bytes
     record_name: str
     record: dict[str, Any]
+    partition: int | None = None
+    raw: bytes | None = None

@@ -44,6 +44,8 @@ class Publisher:
 
     def encode(self, output: Output) -> Encoded:
         topic = self.topic_names[output.topic]
+        if output.raw is not None:  # a protocol message, encoded by processors.protocol
+            return topic, output.key, output.raw
         encode = self._encoders.get((output.record_name, topic))
         if encode is None:  # compiled per record type (byte-identical to fastavro, checked when built)
             encode = self._encoders[(output.record_name, topic)] = record_encoder(
@@ -60,7 +62,7 @@ class Publisher:
         """Queue one output; one over the size limit becomes a rejection that names the reason."""
         topic, key, value = encoded or self.encode(output)
         try:
-            self.producer.produce(topic, value, key)
+            self.producer.produce(topic, value, key, partition=output.partition)
         except RecordTooLarge as exc:
             if last_try:  # even the shortest rejection does not fit: the topic's limit is absurdly low
                 log.error("dropped a %s that cannot be written: %s", output.record_name, exc)

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
 from inflow.config.topics import create_topics, load_catalogue
-from inflow.kafka.clients import new_admin
+from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.view import CompactedView
 from inflow.processors.outputs import EVENTS, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
-from inflow.processors.worker import INGEST_TOPICS, LANES, ProcessorsWorker
+from inflow.processors.worker import INGEST_TOPICS, LAYOUT_TOPIC, ProcessorsWorker
 from inflow.processors.workspaces import IdentityRulesDirectory
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.registry import TOPIC as WORKSPACES_TOPIC
 
-NEEDED_TOPICS = (*INGEST_TOPICS, LANES, PROFILES, EVENTS, REJECTED, WORKSPACES_TOPIC)
+NEEDED_TOPICS = (*INGEST_TOPICS, PROFILES, EVENTS, REJECTED, WORKSPACES_TOPIC, LAYOUT_TOPIC)
 WORKSPACES_READY_S = 60.0
 WORKSPACE_RECORD = "WorkspaceCredential"
 log = logging.getLogger(__name__)
@@ -50,25 +51,45 @@ def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | N
         return record is not None and bool(record["disabled"])
 
     directory = IdentityRulesDirectory(rt.config.workspaces, identifiers_of)
-    worker = ProcessorsWorker(rt.kafka, settings, directory, specs, folder, disabled)
     admin = new_admin(rt.kafka)
     # Replication and min.insync.replicas from the settings (KAFKA_REPLICATION_FACTOR /
     # KAFKA_MIN_INSYNC_REPLICAS) for the changelogs too: 1 on the local broker, 3 / 2 in production.
     create_topics(
         admin,
-        [specs[name] for name in NEEDED_TOPICS] + worker.changelog_specs,
+        [specs[name] for name in NEEDED_TOPICS],
+        rt.kafka.replication_factor,
+        min_insync_replicas=rt.kafka.min_insync_replicas,
+    )
+    ingest = rt.kafka.topic(INGEST_TOPICS[0])
+    # The growth layout of ingest.records (written by `inflow topics grow`), followed live.
+    layouts = CompactedView(rt.kafka, rt.kafka.topic(LAYOUT_TOPIC), decode=json.loads, name="layout")
+    worker = ProcessorsWorker(
+        rt.kafka,
+        settings,
+        directory,
+        specs,
+        folder,
+        disabled,
+        layout=lambda: layouts.get(ingest),
+        partitions=len(topic_partitions(admin, ingest)),
+    )
+    create_topics(
+        admin,
+        worker.changelog_specs,
         rt.kafka.replication_factor,
         min_insync_replicas=rt.kafka.min_insync_replicas,
     )
     # Opened here with a real timeout (the view's own thread gives a cold client 0.1 s per metadata try,
     # which a loaded host can miss again and again), then followed on the view's thread.
     workspaces.open(WORKSPACES_READY_S).start()
+    layouts.open(WORKSPACES_READY_S).start()
     try:
         if not workspaces.wait_ready(WORKSPACES_READY_S):
             log.warning("control.workspaces not read in %ss: file settings until then", WORKSPACES_READY_S)
         asyncio.run(worker.run())
     finally:
         workspaces.close()
+        layouts.close()
 
 
 def _configure_logging(level: str) -> None:

@@ -26,10 +26,7 @@ class WorkerSettings(BaseSettings):
         10.0, gt=0, description="a dead worker's lanes and ingest partitions move after this"
     )
     max_fetch_bytes: int = Field(8_388_608, gt=0, description="lane bytes per partition and fetch")
-    batch_size: int = Field(
-        10_000, gt=0, description="ingest records per router batch (and per pack at most)"
-    )
-    lane_batch_packs: int = Field(32, gt=0, description="lane messages (packs) per lane batch")
+    lane_batch_packs: int = Field(5_000, gt=0, description="ingest.records messages per batch")
     batch_within_s: float = Field(0.05, gt=0, description="a partial batch is processed after this")
     flush_timeout_s: float = Field(
         60.0, gt=0, description="a batch still unacknowledged after this is reported (and waited for)"
@@ -38,12 +35,18 @@ class WorkerSettings(BaseSettings):
         20_000, gt=0, description="decoded state values cached per table (seen marks: 1/10 of it)"
     )
     progress_log_s: float = Field(
-        30.0, gt=0, description="period of the INFO progress line (routed, applied)"
+        30.0, gt=0, description="period of the INFO progress line (applied per partition)"
     )
     dedup_window_s: int = Field(
         7 * 86_400,
         gt=0,
         description="event_uuid de-duplication window: seen marks expire after it (ingest keeps 7 days)",
+    )
+    max_profile_bytes: int = Field(
+        262_144, gt=1024, description="a user update that would make the profile larger is rejected"
+    )
+    max_profile_attributes: int = Field(
+        2_000, gt=0, description="a user update that would give the profile more attributes is rejected"
     )
     rocksdb_write_buffer_bytes: int = Field(
         8_388_608, gt=0, description="RocksDB memtable per table and lane partition (two at most)"

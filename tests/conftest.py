@@ -11,6 +11,7 @@ import gc
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +124,24 @@ def admin(kafka_bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": kafka_bootstrap})
 
 
+TEST_PARTITIONS = 6
+
+
+def small_catalogue(prefix: str, partitions: int = TEST_PARTITIONS) -> list[Any]:
+    """The catalogue with at most ``partitions`` per topic: tests share one broker, and the production
+    counts (24 for ingest.records, with five changelogs of as many) only slow topic creation down."""
+    return [
+        replace(
+            spec, entry=spec.entry.model_copy(update={"partitions": min(spec.entry.partitions, partitions)})
+        )
+        for spec in load_catalogue(prefix)
+    ]
+
+
 @pytest.fixture
 def catalogue_topics(kafka_settings: KafkaSettings, admin: AdminClient) -> KafkaSettings:
     """Create the whole catalogue under this test's prefix; returns the settings that name them."""
-    create_topics(admin, load_catalogue(kafka_settings.topic_prefix))
+    create_topics(admin, small_catalogue(kafka_settings.topic_prefix))
     return kafka_settings
 
 

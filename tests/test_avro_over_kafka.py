@@ -10,7 +10,7 @@ from tests.support import consume_n
 
 def test_event_records_round_trip_through_kafka(catalogue_topics, producer_factory, consumer_factory):
     serde = AvroSerde()
-    topic = catalogue_topics.topic("ingest.events")
+    topic = catalogue_topics.topic("ingest.records")
     now = datetime.now(UTC).replace(microsecond=0)
     sent = []
     producer = producer_factory()

@@ -630,8 +630,8 @@ def test_confluent_framing_round_trip_and_subjects() -> None:
     registry = InMemoryRegistry()
     serde = AvroSerde(registry=registry)
     assert serde.framing == "confluent"
-    data = serde.encode("EventRecord", sample("EventRecord"), topic="inflow.ingest.events")
-    schema_id = registry.subjects["inflow.ingest.events-value"]
+    data = serde.encode("EventRecord", sample("EventRecord"), topic="inflow.ingest.records")
+    schema_id = registry.subjects["inflow.ingest.records-value"]
     assert data[0] == 0 and data[1:5] == schema_id.to_bytes(4, "big")
     assert serde.decode(data, expected="EventRecord") == ("EventRecord", sample("EventRecord"))
     assert registry.lookups == 0  # our own ids are known without a round trip
@@ -661,7 +661,7 @@ def test_both_framings_decode_whatever_the_configuration() -> None:
 def test_confluent_old_writer_schema_resolves_into_current() -> None:
     registry = InMemoryRegistry()
     v1 = next(e for e in history_entries() if (e.name, e.version) == ("UserUpsert", 1))
-    schema_id = registry.register("inflow.ingest.users-value", json.dumps(v1.schema))
+    schema_id = registry.register("inflow.ingest.records-value", json.dumps(v1.schema))
     old = {k: v for k, v in sample("UserUpsert").items() if k != "unset_attributes_json"}
     body = io.BytesIO()
     schemaless_writer(body, v1.parsed, old)

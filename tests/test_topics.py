@@ -8,9 +8,8 @@ from inflow.config.topics import create_topics, load_catalogue
 def test_catalogue_declares_every_design_topic():
     names = {s.short_name for s in load_catalogue()}
     assert {
-        "ingest.users",
-        "ingest.devices",
-        "ingest.events",
+        "ingest.records",
+        "control.layout",
         "profiles",
         "events",
         "streams.retry.30s",

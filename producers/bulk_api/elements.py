@@ -184,9 +184,9 @@ class Encoders:
             return SplicedRecord(serde, name, topic(short_topic), BOUND_FIELDS, varying, _SAMPLES[name])
 
         return cls(
-            user=make("UserUpsert", "ingest.users", USER_FIELDS),
-            device=make("DeviceUpsert", "ingest.devices", DEVICE_FIELDS),
-            event=make("EventRecord", "ingest.events", EVENT_FIELDS),
+            user=make("UserUpsert", "ingest.records", USER_FIELDS),
+            device=make("DeviceUpsert", "ingest.records", DEVICE_FIELDS),
+            event=make("EventRecord", "ingest.records", EVENT_FIELDS),
         )
 
 
@@ -333,7 +333,7 @@ class ElementValidator:
                 "unset_attributes_json": unset_json,
             }
             value = self._encode_slowly(self._user, ctx, fields)
-        return Validated([Outgoing("ingest.users", key, value)], 1, 0)
+        return Validated([Outgoing("ingest.records", key, value)], 1, 0)
 
     def _user_attributes(self, el: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
         if "platforms" in el:  # MoEngage also accepts platforms beside attributes
@@ -471,7 +471,7 @@ class ElementValidator:
                     "user_timezone_offset": offset,
                 }
                 value = self._encode_slowly(self._event, ctx, fields)
-            messages.append(Outgoing("ingest.events", key, value))
+            messages.append(Outgoing("ingest.records", key, value))
         return Validated(messages, 0, len(messages))
 
     def _action(self, action: Any, texts: Texts, ctx: RequestContext) -> tuple[Any, ...]:
@@ -610,7 +610,7 @@ class ElementValidator:
                 "attributes_json": attributes_json,
             }
             value = self._encode_slowly(self._device, ctx, fields)
-        return Validated([Outgoing("ingest.devices", key, value)], users, 0)
+        return Validated([Outgoing("ingest.records", key, value)], users, 0)
 
     # shared --------------------------------------------------------------------------------------------
     def _customer_id(self, el: dict[str, Any], texts: Texts, required: bool) -> str | None:

@@ -28,7 +28,7 @@ from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.registry import WorkspaceRegistry
 
 log = logging.getLogger(__name__)
-INGEST_TOPICS = ("ingest.users", "ingest.devices", "ingest.events")
+INGEST_TOPICS = ("ingest.records",)
 
 
 @dataclass

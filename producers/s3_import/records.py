@@ -20,9 +20,9 @@ from inflow.producers.s3_import.mapping import Role
 NAMESPACE = UUID("6b3a3f52-3f7e-5c1e-9b61-1c1f0f3a7a10")
 SOURCE = "s3_import"
 TOPIC_BY_TYPE = {
-    ImportType.REGISTERED_USERS: "ingest.users",
-    ImportType.ANONYMOUS_USERS: "ingest.users",
-    ImportType.EVENTS: "ingest.events",
+    ImportType.REGISTERED_USERS: "ingest.records",
+    ImportType.ANONYMOUS_USERS: "ingest.records",
+    ImportType.EVENTS: "ingest.records",
     ImportType.AUX_DATA: "ingest.aux",
 }
 RECORD_BY_TYPE = {

@@ -6,7 +6,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from tests.bulk_api.conftest import IR_KEY, IR_WS, WS
+from tests.bulk_api.conftest import IR_KEY, IR_WS, WS, record_names
 from tests.support import consume_until_quiet
 
 ACCEPTED = "Your request has been accepted and will be processed soon."
@@ -186,8 +186,8 @@ def test_good_elements_are_accepted_and_bad_ones_reported(gw, read_topic, consum
         },
     ]
     assert len(read_topic("ingest.users", 1)) == 1 and len(read_topic("ingest.devices", 1)) == 1
-    events = consumer_factory([catalogue_topics.topic("ingest.events")])
-    assert consume_until_quiet(events, quiet=2.0) == []
+    records = consumer_factory([catalogue_topics.topic("ingest.records")])
+    assert "EventRecord" not in record_names(consume_until_quiet(records, quiet=2.0))
 
 
 def test_reject_request_policy_stores_nothing_when_one_element_is_bad(
@@ -197,7 +197,7 @@ def test_reject_request_policy_stores_nothing_when_one_element_is_bad(
     resp = gw.post(f"/v1/transition/{WS}", bulk(CUSTOMER, {"type": "customer", "attributes": {}}))
     assert resp.status_code == 400
     assert resp.json()["error"]["message"] == "'customer_id not found in the payload"
-    users = consumer_factory([catalogue_topics.topic("ingest.users")])
+    users = consumer_factory([catalogue_topics.topic("ingest.records")])
     assert consume_until_quiet(users, quiet=2.0) == []
 
 

@@ -12,8 +12,8 @@ from inflow.producers.bulk_api.exceptions import DeliveryError
 async def test_a_record_the_producer_refuses_fails_the_request(catalogue_topics):
     delivery = GatewayDelivery(catalogue_topics, 10_000, **{"message.max.bytes": 2000})
     try:
-        await delivery.deliver([Outgoing("ingest.users", b"k", b"small")], 1)  # the broker acknowledges
-        batch = [Outgoing("ingest.users", b"k", b"ok"), Outgoing("ingest.users", b"k", b"x" * 5000)]
+        await delivery.deliver([Outgoing("ingest.records", b"k", b"small")], 1)  # the broker acknowledges
+        batch = [Outgoing("ingest.records", b"k", b"ok"), Outgoing("ingest.records", b"k", b"x" * 5000)]
         with pytest.raises(DeliveryError, match="cannot queue record 2 of 2"):
             await delivery.deliver(batch, 2)
     finally:

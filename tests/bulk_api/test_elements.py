@@ -73,7 +73,7 @@ def test_platforms_are_normalised_and_checked(validator):
         validator,
         {"type": "customer", "customer_id": "c1", "platforms": [{"platform": "ios", "active": True}]},
     )
-    assert result.messages[0].topic == "ingest.users"
+    assert result.messages[0].topic == "ingest.records"
     assert error(validator, customer(platforms=[{"platform": "Symbian"}])).attribute == "platform"
     assert (
         error(validator, customer(platforms=[{"platform": "web", "active": "maybe"}])).attribute == "active"

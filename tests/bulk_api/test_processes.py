@@ -141,7 +141,7 @@ def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(
         from confluent_kafka import Consumer
 
         consumer = Consumer(kafka.consumer_config(f"check-{time.time_ns()}"))
-        consumer.subscribe([kafka.topic("ingest.users")])
+        consumer.subscribe([kafka.topic("ingest.records")])
         serde = AvroSerde()
         # The first record waits for the group join (slow while the restarted broker loads its
         # coordinator state); only then does "quiet" mean nothing more is there.

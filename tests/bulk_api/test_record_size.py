@@ -8,7 +8,7 @@ from inflow.schemas.serde import AvroSerde
 from tests.bulk_api.conftest import WS
 from tests.support import consume_n, consume_until_quiet, wait_for
 
-TOPIC_LIMIT = 4000  # max.message.bytes of this test's ingest.events: far below the 128 KB body cap
+TOPIC_LIMIT = 4000  # max.message.bytes of this test's ingest.records: far below the 128 KB body cap
 
 
 def event(customer_id: str, blob_size: int = 10) -> dict:
@@ -22,7 +22,7 @@ def event(customer_id: str, blob_size: int = 10) -> dict:
 def test_an_element_over_the_topic_limit_is_413_and_never_stored(
     catalogue_topics, admin, gateway_factory, consumer_factory
 ):
-    topic = catalogue_topics.topic("ingest.events")
+    topic = catalogue_topics.topic("ingest.records")
     limit = ConfigEntry("max.message.bytes", str(TOPIC_LIMIT), incremental_operation=AlterConfigOpType.SET)
     resource = ConfigResource("topic", topic, incremental_configs=[limit])
     for future in admin.incremental_alter_configs([resource]).values():

@@ -46,9 +46,10 @@ def test_twelve_large_updates_then_another_users_events_nothing_lost(
 ):
     """Twelve ~96 KB attribute updates of one user: the ones that would make its profile larger than a
     Kafka record are rejected with the reason, the profile keeps its last good state, the worker stays up,
-    and the ten events of another user sent right after all come out, once each."""
+    and the ten events of another user sent right after all come out, once each. The profile guard is
+    raised here (test_workers has it at its default) so the broker's record limit is what stops them."""
     kafka = worker_topics
-    env = worker_env(kafka, tmp_path / "home", WORKSPACES)
+    env = worker_env(kafka, tmp_path / "home", WORKSPACES) | {"INFLOW_WORKER_MAX_PROFILE_BYTES": "8000000"}
     worker = WorkerProcess("heavy", env, tmp_path / "data", tmp_path / "heavy.log").start()
     out = output_reader(kafka)
     producer = producer_factory()
@@ -263,24 +264,25 @@ def test_changelogs_take_replication_and_min_insync_replicas_from_the_settings(
     assert code == 0, worker.tail()
 
 
-def test_records_over_the_lane_or_changelog_limits_are_rejected_and_the_worker_goes_on(
+def test_records_over_the_output_or_changelog_limits_are_rejected_and_the_worker_goes_on(
     worker_topics, producer_factory, admin: AdminClient, tmp_path: Path
 ):
-    """Every record the worker writes is size-checked: a lane pack in the router, and a changelog record
-    of any table (here an identity index key longer than its changelog's limit) in the lane."""
+    """Every record the worker writes is size-checked: a profile snapshot over its topic's limit, and a
+    changelog record of any table (here an identity index key longer than its changelog's limit)."""
     kafka = worker_topics
     app_id = f"{kafka.topic_prefix}.processors"
-    lanes = kafka.topic("processors.lanes")
+    profiles = kafka.topic("profiles")
+    ingest = kafka.topic("ingest.records")
     small = AlterConfigOpType.SET
     resource = ConfigResource(
         ConfigResource.Type.TOPIC,
-        lanes,
+        profiles,
         incremental_configs=[ConfigEntry("max.message.bytes", "20000", incremental_operation=small)],
     )
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(timeout=30)
     partitions = wait_for(  # a just-created topic can take a moment to show its partitions
-        lambda: len(admin.list_topics(lanes, timeout=10).topics[lanes].partitions), 30, what="lane partitions"
+        lambda: len(admin.list_topics(ingest, timeout=10).topics[ingest].partitions), 30, what="partitions"
     )
     identity = f"{app_id}-identity-changelog"
     config = {"cleanup.policy": "compact", "max.message.bytes": "4000"}
@@ -291,28 +293,34 @@ def test_records_over_the_lane_or_changelog_limits_are_rejected_and_the_worker_g
     out = output_reader(kafka)
     producer = producer_factory()
     try:
-        long_email = r.user("W", "a", at=1, attributes={"email": "e" * 6_000 + "@x.io"})
-        too_big_for_lanes = r.user("W", "b", at=2, attributes={"blob": "x" * 30_000})
-        produce(producer, kafka, [("UserUpsert", long_email), ("UserUpsert", too_big_for_lanes)])
+        long_id = r.user("W", "a" * 3_500, at=1)  # its index entry: a 3.5 kB key and a 3.5 kB slot
+        long_email = r.user("W", "a2", at=1, attributes={"email": "e" * 6_000 + "@x.io"})
+        too_big_for_profiles = r.user("W", "b", at=2, attributes={"blob": "x" * 30_000})
+        produce(
+            producer,
+            kafka,
+            [("UserUpsert", long_id), ("UserUpsert", long_email), ("UserUpsert", too_big_for_profiles)],
+        )
         events = [r.event("W", "c", at=3 + i) for i in range(5)]
         produce(producer, kafka, [("EventRecord", e) for e in events])
         wanted = {e["event_uuid"] for e in events}
         wait_for(
             out.until(
-                lambda o: wanted <= {e["event_uuid"] for e in o.events} and len(o.rejected) >= 2, [worker]
+                lambda o: wanted <= {e["event_uuid"] for e in o.events} and len(o.rejected) >= 3, [worker]
             ),
             120,
-            what="the other user's events and two rejections",
+            what="the other user's events and three rejections",
         )
         drain(out, [worker])
-        assert len(out.rejected) == 2, out.rejected
+        assert len(out.rejected) == 3, out.rejected
         by_uuid = {x["event_uuid"]: x for x in out.rejected}
-        stored = by_uuid[long_email["event_uuid"]]
+        assert "over the 4096-byte limit of an identifier" in by_uuid.pop(long_email["event_uuid"])["reason"]
+        stored = by_uuid[long_id["event_uuid"]]
         assert stored["record_name"] == "UserUpsert"
         assert "stored identity value" in stored["reason"] and "limit" in stored["reason"]
-        routed = next(x for x in out.rejected if x is not stored)
-        assert "too large for the lanes" in routed["reason"]
-        assert not [p for p in out.profiles if p["customer_id"] in ("a", "b")]
+        snapshot = by_uuid[too_big_for_profiles["event_uuid"]]
+        assert "UserProfile it produces would be too large" in snapshot["reason"], snapshot["reason"]
+        assert not [p for p in out.profiles if p["customer_id"] in ("a" * 3_500, "a2", "b")]
         assert sorted(e["event_uuid"] for e in out.events) == sorted(wanted)
         worker.assert_running()
     except AssertionError:

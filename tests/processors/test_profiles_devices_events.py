@@ -7,11 +7,10 @@ import json
 import pytest
 
 from inflow.config.file import WorkspaceConfig
+from inflow.processors import keys
 from inflow.processors.devices import MAX_DEVICES_PER_USER
-from inflow.processors.exceptions import LaneFramingError
-from inflow.processors.lanes import MAX_PACK_BYTES, pack_records, peek_workspace, unpack_records
+from inflow.processors.routing import identifier_route
 from inflow.processors.workspaces import IdentityRules, rules_from_config
-from inflow.schemas.serde import AvroSerde
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
 
@@ -147,11 +146,11 @@ def test_new_device_with_a_taken_push_id_replaces_the_old_device(lane: Lane):
 
 
 def test_at_most_1000_devices_per_user(lane: Lane):
-    uid = lane.uid_of(lane.feed("UserUpsert", r.user("W", "many")))
+    lane.uid_of(lane.feed("UserUpsert", r.user("W", "many")))
     book = {
         f"d{i}": {"device_id": f"d{i}", "moengage_device_id": str(i)} for i in range(MAX_DEVICES_PER_USER)
     }
-    lane.state.devices.put(f"W\x1f{uid}".encode(), book)
+    lane.state.devices.put(keys.user_key("W", identifier_route("W", "customer_id", "many")), book)
     lane.state.flush()
     (rej,) = lane.rejected(lane.feed("DeviceUpsert", r.device("W", "many", "one-more", platform="web")))
     assert "1000 devices" in rej["reason"]
@@ -198,9 +197,15 @@ def test_event_of_unknown_user_creates_the_user_and_updates_last_seen(lane: Lane
     uid = lane.uid_of(out)
     assert lane.profile("W", uid)["customer_id"] == "fresh"
     lane.feed("EventRecord", r.event("W", "fresh", at=70))  # within a minute: not written
-    assert lane.state.users.get(f"W\x1f{uid}".encode())["last_seen"] == r.BASE_MS + 50_000
+    assert (
+        lane.state.users.get(keys.user_key("W", identifier_route("W", "customer_id", "fresh")))["last_seen"]
+        == r.BASE_MS + 50_000
+    )
     lane.feed("EventRecord", r.event("W", "fresh", at=200))
-    assert lane.state.users.get(f"W\x1f{uid}".encode())["last_seen"] == r.BASE_MS + 200_000
+    assert (
+        lane.state.users.get(keys.user_key("W", identifier_route("W", "customer_id", "fresh")))["last_seen"]
+        == r.BASE_MS + 200_000
+    )
 
 
 def test_duplicate_user_records_are_applied_once(lane: Lane):
@@ -211,39 +216,10 @@ def test_duplicate_user_records_are_applied_once(lane: Lane):
     assert attrs(lane.profile("W", lane.uid_of(first)))["n"] == [1]
 
 
-def test_router_reads_workspace_from_every_ingest_record():
-    serde = AvroSerde()
-    for name, rec in (
-        ("UserUpsert", r.user("ws-é", "a")),
-        ("DeviceUpsert", r.device("ws-é", "a", "d")),
-        ("EventRecord", r.event("ws-é", "a")),
-    ):
-        assert peek_workspace(serde.encode(name, rec)) == "ws-é"
-        fields = [f["name"] for f in serde.catalog.get(name).schema["fields"][:2]]
-        assert fields == ["event_uuid", "workspace_id"]  # the router relies on this order
-    confluent = b"\x00\x00\x00\x00\x07" + serde.encode("EventRecord", r.event("Z", "a"))[10:]
-    assert peek_workspace(confluent) == "Z"
-    for garbage in (b"", b"garbage", b"\xc3\x01" + b"\x00" * 8 + b"\x7f"):
-        with pytest.raises(LaneFramingError):
-            peek_workspace(garbage)
-
-
 def test_customer_id_is_always_the_first_active_identifier():
     rules = rules_from_config(WorkspaceConfig(id="x", identifiers=["email", "customer_id", "email"]))
     assert rules == IdentityRules(("customer_id", "email"))
     assert rules.order[-1] == "anonymous_id"
-
-
-def test_lane_packs_keep_records_and_order_and_stay_under_the_size_cap():
-    records = [bytes([i % 256]) * (1000 + i) for i in range(700)]
-    packs = pack_records(records)
-    assert len(packs) > 1 and all(len(p) <= MAX_PACK_BYTES for p in packs)
-    assert [r for p in packs for r in unpack_records(p)] == records
-    assert unpack_records(b"\xc3\x01plain") == [b"\xc3\x01plain"]  # a single record is its own pack
-    with pytest.raises(LaneFramingError):
-        unpack_records(packs[0][:-1])
-    with pytest.raises(LaneFramingError):
-        peek_workspace(None)  # type: ignore[arg-type]
 
 
 def test_replayed_message_is_applied_again_but_an_upstream_duplicate_is_dropped(lane: Lane):

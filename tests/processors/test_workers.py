@@ -207,30 +207,38 @@ def test_two_workers_six_partitions_and_a_killed_worker_lose_nothing(
 def test_a_profile_grown_past_the_size_limit_is_rejected_and_the_worker_goes_on(
     worker_topics, producer_factory, tmp_path: Path
 ):
+    """The poison profile: twelve updates of ~96 kB to one user. Those that would take the profile past
+    its limit (256 kB by default) are rejected with the reason, the profile keeps its last good state, and
+    other users' records keep flowing on the same partition and worker."""
     kafka = worker_topics
     env = worker_env(kafka, tmp_path / "home", WORKSPACES)
     worker = WorkerProcess("big", env, tmp_path / "data", tmp_path / "big.log").start()
     out = output_reader(kafka)
     producer = producer_factory()
     try:
-        # Three updates of 400 kB each: the third would make the profile larger than a Kafka record may be.
-        updates = [r.user("W", "big", at=i, attributes={f"blob{i}": "x" * 400_000}) for i in (1, 2, 3)]
+        updates = [r.user("W", "big", at=i, attributes={f"blob{i}": "x" * 96_000}) for i in range(12)]
         produce(producer, kafka, [("UserUpsert", update) for update in updates])
-        produce(producer, kafka, [("UserUpsert", r.user("W", "small", at=4, attributes={"city": "Oslo"}))])
-        events = [r.event("W", "small", at=5 + i) for i in range(3)]
+        produce(producer, kafka, [("UserUpsert", r.user("W", "small", at=13, attributes={"city": "Oslo"}))])
+        events = [r.event("W", "small", at=14 + i) for i in range(3)] + [r.event("W", "big", at=20)]
         produce(producer, kafka, [("EventRecord", e) for e in events])
         wanted = {e["event_uuid"] for e in events}
         wait_for(
-            out.until(lambda o: wanted <= {e["event_uuid"] for e in o.events} and o.rejected, [worker]),
+            out.until(
+                lambda o: wanted <= {e["event_uuid"] for e in o.events} and len(o.rejected) >= 10, [worker]
+            ),
             120,
-            what="the other user's events and the rejection",
+            what="every event and ten rejections",
         )
-        rejected = next(x for x in out.rejected if x["event_uuid"] == updates[2]["event_uuid"])
-        assert rejected["record_name"] == "UserUpsert" and rejected["outcome"] == "rejected"
-        assert "too large" in rejected["reason"] and "limit" in rejected["reason"]
+        rejected = {x["event_uuid"]: x for x in out.rejected}
+        for update in updates[2:]:  # two fit (192 kB); every later one would pass 256 kB
+            reason = rejected[update["event_uuid"]]["reason"]
+            assert "over the limit of 262144 bytes" in reason, reason
+        assert updates[0]["event_uuid"] not in rejected and updates[1]["event_uuid"] not in rejected
         big = [p for p in out.profiles if p["customer_id"] == "big"]
-        assert big and all("blob3" not in json.loads(p["attributes_json"]) for p in big)
-        assert any("blob2" in json.loads(p["attributes_json"]) for p in big)  # the two that fit were kept
+        assert {"blob0", "blob1"} <= set(json.loads(big[-1]["attributes_json"]))
+        assert all("blob2" not in json.loads(p["attributes_json"]) for p in big)
+        (event,) = [e for e in out.events if e["event_uuid"] == events[-1]["event_uuid"]]
+        assert {"blob0", "blob1"} <= set(json.loads(event["user_attributes_json"]))  # the last good state
         worker.assert_running()
     finally:
         code = worker.terminate()

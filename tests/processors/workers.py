@@ -21,7 +21,7 @@ from inflow.schemas.serde import AvroSerde
 from tests.support import transient
 
 SERDE = AvroSerde()
-TOPIC_OF = {"UserUpsert": "ingest.users", "DeviceUpsert": "ingest.devices", "EventRecord": "ingest.events"}
+TOPIC_OF = {"UserUpsert": "ingest.records", "DeviceUpsert": "ingest.records", "EventRecord": "ingest.records"}
 
 
 def worker_env(kafka: KafkaSettings, home: Path, workspaces: list[dict[str, Any]]) -> dict[str, str]:

@@ -148,7 +148,7 @@ def test_hostile_files_fail_alone_and_the_next_file_is_imported(
     ]
     history = RunStore(catalogue_topics, AvroSerde()).history(timeout=10)
     assert sorted(r["file_name"] for r in history) == sorted(r.file_name for r in csv_runs + json_runs)
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     msgs = consume_n(consumer, 6) + consume_until_quiet(consumer, quiet=3)
     keys = sorted(m.key().decode().split(":", 1)[1] for m in msgs)
     # u1 was sent before the file ended early: the file failed, its row stays sent (event_uuid is stable)

@@ -61,7 +61,7 @@ def test_registered_users_partial_success_with_error_report_and_email(
     assert (run.rows_total, run.rows_added, run.rows_failed, run.rows_skipped) == (6, 2, 3, 1)
     assert run.status == "PARTIAL_SUCCESS" and run.message == "At least 1 row failed"
 
-    msgs = consume_n(consumer_factory([catalogue_topics.topic("ingest.users")]), 2)
+    msgs = consume_n(consumer_factory([catalogue_topics.topic("ingest.records")]), 2)
     records = {r["customer_id"]: (k, r) for k, r in decode_all(msgs)}
     key, u1 = records["u1"]
     assert key == b"WS1:u1"
@@ -148,7 +148,7 @@ def test_events_ndjson_and_csv_with_app_timezone(
     assert runs[1].unmapped_columns == ["extra"] and runs[1].message == "unmapped columns: extra"
     events = {
         r["customer_id"]: r
-        for _, r in decode_all(consume_n(consumer_factory([catalogue_topics.topic("ingest.events")]), 3))
+        for _, r in decode_all(consume_n(consumer_factory([catalogue_topics.topic("ingest.records")]), 3))
     }
     assert events["u1"]["action"] == "Purchase Summary"
     assert events["u1"]["user_time"] == datetime(2024, 1, 2, 4, 30, tzinfo=UTC)
@@ -188,7 +188,7 @@ def test_anonymous_users_and_aux_data(
     poller = poller_factory()
     assert poller.run_import(anon).files[0].status == "SUCCESSFUL"
     assert poller.run_import(aux).files[0].status == "SUCCESSFUL"
-    ((key, user),) = decode_all(consume_n(consumer_factory([catalogue_topics.topic("ingest.users")]), 1))
+    ((key, user),) = decode_all(consume_n(consumer_factory([catalogue_topics.topic("ingest.records")]), 1))
     assert key == b"WS1:a@x.io" and user["anonymous_id"] == "a@x.io" and user["customer_id"] is None
     assert json.loads(user["attributes_json"]) == {"u_em": "a@x.io", "city": "Pune"}
     ((_, row),) = decode_all(consume_n(consumer_factory([catalogue_topics.topic("ingest.aux")]), 1))
@@ -258,7 +258,7 @@ def test_file_dropped_while_periodic_import_runs_is_picked_up_once(
     assert [f.file_name for s in second for f in s.files] == ["registered_user_data_20240102.csv"]
     third = poller.tick(datetime(2024, 1, 1, 0, 20, tzinfo=UTC))
     assert [f.file_name for s in third for f in s.files] == [] and len(third[0].skipped) == 2
-    msgs = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.users")]), quiet=3)
+    msgs = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.records")]), quiet=3)
     assert sorted(r["customer_id"] for _, r in decode_all(msgs)) == ["u1", "u2"]
 
 
@@ -363,7 +363,7 @@ def test_a_row_over_the_size_limit_fails_alone_and_the_file_goes_on(
     lines = s3.get_object(Bucket=bucket, Key=run.error_report_key)["Body"].read().decode().splitlines()
     assert lines[0] == "row,reason" and len(lines) == 2
     assert lines[1].startswith("2,row too large for Kafka: record of ")
-    assert f"byte limit of topic {catalogue_topics.topic('ingest.users')}" in lines[1]
+    assert f"byte limit of topic {catalogue_topics.topic('ingest.records')}" in lines[1]
 
     (aux_run,) = poller.run_import(aux).files
     assert (aux_run.rows_total, aux_run.rows_added, aux_run.rows_failed, aux_run.rows_skipped) == (4, 2, 1, 1)
@@ -373,7 +373,7 @@ def test_a_row_over_the_size_limit_fails_alone_and_the_file_goes_on(
     history = {r["file_name"]: r for r in poller.runs.history()}
     assert history["registered_user_data_20240102.csv"]["rows_failed"] == 1
     assert history["stores_31012024.csv"]["status"] == "PARTIAL_SUCCESS"
-    users_out = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.users")]), quiet=3)
+    users_out = consume_until_quiet(consumer_factory([catalogue_topics.topic("ingest.records")]), quiet=3)
     assert sorted(r["customer_id"] for _, r in decode_all(users_out)) == ["u1", "u3"]
     aux_out = consume_until_quiet(consumer_factory([aux_topic]), quiet=3)
     assert sorted(r["customer_id"] for _, r in decode_all(aux_out)) == ["s1", "s3"]

@@ -82,7 +82,7 @@ def test_poller_serves_import_metrics_health_and_json_logs(
             120,
             what=f"the file counted as imported; log:\n{log.read_text(errors='replace')[-3000:]}",
         )
-        topic = catalogue_topics.topic("ingest.users")
+        topic = catalogue_topics.topic("ingest.records")
         labels = f'import_name="{name}",state="%s",topic="{topic}",workspace="WS1"'
         assert sample(text, "inflow_import_rows_total{" + labels % "added" + "}") == ROWS - 2
         assert sample(text, "inflow_import_rows_total{" + labels % "failed" + "}") == 1

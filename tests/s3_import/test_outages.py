@@ -87,6 +87,6 @@ def test_s3_outage_is_retried_with_backoff_and_the_file_is_never_failed(
         for m in consume_until_quiet(consumer_factory([catalogue_topics.topic("control.import-runs")]))
     ]
     assert "RETRYING" in every_state and "FAILED" not in every_state
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     msgs = consume_n(consumer, 150) + consume_until_quiet(consumer, quiet=3)
     assert len(msgs) == len({m.key() for m in msgs}) == 150  # every row once: none lost, none sent twice

@@ -153,7 +153,7 @@ def test_encrypted_signed_import_end_to_end_and_failures_import_nothing(
         "FAILED",
         "File is in encrypted format, please set up PGP encryption",
     )
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     msgs = consume_n(consumer, 4) + consume_until_quiet(consumer, quiet=3)
     assert len(msgs) == 4  # two good files of two rows; the failed files produced nothing
 
@@ -197,5 +197,5 @@ def test_a_file_replaced_between_signature_check_and_read_fails(
     assert folder.opened == 2  # the signature check, then the data
     assert (result.status, result.rows_added) == ("FAILED", 0)
     assert result.message == f"{FILE_CHANGED} (it is no longer ETag {file.etag})"
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     assert consume_until_quiet(consumer, quiet=3) == []  # nothing of either version was imported

@@ -119,7 +119,7 @@ def test_two_pollers_never_import_the_same_file(
     )
     assert sorted(r["file_name"] for r in runs) == sorted(names)  # exactly one run per file
     assert all(r["status"] == "SUCCESSFUL" and r["rows_added"] == 50 for r in runs)
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     msgs = consume_n(consumer, 50 * len(names), timeout=60) + consume_until_quiet(consumer, quiet=3)
     keys = [m.key() for m in msgs]
     assert len(keys) == len(set(keys)) == 50 * len(names)  # no row produced twice
@@ -169,7 +169,7 @@ def test_poller_killed_mid_file_resumes_without_double_counting(
         0,
     )
     assert "resuming after row" in survivor.text()
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     msgs = consume_n(consumer, n, timeout=120) + consume_until_quiet(consumer, quiet=3)
     keys = {m.key() for m in msgs}
     assert len(keys) == n  # every row arrived

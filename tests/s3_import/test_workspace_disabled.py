@@ -52,6 +52,6 @@ def test_imports_of_a_disabled_workspace_wait_until_it_is_enabled(
     assert [(r.file_name, r.status, r.rows_added) for s in ran for r in s.files] == [(FILE, "SUCCESSFUL", 2)]
     assert [(r["file_name"], r["status"]) for r in runs.history(d.name, timeout=10)] == [(FILE, "SUCCESSFUL")]
     assert poller.tick() == []  # imported once
-    consumer = consumer_factory([catalogue_topics.topic("ingest.users")])
+    consumer = consumer_factory([catalogue_topics.topic("ingest.records")])
     msgs = consume_n(consumer, 2) + consume_until_quiet(consumer, quiet=3)
     assert sorted(m.key() for m in msgs) == [f"{workspace}:u1".encode(), f"{workspace}:u2".encode()]

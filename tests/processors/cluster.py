@@ -1,0 +1,105 @@
+"""Several partitions of ``ingest.records`` in memory: each with its own state and log, applied the way
+the lane applies them (protocol messages routed to their partitions), in an order a seed chooses."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any
+
+from inflow.processors import growth, protocol
+from inflow.processors.engine import LaneProcessor
+from inflow.processors.outputs import Output
+from inflow.processors.routing import partition_of
+from inflow.processors.state import State
+from inflow.processors.workspaces import IdentityRulesDirectory
+from inflow.schemas.serde import AvroSerde
+from tests.processors.conftest import WORKSPACES
+
+SERDE = AvroSerde()
+
+
+class Cluster:
+    def __init__(self, partitions: int, seed: int = 0) -> None:
+        self.n = partitions
+        directory = IdentityRulesDirectory(WORKSPACES)
+        self.states = [State.in_memory() for _ in range(partitions)]
+        self.processors = [
+            LaneProcessor(state, directory, clock=lambda: 1_800_000_000_000) for state in self.states
+        ]
+        self.logs: list[deque[bytes]] = [deque() for _ in range(partitions)]
+        self.offsets = [0] * partitions
+        self.outputs: list[Output] = []
+        self.messages: dict[str, int] = {}
+        self.random = random.Random(seed)
+
+    def send(self, record_name: str, record: dict[str, Any]) -> None:
+        """As the gateway writes it: keyed ``W:customer_id`` (else the first identifier, else anonymous)."""
+        ws = record["workspace_id"]
+        ids = record.get("user_identifiers") or {}
+        if record.get("customer_id"):
+            key = f"{ws}:{record['customer_id']}"
+        elif ids:
+            name, value = next(iter(ids.items()))
+            key = f"{ws}:{name}={value}"
+        else:
+            key = f"{ws}:anonymous_id={record.get('anonymous_id')}"
+        self.logs[partition_of(key, self.n)].append(SERDE.encode(record_name, record))
+
+    def step(self, partition: int) -> None:
+        data = self.logs[partition].popleft()
+        offset = self.offsets[partition]
+        self.offsets[partition] += 1
+        processor = self.processors[partition]
+        processor.at(partition, self.n)
+        position = [partition, offset, 0]
+        outputs: list[Output]
+        if protocol.is_protocol(data):
+            message = protocol.decode(data)
+            self.messages[message.kind] = self.messages.get(message.kind, 0) + 1
+            if message.kind == protocol.FORWARD:
+                name, record = SERDE.decode(message.payload)
+                outputs = processor.process(name, record, position, message.payload, message.header["slot"])
+            elif message.kind == protocol.MOVE:
+                growth.on_move(self.states[partition], message.header, message.payload)
+                outputs = []
+            elif message.kind == protocol.MARK:
+                growth.on_mark(self.states[partition], message.header)
+                outputs = []
+            else:
+                outputs = processor.on_message(message)
+        else:
+            name, record = SERDE.decode(data)
+            outputs = processor.process(name, record, position, data)
+        self.states[partition].flush()
+        for output in outputs:
+            if output.raw is not None:
+                assert output.partition is not None
+                self.logs[output.partition].append(output.raw)
+            else:
+                self.outputs.append(output)
+
+    def run(self, limit: int = 100_000) -> None:
+        """Until every log is drained, taking the next message from a partition the seed picks."""
+        for _ in range(limit):
+            busy = [p for p in range(self.n) if self.logs[p]]
+            if not busy:
+                return
+            self.step(self.random.choice(busy))
+        raise AssertionError("the cluster did not settle")
+
+    def latest_profiles(self) -> dict[str, dict[str, Any]]:
+        latest: dict[str, dict[str, Any]] = {}
+        for o in self.outputs:
+            if o.topic == "profiles":
+                uid = o.record["uid"]
+                if uid not in latest or o.record["revision"] >= latest[uid]["revision"]:
+                    latest[uid] = o.record
+        return latest
+
+    def live_users(self) -> dict[str, dict[str, Any]]:
+        """uid -> latest snapshot, for users not merged into another."""
+        return {uid: p for uid, p in self.latest_profiles().items() if p["merged_into"] is None}
+
+    def events(self) -> list[dict[str, Any]]:
+        return [o.record for o in self.outputs if o.topic == "events"]

@@ -6,12 +6,12 @@ What the worker calls::
     from inflow.observability import worker_metrics as wm
 
     obs = wm.serve_worker(kafka, port=metrics_port)   # at start; obs.stop() at the end
-    wm.RECORDS_IN.labels(workspace, topic).inc(n)       # ingest records read (router)
+    wm.RECORDS_IN.labels(workspace, topic).inc(n)       # ingest records read
     wm.RECORDS_APPLIED.labels(workspace, "user").inc(n) # applied: user | device | event
     wm.RECORDS_OUT.labels(workspace, topic).inc(n)      # profiles / events published
     wm.MERGES.labels(workspace).inc()
     wm.REJECTIONS.labels(workspace, wm.reason_class(reason)).inc()
-    with wm.BATCH_APPLY.labels("lane").time(): ...     # or .observe(seconds); stage: router | lane
+    with wm.BATCH_APPLY.time(): ...                     # or .observe(seconds), per consumed batch
     obs.heartbeat.beat()                                # every loop turn; /health fails after 60 s without
 """
 
@@ -28,7 +28,7 @@ from inflow.observability.health import Check, Heartbeat
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-RECORDS_IN = Counter("inflow_worker_records_in", "Ingest records read by the router", ["workspace", "topic"])
+RECORDS_IN = Counter("inflow_worker_records_in", "Ingest records read", ["workspace", "topic"])
 RECORDS_APPLIED = Counter(
     "inflow_worker_records_applied",
     "Records applied to identities, profiles and devices, by record type (user, device, event)",
@@ -45,13 +45,10 @@ REJECTIONS = Counter(
 )
 BATCH_APPLY = Histogram(
     "inflow_worker_batch_apply_seconds",
-    "Time to apply one consumed batch, outputs flushed and state written (stage: router, lane)",
-    ["stage"],
+    "Time to apply one consumed batch, outputs flushed and state written",
     buckets=LATENCY_BUCKETS,
 )
-RESTORING = Gauge(
-    "inflow_worker_restoring_partitions", "Lane partitions paused while their state is restored"
-)
+RESTORING = Gauge("inflow_worker_restoring_partitions", "Partitions paused while their state is restored")
 
 # Reasons are free text; a label takes one of these classes so the number of series stays bounded.
 _REASON_CLASSES = (
@@ -79,7 +76,7 @@ class WorkerObservability(Observability):
 
 
 def worker_groups(kafka: KafkaSettings) -> tuple[str, ...]:
-    """The worker's consumer groups: ``<prefix>.processors`` (lanes) and ``<prefix>.processors.router``."""
+    """The worker's consumer group ``<prefix>.processors`` (and any group named under it)."""
     return (f"{kafka.topic_prefix}.processors",)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from prometheus_client import CollectorRegistry
 
 from inflow.config.settings import KafkaSettings
@@ -14,6 +14,7 @@ from inflow.kafka.errors import KafkaFault
 from inflow.kafka.lag import LagReader, PartitionLag
 from inflow.local.process import free_port
 from inflow.observability.lag import LagCollector
+from tests.observability.offsets import commit_offset
 from tests.support import wait_for
 
 
@@ -33,11 +34,7 @@ def lagging_group(
             producer.produce(topic, f"v{i}".encode(), partition=partition)
     assert producer.flush(30) == 0
     group = f"{kafka_settings.topic_prefix}.lagging"
-    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    try:
-        committer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-    finally:
-        committer.close()
+    commit_offset(kafka_bootstrap, group, topic, 0, 2)
     return group, topic
 
 

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from cryptography.fernet import Fernet
 
 from inflow.config.settings import KafkaSettings
 from inflow.local.process import free_port
 from inflow.status import choose_ports, read_up_file, write_up_file
+from tests.observability.offsets import commit_offset
 from tests.support import wait_for
 
 
@@ -68,9 +68,7 @@ def test_status_shows_components_up_and_down_and_lag_per_group(
     tmp_path: Path,
 ) -> None:
     group = f"{catalogue_topics.topic_prefix}.streams.example"
-    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
-    committer.commit(offsets=[TopicPartition(catalogue_topics.topic("events"), 0, 0)], asynchronous=False)
-    committer.close()
+    commit_offset(kafka_bootstrap, group, catalogue_topics.topic("events"), 0, 0)
 
     def report() -> dict | None:
         result = inflow(status_env, "status", "--json")

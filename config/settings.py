@@ -6,7 +6,7 @@ Library code takes these objects as arguments. ``load_settings()`` is the one en
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -140,3 +140,27 @@ class PathSettings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None, description="Fernet key that encrypts secrets at rest; derived per home when unset"
     )
+
+
+class ObservabilitySettings(BaseSettings):
+    """Where each component serves ``/metrics`` and ``/health``, and how every component logs.
+
+    The gateway serves both beside its API (``INFLOW_GATEWAY_PORT``); the other components on ports of
+    their own, on ``metrics_host`` only.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="INFLOW_", extra="ignore")
+
+    log_format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per log line (time, level, component, logger, message)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics and health servers bind")
+    poller_metrics_port: int = Field(9101, ge=0, le=65535, description="the poller's /metrics and /health")
+    worker_metrics_port: int = Field(9102, ge=0, le=65535, description="the worker's /metrics and /health")
+    sink_metrics_port: int = Field(9103, ge=0, le=65535, description="the sink's /metrics and /health")
+    lag_interval_s: float = Field(15.0, gt=0, description="how often consumer lag is read from the broker")
+
+    def metrics_port(self, component: str) -> int:
+        """The port of ``poller``, ``worker`` or ``sink``."""
+        port: int = getattr(self, f"{component}_metrics_port")
+        return port

@@ -18,6 +18,16 @@ from inflow.config.topics import create_topics, load_catalogue
 from inflow.errors import InflowError
 from inflow.kafka.clients import new_admin
 from inflow.runtime import Runtime
+from inflow.status import (
+    PORT_ENV,
+    UP_FILE,
+    choose_ports,
+    collect,
+    configured_ports,
+    read_up_file,
+    urls_for,
+    write_up_file,
+)
 from inflow.supervisor import Supervisor
 
 app = typer.Typer(
@@ -230,15 +240,24 @@ def up(
         )
         sup.log("topics", f"{len(report.created)} created, {len(report.existing)} existing")
         if components:
+            # Default ports, or free ones when taken (another Inflow on this machine); `inflow status` reads
+            # the chosen ones from $INFLOW_HOME/up.json.
+            ports = choose_ports(configured_ports())
             for module in component_modules():
                 for name, argv in getattr(module, "UP_PROCESSES", []):
-                    sup.spawn(name, [sys.executable, "-m", "inflow.cli", *argv])
+                    env = {PORT_ENV[name]: str(ports[name])} if name in PORT_ENV else None
+                    sup.spawn(name, [sys.executable, "-m", "inflow.cli", *argv], env)
+            urls = urls_for(ports)
+            write_up_file(rt.paths.home, urls)
+            for name, url in urls.items():
+                sup.log("up", f"{name:<8} health {url}/health  metrics {url}/metrics")
         sup.log("up", "all components running; press Ctrl-C to stop")
         code = sup.wait()
     except KeyboardInterrupt:
         sup.log("up", "interrupted; stopping")
     finally:
         sup.stop_all()
+        (rt.paths.home / UP_FILE).unlink(missing_ok=True)
         if local_s3:
             local_s3.stop()
             sup.log("s3", "stopped")
@@ -246,6 +265,30 @@ def up(
             local_kafka.stop()
             sup.log("kafka", "stopped")
     raise typer.Exit(code)
+
+
+@app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Every component's health (its /health) and every consumer group's lag; exits 1 when any component
+    is down or failing, or the broker cannot be read."""
+    rt = Runtime()
+    urls = read_up_file(rt.paths.home) or urls_for(configured_ports())
+    report = collect(urls, rt.kafka)
+    if as_json:
+        print(json.dumps(report.as_json(), default=str))
+        raise typer.Exit(0 if report.healthy else 1)
+    colours = {"up": "green", "failing": "yellow", "down": "red"}
+    table = Table("component", "state", "health", "detail", title="components")
+    for c in report.components:
+        table.add_row(c.name, f"[{colours[c.state]}]{c.state}[/]", f"{c.url}/health", c.detail)
+    console.print(table)
+    lag = Table("consumer group", "partitions", "lag", title=f"consumer lag (kafka: {report.kafka})")
+    for g in report.lag:
+        lag.add_row(g.group, str(len(g.partitions)), str(g.lag))
+    console.print(lag)
+    raise typer.Exit(0 if report.healthy else 1)
 
 
 def main() -> None:

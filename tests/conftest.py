@@ -212,6 +212,10 @@ def service_env(kafka_settings: KafkaSettings, s3_settings: S3Settings, tmp_path
         "S3_SECRET_ACCESS_KEY": s3_settings.secret_access_key.get_secret_value(),
         "S3_REGION": s3_settings.region,
         "INFLOW_HOME": str(tmp_path / "home"),
+        # Metrics and health servers on free ports: tests run several components at once.
+        "INFLOW_POLLER_METRICS_PORT": "0",
+        "INFLOW_WORKER_METRICS_PORT": "0",
+        "INFLOW_SINK_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     }
     return env

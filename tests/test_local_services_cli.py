@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from inflow.local.process import free_port, pid_alive
@@ -29,6 +31,16 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def _inflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "inflow.cli", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 503 while starting is an answer
+    except OSError:
+        return False
 
 
 def test_kafka_start_status_stop_leaves_no_process(tmp_path):
@@ -77,6 +89,14 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
             if "started " in line and "(pid" in line
         ]
         assert any(line.startswith("topics") for line in lines)
+        # Every component's health and metrics URL is printed, and recorded for `inflow status`.
+        urls = json.loads((tmp_path / "home" / "up.json").read_text())["components"]
+        assert set(urls) == {"gateway", "poller", "worker", "sink"}
+        for name, url in urls.items():
+            assert any(f"{name:<8} health {url}/health  metrics {url}/metrics" in line for line in lines)
+        for name in ("poller", "sink"):  # they serve on the printed port
+            health = urls[name] + "/health"
+            wait_for(lambda h=health: _answers(h), 120, what=f"{name} {health}")
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(120)
@@ -84,5 +104,6 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
     output = "".join(lines)
     assert proc.returncode == 0, output
     assert "kafka   | stopped" in output and "s3      | stopped" in output
+    assert not (tmp_path / "home" / "up.json").exists()
     for pid in [kafka_pid, s3_pid, *child_pids]:
         assert not pid_alive(pid), f"pid {pid} still running after Ctrl-C\n{output}"

@@ -37,9 +37,10 @@ LAYERS = [
     ("inflow.schemas",),
     ("inflow.kafka",),
     ("inflow.workspaces",),
+    ("inflow.observability",),
     COMPONENTS,
     ("inflow.local", "inflow.runtime"),
-    ("inflow.cli", "inflow.supervisor"),
+    ("inflow.cli", "inflow.supervisor", "inflow.status"),
 ]
 ENTRY_POINTS = ("cli", "run")  # a component's command-line entry modules belong to the CLI layer
 

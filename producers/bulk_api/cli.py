@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Annotated
 
 import typer
@@ -36,10 +35,11 @@ def gateway(
     ] = None,
 ) -> None:
     """Run the MoEngage-compatible Data API gateway (Bulk Import, Track User/Event/Device, Get User)."""
+    from inflow.observability.logs import configure_logging
     from inflow.producers.bulk_api.server import run_gateway
     from inflow.runtime import Runtime
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("gateway")
     rt = Runtime()
     overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]

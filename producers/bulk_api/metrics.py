@@ -29,10 +29,16 @@ class GatewayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.records = Counter(
-            "inflow_gateway_records", "Records acknowledged by the broker", ["topic"], registry=r
+            "inflow_gateway_records",
+            "Records acknowledged by the broker",
+            ["workspace", "topic"],
+            registry=r,
         )
         self.rejected = Counter(
-            "inflow_gateway_rejected_elements", "Elements rejected, by error type", ["type"], registry=r
+            "inflow_gateway_rejected_elements",
+            "Elements rejected, by workspace and error type",
+            ["workspace", "type"],
+            registry=r,
         )
         self.rate_limited = Counter(
             "inflow_gateway_rate_limited", "Requests answered 429", ["workspace"], registry=r

@@ -107,7 +107,8 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         error = ApiError(exc.status, exc.reason, exc.reason).error_body(request[STATE].request_id)
         response = web.json_response({"status": "fail", "error": error}, status=exc.status, dumps=dumps)
     except Exception:
-        log.exception("request %s failed", request[STATE].request_id)
+        rid = request[STATE].request_id
+        log.exception("request %s failed", rid, extra={"request_id": rid})
         error = ApiError(500, "ServerError", "Internal Server Error").error_body(request[STATE].request_id)
         response = web.json_response({"status": "fail", "error": error}, status=500, dumps=dumps)
     if state.rate is not None:
@@ -207,13 +208,14 @@ class Handlers:
             if isinstance(exc, RecordRejected):  # nothing was sent; the same request can never succeed
                 raise record_too_large(exc.reason) from exc
             self.gw.metrics.delivery_failures.inc()
-            log.warning("request %s: %s", request[STATE].request_id, exc)
+            rid = request[STATE].request_id
+            log.warning("request %s: %s", rid, exc, extra={"request_id": rid})
             raise server_unavailable("The records could not be stored.") from exc
         per_topic: dict[str, int] = {}
         for msg in messages:
             per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
         for topic, n in per_topic.items():
-            self.gw.metrics.records.labels(topic).inc(n)
+            self.gw.metrics.records.labels(workspace.id, topic).inc(n)
 
     def _storable(self, result: Validated) -> Validated:
         """The element's records, if each fits its topic's size limit (else a 413 for this element)."""
@@ -246,7 +248,7 @@ class Handlers:
                 result = storable(validate(element, ctx, workspace.identifiers, BULK))
             except ApiError as exc:
                 failed.append((index, exc))
-                self.gw.metrics.rejected.labels(exc.type).inc()
+                self.gw.metrics.rejected.labels(workspace.id, exc.type).inc()
                 continue
             messages.extend(result.messages)
             users += result.users
@@ -282,7 +284,7 @@ class Handlers:
         try:
             result: Validated = self._storable(handler(doc, ctx, workspace.identifiers, SINGLE))
         except ApiError as exc:
-            self.gw.metrics.rejected.labels(exc.type).inc()
+            self.gw.metrics.rejected.labels(workspace.id, exc.type).inc()
             raise
         await self._admit_and_deliver(request, workspace, result.messages, result.users, result.events)
         return self._accepted(request)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +19,7 @@ from rich.table import Table
 from inflow.config.secrets import SecretBox
 from inflow.producers.s3_import.definition import ImportDefinition, parse_definition
 from inflow.producers.s3_import.exceptions import DefinitionError
+from inflow.producers.s3_import.follow import FileState, RunFollower
 from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.poller import Poller, RunSummary
 from inflow.producers.s3_import.preview import preview
@@ -83,14 +87,34 @@ def _same(a: ImportDefinition, b: ImportDefinition) -> bool:
     return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
 
 
-def poller_command() -> None:
+def poller_command(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="port of /metrics and /health (default INFLOW_POLLER_METRICS_PORT or 9101)"),
+    ] = None,
+) -> None:
     """Run the S3 import poller: schedules, discovery, ledger-coordinated imports (SIGTERM stops it)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from inflow.observability.component import serve_component
+    from inflow.observability.logs import configure_logging
+
+    configure_logging("poller")
     rt = Runtime()
     poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
-    for name in sync_yaml_imports(rt, poller.store):
-        logging.getLogger(__name__).info("import %s written from the config file", name)
-    poller.run_forever()
+    served = serve_component(
+        "poller",
+        port=metrics_port,
+        checks={"loop": poller.heartbeat, "workspaces": lambda: _ready(poller.workspaces.ready)},
+    )
+    try:
+        for name in sync_yaml_imports(rt, poller.store):
+            logging.getLogger(__name__).info("import %s written from the config file", name)
+        poller.run_forever()
+    finally:
+        served.stop()
+
+
+def _ready(ready: bool) -> tuple[bool, str]:
+    return ready, "read to its end" if ready else "still reading control.workspaces"
 
 
 @imports_app.command("add")
@@ -184,32 +208,141 @@ def _text(value: Any) -> str:
 
 
 @imports_app.command("run")
-def run_command(name: str) -> None:
-    """Run an import now in the foreground, with a progress bar (rows, bytes) per file."""
+def run_command(
+    name: str,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            help="show each file's state and rows/s from its run records, also for files another poller "
+            "imports, until every file of the run has ended"
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="with --follow: stop following after this many seconds (exit 1)")
+    ] = None,
+) -> None:
+    """Run an import now in the foreground, with a progress bar (rows, bytes, rows/s) per file."""
     rt = Runtime()
     poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
     try:
         d = poller.store.get(name)
         poller.wait_for_partitions()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[rows]} rows"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bars:
-
-            def progress(file: S3File) -> Any:
-                task = bars.add_task(file.name, total=file.size, rows=0)
-                return lambda rows, nbytes: bars.update(task, completed=nbytes, rows=rows)
-
-            summary = poller.run_import(d, progress)
+        if follow:
+            summary, ended = _run_following(rt, poller, d, timeout)
+        else:
+            summary, ended = _run_with_bars(poller, d), True
     finally:
         poller.close()
     _print_summary(summary)
-    if summary.error:
+    if summary.error or not ended:
         raise typer.Exit(1)
+
+
+def _run_with_bars(poller: Poller, d: ImportDefinition) -> RunSummary:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        TextColumn("{task.fields[rate]:.0f} rows/s"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bars:
+
+        def progress(file: S3File) -> Any:
+            task = bars.add_task(file.name, total=file.size, rows=0, rate=0.0)
+            started = time.monotonic()
+
+            def update(rows: int, nbytes: int) -> None:
+                rate = rows / max(time.monotonic() - started, 1e-3)
+                bars.update(task, completed=nbytes, rows=rows, rate=rate)
+
+            return update
+
+        return poller.run_import(d, progress)
+
+
+OWN_RECORDS_WAIT_S = 15.0
+
+
+def _run_following(
+    rt: Runtime, poller: Poller, d: ImportDefinition, timeout: float | None
+) -> tuple[RunSummary, bool]:
+    """Run the import on a thread while the run records of its files are read and shown; returns the
+    summary and whether every file of the run ended (False when ``timeout`` passed first)."""
+    since = datetime.now(UTC) - timedelta(seconds=2)  # the clocks of other pollers may be a little behind
+    follower = RunFollower(rt.kafka, AvroSerde(rt.kafka.schema_registry_url), d.name, since).open()
+    result: list[RunSummary] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(poller.run_import(d))
+        except BaseException as exc:  # shown by the caller's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="import-run", daemon=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown_status: dict[str, str] = {}
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[status]:<15}"),
+            TextColumn("{task.completed:.0f} rows"),
+            TextColumn("{task.fields[rate]:.0f} rows/s"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bars:
+            tasks: dict[str, Any] = {}
+            returned_at: float | None = None
+            worker.start()
+            while True:
+                follower.pump(0.5)
+                files = follower.files()
+                for file_name, state in files.items():
+                    if file_name not in tasks:
+                        tasks[file_name] = bars.add_task(file_name, total=None, status="", rate=0.0)
+                    total = state.rows_total if state.final else None
+                    bars.update(
+                        tasks[file_name],
+                        completed=state.rows_total,
+                        total=total,
+                        status=state.status,
+                        rate=state.rows_per_second(),
+                    )
+                    if shown_status.get(file_name) != state.status:
+                        shown_status[file_name] = state.status
+                        bars.console.print(
+                            f"{file_name}: {state.status} {state.rows_total} rows "
+                            f"({state.rows_per_second():.0f} rows/s) {state.message}".rstrip(),
+                            markup=False,
+                            highlight=False,
+                        )
+                if failure:
+                    raise failure[0]
+                if result:
+                    returned_at = returned_at or time.monotonic()
+                    # This process's own records are waited for briefly (their write may have failed).
+                    if _run_ended(result[0], files, time.monotonic() - returned_at > OWN_RECORDS_WAIT_S):
+                        return result[0], True
+                if deadline is not None and time.monotonic() > deadline:
+                    console.print(f"[yellow]stopped following after {timeout:g} s[/]")
+                    poller.stop.set()  # a file being imported here checkpoints and hands over
+                    worker.join(60)
+                    return (result[0] if result else RunSummary(d.name)), False
+    finally:
+        follower.close()
+
+
+def _run_ended(summary: RunSummary, files: dict[str, FileState], mine_waited: bool = False) -> bool:
+    """This process's files have their last record shown, and every file another poller imports has
+    ended (a file this process must retry later ends the run here; its record says RETRYING)."""
+    mine = mine_waited or all(
+        f.file_name in files and files[f.file_name].status == f.status for f in summary.files
+    )
+    others = all(name in files and files[name].final for name in summary.not_owned)
+    return mine and others
 
 
 def _print_summary(summary: RunSummary) -> None:

@@ -27,6 +27,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.errors import KafkaFault, Kind
+from inflow.observability.health import Heartbeat
 from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import (
     FetchError,
@@ -36,8 +37,10 @@ from inflow.producers.s3_import.exceptions import (
 )
 from inflow.producers.s3_import.importer import FileImport, ImportContext, ProgressFn, row_producer
 from inflow.producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
+from inflow.producers.s3_import.metrics import FILE_SECONDS, FILES, FILES_RUNNING
 from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
+from inflow.producers.s3_import.progress import FileProgress
 from inflow.producers.s3_import.reading import ReadLimits
 from inflow.producers.s3_import.runs import RETRYING, WAITING, RunRecord, RunStore, run_id_for
 from inflow.producers.s3_import.settings import PollerSettings, SmtpSettings
@@ -108,6 +111,9 @@ class Poller:
             max=self.settings.retry_max_seconds,
         )
         self.stop = threading.Event()
+        # /health: the loop turns at least every tick; a file beats at every check point (2,000 rows), and
+        # GnuPG may stay silent up to its timeout.
+        self.heartbeat = Heartbeat(self.settings.tick_seconds + self.settings.gpg_timeout_seconds + 60)
         self._closed = False
 
     # --- ownership --------------------------------------------------------------------------------
@@ -201,6 +207,7 @@ class Poller:
                     log.exception("poller tick failed")
                 waited = 0.0
                 while waited < self.settings.tick_seconds and not self.stop.is_set():
+                    self.heartbeat.beat()
                     self.ledger.pump(0.5)
                     waited += 0.5
         finally:
@@ -289,6 +296,7 @@ class Poller:
         except S3ImportError as exc:
             log.warning("import %s: run history not written: %s", d.name, exc)
             return
+        FILES.labels(d.workspace_id, d.name, WAITING).inc()
         self._waiting_written.add(key)
 
     def _run_record(self, d: ImportDefinition, file: S3File, attempt: int) -> RunRecord:
@@ -312,6 +320,7 @@ class Poller:
         run.status = RETRYING
         run.message = f"{exc}; retry {wait.failures} in {wait.at - time.monotonic():.0f} s"
         log.warning("import %s: %s: %s", d.name, run.file_name, run.message)
+        FILES.labels(d.workspace_id, d.name, RETRYING).inc()
         try:
             self.runs.write(run)
         except S3ImportError as write_error:  # Kafka is away too: the log line is all there is
@@ -346,12 +355,20 @@ class Poller:
         owned = [True]
         ctx = ImportContext(
             resume_after=resume_after,
-            progress=progress(file) if progress else None,
             checkpoint_rows=self.settings.checkpoint_rows,
             limits=ReadLimits(self.settings.max_line_chars, self.settings.max_json_depth),
             gpg_timeout=self.settings.gpg_timeout_seconds,
         )
         job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
+        tracker = FileProgress(
+            run,
+            d.workspace_id,
+            job.topic,
+            self.runs,
+            progress(file) if progress else None,
+            self.heartbeat.beat,
+        )
+        ctx.progress = tracker
 
         def checkpoint(row: int) -> None:
             self.ledger.write(key, self.ledger.entry(state=CLAIMED, rows_acked=row, **entry_args))
@@ -372,6 +389,8 @@ class Poller:
 
         ctx.still_owned = still_owned
         self.ledger.add_revoke_hook(on_revoke)
+        running = FILES_RUNNING.labels(d.workspace_id)
+        running.inc()
         try:
             run = job.run()
         except InfrastructureFault as exc:
@@ -384,6 +403,8 @@ class Poller:
                     log.warning("import %s: no checkpoint after the outage: %s", d.name, lost)
             raise
         finally:
+            running.dec()
+            tracker.count()
             self.ledger.remove_revoke_hook(on_revoke)
         if not owned[0]:
             raise OwnershipLost(f"{shown(file.name)}: handed over to another poller")
@@ -391,6 +412,8 @@ class Poller:
         self.ledger.write(
             key, self.ledger.entry(state=DONE, status=run.status, rows_acked=job.last_row, **entry_args)
         )
+        FILES.labels(d.workspace_id, d.name, run.status).inc()
+        FILE_SECONDS.labels(d.workspace_id).observe((datetime.now(UTC) - started).total_seconds())
         log.info(
             "import %s: %s %s: %d rows, %d added, %d failed, %d skipped %s",
             d.name,

@@ -32,7 +32,7 @@ ALWAYS_REFUSED = (
     (ip_network("ff00::/8"), "multicast"),
 )
 # The built-in refusals alone, whatever the environment says (used when a definition is validated).
-BUILT_IN_ONLY = SinkSettings.model_construct(metrics_port=None, allow_networks=(), deny_networks=())
+BUILT_IN_ONLY = SinkSettings.model_construct(allow_networks=(), deny_networks=())
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import typer
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from dateutil.parser import isoparse
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from inflow.config.file import InflowFile
@@ -115,17 +116,16 @@ def sink(
     stream: Annotated[list[str] | None, typer.Option(help="run only these stream ids (repeatable)")] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option(envvar="INFLOW_SINK_METRICS_PORT", help="serve Prometheus metrics on this port"),
+        typer.Option(help="port of /metrics and /health (default INFLOW_SINK_METRICS_PORT or 9103)"),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the Streams sink: every stream's events to its endpoint, with retries and DLQ, until SIGTERM."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rt = Runtime()
-    if metrics_port:
-        from prometheus_client import start_http_server
+    from inflow.observability.component import serve_component
+    from inflow.observability.logs import configure_logging
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+    configure_logging("sink", log_level)
+    rt = Runtime()
     streams = StreamSink(
         rt.kafka,
         yaml_definitions(rt.config),
@@ -133,7 +133,17 @@ def sink(
         only=set(stream) if stream else None,
         settings=SinkSettings(),
     )
-    asyncio.run(serve(streams))
+    served = serve_component(
+        "sink",
+        rt.kafka,
+        port=metrics_port,
+        group_prefixes=(f"{rt.kafka.topic_prefix}.streams.",),
+        checks={"loop": streams.heartbeat, "streams": streams.streams_check},
+    )
+    try:
+        asyncio.run(serve(streams))
+    finally:
+        served.stop()
 
 
 def _split_list(value: str | None) -> str | list[str]:
@@ -498,7 +508,11 @@ def dlq_redrive(
     chosen = dlq_ops.select(batches, ident) if ident else batches
     for b in chosen:
         _find(view, b.record["stream_id"])
-    done = dlq_ops.redrive(kafka, serde, chosen)
+    with Progress(
+        TextColumn("redrive"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bars:
+        task = bars.add_task("redrive", total=len(chosen))
+        done = dlq_ops.redrive(kafka, serde, chosen, lambda _batch: bars.advance(task))
     for b in done:
         console.print(f"redriven {b.position} {b.record['stream_id']} {b.record['moe_request_id']}")
     console.print(f"{len(done)} batches redriven")

@@ -7,6 +7,7 @@ sends it (same ``moe_request_id``) and, if it fails again, walks the retry tiers
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,13 +83,23 @@ def select(batches: list[DeadBatch], ids: list[str]) -> list[DeadBatch]:
     return chosen
 
 
-def redrive(kafka: KafkaSettings, serde: AvroSerde, batches: list[DeadBatch]) -> list[DeadBatch]:
-    """Re-park each batch that holds events in the first retry topic, due now; returns those re-parked."""
+def redrive(
+    kafka: KafkaSettings,
+    serde: AvroSerde,
+    batches: list[DeadBatch],
+    progress: Callable[[DeadBatch], None] | None = None,
+) -> list[DeadBatch]:
+    """Re-park each batch that holds events in the first retry topic, due now; returns those re-parked.
+    ``progress`` hears of every batch looked at, re-parked or not."""
     done = []
     for batch in batches:
         if not batch.record["event_uuids"] or batch.record["events_json"].strip() == "[]":
+            if progress is not None:
+                progress(batch)
             continue  # an unreadable record, or a batch too large to park, kept for its reason only
         record = dict(batch.record) | {"due_at": datetime.now(UTC)}
         publish(kafka, TIER_TOPICS[0], record["stream_id"], serde.encode("StreamBatch", record))
         done.append(batch)
+        if progress is not None:
+            progress(batch)
     return done

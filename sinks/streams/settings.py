@@ -22,7 +22,6 @@ class SinkSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INFLOW_SINK_", extra="forbid")
 
-    metrics_port: int | None = Field(None, description="serve Prometheus metrics on this port")
     allow_networks: Annotated[tuple[Network, ...], NoDecode] = Field(
         (), description="when set, only these networks may be reached (the built-in refusals still apply)"
     )

@@ -28,6 +28,7 @@ from confluent_kafka import Message
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.producer import KafkaProducer
+from inflow.observability.health import Heartbeat
 from inflow.schemas.exceptions import RegistryError
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import metrics
@@ -72,6 +73,12 @@ class StreamSink:
         self.only = only
         self.running: dict[str, Running] = {}
         self.held: dict[str, str] = {}  # stream id -> why it does not run
+        self.heartbeat = Heartbeat(60.0)  # /health: the reconcile loop turns every second
+
+    def streams_check(self) -> tuple[bool, str]:
+        """/health detail: streams running and held (a held stream is its definition's fault, not the
+        process's: the sink stays healthy)."""
+        return True, f"{len(self.running)} running, {len(self.held)} held"
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -95,6 +102,7 @@ class StreamSink:
             while not stop.is_set():
                 if producer.fatal is not None:
                     raise producer.fatal
+                self.heartbeat.beat()
                 await self._reconcile(producer)
                 await loop.run_in_executor(executor, control.pump, RECONCILE_EVERY_S)
                 self._fold(arrived)

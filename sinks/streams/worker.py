@@ -157,6 +157,7 @@ class StreamWorker:
                 record["moe_request_id"],
                 record["attempt"],
                 outcome.reason,
+                extra={"stream": self.label, "request_id": record["moe_request_id"]},
             )
         else:
             metrics.RETRIED_BATCHES.labels(self.label, parking.topic).inc()
@@ -205,6 +206,11 @@ class StreamWorker:
                 self.label,
                 record["moe_request_id"],
                 exc,
+                extra={
+                    "stream": self.label,
+                    "request_id": record["moe_request_id"],
+                    "event_id": ",".join(record["event_uuids"]),
+                },
             )
         metrics.DEAD_LETTERED_BATCHES.labels(self.label).inc()
 

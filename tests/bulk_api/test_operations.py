@@ -34,6 +34,6 @@ def test_metrics_count_requests_records_and_rejections(shared_gw):
     text = requests.get(shared_gw.url + "/metrics", timeout=30).text
     assert 'inflow_gateway_requests_total{endpoint="event",status="200"}' in text
     assert 'inflow_gateway_requests_total{endpoint="event",status="400"}' in text
-    assert 'inflow_gateway_records_total{topic="ingest.records"}' in text
-    assert 'inflow_gateway_rejected_elements_total{type="MissingAttributeError"}' in text
+    assert f'inflow_gateway_records_total{{topic="ingest.records",workspace="{WS}"}}' in text
+    assert f'inflow_gateway_rejected_elements_total{{type="MissingAttributeError",workspace="{WS}"}}' in text
     assert 'inflow_gateway_view_ready{view="profiles"} 1.0' in text

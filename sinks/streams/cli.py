@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any

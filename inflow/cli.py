@@ -41,6 +41,7 @@ COMPONENT_CLIS = (
     "inflow.producers.s3_import.cli",
     "inflow.processors.cli",
     "inflow.sinks.streams.cli",
+    "inflow.console.cli",
 )
 
 
@@ -202,6 +203,9 @@ def up(
             for module in component_modules():
                 for name, argv in getattr(module, "UP_PROCESSES", []):
                     sup.spawn(name, [sys.executable, "-m", "inflow.cli", *argv])
+            for module in component_modules():
+                for line in getattr(module, "up_announcements", list)():
+                    sup.log("up", line)
         sup.log("up", "all components running; press Ctrl-C to stop")
         code = sup.wait()
     except KeyboardInterrupt:

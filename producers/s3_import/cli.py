@@ -17,6 +17,7 @@ from inflow.config.secrets import SecretBox
 from inflow.producers.s3_import.definition import ImportDefinition, parse_definition
 from inflow.producers.s3_import.exceptions import DefinitionError
 from inflow.producers.s3_import.naming import shown
+from inflow.producers.s3_import.operations import run_now
 from inflow.producers.s3_import.poller import Poller, RunSummary
 from inflow.producers.s3_import.preview import preview
 from inflow.producers.s3_import.runs import RunStore
@@ -187,26 +188,20 @@ def _text(value: Any) -> str:
 def run_command(name: str) -> None:
     """Run an import now in the foreground, with a progress bar (rows, bytes) per file."""
     rt = Runtime()
-    poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
-    try:
-        d = poller.store.get(name)
-        poller.wait_for_partitions()
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TextColumn("{task.fields[rows]} rows"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bars:
 
-            def progress(file: S3File) -> Any:
-                task = bars.add_task(file.name, total=file.size, rows=0)
-                return lambda rows, nbytes: bars.update(task, completed=nbytes, rows=rows)
+        def progress(file: S3File) -> Any:
+            task = bars.add_task(file.name, total=file.size, rows=0)
+            return lambda rows, nbytes: bars.update(task, completed=nbytes, rows=rows)
 
-            summary = poller.run_import(d, progress)
-    finally:
-        poller.close()
+        summary = run_now(rt.kafka, SecretBox.from_settings(rt.paths), name, rt.s3.endpoint_url, progress)
     _print_summary(summary)
     if summary.error:
         raise typer.Exit(1)

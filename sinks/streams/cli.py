@@ -11,35 +11,26 @@ import asyncio
 import dataclasses
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from inflow.config.file import InflowFile
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.clients import new_consumer, watermarks
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import dlq as dlq_ops
-from inflow.sinks.streams.addresses import literal_host_verdict
+from inflow.sinks.streams import operations as ops
 from inflow.sinks.streams.control import (
-    DEFINITIONS_TOPIC,
-    STATE_TOPIC,
     ControlView,
-    definition_record,
     pause_view,
-    publish,
     read_control,
-    state_record,
 )
 from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
-from inflow.sinks.streams.destinations.registry import open_destination
-from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.sink import StreamSink, serve
 
@@ -84,21 +75,6 @@ def _no_duplicates(definitions: list[StreamDefinition]) -> None:
         if d.id in seen:
             raise StreamDefinitionError(f"streams: id {d.id!r} is defined twice")
         seen.add(d.id)
-
-
-def hold_reasons(view: ControlView, box: SecretBox | None, settings: SinkSettings) -> dict[str, str]:
-    """Streams a sink with this key and these settings holds, with the reason: a stored definition that
-    cannot be read, secrets that do not decrypt, a refused value or address, a disabled workspace."""
-    holds = dict(view.invalid_stored())
-    for stream_id, d in view.definitions().items():
-        if d.workspace_id is not None and d.workspace_id in view.disabled_workspaces:
-            holds[stream_id] = f"workspace {d.workspace_id} disabled"
-            continue
-        try:
-            open_destination(d, box, settings)  # nothing is opened: the checks the sink makes at start
-        except StreamDefinitionError as exc:
-            holds[stream_id] = str(exc)
-    return holds
 
 
 def _context() -> tuple[Runtime, KafkaSettings, AvroSerde, ControlView]:
@@ -178,11 +154,6 @@ def add(
 ) -> None:
     """Add (or with --replace, change) a stream; secrets are encrypted before they are stored in Kafka."""
     rt, kafka, serde, view = _context()
-    if stream_id in view.yaml:
-        raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; change it there")
-    exists = stream_id in view.stored or stream_id in view.invalid
-    if exists and not replace:
-        raise StreamDefinitionError(f"stream {stream_id!r} exists; use --replace to change it")
     headers = {}
     for h in header or []:
         name, sep, value = h.partition(":")
@@ -220,44 +191,19 @@ def add(
         "retry_delays_s": delays,
         "pause_mode": pause_mode,
     }
-    definition = parse_definition(data, f"stream {stream_id}")
-    verdict = literal_host_verdict(definition.url, SinkSettings())
-    if not verdict.allowed:
-        raise StreamDefinitionError(f"stream {stream_id}: url: {verdict.reason}")
-    stored = definition.stored(SecretBox.from_settings(rt.paths))
-    publish(
-        kafka,
-        DEFINITIONS_TOPIC,
-        stream_id,
-        serde.encode("StreamDefinition", definition_record(stream_id, stored)),
-    )
-    console.print(f"stream {stream_id} {'replaced' if exists else 'added'}")
+    _, existed = ops.define(kafka, serde, view, SecretBox.from_settings(rt.paths), data, replace=replace)
+    console.print(f"stream {stream_id} {'replaced' if existed else 'added'}")
 
 
-def _find(view: ControlView, stream_id: str) -> StreamDefinition:
-    found = view.definitions().get(stream_id)
-    if found is None and stream_id in view.invalid_stored():
-        raise StreamDefinitionError(f"stream {stream_id!r} is held: {view.invalid[stream_id]}")
-    if found is None:
-        known = ", ".join(sorted(view.definitions())) or "none"
-        raise UnknownStreamError(f"no stream {stream_id!r}; known streams: {known}")
-    return found
+_find = ops.find
+hold_reasons = ops.hold_reasons
 
 
 @streams_app.command("remove")
 def remove(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     """Remove a stream added with ``streams add`` (YAML streams are removed from the file)."""
     _, kafka, serde, view = _context()
-    if stream_id in view.yaml:
-        raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; remove it there")
-    if stream_id not in view.invalid:
-        _find(view, stream_id)
-    publish(
-        kafka,
-        DEFINITIONS_TOPIC,
-        stream_id,
-        serde.encode("StreamDefinition", definition_record(stream_id, None)),
-    )
+    ops.remove(kafka, serde, view, stream_id)
     console.print(f"stream {stream_id} removed")
 
 
@@ -281,12 +227,7 @@ def list_streams() -> None:
     console.print(table)
 
 
-def _state(view: ControlView, holds: dict[str, str], stream_id: str) -> str:
-    if stream_id in holds:
-        return "held"
-    d = view.definitions()[stream_id]
-    state = pause_view(d, view.states.get(stream_id))
-    return f"paused ({state.mode})" if state.paused else "running"
+_state = ops.state_of
 
 
 @streams_app.command("status")
@@ -322,23 +263,7 @@ def show(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     console.print_json(json.dumps(out, default=str))
 
 
-def group_progress(kafka: KafkaSettings, group: str, topic: str) -> dict[str, Any]:
-    """Committed offset, end offset and lag per partition of the stream's consumer group."""
-    consumer = new_consumer(kafka, group)
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return {}
-        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = consumer.committed(tps, timeout=10)
-        out = {}
-        for tp in committed:
-            _, high = watermarks(consumer, tp)
-            done = tp.offset if tp.offset >= 0 else None
-            out[str(tp.partition)] = {"committed": done, "end": high, "lag": high - (done or 0)}
-        return out
-    finally:
-        consumer.close()
+group_progress = ops.group_progress
 
 
 @streams_app.command("pause")
@@ -354,15 +279,7 @@ def pause(
 ) -> None:
     """Pause a stream: nothing is sent until ``streams resume``."""
     _, kafka, serde, view = _context()
-    d = _find(view, stream_id)
-    chosen: str = mode or d.pause_mode
-    if chosen not in ("skip", "resume"):
-        raise StreamDefinitionError(f"--mode must be skip or resume, not {chosen!r}")
-    state = view.states.get(stream_id)
-    if state is not None and state["paused"]:
-        raise StreamDefinitionError(f"stream {stream_id!r} is already paused")
-    record = state_record(stream_id, True, chosen, datetime.now(UTC))
-    publish(kafka, STATE_TOPIC, stream_id, serde.encode("StreamState", record))
+    chosen = ops.pause(kafka, serde, view, stream_id, mode)
     console.print(f"stream {stream_id} paused ({chosen})")
 
 
@@ -370,13 +287,8 @@ def pause(
 def resume(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     """Resume a paused stream; in skip mode the events that arrived during the pause are not sent."""
     _, kafka, serde, view = _context()
-    _find(view, stream_id)
-    state = view.states.get(stream_id)
-    if state is None or not state["paused"]:
-        raise StreamDefinitionError(f"stream {stream_id!r} is not paused")
-    record = state_record(stream_id, False, state["mode"], state["changed_at"])
-    publish(kafka, STATE_TOPIC, stream_id, serde.encode("StreamState", record))
-    console.print(f"stream {stream_id} resumed ({state['mode']})")
+    mode = ops.resume(kafka, serde, view, stream_id)
+    console.print(f"stream {stream_id} resumed ({mode})")
 
 
 @dlq_app.command("list")
@@ -414,13 +326,7 @@ def dlq_redrive(
 ) -> None:
     """Send dead batches again (same moe_request_id) through the running sink's retry path."""
     _, kafka, serde, view = _context()
-    if not ident and not all_:
-        raise DlqError("name the batches to redrive, or pass --all")
-    batches = dlq_ops.read_dlq(kafka, serde, stream)
-    chosen = dlq_ops.select(batches, ident) if ident else batches
-    for b in chosen:
-        _find(view, b.record["stream_id"])
-    done = dlq_ops.redrive(kafka, serde, chosen)
+    done = ops.redrive(kafka, serde, view, ident, stream, all_)
     for b in done:
         console.print(f"redriven {b.position} {b.record['stream_id']} {b.record['moe_request_id']}")
     console.print(f"{len(done)} batches redriven")

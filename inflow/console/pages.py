@@ -89,7 +89,8 @@ def routes(c: Console) -> list[web.AbstractRouteDef]:
         me = _logged_in(request, c)
         data = await _gather(streams=(c.ops.list_streams,), dlq=(c.ops.dlq, None))
         rates = c.sampler.stream_rates()
-        return render("streams.html", me=me, path="/streams", rates=rates, **data)
+        recent = c.sampler.recent_deliveries()
+        return render("streams.html", me=me, path="/streams", rates=rates, recent=recent, **data)
 
     async def workspaces(request: web.Request) -> web.Response:
         me = _logged_in(request, c)

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
 from inflow.console.health import metric_by_label, metric_sums, probe_all
@@ -24,6 +25,7 @@ KEEP = 180  # samples kept (6 minutes at the default 2 s)
 ERROR_METRIC = re.compile(r"(fail|reject|error|dead_letter|invalid)[a-z_]*_total$")
 DELIVERED = "inflow_streams_delivered_events_total"
 DEAD_LETTERED = "inflow_streams_dead_lettered_batches_total"
+RETRIED = "inflow_streams_retried_batches_total"
 
 
 def _topic_total(topics: list[dict[str, Any]], match: Any) -> int:
@@ -70,6 +72,12 @@ class Sampler:
         self.groups = groups
         sink_metrics = self.health.get("sink", {}).get("metrics_text")
         delivered_by_stream = metric_by_label(sink_metrics, DELIVERED, "stream") if sink_metrics else {}
+        failed_by_stream: dict[str, float] = {}
+        for name in (RETRIED, DEAD_LETTERED):
+            for stream, value in (
+                metric_by_label(sink_metrics, name, "stream") if sink_metrics else {}
+            ).items():
+                failed_by_stream[stream] = failed_by_stream.get(stream, 0.0) + value
         self.samples.append(
             {
                 "t": time.time(),
@@ -79,6 +87,7 @@ class Sampler:
                 "dlq": _topic_total(topics, lambda n: n == "streams.dlq"),
                 "delivered": sum(delivered_by_stream.values()) if sink_metrics else None,
                 "delivered_by_stream": delivered_by_stream,
+                "failed_by_stream": failed_by_stream,
             }
         )
 
@@ -113,6 +122,21 @@ class Sampler:
                 "per_s": round(max(0.0, (total - before) / dt), 2) if dt > 0.5 else 0.0,
             }
         return out
+
+    def recent_deliveries(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Sample intervals in which a stream delivered events or failed batches, newest first."""
+        samples = list(self.samples)
+        out = []
+        for a, b in zip(samples, samples[1:], strict=False):
+            for stream in sorted(set(b["delivered_by_stream"]) | set(b["failed_by_stream"])):
+                delivered = b["delivered_by_stream"].get(stream, 0) - a["delivered_by_stream"].get(stream, 0)
+                failed = b["failed_by_stream"].get(stream, 0) - a["failed_by_stream"].get(stream, 0)
+                if delivered > 0 or failed > 0:
+                    at = datetime.fromtimestamp(b["t"], UTC).strftime("%H:%M:%S")
+                    out.append(
+                        {"at": at, "stream": stream, "delivered": int(delivered), "failed": int(failed)}
+                    )
+        return out[::-1][:limit]
 
     def components(self) -> list[dict[str, Any]]:
         lag: dict[str, int] = {}

@@ -355,8 +355,14 @@ def test_topics_consumer_lag_and_component_health(
     metrics.router.add_get("/metrics", prom)
     from tests.console.servers import serve_app
 
-    with serve_app(metrics) as sink_url:
-        con = console_factory(components={"sink": sink_url})
+    failing = web.Application()
+
+    async def unhealthy(request: web.Request) -> web.Response:
+        return web.json_response({"status": "degraded", "kafka": "unavailable"}, status=503)
+
+    failing.router.add_get("/health", unhealthy)
+    with serve_app(metrics) as sink_url, serve_app(failing) as poller_url:
+        con = console_factory(components={"sink": sink_url, "poller": poller_url})
         topics = {t["short_name"]: t for t in con.ok("GET", "/api/topics")["topics"]}
         assert topics["events"]["partitions"] == 6 and topics["control.admin-tokens"]["exists"]
         assert topics["control.audit"]["cleanup_policy"] == "delete"
@@ -392,6 +398,10 @@ def test_topics_consumer_lag_and_component_health(
         by_name = {c["component"]: c for c in overview["components"]}
         assert by_name["sink"]["status"] == "up" and by_name["sink"]["errors"] == 3
         assert by_name["gateway"]["status"] == "unreachable" and by_name["worker"]["lag"] is None
+        assert (
+            by_name["poller"]["status"] == "unhealthy"
+            and by_name["poller"]["health"]["kafka"] == "unavailable"
+        )
         assert overview["streams"]["s1"]["delivered"] == 42
         assert overview["totals"]["enriched"] == 5
         health_now = con.ok("GET", "/api/health")["components"]

@@ -104,6 +104,13 @@ def send_event(gateway: str, customer: str) -> None:
     assert response.status_code == 200, response.text
 
 
+def snap(page: Page, name: str) -> None:
+    """Keep a screenshot when INFLOW_TEST_SCREENSHOTS names a folder (to look at the pages)."""
+    folder = os.environ.get("INFLOW_TEST_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
 def reload_until(page: Page, selector: str, timeout: float, what: str) -> None:
     """Reload the page until ``selector`` shows (server-rendered tables are read at each load)."""
 
@@ -127,6 +134,7 @@ def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(pipeline:
 
             page.goto(base + "/")
             expect(page).to_have_url(base + "/login")
+            snap(page, "login")
             page.fill("#token", "not-the-token-" + "x" * 30)
             page.click("#login")
             expect(page.locator("#login-error")).to_contain_text("Unknown or revoked")
@@ -151,6 +159,7 @@ def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(pipeline:
             send_event(pipeline["gateway"], "browser-user-1")
             expect(page.locator('[data-stream-delivered="s1"]')).to_have_text("1", timeout=60_000)
             assert len(receiver.delivered_uuids()) == 1
+            reload_until(page, '#recent td:text-is("s1")', 30, "the delivery in the recent deliveries table")
             assert receiver.snapshot()[0].body["app_name"] == "browser"
 
             failing.set()
@@ -159,6 +168,7 @@ def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(pipeline:
             row = page.locator("#dlq tr[data-dlq]").first
             expect(row).to_contain_text("s1")
             expect(row).to_contain_text("HTTP 500")
+            snap(page, "streams")
             failing.clear()
 
             page.locator('tr[data-stream="s1"] button', has_text="Pause").click()
@@ -173,9 +183,14 @@ def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(pipeline:
 
             page.click("text=Overview")
             expect(page.locator("#chart polyline")).to_have_count(3)
+            snap(page, "overview")
             page.click("text=Audit")
             for action in ("stream.define", "stream.pause", "stream.resume", "dlq.redrive"):
                 expect(page.locator("#audit")).to_contain_text(action)
+            snap(page, "audit")
+            page.click("text=Workspaces")
+            expect(page.locator(f'tr[data-workspace="{WS}"]')).to_contain_text("enabled")
+            snap(page, "workspaces")
             browser.close()
     finally:
         receiver.stop()

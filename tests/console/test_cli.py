@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from inflow.config.settings import KafkaSettings
 from inflow.console.audit import AuditLog
+from inflow.console.exceptions import TokenError
 from inflow.console.tokens import TokenStore
 from inflow.schemas.serde import AvroSerde
 
@@ -56,3 +59,21 @@ def test_token_create_prints_it_once_and_stores_only_its_digest(catalogue_topics
         ("cli", "token.revoke", "ops"),
         ("cli", "token.create", "ops"),
     ]
+
+
+def test_bootstrap_token_is_made_once_or_taken_from_the_environment(catalogue_topics):
+    serde = AvroSerde()
+    tokens = TokenStore(catalogue_topics, serde).load()
+    first = tokens.bootstrap(None)
+    assert first is not None and tokens.verify(first).role == "admin"
+    again = TokenStore(catalogue_topics, serde).load()
+    assert again.bootstrap(None) is None, "an admin token exists: nothing new is made or printed"
+
+    given = "g" * 40
+    assert again.bootstrap(given) is None
+    reread = TokenStore(catalogue_topics, serde).load()
+    assert reread.verify(given).name == "bootstrap" and reread.verify(first) is None
+    with pytest.raises(TokenError, match="INFLOW_CONSOLE_TOKEN must be 32 to 200 random characters"):
+        reread.bootstrap("short")
+    for store in (tokens, again, reread):
+        store.stop()

@@ -348,7 +348,9 @@ def test_catalogue_parsed_once_and_indexed_by_short_and_full_name() -> None:
     catalog = load_catalog()
     for name in record_names():
         assert catalog.get(name) is catalog.get(f"io.inflow.{name}")
-    with pytest.raises(SerdeError, match=r"unknown record 'Nope'; known records: DeviceUpsert, "):
+    with pytest.raises(
+        SerdeError, match=r"unknown record 'Nope'; known records: AdminToken, AuditRecord, DeviceUpsert, "
+    ):
         catalog.get("Nope")
 
 

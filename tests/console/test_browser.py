@@ -35,8 +35,10 @@ WS, KEY = "WSBROWSER", "browser-data-api-key"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def chromium_path() -> str:
-    """The OS's Chromium; a missing browser fails the test with the command that installs it."""
+@pytest.fixture
+def chromium() -> str:
+    """The OS's Chromium; a missing browser fails the test (before anything starts) with the command that
+    installs it."""
     given = os.environ.get("INFLOW_TEST_CHROMIUM")
     found = given or next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
     if not found or not Path(found).exists():
@@ -121,13 +123,14 @@ def reload_until(page: Page, selector: str, timeout: float, what: str) -> None:
     wait_for(shown, timeout, interval=1.0, what=what)
 
 
-def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(pipeline: dict[str, Any]) -> None:
+def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(
+    chromium: str, pipeline: dict[str, Any]
+) -> None:
     failing = threading.Event()
     receiver = RecordingEndpoint(decide=lambda index, body: 500 if failing.is_set() else 200).start()
-    executable = chromium_path()
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
             page = browser.new_page()
             page.set_default_timeout(30_000)
             base = pipeline["console"]

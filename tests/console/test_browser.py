@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +90,11 @@ def pipeline(catalogue_topics: KafkaSettings, tmp_path: Path) -> Iterator[dict[s
         worker.assert_running()
         yield {"gateway": gateway_url, "console": console_url, "token": token, "worker": worker}
     finally:
-        for component in reversed(started):
+        # SIGTERM every process first, then wait for each: they stop side by side.
+        for component in started:
+            if component.proc is not None and component.proc.poll() is None:
+                component.proc.send_signal(signal.SIGTERM)
+        for component in started:
             if isinstance(component, WorkerProcess):
                 if component.proc is not None and component.proc.poll() is None:
                     component.terminate(60)
@@ -193,6 +198,16 @@ def test_console_in_a_browser_streams_deliveries_pause_and_dlq_redrive(
             snap(page, "audit")
             page.click("text=Workspaces")
             expect(page.locator(f'tr[data-workspace="{WS}"]')).to_contain_text("enabled")
+            limits = page.locator("#workspace-limits")
+            limits.locator('input[name="workspace_id"]').fill(WS)
+            limits.locator('input[name="users_per_minute"]').fill("1234")
+            limits.locator('input[name="events_per_minute"]').fill("5678")
+            limits.locator("button[type=submit]").click()
+            expect(page.locator(f'tr[data-workspace="{WS}"]')).to_contain_text("1234")
+            created = page.locator("#create-workspace")
+            created.locator('input[name="workspace_id"]').fill("WSNEW")
+            created.locator("button[type=submit]").click()
+            expect(page.locator("#flash")).to_contain_text("data_api_key = ")
             snap(page, "workspaces")
             browser.close()
     finally:

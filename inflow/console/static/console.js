@@ -75,9 +75,16 @@ document.addEventListener("submit", async (event) => {
   const form = event.target.closest("form[data-api]");
   if (!form) return;
   event.preventDefault();
-  const [method, path] = form.dataset.api.split(" ");
+  const [method, template] = form.dataset.api.split(" ");
+  const body = formBody(form);
+  // A path like /api/workspaces/{workspace_id}/limits takes that field out of the body.
+  const path = template.replace(/{(\w+)}/g, (_, name) => {
+    const value = encodeURIComponent(body[name] || "");
+    delete body[name];
+    return value;
+  });
   try {
-    const data = await api(method, path, formBody(form));
+    const data = await api(method, path, body);
     form.dataset.done = form.dataset.done || "saved";
     afterChange(form, data);
   } catch (err) {

@@ -94,6 +94,25 @@ def test_roles_tokens_and_who_is_recorded(con: RunningConsole) -> None:
     assert viewer not in json.dumps(con.ok("GET", "/api/audit")), "a token never reaches the audit log"
 
 
+def test_pages_need_a_login_and_the_read_role_is_offered_no_changes(con: RunningConsole) -> None:
+    for path in ("/", "/imports", "/streams", "/workspaces", "/topics", "/audit"):
+        page = con.session.get(con.url + path, allow_redirects=False, timeout=30)
+        assert page.status_code == 303 and page.headers["Location"] == "/login", path
+    con.ok("POST", "/api/streams", json={"id": "s1", "url": "http://127.0.0.1:9/x"})
+    viewer = con.ok("POST", "/api/tokens", json={"name": "viewer", "role": "read"})["token"]
+    con.session.post(con.url + "/login", data={"token": viewer}, timeout=30)
+    for path in ("/", "/imports", "/streams", "/workspaces", "/topics", "/audit"):
+        page = con.session.get(con.url + path, timeout=60)
+        assert page.status_code == 200 and "viewer (read)" in page.text, path
+        assert "data-call=" not in page.text and "data-api=" not in page.text, path
+        assert (
+            page.headers["X-Frame-Options"] == "DENY"
+            and "default-src 'self'" in page.headers["Content-Security-Policy"]
+        )
+    streams = con.session.get(con.url + "/streams", timeout=60).text
+    assert 'data-stream="s1"' in streams and "running" in streams
+
+
 def test_cookie_session_needs_the_console_header_for_changes(con: RunningConsole) -> None:
     login = con.session.post(con.url + "/login", data={"token": "wrong"}, allow_redirects=False, timeout=30)
     assert login.status_code == 401

@@ -336,6 +336,13 @@ def test_import_definition_run_history_and_error_report(
     assert report.status_code == 200 and report.headers["Content-Type"].startswith("text/csv")
     assert report.text.splitlines()[0] == "row,reason" and "is not a double" in report.text
 
+    con.session.post(con.url + "/login", data={"token": con.admin_token}, timeout=30)
+    page = con.session.get(con.url + "/imports", timeout=60).text
+    link = f"/api/imports/{name}/runs/{run['run_id']}/error-report"
+    assert "registered_user_data_20240102.csv" in page and "PARTIAL_SUCCESS" in page and link in page
+    assert "is not a double" in con.session.get(con.url + link, timeout=60).text
+    con.session.post(con.url + "/logout", timeout=30)
+
     missing = con.admin("GET", f"/api/imports/{name}/runs/no-such-run/error-report")
     assert missing.status_code == 404 and "no run" in missing.json()["error"]["reason"]
     assert con.admin("GET", "/api/imports/nope/runs").status_code == 404

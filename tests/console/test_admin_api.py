@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from inflow.config.settings import KafkaSettings
@@ -16,6 +17,8 @@ from inflow.console.server import build_app
 from inflow.console.settings import ConsoleSettings
 from inflow.kafka.producer import KafkaProducer
 from inflow.local.s3 import boto3_client
+from inflow.producers.s3_import.exceptions import FetchError
+from inflow.producers.s3_import.storage import REPORT_FOLDER, Folder
 from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.keys import verify_key
 from tests.console.conftest import RunningConsole
@@ -342,6 +345,12 @@ def test_import_definition_run_history_and_error_report(
     assert "registered_user_data_20240102.csv" in page and "PARTIAL_SUCCESS" in page and link in page
     assert "is not a double" in con.session.get(con.url + link, timeout=60).text
     con.session.post(con.url + "/logout", timeout=30)
+
+    folder = Folder(con.console.ops._definition(name), None)
+    with pytest.raises(FetchError, match="is not an error report of this import"):
+        folder.read_report("in/users/registered_user_data_20240102.csv", 1000)
+    with pytest.raises(FetchError, match="over 10 bytes"):
+        folder.read_report(f"in/users/{REPORT_FOLDER}/registered_user_data_20240102.csv.errors.csv", 10)
 
     missing = con.admin("GET", f"/api/imports/{name}/runs/no-such-run/error-report")
     assert missing.status_code == 404 and "no run" in missing.json()["error"]["reason"]

@@ -51,6 +51,7 @@ COMPONENT_CLIS = (
     "inflow.producers.s3_import.cli",
     "inflow.processors.cli",
     "inflow.sinks.streams.cli",
+    "inflow.console.cli",
 )
 
 
@@ -251,6 +252,9 @@ def up(
             write_up_file(rt.paths.home, urls)
             for name, url in urls.items():
                 sup.log("up", f"{name:<8} health {url}/health  metrics {url}/metrics")
+            for module in component_modules():
+                for line in getattr(module, "up_announcements", list)():
+                    sup.log("up", line)
         sup.log("up", "all components running; press Ctrl-C to stop")
         code = sup.wait()
     except KeyboardInterrupt:

@@ -23,9 +23,19 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "INFLOW_KAFKA_PORT": str(free_port()),
         "INFLOW_KAFKA_CONTROLLER_PORT": str(free_port()),
         "INFLOW_S3_PORT": str(free_port()),
+        "INFLOW_CONSOLE_PORT": str(free_port()),
         "KAFKA_TOPIC_PREFIX": "uptest",
         "COLUMNS": "200",
     }
+
+
+def _get_json(url: str, token: str) -> dict[str, str] | None:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return dict(json.loads(response.read()))
+    except OSError:
+        return None
 
 
 def _inflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -97,6 +107,17 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         for name in ("poller", "sink"):  # they serve on the printed port
             health = urls[name] + "/health"
             wait_for(lambda h=health: _answers(h), 120, what=f"{name} {health}")
+        console = f"http://127.0.0.1:{env['INFLOW_CONSOLE_PORT']}"
+        assert any(f"web console and admin API on {console}" in line for line in lines), "".join(lines)
+        # No admin token existed: the console made one and printed it once; it logs in to the admin API.
+        token_line = wait_for(
+            lambda: next((line for line in lines if "admin token 'bootstrap': " in line), None),
+            timeout=120,
+            what="the console's bootstrap admin token",
+        )
+        token = token_line.split("admin token 'bootstrap': ")[1].strip()
+        whoami = wait_for(lambda: _get_json(f"{console}/api/whoami", token), 60, what="the console")
+        assert whoami == {"name": "bootstrap", "role": "admin"}
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(120)

@@ -349,7 +349,7 @@ def test_catalogue_parsed_once_and_indexed_by_short_and_full_name() -> None:
     for name in record_names():
         assert catalog.get(name) is catalog.get(f"io.inflow.{name}")
     with pytest.raises(
-        SerdeError, match=r"unknown record 'Nope'; known records: DeleteRequest, DeviceOptOut, DeviceUpsert, "
+        SerdeError, match=r"unknown record 'Nope'; known records: AdminToken, AuditRecord, DeleteRequest, "
     ):
         catalog.get("Nope")
 

@@ -40,7 +40,12 @@ LAYERS = [
     ("inflow.observability",),
     COMPONENTS,
     ("inflow.local", "inflow.runtime"),
-    ("inflow.cli", "inflow.supervisor", "inflow.status"),
+    (
+        "inflow.cli",
+        "inflow.supervisor",
+        "inflow.status",
+        "inflow.console",
+    ),  # the console uses every component
 ]
 ENTRY_POINTS = ("cli", "run")  # a component's command-line entry modules belong to the CLI layer
 

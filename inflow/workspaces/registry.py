@@ -105,6 +105,48 @@ def from_config(cfg: WorkspaceConfig) -> Workspace:
     )
 
 
+MAX_IDENTIFIERS = 5  # customer_id included, as in MoEngage
+
+
+def new_workspace(
+    workspace_id: str,
+    key: str,
+    identifiers: list[str] | tuple[str, ...] = (),
+    users_per_minute: int = 10_000,
+    events_per_minute: int = 30_000,
+) -> Workspace:
+    """A workspace to create (``inflow workspaces create``, the admin API), its key hashed; bad values are a
+    :class:`WorkspaceError` with the reason."""
+    if (
+        not workspace_id
+        or len(workspace_id) > 64
+        or not workspace_id.isprintable()
+        or any(c in workspace_id for c in " :/?#%")
+    ):
+        raise WorkspaceError(
+            f"workspace id {workspace_id!r} must be 1-64 printable characters without spaces or : / ? # %"
+        )
+    if not key:
+        raise WorkspaceError("the data API key must not be empty")
+    names = tuple(i.strip() for i in identifiers if i.strip() and i.strip() != "customer_id")
+    if len(names) > MAX_IDENTIFIERS - 1:
+        raise WorkspaceError(f"at most {MAX_IDENTIFIERS} identifiers including customer_id")
+    check_limits(users_per_minute, events_per_minute)
+    return Workspace(
+        id=workspace_id,
+        key_hash=hash_key(key),
+        identifiers=names,
+        users_per_minute=users_per_minute,
+        events_per_minute=events_per_minute,
+    )
+
+
+def check_limits(users_per_minute: int, events_per_minute: int) -> None:
+    for name, value in (("users_per_minute", users_per_minute), ("events_per_minute", events_per_minute)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WorkspaceError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+
 class WorkspaceRegistry:
     """In-memory view of ``control.workspaces``, with writes that go through the topic."""
 
@@ -232,6 +274,14 @@ class WorkspaceRegistry:
 
     def set_disabled(self, workspace_id: str, disabled: bool) -> Workspace:
         return self.publish(replace(self._existing(workspace_id), disabled=disabled))
+
+    def set_limits(self, workspace_id: str, users_per_minute: int, events_per_minute: int) -> Workspace:
+        """Change a workspace's rate limits; every gateway applies them within its follow latency."""
+        check_limits(users_per_minute, events_per_minute)
+        current = self._existing(workspace_id)
+        return self.publish(
+            replace(current, users_per_minute=users_per_minute, events_per_minute=events_per_minute)
+        )
 
     def _existing(self, workspace_id: str) -> Workspace:
         current = self.get(workspace_id)

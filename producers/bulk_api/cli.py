@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from inflow.producers.bulk_api.settings import GatewaySettings
-from inflow.workspaces.keys import generate_key, hash_key
-from inflow.workspaces.registry import Workspace, WorkspaceRegistry
+from inflow.workspaces.keys import generate_key
+from inflow.workspaces.registry import WorkspaceRegistry, new_workspace
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("gateway", ["gateway"])]
 
@@ -56,16 +56,7 @@ def create(
 ) -> None:
     """Create a workspace and print its data API key (shown once; only its hash is stored)."""
     new_key = key or generate_key()
-    names = tuple(i.strip() for i in identifiers.split(",") if i.strip() and i.strip() != "customer_id")
-    if len(names) > 4:
-        raise typer.BadParameter("at most 5 identifiers including customer_id", param_hint="--identifiers")
-    ws = Workspace(
-        id=workspace_id,
-        key_hash=hash_key(new_key),
-        identifiers=names,
-        users_per_minute=users_per_minute,
-        events_per_minute=events_per_minute,
-    )
+    ws = new_workspace(workspace_id, new_key, identifiers.split(","), users_per_minute, events_per_minute)
     _directory().create(ws)
     typer.echo(json.dumps({"workspace_id": workspace_id, "data_api_key": new_key}))
 
@@ -88,6 +79,17 @@ def list_workspaces() -> None:
     """List workspaces with key version, limits and state (never the key or its hash)."""
     for ws in _directory().all():
         typer.echo(json.dumps(ws.public()))
+
+
+@workspaces_app.command("limits")
+def limits(
+    workspace_id: Annotated[str, typer.Argument(help="workspace id")],
+    users_per_minute: Annotated[int, typer.Option(min=1)],
+    events_per_minute: Annotated[int, typer.Option(min=1)],
+) -> None:
+    """Change a workspace's rate limits (users and events per minute, summed over every gateway)."""
+    ws = _directory().set_limits(workspace_id, users_per_minute, events_per_minute)
+    typer.echo(json.dumps(ws.public()))
 
 
 @workspaces_app.command("disable")

@@ -155,6 +155,22 @@ class Folder:
         """Error reports go in a sub-folder, which imports never read."""
         return f"{self.prefix}/{REPORT_FOLDER}/{shown(file.name)}.errors.csv"
 
+    def read_report(self, key: str, max_bytes: int) -> bytes:
+        """An error report written by :meth:`put_report` (only keys in the report folder; at most
+        ``max_bytes``, a longer report is an error saying so)."""
+        if not key.startswith(f"{self.prefix}/{REPORT_FOLDER}/") or ".." in key.split("/"):
+            raise FetchError(f"{shown(key)} is not an error report of this import")
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            data: bytes = body.read(max_bytes + 1)
+        except ClientError as exc:
+            raise translate(exc, FILE_NOT_FOUND) from exc
+        except BotoCoreError as exc:
+            raise translate(exc) from exc
+        if len(data) > max_bytes:
+            raise FetchError(f"error report {shown(key)} is over {max_bytes} bytes; fetch it from S3")
+        return data
+
     def put_report(self, key: str, body: IO[bytes]) -> None:
         try:
             self._client.upload_fileobj(body, self.bucket, key, ExtraArgs={"ContentType": "text/csv"})

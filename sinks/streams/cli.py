@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
-from dateutil.parser import isoparse
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,24 +20,17 @@ from rich.table import Table
 from inflow.config.file import InflowFile
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.clients import new_admin, new_consumer, watermarks
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import dlq as dlq_ops
-from inflow.sinks.streams.addresses import literal_host_verdict
+from inflow.sinks.streams import operations as ops
 from inflow.sinks.streams.control import (
-    DEFINITIONS_TOPIC,
-    STATE_TOPIC,
     ControlView,
-    definition_record,
     pause_view,
-    publish,
     read_control,
-    state_record,
 )
-from inflow.sinks.streams.definitions import StreamDefinition, parse_definition, starting
-from inflow.sinks.streams.destinations.registry import open_destination
-from inflow.sinks.streams.exceptions import DlqError, StreamDefinitionError, UnknownStreamError
+from inflow.sinks.streams.definitions import StreamDefinition, parse_definition
+from inflow.sinks.streams.exceptions import StreamDefinitionError
 from inflow.sinks.streams.settings import SinkSettings
 from inflow.sinks.streams.sink import StreamSink, serve
 
@@ -86,21 +75,6 @@ def _no_duplicates(definitions: list[StreamDefinition]) -> None:
         if d.id in seen:
             raise StreamDefinitionError(f"streams: id {d.id!r} is defined twice")
         seen.add(d.id)
-
-
-def hold_reasons(view: ControlView, box: SecretBox | None, settings: SinkSettings) -> dict[str, str]:
-    """Streams a sink with this key and these settings holds, with the reason: a stored definition that
-    cannot be read, secrets that do not decrypt, a refused value or address, a disabled workspace."""
-    holds = dict(view.invalid_stored())
-    for stream_id, d in view.definitions().items():
-        if d.workspace_id is not None and d.workspace_id in view.disabled_workspaces:
-            holds[stream_id] = f"workspace {d.workspace_id} disabled"
-            continue
-        try:
-            open_destination(d, box, settings)  # nothing is opened: the checks the sink makes at start
-        except StreamDefinitionError as exc:
-            holds[stream_id] = str(exc)
-    return holds
 
 
 def _context() -> tuple[Runtime, KafkaSettings, AvroSerde, ControlView]:
@@ -210,17 +184,6 @@ def add(
     A new stream sends the events that arrive from now on (MoEngage streams start when they are set up);
     ``--replay-from`` makes it start at an earlier time instead. A replaced stream keeps its position."""
     rt, kafka, serde, view = _context()
-    if stream_id in view.yaml:
-        raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; change it there")
-    exists = stream_id in view.stored or stream_id in view.invalid
-    if exists and not replace:
-        raise StreamDefinitionError(f"stream {stream_id!r} exists; use --replace to change it")
-    if exists and replay_from is not None:
-        raise StreamDefinitionError(
-            f"--replay-from applies to a new stream; stream {stream_id!r} keeps its position "
-            "(remove it and add it again to start over)"
-        )
-    replay_time = parse_replay_from(replay_from) if replay_from is not None else None
     headers = {}
     for h in header or []:
         name, sep, value = h.partition(":")
@@ -263,88 +226,21 @@ def add(
         "retry_delays_s": delays,
         "pause_mode": pause_mode,
     }
-    definition = parse_definition(data, f"stream {stream_id}")
-    verdict = literal_host_verdict(definition.url, SinkSettings())
-    if not verdict.allowed:
-        raise StreamDefinitionError(f"stream {stream_id}: url: {verdict.reason}")
-    if exists:
-        previous = view.stored.get(stream_id)
-        definition = definition.model_copy(update={"start_at": previous.start_at if previous else None})
-    else:
-        definition = starting(definition, replay_time, datetime.now(UTC))
-        forget_position(kafka, f"{kafka.topic_prefix}.streams.{stream_id}")
-    stored = definition.stored(SecretBox.from_settings(rt.paths))
-    publish(
-        kafka,
-        DEFINITIONS_TOPIC,
-        stream_id,
-        serde.encode("StreamDefinition", definition_record(stream_id, stored)),
+    _, existed = ops.define(
+        kafka, serde, view, SecretBox.from_settings(rt.paths), data, replace=replace, replay_from=replay_from
     )
-    console.print(f"stream {stream_id} {'replaced' if exists else 'added'}")
+    console.print(f"stream {stream_id} {'replaced' if existed else 'added'}")
 
 
-def parse_replay_from(text: str) -> datetime:
-    """An ISO 8601 time; without an offset it is UTC."""
-    try:
-        when = isoparse(text)
-    except (ValueError, OverflowError) as exc:
-        raise StreamDefinitionError(f"--replay-from {text!r} is not an ISO 8601 time: {exc}") from exc
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def forget_position(kafka: KafkaSettings, group: str, timeout: float = 30.0) -> None:
-    """Delete the export group of a removed stream with the same id, so a new stream starts afresh.
-
-    The sink stops a removed stream within a second; until its consumers have left, the group is not
-    empty and the deletion is tried again, as it is while the group coordinator moves or loads."""
-    admin = new_admin(kafka)
-    deadline = time.monotonic() + timeout
-    while True:
-        future = admin.delete_consumer_groups([group], request_timeout=10)[group]
-        try:
-            future.result()
-            return
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            code = err.code() if err is not None else None
-            if code == KafkaError.GROUP_ID_NOT_FOUND:
-                return
-            # Not empty yet (the sink is stopping the removed stream), or the group coordinator is moving
-            # or loading (a new cluster, a broker restart): tried again until the deadline.
-            again = code == KafkaError.NON_EMPTY_GROUP or (err is not None and err.retriable())
-            if code in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
-                again = True
-            if not again or time.monotonic() > deadline:
-                raise StreamDefinitionError(
-                    f"cannot clear the position of a former stream with this id (group {group}): {exc}"
-                ) from exc
-        time.sleep(0.5)
-
-
-def _find(view: ControlView, stream_id: str) -> StreamDefinition:
-    found = view.definitions().get(stream_id)
-    if found is None and stream_id in view.invalid_stored():
-        raise StreamDefinitionError(f"stream {stream_id!r} is held: {view.invalid[stream_id]}")
-    if found is None:
-        known = ", ".join(sorted(view.definitions())) or "none"
-        raise UnknownStreamError(f"no stream {stream_id!r}; known streams: {known}")
-    return found
+_find = ops.find
+hold_reasons = ops.hold_reasons
 
 
 @streams_app.command("remove")
 def remove(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     """Remove a stream added with ``streams add`` (YAML streams are removed from the file)."""
     _, kafka, serde, view = _context()
-    if stream_id in view.yaml:
-        raise StreamDefinitionError(f"stream {stream_id!r} is defined in the YAML file; remove it there")
-    if stream_id not in view.invalid:
-        _find(view, stream_id)
-    publish(
-        kafka,
-        DEFINITIONS_TOPIC,
-        stream_id,
-        serde.encode("StreamDefinition", definition_record(stream_id, None)),
-    )
+    ops.remove(kafka, serde, view, stream_id)
     console.print(f"stream {stream_id} removed")
 
 
@@ -368,12 +264,7 @@ def list_streams() -> None:
     console.print(table)
 
 
-def _state(view: ControlView, holds: dict[str, str], stream_id: str) -> str:
-    if stream_id in holds:
-        return "held"
-    d = view.definitions()[stream_id]
-    state = pause_view(d, view.states.get(stream_id))
-    return f"paused ({state.mode})" if state.paused else "running"
+_state = ops.state_of
 
 
 @streams_app.command("status")
@@ -409,23 +300,7 @@ def show(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     console.print_json(json.dumps(out, default=str))
 
 
-def group_progress(kafka: KafkaSettings, group: str, topic: str) -> dict[str, Any]:
-    """Committed offset, end offset and lag per partition of the stream's consumer group."""
-    consumer = new_consumer(kafka, group)
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return {}
-        tps = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = consumer.committed(tps, timeout=10)
-        out = {}
-        for tp in committed:
-            _, high = watermarks(consumer, tp)
-            done = tp.offset if tp.offset >= 0 else None
-            out[str(tp.partition)] = {"committed": done, "end": high, "lag": high - (done or 0)}
-        return out
-    finally:
-        consumer.close()
+group_progress = ops.group_progress
 
 
 @streams_app.command("pause")
@@ -441,15 +316,7 @@ def pause(
 ) -> None:
     """Pause a stream: nothing is sent until ``streams resume``."""
     _, kafka, serde, view = _context()
-    d = _find(view, stream_id)
-    chosen: str = mode or d.pause_mode
-    if chosen not in ("skip", "resume"):
-        raise StreamDefinitionError(f"--mode must be skip or resume, not {chosen!r}")
-    state = view.states.get(stream_id)
-    if state is not None and state["paused"]:
-        raise StreamDefinitionError(f"stream {stream_id!r} is already paused")
-    record = state_record(stream_id, True, chosen, datetime.now(UTC))
-    publish(kafka, STATE_TOPIC, stream_id, serde.encode("StreamState", record))
+    chosen = ops.pause(kafka, serde, view, stream_id, mode)
     console.print(f"stream {stream_id} paused ({chosen})")
 
 
@@ -457,13 +324,8 @@ def pause(
 def resume(stream_id: Annotated[str, typer.Argument(help="stream id")]) -> None:
     """Resume a paused stream; in skip mode the events that arrived during the pause are not sent."""
     _, kafka, serde, view = _context()
-    _find(view, stream_id)
-    state = view.states.get(stream_id)
-    if state is None or not state["paused"]:
-        raise StreamDefinitionError(f"stream {stream_id!r} is not paused")
-    record = state_record(stream_id, False, state["mode"], state["changed_at"])
-    publish(kafka, STATE_TOPIC, stream_id, serde.encode("StreamState", record))
-    console.print(f"stream {stream_id} resumed ({state['mode']})")
+    mode = ops.resume(kafka, serde, view, stream_id)
+    console.print(f"stream {stream_id} resumed ({mode})")
 
 
 @dlq_app.command("list")
@@ -501,17 +363,15 @@ def dlq_redrive(
 ) -> None:
     """Send dead batches again (same moe_request_id) through the running sink's retry path."""
     _, kafka, serde, view = _context()
-    if not ident and not all_:
-        raise DlqError("name the batches to redrive, or pass --all")
-    batches = dlq_ops.read_dlq(kafka, serde, stream)
-    chosen = dlq_ops.select(batches, ident) if ident else batches
-    for b in chosen:
-        _find(view, b.record["stream_id"])
     with Progress(
         TextColumn("redrive"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as bars:
-        task = bars.add_task("redrive", total=len(chosen))
-        done = dlq_ops.redrive(kafka, serde, chosen, lambda _batch: bars.advance(task))
+        task = bars.add_task("redrive", total=None)
+
+        def advanced(total: int) -> None:
+            bars.update(task, total=total, advance=1)
+
+        done = ops.redrive(kafka, serde, view, ident, stream, all_, on_batch=advanced)
     for b in done:
         console.print(f"redriven {b.position} {b.record['stream_id']} {b.record['moe_request_id']}")
     console.print(f"{len(done)} batches redriven")

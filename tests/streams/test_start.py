@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from inflow.config.secrets import SecretBox
-from inflow.sinks.streams.cli import parse_replay_from
 from inflow.sinks.streams.definitions import starting
 from inflow.sinks.streams.exceptions import StreamDefinitionError
+from inflow.sinks.streams.operations import parse_replay_from
 from tests.streams.conftest import SinkThread, enriched, invoke, stream
 from tests.support import wait_for
 

@@ -1,4 +1,4 @@
-"""``inflow worker``: the identity-resolution processors (router and lane stage); ``inflow up`` runs it."""
+"""``inflow worker``: the identity-resolution processors; ``inflow up`` runs it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[
             str | None, typer.Option(help="log level of the libraries: debug, info, warn, error")
         ] = None,
+        metrics_port: Annotated[
+            int | None, typer.Option(help="port of /metrics and /health (default 9102; 0: any free port)")
+        ] = None,
     ) -> None:
         """Run the processors: resolve identities, keep profiles and devices, publish profiles and events.
 
@@ -30,4 +33,4 @@ def register(app: typer.Typer) -> None:
         """
         from inflow.processors.run import run_worker
 
-        run_worker(name=name, data_dir=data_dir, log_level=log_level)
+        run_worker(name=name, data_dir=data_dir, log_level=log_level, metrics_port=metrics_port)

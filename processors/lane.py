@@ -49,12 +49,13 @@ from inflow.kafka.clients import topic_partitions
 from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
+from inflow.observability import worker_metrics as wm
 from inflow.processors import growth, jsoncodec, protocol
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
-from inflow.processors.outputs import Output
+from inflow.processors.outputs import REJECTED, Output
 from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.state import State
@@ -113,6 +114,8 @@ class LaneAgent:
         self.layout_topic = layout_topic  # where a partition complete in the current layout is announced
         self._check: set[int] = set()  # partitions to check against the layout even without records
         self._announced: dict[int, int] = {}  # partition -> partition count announced complete
+        self.heartbeat: Callable[[], None] = lambda: None  # /health: the loop turns
+        self.counts = Counts()
         self.stage = "starting"
         self._restore_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
 
@@ -137,6 +140,7 @@ class LaneAgent:
         )
         try:
             while running():
+                self.heartbeat()
                 if self._opening:
                     await loop.run_in_executor(self._restore_thread, self._open_assigned)
                 if self.restorer.restoring:
@@ -189,6 +193,7 @@ class LaneAgent:
         caused it is rejected, see :meth:`_too_large`), and offsets are committed only after both
         flushes succeeded.
         """
+        started = time.monotonic()
         applied: list[Message] = []
         changes: list[tuple[int, list[list[tuple[bytes, bytes | None]]]]] = []
         groups = _by_partition(batch)
@@ -224,6 +229,7 @@ class LaneAgent:
             for first in [self._first_deferred(tp.partition)]
         ]
         await consumer.commit_sync(offsets)
+        self.counts.publish(self.lanes_topic, time.monotonic() - started, len(self.restorer.restoring))
 
     def _first_deferred(self, partition: int) -> int:
         waiting = self._deferred.get(partition)
@@ -341,6 +347,7 @@ class LaneAgent:
             self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
             return
         outputs = self.processor.process(record_name, record, position, raw=data, slot=slot)
+        self.counts.record(str(record.get("workspace_id") or ""), record_name)
         self._publish(partition, offset, record_name, record, position, outputs)
 
     def _publish(
@@ -366,6 +373,7 @@ class LaneAgent:
             encoded = [self.publisher.encode(output) for output in outputs]
         for output, record_bytes in zip(outputs, encoded, strict=True):
             self.publisher.send(output, record_bytes)
+            self.counts.output(output)
         self.state.stage()
 
     def _too_large(self, outputs: list[Output], encoded: list[Encoded]) -> str | None:
@@ -462,6 +470,51 @@ class LaneAgent:
 
     def owned_lanes(self) -> list[int]:
         return sorted(self.owned)
+
+
+class Counts:
+    """What a batch did, counted in plain dicts and handed to the Prometheus metrics once per batch (a
+    labelled counter per record would cost more than the record)."""
+
+    TYPES = {"UserUpsert": "user", "DeviceUpsert": "device", "EventRecord": "event"}
+
+    def __init__(self) -> None:
+        self.applied: dict[tuple[str, str], int] = {}
+        self.outputs: dict[tuple[str, str], int] = {}
+        self.rejected: dict[tuple[str, str], int] = {}
+        self.merges: dict[str, int] = {}
+
+    def record(self, workspace: str, record_name: str) -> None:
+        key = (workspace, self.TYPES.get(record_name, "other"))
+        self.applied[key] = self.applied.get(key, 0) + 1
+
+    def output(self, output: Output) -> None:
+        workspace = str(output.record.get("workspace_id") or "")
+        if output.topic == REJECTED:
+            key = (workspace, wm.reason_class(str(output.record.get("reason") or "")))
+            self.rejected[key] = self.rejected.get(key, 0) + 1
+        elif output.raw is None:
+            key = (workspace, output.topic)
+            self.outputs[key] = self.outputs.get(key, 0) + 1
+            if output.record.get("event_code") == "MOE_USER_MERGED":
+                self.merges[workspace] = self.merges.get(workspace, 0) + 1
+
+    def publish(self, topic: str, seconds: float, restoring: int) -> None:
+        for (workspace, kind), n in self.applied.items():
+            wm.RECORDS_IN.labels(workspace, topic).inc(n)
+            wm.RECORDS_APPLIED.labels(workspace, kind).inc(n)
+        for (workspace, out), n in self.outputs.items():
+            wm.RECORDS_OUT.labels(workspace, out).inc(n)
+        for (workspace, reason), n in self.rejected.items():
+            wm.REJECTIONS.labels(workspace, reason).inc(n)
+        for workspace, n in self.merges.items():
+            wm.MERGES.labels(workspace).inc(n)
+        wm.BATCH_APPLY.observe(seconds)
+        wm.RESTORING.set(restoring)
+        self.applied.clear()
+        self.outputs.clear()
+        self.rejected.clear()
+        self.merges.clear()
 
 
 def _is_growth_message(data: bytes | None) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.view import CompactedView
+from inflow.observability import worker_metrics as wm
+from inflow.observability.logs import configure_logging
 from inflow.processors.outputs import EVENTS, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.worker import INGEST_TOPICS, LAYOUT_TOPIC, ProcessorsWorker
@@ -24,8 +26,14 @@ WORKSPACE_RECORD = "WorkspaceCredential"
 log = logging.getLogger(__name__)
 
 
-def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | None = None) -> None:
-    """Blocks until SIGTERM / SIGINT; the worker flushes, commits and returns (exit code 0)."""
+def run_worker(
+    name: str | None = None,
+    data_dir: Any = None,
+    log_level: str | None = None,
+    metrics_port: int | None = None,
+) -> None:
+    """Blocks until SIGTERM / SIGINT; the worker flushes, commits and returns (exit code 0). ``/metrics``
+    and ``/health`` are served on ``metrics_port`` (default INFLOW_WORKER_METRICS_PORT, 9102)."""
     rt = Runtime()
     overrides: dict[str, object] = {"name": name, "data_dir": data_dir, "log_level": log_level}
     settings = WorkerSettings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
@@ -83,17 +91,19 @@ def run_worker(name: str | None = None, data_dir: Any = None, log_level: str | N
     # which a loaded host can miss again and again), then followed on the view's thread.
     workspaces.open(WORKSPACES_READY_S).start()
     layouts.open(WORKSPACES_READY_S).start()
+    observed = wm.serve_worker(rt.kafka, port=metrics_port)
+    worker.lane.heartbeat = observed.heartbeat.beat
     try:
         if not workspaces.wait_ready(WORKSPACES_READY_S):
             log.warning("control.workspaces not read in %ss: file settings until then", WORKSPACES_READY_S)
         asyncio.run(worker.run())
     finally:
+        observed.stop()
         workspaces.close()
         layouts.close()
 
 
 def _configure_logging(level: str) -> None:
     """Kafka clients and libraries at ``level``; this package at INFO so lane ownership changes are logged."""
-    name = level.upper().replace("WARN", "WARNING").replace("WARNINGING", "WARNING")
-    logging.basicConfig(level=name, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    configure_logging("worker", level)
     logging.getLogger("inflow.processors").setLevel(logging.INFO)

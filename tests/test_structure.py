@@ -39,7 +39,7 @@ LAYERS = [
     ("inflow.workspaces",),
     COMPONENTS,
     ("inflow.local", "inflow.runtime"),
-    ("inflow.cli", "inflow.supervisor"),
+    ("inflow.cli", "inflow.supervisor", "inflow.demo"),
 ]
 ENTRY_POINTS = ("cli", "run")  # a component's command-line entry modules belong to the CLI layer
 

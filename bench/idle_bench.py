@@ -9,8 +9,10 @@ controller, the S3 server and the gateway), waits until every component is start
 S3 server's pids come from their pid files, the components' from ``inflow up``'s "started NAME (pid N)" lines;
 the CPU of a process's threads is included, that of its children is not (none of them has any).
 
-``--config`` passes a YAML file (``INFLOW_CONFIG``), e.g. with an import whose schedule makes the poller list
-its S3 folder. ``inflow up`` is stopped with SIGTERM by its pid at the end, which stops everything it started.
+``--no-components`` measures the broker and the S3 server alone (what the components' clients cost them is
+the difference). ``--config`` passes a YAML file (``INFLOW_CONFIG``), e.g. with an import whose schedule
+makes the poller list its S3 folder. ``inflow up`` is stopped with SIGTERM by its pid at the end, which stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0, help="settling time after the start")
     parser.add_argument("--config", type=Path, help="INFLOW_CONFIG for the run")
     parser.add_argument("--write", type=Path, help="also write the table (Markdown) to this file")
+    parser.add_argument(
+        "--no-components",
+        action="store_true",
+        help="only the broker and the S3 server (inflow up --no-components)",
+    )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="inflow-idle-"))
@@ -94,7 +101,7 @@ def main() -> None:
     if args.config:
         env["INFLOW_CONFIG"] = str(args.config.resolve())
     up = subprocess.Popen(
-        [sys.executable, "-m", "inflow.cli", "up"],
+        [sys.executable, "-m", "inflow.cli", "up", *(["--no-components"] if args.no_components else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -118,7 +125,8 @@ def main() -> None:
         wait_for(lambda: "all components running" in "".join(log) or up.poll() is not None, 300, "inflow up")
         if up.poll() is not None:
             raise SystemExit("inflow up exited:\n" + "".join(log[-30:]))
-        wait_for(lambda: gateway_healthy(gateway_port), 120, "the gateway")
+        if not args.no_components:
+            wait_for(lambda: gateway_healthy(gateway_port), 120, "the gateway")
         for name, pid_file in (("kafka", home / "kafka" / "kafka.pid"), ("s3", home / "s3" / "weed.pid")):
             pid = pid_from(pid_file)
             if pid is not None:

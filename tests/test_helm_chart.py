@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -414,7 +413,7 @@ def test_an_existing_secret_needs_no_secret_key() -> None:
     assert "kind: Secret" not in result.stdout
 
 
-def test_chart_readme_documents_keda(tmp_path: Path) -> None:
+def test_chart_readme_documents_keda() -> None:
     readme = (CHART / "README.md").read_text()
     for needle in ("ScaledObject", "lagThreshold", "keda.sink.streams", "helm install", "KAFKA_REPLICATION"):
         assert needle in readme, needle

@@ -70,7 +70,7 @@ def _count(url: str) -> dict[str, Any]:
 
 
 def _log(lines: list[str]) -> str:
-    return "".join(lines[-60:])
+    return "".join(lines[-80:])
 
 
 def test_up_demo_delivers_the_bulk_request_and_the_encrypted_file_to_its_receiver(
@@ -93,13 +93,19 @@ def test_up_demo_delivers_the_bulk_request_and_the_encrypted_file_to_its_receive
 
     def delivered() -> dict[str, Any] | None:
         assert proc.poll() is None, f"inflow up exited with {proc.returncode}:\n{_log(lines)}"
-        counts = _count(count_url)
+        try:
+            counts = _count(count_url)
+        except OSError as exc:
+            raise AssertionError(
+                f"{count_url}: {exc}; inflow up ({proc.poll()}) said:\n{_log(lines)}"
+            ) from exc
         return counts if counts["events"] >= expected else None
 
     counts = wait_for(delivered, timeout=240, interval=1.0, what=f"{expected} events at {count_url}")
     assert counts["actions"][EVENT_NAME] == IMPORT_ROWS, counts
     for action in BULK_ACTIONS:
         assert counts["actions"][action] == 2, counts
+    print(_log(lines))  # what a person sees (shown with -s)
     # Stopping by pid stops every component and the receiver.
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(90) == 0

@@ -269,7 +269,7 @@ def test_probes_and_ports(rendered: tuple[dict[str, str], list[dict[str, Any]]])
         main = deployment["spec"]["template"]["spec"]["containers"][0]
         port = expected_ports[component]
         assert [p["containerPort"] for p in main["ports"]] == [port]
-        for probe in ("readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             get = main[probe]["httpGet"]
             assert get["port"] == port
             assert get["path"] == ("/login" if component == "console" else "/health")

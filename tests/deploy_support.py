@@ -70,7 +70,8 @@ def command_exists(argv: list[str]) -> bool:
             return tuple([*path, word]) in PENDING_COMMANDS
         node = found
         path.append(word)
-    return bool(path) and not hasattr(node, "commands")
+    # a leaf command, or a group that runs by itself (``inflow console`` serves; its subcommands manage tokens)
+    return bool(path) and (not hasattr(node, "commands") or bool(getattr(node, "invoke_without_command", False)))
 
 
 def settings_env_names() -> set[str]:

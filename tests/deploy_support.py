@@ -71,7 +71,9 @@ def command_exists(argv: list[str]) -> bool:
         node = found
         path.append(word)
     # a leaf command, or a group that runs by itself (``inflow console`` serves; its subcommands manage tokens)
-    return bool(path) and (not hasattr(node, "commands") or bool(getattr(node, "invoke_without_command", False)))
+    return bool(path) and (
+        not hasattr(node, "commands") or bool(getattr(node, "invoke_without_command", False))
+    )
 
 
 def settings_env_names() -> set[str]:

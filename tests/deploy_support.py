@@ -70,7 +70,7 @@ def command_exists(argv: list[str]) -> bool:
             return tuple([*path, word]) in PENDING_COMMANDS
         node = found
         path.append(word)
-    # a leaf command, or a group that runs by itself (``inflow console`` serves; its subcommands manage tokens)
+    # a leaf command, or a group that runs by itself (`inflow console` serves; subcommands manage tokens)
     return bool(path) and (
         not hasattr(node, "commands") or bool(getattr(node, "invoke_without_command", False))
     )

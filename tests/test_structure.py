@@ -36,7 +36,7 @@ LAYERS = [
     ("inflow.config",),
     ("inflow.schemas",),
     ("inflow.kafka",),
-    ("inflow.workspaces",),
+    ("inflow.workspaces", "inflow.imports"),
     COMPONENTS,
     ("inflow.local", "inflow.runtime"),
     ("inflow.cli", "inflow.supervisor"),

@@ -87,7 +87,12 @@ def poller_command() -> None:
     """Run the S3 import poller: schedules, discovery, ledger-coordinated imports (SIGTERM stops it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = Runtime()
-    poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
+    poller = Poller(
+        rt.kafka,
+        SecretBox.from_settings(rt.paths),
+        default_endpoint=rt.s3.endpoint_url,
+        import_limits={w.id: w.import_limits for w in rt.config.workspaces},
+    )
     for name in sync_yaml_imports(rt, poller.store):
         logging.getLogger(__name__).info("import %s written from the config file", name)
     poller.run_forever()

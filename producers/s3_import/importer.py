@@ -25,7 +25,7 @@ from inflow.config.settings import KafkaSettings
 from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
-from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition
+from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition, ImportType
 from inflow.producers.s3_import.exceptions import (
     FetchError,
     FileFormatError,
@@ -47,15 +47,17 @@ from inflow.producers.s3_import.pgp import (
 from inflow.producers.s3_import.reading import (
     DEFAULT_LIMITS,
     EMPTY_ROW,
+    MAX_COLUMNS,
     CountingReader,
     ReadAhead,
     ReadLimits,
     Row,
+    check_columns,
     reader_for,
     text_stream,
 )
 from inflow.producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
-from inflow.producers.s3_import.runs import FAILED, RunRecord, outcome
+from inflow.producers.s3_import.runs import FAILED, PROCESSING, RunRecord, outcome, outcome_message
 from inflow.producers.s3_import.storage import Folder, S3File, transient_s3_error
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.serde import AvroSerde
@@ -82,6 +84,8 @@ class ImportContext:
     checkpoint_rows: int = CHECKPOINT_ROWS
     limits: ReadLimits = DEFAULT_LIMITS
     gpg_timeout: float = GPG_TIMEOUT
+    max_columns: int = MAX_COLUMNS
+    track_outcomes: bool = False  # True: the run stays PROCESSING until the processors applied its rows
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -175,15 +179,23 @@ class FileImport:
             log.exception("import %s: %s: unexpected error", self.d.name, shown(self.file.name))
             run.finish(FAILED, f"Unexpected error while importing the file: {type(exc).__name__}: {exc}")
         else:
-            status = outcome(run.rows_added, run.rows_failed)
-            message = "" if status == "SUCCESSFUL" else "At least 1 row failed"
-            if status == FAILED:
-                message = "All rows failed"
-            if run.unmapped_columns:
-                message = f"{message}; unmapped columns: {', '.join(run.unmapped_columns)}".lstrip("; ")
-            run.finish(status, message)
+            self._written(run)
         self._upload_report()
         return run
+
+    def _written(self, run: RunRecord) -> None:
+        """Every good row is acknowledged by Kafka. Aux rows are stored then (nothing applies them); users
+        and events rows wait for the processors when outcomes are tracked (``outcomes.py`` ends the run)."""
+        run.rows_written = run.rows_added
+        if self.d.type is ImportType.AUX_DATA:
+            run.aux_data_added_count, run.aux_data_failed_count = run.rows_added, run.rows_failed
+        if self.ctx.track_outcomes and run.rows_written and self.d.type is not ImportType.AUX_DATA:
+            run.rows_added = 0
+            run.status = PROCESSING
+            run.message = f"{run.rows_written} rows written; the processors are applying them"
+            return
+        status = outcome(run.rows_added, run.rows_failed)
+        run.finish(status, outcome_message(status, run.unmapped_columns))
 
     def _raise_if_infrastructure(self, exc: BaseException) -> None:
         fault = infrastructure_fault(exc)
@@ -238,6 +250,7 @@ class FileImport:
         table = read(text_stream(binary), [m.column for m in self.d.mappings], self.ctx.limits)
         mapping = compile_mapping(table.columns, self.d.mappings, UTC, self.d.tz)
         mapping.unmapped_columns = table.unmapped
+        check_columns(table.header, self.ctx.max_columns)
         self._check_mandatory_columns(mapping)
         self.run_record.unmapped_columns = mapping.unmapped_columns
         self._rows(table.rows, mapping)

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from inflow.config.settings import KafkaSettings
+from inflow.imports.aux import aux_partition
+from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
@@ -267,6 +269,8 @@ class FileImport:
         encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
         convert, build, topic = mapping.convert, self.builder.build, self.topic
         produce, check, poll = out.produce, out.check, out.poll
+        if self.d.type is ImportType.AUX_DATA:  # by key to its partition, where a lookup reads it
+            produce = self._aux_producer()
         resume_after, checkpoint_rows = ctx.resume_after, ctx.checkpoint_rows
         last_checkpoint, last_time = resume_after, time.monotonic()
         next_check = CHECK_EVERY
@@ -322,6 +326,15 @@ class FileImport:
         flush_rows(out)
         if ctx.progress:
             ctx.progress(n, self._counter.bytes_read)
+
+    def _aux_producer(self) -> Callable[..., None]:
+        partitions = len(topic_partitions(new_admin(self.out.kafka), self.topic))
+        produce = self.out.produce
+
+        def to_partition(topic: str, value: bytes, key: bytes) -> None:
+            produce(topic, value, key, partition=aux_partition(key, partitions))
+
+        return to_partition
 
     def _encoder(self, sample: dict[str, Any]) -> Callable[[Any], bytes]:
         """The per-file template encoder (checked against fastavro on this first record)."""

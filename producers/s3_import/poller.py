@@ -135,6 +135,7 @@ class Poller:
         self.parked: set[str] = set()  # imports with a file waiting for its row budget: looked at every tick
         self.more_files: set[str] = set()  # imports whose last run stopped at the files-per-run limit
         self._pending_loaded = False
+        self.triggered: dict[str, datetime] = {}  # import -> the API trigger this poller has run
         self.last_due: dict[str, datetime] = {}
         self._owned_seen: set[int] = set()
         self.backoff: dict[str, Backoff] = {}  # by ledger key, or by import name for its listing
@@ -189,6 +190,9 @@ class Poller:
                 )
             elif d.name in self.paused and self.disabled_reason(d) is None:
                 log.info("import %s: workspace %s enabled again, running", d.name, d.workspace_id)
+            elif d.triggered_at is not None and self.triggered.get(d.name) != d.triggered_at:
+                self.triggered[d.name] = d.triggered_at
+                log.info("import %s: run triggered through the API at %s", d.name, d.triggered_at.isoformat())
             elif d.name in self.more_files:
                 log.info("import %s: another run for the files left by the files-per-run limit", d.name)
             elif d.name in self.parked:

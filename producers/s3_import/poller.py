@@ -90,7 +90,9 @@ class Backoff:
 
 
 def too_big(size: int, limit: int) -> str:
-    return f"File size exceeds the limit: {size} bytes, files must be less than {limit // (1024 * 1024)} MB"
+    mb = 1024 * 1024
+    most = f"{limit // mb} MB" if limit % mb == 0 else f"{limit} bytes"
+    return f"File size exceeds the limit: {size} bytes, files must be less than {most}"
 
 
 def default_owner() -> str:

@@ -107,8 +107,11 @@ class OutcomeTracker:
     # --- runs -------------------------------------------------------------------------------------
     def expect(self, run: RunRecord, rows: int) -> None:
         """Track ``run``: ``rows`` is the last row number of the file (outcomes name rows up to it)."""
+        key = f"{run.import_name}/{run.file_name}"
+        if key in self.pending and self.pending[key].run.run_id == run.run_id:
+            return  # already tracked (found again in run history)
         since = int(run.started_at.timestamp() * 1000) - 1000
-        self.pending[f"{run.import_name}/{run.file_name}"] = Pending(
+        self.pending[key] = Pending(
             run, bytearray(rows + 1), written_at=time.monotonic()
         )
         if self._since_ms is None or since < self._since_ms:

@@ -111,9 +111,7 @@ class OutcomeTracker:
         if key in self.pending and self.pending[key].run.run_id == run.run_id:
             return  # already tracked (found again in run history)
         since = int(run.started_at.timestamp() * 1000) - 1000
-        self.pending[key] = Pending(
-            run, bytearray(rows + 1), written_at=time.monotonic()
-        )
+        self.pending[key] = Pending(run, bytearray(rows + 1), written_at=time.monotonic())
         if self._since_ms is None or since < self._since_ms:
             self._open(since)  # an earlier run than the position read from: read again (first one wins)
 

@@ -32,7 +32,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from inflow.config.settings import KafkaSettings
-from inflow.kafka.clients import new_consumer
+from inflow.kafka.clients import new_admin, new_consumer
 from inflow.kafka.consumer import good_messages
 from inflow.producers.s3_import.records import TOPIC
 from inflow.producers.s3_import.runs import RunRecord, outcome, outcome_message
@@ -103,6 +103,16 @@ class OutcomeTracker:
         self._consumer: Consumer | None = None
         self._since_ms: int | None = None
         self.missing: list[str] = []
+
+    def available(self) -> bool:
+        """True when the processors publish outcomes (``processors.outcomes`` exists). Without it, created
+        and updated rows cannot be told apart and a run ends when its rows are written, as before."""
+        topic = self.kafka.topic(TOPIC["processors.outcomes"])
+        try:
+            md = new_admin(self.kafka).list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException:
+            return False
+        return md is not None and md.error is None and bool(md.partitions)
 
     # --- runs -------------------------------------------------------------------------------------
     def expect(self, run: RunRecord, rows: int) -> None:

@@ -128,6 +128,12 @@ class Poller:
             if self.settings.track_outcomes
             else None
         )
+        if self.tracker is not None and not self.tracker.available():
+            log.warning(
+                "%s does not exist: runs end when their rows are written (no created/updated split)",
+                kafka.topic("processors.outcomes"),
+            )
+            self.tracker = None
         self.out = row_producer(kafka)
         self.notifier = Notifier(smtp or SmtpSettings())
         self.workspaces = WorkspaceRegistry(kafka, self.serde).start()  # followed: disable/enable

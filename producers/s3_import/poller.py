@@ -182,6 +182,8 @@ class Poller:
         # the ledger skips the files already imported.
         owned = self.ledger.owned_partitions()
         gained, self._owned_seen = owned - self._owned_seen, owned
+        if gained:  # runs of those partitions may be waiting for their outcomes: look in history again
+            self._pending_loaded = False
         done = []
         for d in list(self.store.definitions.values()):
             if d.archived or self.stop.is_set():
@@ -301,7 +303,8 @@ class Poller:
                     log.exception("poller tick failed")
                 waited = 0.0
                 while waited < self.settings.tick_seconds and not self.stop.is_set():
-                    self.ledger.pump(0.5)
+                    self.ledger.pump(0.2)
+                    self.collect_outcomes(budget_s=0.3)  # outcomes of large files keep flowing in
                     waited += 0.5
         finally:
             self.close()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from confluent_kafka import Message
+
 from inflow.config.settings import KafkaSettings
 from inflow.imports import history
 from inflow.kafka.errors import KafkaFault, Kind
@@ -101,6 +103,11 @@ def outcome_message(status: str, unmapped: list[str]) -> str:
     return message
 
 
+def _stamp(record: dict[str, Any]) -> datetime:
+    """When a run record was written (records of v1 have no stamp: older than any v2 record)."""
+    return record.get("updated_at") or datetime.min.replace(tzinfo=UTC)
+
+
 class RunStore:
     """Writes run records and reads the history of one import."""
 
@@ -136,9 +143,28 @@ class RunStore:
         """Read run history to its end and keep following it (``refresh()``): row budgets and the runs
         whose outcomes are still awaited are read from it."""
         if self._view is None:
-            view = CompactedView(self._kafka, self.topic, name="import-runs", decode=self._decode)
-            view.open(timeout).catch_up(timeout)
+            view = CompactedView(self._kafka, self.topic, name="import-runs", apply=self._apply)
             self._view = view
+            try:
+                view.open(timeout).catch_up(timeout)
+            except BaseException:
+                self._view = None
+                view.close()
+                raise
+
+    def _apply(self, msg: Message) -> None:
+        """Keep the newer record of a run: this poller's own write, already in the table, is not replaced
+        by an older record of the same run that the view reads after it."""
+        assert self._view is not None
+        data, raw = self._view.data, msg.key()
+        key, value = (raw.decode() if raw else ""), msg.value()
+        if value is None:
+            data.pop(key, None)
+            return
+        record = self._decode(value)
+        current = data.get(key)
+        if current is None or _stamp(record) >= _stamp(current):
+            data[key] = record
 
     def refresh(self) -> None:
         if self._view is not None:

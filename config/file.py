@@ -30,6 +30,18 @@ class RateLimits(BaseModel):
     events_per_minute: int = Field(30_000, gt=0)
 
 
+class ImportLimits(BaseModel):
+    """Per-workspace row budgets of file imports, per import type (MoEngage's defaults, §4.4): a file whose
+    rows do not fit in what is left of the hour or the day is parked until they do."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users_rows_per_hour: int = Field(600_000, gt=0)
+    users_rows_per_day: int = Field(14_000_000, gt=0)
+    events_rows_per_hour: int = Field(5_000_000, gt=0)
+    events_rows_per_day: int = Field(40_000_000, gt=0)
+
+
 class WorkspaceConfig(BaseModel):
     """A workspace declared in the file; its data API key is stored hashed by the gateway."""
 
@@ -43,6 +55,7 @@ class WorkspaceConfig(BaseModel):
     identifier_exceptions: dict[str, list[str]] = Field(default_factory=dict)
     merge_priority_attribute: str | None = None
     rate_limits: RateLimits = Field(default_factory=RateLimits)
+    import_limits: ImportLimits = Field(default_factory=ImportLimits)
 
 
 class InflowFile(BaseModel):

@@ -55,7 +55,7 @@ from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
-from inflow.processors.outputs import REJECTED, Output
+from inflow.processors.outputs import OUTCOMES, PROFILES, REJECTED, Output
 from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.state import State
@@ -347,6 +347,8 @@ class LaneAgent:
             self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
             return
         outputs = self.processor.process(record_name, record, position, raw=data, slot=slot)
+        if record.get("origin"):
+            outputs += outcome_of(record_name, record, outputs, self.processor.clock())
         self.counts.record(str(record.get("workspace_id") or ""), record_name)
         self._publish(partition, offset, record_name, record, position, outputs)
 
@@ -470,6 +472,33 @@ class LaneAgent:
 
     def owned_lanes(self) -> list[int]:
         return sorted(self.owned)
+
+
+def outcome_of(record_name: str, record: dict[str, Any], outputs: list[Output], now: int) -> list[Output]:
+    """The RecordOutcome of an applied file row (the importer's run history counts users created and
+    updated, events added): none for a row forwarded to another partition (its outcome comes from there),
+    a duplicate (nothing applied) or a rejection (the poller reads processors.rejected)."""
+    if not outputs or any(o.topic == REJECTED or o.raw is not None for o in outputs):
+        return []
+    if record_name == "EventRecord":
+        outcome = "added"
+    elif record_name == "UserUpsert":
+        created = any(o.topic == PROFILES and o.record.get("revision") == 1 for o in outputs)
+        outcome = "created" if created else "updated"
+    else:
+        return []
+    ws = str(record.get("workspace_id") or "")
+    value = {
+        "workspace_id": ws,
+        "event_uuid": str(record.get("event_uuid") or ""),
+        "record_name": record_name,
+        "origin": str(record["origin"]),
+        "request_id": record.get("request_id"),
+        "outcome": outcome,
+        "reason": "",
+        "applied_at": now,
+    }
+    return [Output(OUTCOMES, ws.encode(), "RecordOutcome", value)]
 
 
 class Counts:

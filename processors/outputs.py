@@ -9,6 +9,7 @@ INGEST = "ingest.records"
 PROFILES = "profiles"
 EVENTS = "events"
 REJECTED = "processors.rejected"
+OUTCOMES = "processors.outcomes"  # RecordOutcome: what became of each imported file row
 PROTOCOL = "protocol"  # record_name of a worker protocol message (already encoded, in ``raw``)
 
 

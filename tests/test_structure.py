@@ -36,7 +36,7 @@ LAYERS = [
     ("inflow.config",),
     ("inflow.schemas",),
     ("inflow.kafka",),
-    ("inflow.workspaces",),
+    ("inflow.workspaces", "inflow.imports"),
     ("inflow.observability",),
     COMPONENTS,
     ("inflow.local", "inflow.runtime"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from inflow.producers.bulk_api.elements import TV_OS_TYPES
+from inflow.producers.bulk_api.file_imports import OPENAPI_PATHS
 from inflow.producers.bulk_api.management import (
     ACTION_TYPES,
     DEVICE_IDENTIFIER_TYPES,
@@ -437,5 +438,6 @@ def openapi_document(settings: GatewaySettings) -> dict[str, Any]:
                 _ref("ExportResponse"),
                 "Answered from the profile store; 503 until it is caught up.",
             ),
-        },
+        }
+        | OPENAPI_PATHS,  # the File Imports API and the aux lookup (file_imports.py)
     }

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from inflow.producers.bulk_api import file_imports
 from inflow.producers.bulk_api.context import RequestContext, client_address, new_request_id
 from inflow.producers.bulk_api.elements import Outgoing, Validated
 from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError, RecordRejected
@@ -455,4 +456,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/health", h.health, name="health")
     app.router.add_get("/metrics", h.metrics, name="metrics")
     app.router.add_get("/openapi.json", h.openapi, name="openapi")
+    file_imports.register(
+        app, gateway
+    )  # File Imports API and aux lookup (producers/bulk_api/file_imports.py)
     return app

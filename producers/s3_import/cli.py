@@ -17,6 +17,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 
 from inflow.config.secrets import SecretBox
+from inflow.imports.aux import lookup_aux
+from inflow.imports.history import file_item
 from inflow.producers.s3_import.definition import ImportDefinition, parse_definition
 from inflow.producers.s3_import.exceptions import DefinitionError
 from inflow.producers.s3_import.follow import FileState, RunFollower
@@ -83,7 +85,7 @@ def sync_yaml_imports(rt: Runtime, store: DefinitionStore) -> list[str]:
 
 
 def _same(a: ImportDefinition, b: ImportDefinition) -> bool:
-    skip = {"created_at", "archived", "manifest"}
+    skip = {"created_at", "archived", "manifest", "triggered_at"}
     return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
 
 
@@ -99,7 +101,12 @@ def poller_command(
 
     configure_logging("poller")
     rt = Runtime()
-    poller = Poller(rt.kafka, SecretBox.from_settings(rt.paths), default_endpoint=rt.s3.endpoint_url)
+    poller = Poller(
+        rt.kafka,
+        SecretBox.from_settings(rt.paths),
+        default_endpoint=rt.s3.endpoint_url,
+        import_limits={w.id: w.import_limits for w in rt.config.workspaces},
+    )
     served = serve_component(
         "poller",
         port=metrics_port,
@@ -154,26 +161,51 @@ def list_imports() -> None:
 
 
 @imports_app.command("show")
-def show(name: str) -> None:
+def show(
+    name: str,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the import and its run history as JSON, for machines")
+    ] = False,
+) -> None:
     """Show one import (secrets masked) and its per-file run history."""
     rt = Runtime()
     d = _store(rt).get(name)
+    runs = RunStore(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).history(name)
+    items = [file_item(r) for r in runs]
+    if as_json:
+        typer.echo(json.dumps({"import": d.public_dict(), "files": items}, default=str))
+        return
     console.print_json(json.dumps(d.public_dict(), default=str))
     table = Table(
-        "file", "size", "started", "completed", "total", "added", "failed", "skipped", "status", "message"
+        "file",
+        "size",
+        "scheduled",
+        "completed",
+        "total",
+        "added",
+        "updated",
+        "failed",
+        "skipped",
+        "aux added",
+        "aux failed",
+        "status",
+        "message",
     )
-    for r in RunStore(rt.kafka, AvroSerde(rt.kafka.schema_registry_url)).history(name):
+    for r, item in zip(runs, items, strict=True):
         table.add_row(
-            shown(r["file_name"]),
-            str(r["file_size"]),
-            str(r["started_at"]),
-            str(r["completed_at"] or "-"),
-            str(r["rows_total"]),
-            str(r["rows_added"]),
-            str(r["rows_failed"]),
-            str(r["rows_skipped"]),
+            shown(item["file_name"]),
+            item["file_size"],
+            str(item["scheduled_at"]),
+            str(item["completed_at"] or "-"),
+            str(item["total_rows"]),
+            str(item["added_rows"]),
+            str(item["updated_rows"]),
+            str(item["failed_rows"]),
+            str(item["skipped_rows"]),
+            str(item["aux_data_added_count"]),
+            str(item["aux_data_failed_count"]),
             r["status"],
-            shown(r["message"]),
+            shown(item["status_msg"]),
         )
     console.print(table)
 
@@ -368,7 +400,22 @@ def archive(name: str) -> None:
     console.print(f"archived import {name}")
 
 
+aux_app = typer.Typer(help="Auxiliary data imported from files, by key.", no_args_is_help=True)
+
+
+@aux_app.command("get")
+def aux_get(workspace_id: str, key: str) -> None:
+    """Print the latest auxiliary data row of KEY in WORKSPACE_ID as JSON (exit 1 when there is none)."""
+    rt = Runtime()
+    item = lookup_aux(rt.kafka, AvroSerde(rt.kafka.schema_registry_url), workspace_id, key)
+    if item is None:
+        console.print(f"[red]no auxiliary data with key {key!r} in workspace {workspace_id}[/]")
+        raise typer.Exit(1)
+    typer.echo(json.dumps(item))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``inflow poller`` and ``inflow imports ...`` to the main CLI."""
+    """Add ``inflow poller``, ``inflow imports ...`` and ``inflow aux ...`` to the main CLI."""
     app.command("poller")(poller_command)
     app.add_typer(imports_app, name="imports")
+    app.add_typer(aux_app, name="aux")

@@ -109,6 +109,9 @@ class ImportDefinition(BaseModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     created_at: AwareDatetime | None = None
     archived: bool = False
+    triggered_at: AwareDatetime | None = Field(
+        None, description="last run requested through the File Imports API (pollers run the import once)"
+    )
 
     @field_validator("folder")
     @classmethod

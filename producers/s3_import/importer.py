@@ -22,10 +22,12 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from inflow.config.settings import KafkaSettings
+from inflow.imports.aux import aux_partition
+from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
-from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition
+from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition, ImportType
 from inflow.producers.s3_import.exceptions import (
     FetchError,
     FileFormatError,
@@ -47,15 +49,17 @@ from inflow.producers.s3_import.pgp import (
 from inflow.producers.s3_import.reading import (
     DEFAULT_LIMITS,
     EMPTY_ROW,
+    MAX_COLUMNS,
     CountingReader,
     ReadAhead,
     ReadLimits,
     Row,
+    check_columns,
     reader_for,
     text_stream,
 )
 from inflow.producers.s3_import.records import RECORD_BY_TYPE, TOPIC_BY_TYPE, RecordBuilder
-from inflow.producers.s3_import.runs import FAILED, RunRecord, outcome
+from inflow.producers.s3_import.runs import FAILED, PROCESSING, RunRecord, outcome, outcome_message
 from inflow.producers.s3_import.storage import Folder, S3File, transient_s3_error
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.serde import AvroSerde
@@ -82,6 +86,8 @@ class ImportContext:
     checkpoint_rows: int = CHECKPOINT_ROWS
     limits: ReadLimits = DEFAULT_LIMITS
     gpg_timeout: float = GPG_TIMEOUT
+    max_columns: int = MAX_COLUMNS
+    track_outcomes: bool = False  # True: the run stays PROCESSING until the processors applied its rows
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -175,15 +181,23 @@ class FileImport:
             log.exception("import %s: %s: unexpected error", self.d.name, shown(self.file.name))
             run.finish(FAILED, f"Unexpected error while importing the file: {type(exc).__name__}: {exc}")
         else:
-            status = outcome(run.rows_added, run.rows_failed)
-            message = "" if status == "SUCCESSFUL" else "At least 1 row failed"
-            if status == FAILED:
-                message = "All rows failed"
-            if run.unmapped_columns:
-                message = f"{message}; unmapped columns: {', '.join(run.unmapped_columns)}".lstrip("; ")
-            run.finish(status, message)
+            self._written(run)
         self._upload_report()
         return run
+
+    def _written(self, run: RunRecord) -> None:
+        """Every good row is acknowledged by Kafka. Aux rows are stored then (nothing applies them); users
+        and events rows wait for the processors when outcomes are tracked (``outcomes.py`` ends the run)."""
+        run.rows_written = run.rows_added
+        if self.d.type is ImportType.AUX_DATA:
+            run.aux_data_added_count, run.aux_data_failed_count = run.rows_added, run.rows_failed
+        if self.ctx.track_outcomes and run.rows_written and self.d.type is not ImportType.AUX_DATA:
+            run.rows_added = 0
+            run.status = PROCESSING
+            run.message = f"{run.rows_written} rows written; the processors are applying them"
+            return
+        status = outcome(run.rows_added, run.rows_failed)
+        run.finish(status, outcome_message(status, run.unmapped_columns))
 
     def _raise_if_infrastructure(self, exc: BaseException) -> None:
         fault = infrastructure_fault(exc)
@@ -238,6 +252,7 @@ class FileImport:
         table = read(text_stream(binary), [m.column for m in self.d.mappings], self.ctx.limits)
         mapping = compile_mapping(table.columns, self.d.mappings, UTC, self.d.tz)
         mapping.unmapped_columns = table.unmapped
+        check_columns(table.header, self.ctx.max_columns)
         self._check_mandatory_columns(mapping)
         self.run_record.unmapped_columns = mapping.unmapped_columns
         self._rows(table.rows, mapping)
@@ -254,6 +269,8 @@ class FileImport:
         encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
         convert, build, topic = mapping.convert, self.builder.build, self.topic
         produce, check, poll = out.produce, out.check, out.poll
+        if self.d.type is ImportType.AUX_DATA:  # by key to its partition, where a lookup reads it
+            produce = self._aux_producer()
         resume_after, checkpoint_rows = ctx.resume_after, ctx.checkpoint_rows
         last_checkpoint, last_time = resume_after, time.monotonic()
         next_check = CHECK_EVERY
@@ -309,6 +326,15 @@ class FileImport:
         flush_rows(out)
         if ctx.progress:
             ctx.progress(n, self._counter.bytes_read)
+
+    def _aux_producer(self) -> Callable[..., None]:
+        partitions = len(topic_partitions(new_admin(self.out.kafka), self.topic))
+        produce = self.out.produce
+
+        def to_partition(topic: str, value: bytes, key: bytes) -> None:
+            produce(topic, value, key, partition=aux_partition(key, partitions))
+
+        return to_partition
 
     def _encoder(self, sample: dict[str, Any]) -> Callable[[Any], bytes]:
         """The per-file template encoder (checked against fastavro on this first record)."""

@@ -16,18 +16,22 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 from tenacity import RetryCallState, Retrying, wait_exponential
 
+from inflow.config.file import ImportLimits
 from inflow.config.secrets import SecretBox
 from inflow.config.settings import KafkaSettings
+from inflow.imports.history import IMPORT_TYPES
 from inflow.kafka.errors import KafkaFault, Kind
 from inflow.observability.health import Heartbeat
+from inflow.producers.s3_import.budgets import check_budget
 from inflow.producers.s3_import.definition import ImportDefinition
 from inflow.producers.s3_import.exceptions import (
     FetchError,
@@ -35,14 +39,30 @@ from inflow.producers.s3_import.exceptions import (
     OwnershipLost,
     S3ImportError,
 )
-from inflow.producers.s3_import.importer import FileImport, ImportContext, ProgressFn, row_producer
+from inflow.producers.s3_import.importer import (
+    FileImport,
+    ImportContext,
+    ProgressFn,
+    infrastructure_fault,
+    row_producer,
+)
 from inflow.producers.s3_import.ledger import CLAIMED, DONE, Ledger, ledger_key, partition_for
 from inflow.producers.s3_import.metrics import FILE_SECONDS, FILES, FILES_RUNNING
 from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
+from inflow.producers.s3_import.outcomes import OutcomeTracker, pending_from_history
 from inflow.producers.s3_import.progress import FileProgress
 from inflow.producers.s3_import.reading import ReadLimits
-from inflow.producers.s3_import.runs import RETRYING, WAITING, RunRecord, RunStore, run_id_for
+from inflow.producers.s3_import.runs import (
+    FAILED,
+    PROCESSING,
+    QUEUED,
+    RETRYING,
+    WAITING,
+    RunRecord,
+    RunStore,
+    run_id_for,
+)
 from inflow.producers.s3_import.settings import PollerSettings, SmtpSettings
 from inflow.producers.s3_import.storage import Folder, S3File
 from inflow.producers.s3_import.store import DefinitionStore
@@ -72,6 +92,12 @@ class Backoff:
     reason: str
 
 
+def too_big(size: int, limit: int) -> str:
+    mb = 1024 * 1024
+    most = f"{limit // mb} MB" if limit % mb == 0 else f"{limit} bytes"
+    return f"File size exceeds the limit: {size} bytes, files must be less than {most}"
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -88,8 +114,10 @@ class Poller:
         settings: PollerSettings | None = None,
         smtp: SmtpSettings | None = None,
         serde: AvroSerde | None = None,
+        import_limits: Mapping[str, ImportLimits] | None = None,
     ) -> None:
         self.settings = settings or PollerSettings()
+        self.import_limits = dict(import_limits or {})  # per workspace; MoEngage's defaults otherwise
         self.serde = serde or AvroSerde(kafka.schema_registry_url)
         self.kafka = kafka
         self.default_endpoint = default_endpoint
@@ -97,11 +125,28 @@ class Poller:
         self.store = DefinitionStore(kafka, self.serde, box)
         self.ledger = Ledger(kafka, self.serde, self.owner, self.settings.group_id)
         self.runs = RunStore(kafka, self.serde)
+        self.runs.follow()  # row budgets and runs awaiting the processors are read from run history
+        self.tracker = (
+            OutcomeTracker(kafka, self.serde, self.settings.apply_timeout_seconds)
+            if self.settings.track_outcomes
+            else None
+        )
+        if self.tracker is not None and not self.tracker.available():
+            log.warning(
+                "%s does not exist: runs end when their rows are written (no created/updated split)",
+                kafka.topic("processors.outcomes"),
+            )
+            self.tracker = None
         self.out = row_producer(kafka)
         self.notifier = Notifier(smtp or SmtpSettings())
         self.workspaces = WorkspaceRegistry(kafka, self.serde).start()  # followed: disable/enable
         self.paused: set[str] = set()  # imports whose workspace is disabled: run again once enabled
-        self._waiting_written: set[str] = set()  # ledger keys whose WAITING run record is written
+        self._waiting_written: dict[str, str] = {}  # ledger key -> reason of its written WAITING record
+        self._queued_written: set[str] = set()  # ledger keys whose QUEUED run record is written
+        self.parked: set[str] = set()  # imports with a file waiting for its row budget: looked at every tick
+        self.more_files: set[str] = set()  # imports whose last run stopped at the files-per-run limit
+        self._pending_loaded = False
+        self.triggered: dict[str, datetime] = {}  # import -> the API trigger this poller has run
         self.last_due: dict[str, datetime] = {}
         self._owned_seen: set[int] = set()
         self.backoff: dict[str, Backoff] = {}  # by ledger key, or by import name for its listing
@@ -135,12 +180,16 @@ class Poller:
         now = now or datetime.now(UTC)
         self.store.refresh()
         self.ledger.pump(0)
+        self.runs.refresh()
+        self.collect_outcomes()
         # Ledger partitions this poller came to own since the last tick (at start, after a rebalance or a
         # broker outage): files of theirs that fell due while nobody owned them were skipped as not owned,
         # and a one-time schedule never falls due again. Every import that has fallen due is looked at again;
         # the ledger skips the files already imported.
         owned = self.ledger.owned_partitions()
         gained, self._owned_seen = owned - self._owned_seen, owned
+        if gained:  # runs of those partitions may be waiting for their outcomes: look in history again
+            self._pending_loaded = False
         done = []
         for d in list(self.store.definitions.values()):
             if d.archived or self.stop.is_set():
@@ -157,6 +206,13 @@ class Poller:
                 )
             elif d.name in self.paused and self.disabled_reason(d) is None:
                 log.info("import %s: workspace %s enabled again, running", d.name, d.workspace_id)
+            elif d.triggered_at is not None and self.triggered.get(d.name) != d.triggered_at:
+                self.triggered[d.name] = d.triggered_at
+                log.info("import %s: run triggered through the API at %s", d.name, d.triggered_at.isoformat())
+            elif d.name in self.more_files:
+                log.info("import %s: another run for the files left by the files-per-run limit", d.name)
+            elif d.name in self.parked:
+                log.debug("import %s: looking at files parked for the row budget", d.name)
             elif not self._retry_due(d.name):
                 continue
             else:
@@ -170,6 +226,52 @@ class Poller:
         if workspace is not None and workspace.disabled:
             return f"workspace {d.workspace_id} is disabled: the file waits until it is enabled"
         return None
+
+    # --- outcomes of written rows -----------------------------------------------------------------
+    def collect_outcomes(self, budget_s: float = 1.0) -> list[RunRecord]:
+        """Count the processors' outcomes into the runs awaiting them; end and report the complete ones."""
+        if self.tracker is None:
+            return []
+        if not self._pending_loaded and self.ledger.owned_partitions():
+            self._pending_loaded = True
+            self._track_pending()
+        ended, progressed = self.tracker.pump(0, budget_s=budget_s)
+        for run in progressed:
+            self._write_run(run)
+        for run in ended:
+            self._write_run(run)
+            log.info(
+                "import %s: %s %s: %d rows, %d added, %d updated, %d failed, %d skipped %s",
+                run.import_name,
+                run.file_name,
+                run.status,
+                run.rows_total,
+                run.rows_added,
+                run.rows_updated,
+                run.rows_failed,
+                run.rows_skipped,
+                run.message,
+            )
+            d = self.store.definitions.get(run.import_name)
+            if d is not None:
+                self._notify(partial(run_message, d, run, self.notifier.settings.sender))
+        return ended
+
+    def _track_pending(self) -> None:
+        """Runs in history whose rows were written (by this poller before a restart, or by another one
+        whose ledger partition this poller now owns) and whose outcomes are not all counted."""
+        assert self.tracker is not None
+        for run in pending_from_history(self.runs.latest()):
+            bucket, _, folder = run.folder.partition("/")
+            if self.ledger.owns(ledger_key(run.import_name, bucket, folder, run.file_name)):
+                rows = max(run.rows_total, run.rows_written + run.rows_failed + run.rows_skipped)
+                self.tracker.expect(run, rows)
+
+    def _write_run(self, run: RunRecord) -> None:
+        try:
+            self.runs.write(run)
+        except S3ImportError as exc:
+            log.warning("import %s: run history not written: %s", run.import_name, exc)
 
     # --- retries after S3 or Kafka outages --------------------------------------------------------
     def _retry_due(self, name: str) -> bool:
@@ -208,7 +310,8 @@ class Poller:
                 waited = 0.0
                 while waited < self.settings.tick_seconds and not self.stop.is_set():
                     self.heartbeat.beat()
-                    self.ledger.pump(0.5)
+                    self.ledger.pump(0.2)
+                    self.collect_outcomes(budget_s=0.3)  # outcomes of large files keep flowing in
                     waited += 0.5
         finally:
             self.close()
@@ -242,9 +345,10 @@ class Poller:
             log.warning("import %s: %s", d.name, disabled)
         else:
             self.paused.discard(d.name)
+        self.more_files.discard(d.name)
+        self.parked.discard(d.name)
+        todo: list[tuple[S3File, str, Any]] = []
         for file in files:
-            if self.stop.is_set():
-                break
             key = ledger_key(d.name, d.bucket, d.folder, file.name)
             name = shown(file.name)
             waiting = self.backoff.get(key)
@@ -265,29 +369,127 @@ class Poller:
                 summary.skipped[name] = disabled
                 self._write_waiting(d, file, key, decision.attempt, disabled)
                 continue
-            self._waiting_written.discard(key)
-            log.info("import %s: %s: %s", d.name, name, decision.reason)
-            claimed = (decision.entry or {}).get("etag")  # set when the file was claimed before
-            if claimed and claimed != file.etag:  # resume the version claimed: a replaced file fails
-                file = replace(file, etag=claimed)
-            try:
-                run = self._import_file(
-                    d, folder, file, key, decision.attempt, decision.resume_after, progress
-                )
-            except OwnershipLost as exc:
-                log.warning("import %s: %s", d.name, exc)
-                summary.not_owned.append(name)
-                continue
-            except InfrastructureFault as exc:
-                summary.files.append(self._retry_later(d, file, key, decision.attempt, exc))
-                continue
-            self.backoff.pop(key, None)
-            summary.files.append(run)
+            todo.append((file, key, decision))
+        limit = self.settings.max_files_per_run
+        for file, key, decision in todo[limit:]:  # MoEngage takes at most 250 files per run
+            reason = f"More than {limit} files in one run: this file is imported by the next run"
+            summary.skipped[shown(file.name)] = reason
+            self._write_queued(d, file, key, decision.attempt, reason)
+            self.more_files.add(d.name)
+        todo = todo[:limit]
+        for file, key, decision in todo:
+            self._write_queued(d, file, key, decision.attempt, "")
+        for file, key, decision in todo:
+            if self.stop.is_set():
+                break
+            run = self._one_file(d, folder, file, key, decision, summary, progress)
+            if run is not None:
+                summary.files.append(run)
         return summary
 
+    def _one_file(
+        self,
+        d: ImportDefinition,
+        folder: Folder,
+        file: S3File,
+        key: str,
+        decision: Any,
+        summary: RunSummary,
+        progress: Callable[[S3File], ProgressFn | None] | None,
+    ) -> RunRecord | None:
+        """Import one file of a run after the file-level checks (size, row budget); None when it waits."""
+        name = shown(file.name)
+        self.ledger.pump(0)
+        if not self.ledger.owns(key):
+            summary.not_owned.append(name)
+            return None
+        if file.size > self.settings.max_file_bytes:
+            return self._fail_file(
+                d, file, key, decision.attempt, too_big(file.size, self.settings.max_file_bytes)
+            )
+        try:
+            verdict = check_budget(
+                d,
+                folder,
+                file,
+                self.import_limits.get(d.workspace_id, ImportLimits()),
+                self.runs.latest(),
+                datetime.now(UTC),
+                self.settings.gpg_timeout_seconds,
+            )
+        except InfrastructureFault as exc:
+            return self._retry_later(d, file, key, decision.attempt, exc)
+        except Exception as exc:  # the file's own problem: importing it fails it with the reason
+            fault = infrastructure_fault(exc)
+            if fault is not None:
+                return self._retry_later(d, file, key, decision.attempt, fault)
+            log.info("import %s: %s: rows not counted (%s); importing", d.name, name, exc)
+        else:
+            if verdict.fail:
+                return self._fail_file(d, file, key, decision.attempt, verdict.fail)
+            if verdict.park:
+                summary.skipped[name] = verdict.park
+                self.parked.add(d.name)
+                self._write_waiting(d, file, key, decision.attempt, verdict.park)
+                return None
+        self._waiting_written.pop(key, None)
+        self._queued_written.discard(key)
+        log.info("import %s: %s: %s", d.name, name, decision.reason)
+        claimed = (decision.entry or {}).get("etag")  # set when the file was claimed before
+        if claimed and claimed != file.etag:  # resume the version claimed: a replaced file fails
+            file = replace(file, etag=claimed)
+        try:
+            run = self._import_file(d, folder, file, key, decision.attempt, decision.resume_after, progress)
+        except OwnershipLost as exc:
+            log.warning("import %s: %s", d.name, exc)
+            summary.not_owned.append(name)
+            return None
+        except InfrastructureFault as exc:
+            return self._retry_later(d, file, key, decision.attempt, exc)
+        self.backoff.pop(key, None)
+        return run
+
+    def _fail_file(self, d: ImportDefinition, file: S3File, key: str, attempt: int, reason: str) -> RunRecord:
+        """The file fails as a whole before a row is read: ledger DONE FAILED, run history says why."""
+        run = self._run_record(d, file, attempt)
+        run.finish(FAILED, reason)
+        folder = f"{d.bucket}/{d.folder}"
+        self.ledger.write(
+            key,
+            self.ledger.entry(
+                import_name=d.name,
+                folder=folder,
+                file_name=file.name,
+                state=DONE,
+                run_id=run.run_id,
+                claimed_at=run.started_at,
+                status=FAILED,
+                etag=file.etag,
+                attempts=attempt,
+            ),
+        )
+        self._write_run(run)
+        self.backoff.pop(key, None)
+        self._waiting_written.pop(key, None)
+        self._queued_written.discard(key)
+        log.warning("import %s: %s FAILED: %s", d.name, run.file_name, reason)
+        self._notify(lambda: run_message(d, run, self.notifier.settings.sender))
+        return run
+
+    def _write_queued(self, d: ImportDefinition, file: S3File, key: str, attempt: int, reason: str) -> None:
+        """A QUEUED run record (once per file and reason): the file waits for the files before it."""
+        if key in self._queued_written:
+            return
+        run = self._run_record(d, file, attempt)
+        run.status, run.message = QUEUED, reason
+        self._write_run(run)
+        self._queued_written.add(key)
+
     def _write_waiting(self, d: ImportDefinition, file: S3File, key: str, attempt: int, reason: str) -> None:
-        """A WAITING run record (once per file): the run that will import it later overwrites it."""
-        if key in self._waiting_written:
+        """A WAITING run record (once per file and kind of reason): the run that imports it later
+        overwrites it."""
+        kind = reason.split(":", 1)[0]
+        if self._waiting_written.get(key) == kind:
             return
         run = self._run_record(d, file, attempt)
         run.status, run.message = WAITING, reason
@@ -297,7 +499,7 @@ class Poller:
             log.warning("import %s: run history not written: %s", d.name, exc)
             return
         FILES.labels(d.workspace_id, d.name, WAITING).inc()
-        self._waiting_written.add(key)
+        self._waiting_written[key] = kind
 
     def _run_record(self, d: ImportDefinition, file: S3File, attempt: int) -> RunRecord:
         folder = f"{d.bucket}/{d.folder}"
@@ -308,6 +510,9 @@ class Poller:
             shown(file.name),
             file.size,
             datetime.now(UTC),
+            workspace_id=d.workspace_id,
+            import_type=IMPORT_TYPES[d.type.value],
+            attempt=attempt,
         )
 
     def _retry_later(
@@ -316,6 +521,14 @@ class Poller:
         """Run history shows the file RETRYING with the reason; its ledger entry stays CLAIMED at the last
         checkpoint, so the retry (by this poller or the next owner) resumes there."""
         wait = self._back_off(key, str(exc))
+        attempts = self.settings.transient_attempts
+        if wait.failures >= attempts:  # MoEngage: up to 30 attempts, then FAILED for good
+            try:
+                return self._fail_file(d, file, key, attempt, f"Failed after {attempts} attempts: {exc}")
+            except (S3ImportError, KafkaFault) as lost:  # Kafka is still away: keep retrying
+                if isinstance(lost, KafkaFault) and lost.kind is Kind.FATAL:
+                    raise
+                log.warning("import %s: %s: not marked FAILED yet: %s", d.name, shown(file.name), lost)
         run = self._run_record(d, file, attempt)
         run.status = RETRYING
         run.message = f"{exc}; retry {wait.failures} in {wait.at - time.monotonic():.0f} s"
@@ -349,7 +562,8 @@ class Poller:
             "attempts": attempt,
         }
         self.ledger.write(key, self.ledger.entry(state=CLAIMED, rows_acked=resume_after, **entry_args))
-        run = RunRecord(run_id, d.name, f"{d.bucket}/{d.folder}", shown(file.name), file.size, started)
+        run = self._run_record(d, file, attempt)
+        run.run_id, run.started_at, run.status = run_id, started, PROCESSING
         self.runs.write(run)
         partition = partition_for(key, self.ledger.partitions)
         owned = [True]
@@ -358,6 +572,8 @@ class Poller:
             checkpoint_rows=self.settings.checkpoint_rows,
             limits=ReadLimits(self.settings.max_line_chars, self.settings.max_json_depth),
             gpg_timeout=self.settings.gpg_timeout_seconds,
+            max_columns=self.settings.max_columns,
+            track_outcomes=self.tracker is not None,
         )
         job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
         tracker = FileProgress(
@@ -425,6 +641,9 @@ class Poller:
             run.rows_skipped,
             run.message,
         )
+        if run.status == PROCESSING and self.tracker is not None:  # ends once the processors applied it
+            self.tracker.expect(run, job.last_row)
+            return run
         self._notify(lambda: run_message(d, run, self.notifier.settings.sender))
         return run
 
@@ -441,6 +660,8 @@ class Poller:
             return
         self._closed = True
         self.out.close(30)
+        if self.tracker is not None:
+            self.tracker.close()
         self.workspaces.stop()
         self.ledger.close()
         self.store.close()

@@ -37,6 +37,8 @@ NOT_UTF8 = (
     "File is in an unsupported format or contains invalid characters. Please save it as UTF-8 and re-upload"
 )
 CELL_TOO_LARGE = "Column value found larger than the max size-limit (check opening/closing quotes in a row)"
+FIELD_LIMIT = "Field larger than field limit"  # MoEngage's message for a cell over 128 KB
+MAX_COLUMNS = 100  # MoEngage: 100 columns for users, 100 per event
 CRLF = "Only \\n line endings are supported: the file uses Windows \\r\\n line endings"
 
 
@@ -153,6 +155,23 @@ def check_header(header: Sequence[str]) -> None:
         raise FileFormatError(f"Duplicate column names in the header: {', '.join(dupes)}")
 
 
+def cell_too_large(where: str) -> str:
+    return f"{FIELD_LIMIT} ({CELL_LIMIT} characters, 128 KB): {where}. {CELL_TOO_LARGE}"
+
+
+def data_columns(header: Sequence[str]) -> int:
+    """Columns of a file as MoEngage counts them: an NDJSON object flattened into ``a.b`` columns counts
+    its leaves, not the object itself."""
+    parents = {h.split(".", 1)[0] for h in header if "." in h}
+    return sum(1 for h in header if h not in parents)
+
+
+def check_columns(header: Sequence[str], limit: int = MAX_COLUMNS) -> None:
+    n = data_columns(header)
+    if n > limit:
+        raise FileFormatError(f"The file has {n} columns: at most {limit} columns are supported per file")
+
+
 def line_too_long(limit: int, where: str) -> FileFormatError:
     return FileFormatError(f"Line too long: {where} is longer than {limit} characters")
 
@@ -199,7 +218,7 @@ def _csv_rows(text: io.TextIOWrapper, width: int, max_line: int = MAX_LINE) -> I
             raise decode_error(exc) from exc
         except csv.Error as exc:
             if "field larger than field limit" in str(exc):
-                raise FileFormatError(f"{CELL_TOO_LARGE}: data row {number + 1}") from exc
+                raise FileFormatError(cell_too_large(f"data row {number + 1}")) from exc
             raise FileFormatError(f"Cannot parse the CSV at data row {number + 1}: {exc}") from exc
         number += 1
         counter[0] = number
@@ -313,7 +332,14 @@ def _ndjson_objects(
         if not isinstance(obj, dict):
             yield number, None, "not a JSON object"
             continue
-        yield number, flatten(obj), None
+        flat = flatten(obj)
+        if len(line) > CELL_LIMIT and any(
+            isinstance(v, str) and len(v) > CELL_LIMIT for v in flat.values()
+        ):  # a line shorter than the limit cannot hold a longer value: the common case costs nothing
+            big = next(k for k, v in flat.items() if isinstance(v, str) and len(v) > CELL_LIMIT)
+            yield number, None, cell_too_large(f"column {big!r}")
+            continue
+        yield number, flat, None
 
 
 # --- one reader per file format ---------------------------------------------------------------------------

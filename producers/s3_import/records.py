@@ -19,11 +19,19 @@ from inflow.producers.s3_import.mapping import Role
 
 NAMESPACE = UUID("6b3a3f52-3f7e-5c1e-9b61-1c1f0f3a7a10")
 SOURCE = "s3_import"
+# Every topic the importer writes or reads, by role, in one place (short names: the prefix is added).
+TOPIC = {
+    "users": "ingest.records",
+    "events": "ingest.records",
+    "aux": "ingest.aux",  # compacted: one record per workspace and key (``aux.py`` reads it)
+    "processors.outcomes": "processors.outcomes",  # what the processors did with each file row
+    "processors.rejected": "processors.rejected",
+}
 TOPIC_BY_TYPE = {
-    ImportType.REGISTERED_USERS: "ingest.records",
-    ImportType.ANONYMOUS_USERS: "ingest.records",
-    ImportType.EVENTS: "ingest.records",
-    ImportType.AUX_DATA: "ingest.aux",
+    ImportType.REGISTERED_USERS: TOPIC["users"],
+    ImportType.ANONYMOUS_USERS: TOPIC["users"],
+    ImportType.EVENTS: TOPIC["events"],
+    ImportType.AUX_DATA: TOPIC["aux"],
 }
 RECORD_BY_TYPE = {
     ImportType.REGISTERED_USERS: "UserUpsert",

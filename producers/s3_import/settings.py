@@ -8,7 +8,11 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inflow.producers.s3_import.reading import CELL_LIMIT
+from inflow.producers.s3_import.reading import CELL_LIMIT, MAX_COLUMNS
+
+MAX_FILE_BYTES = 500 * 1024 * 1024  # MoEngage (newer docs): less than 500 MB per CSV/JSON file
+MAX_FILES_PER_RUN = 250  # MoEngage: at most 250 files per import run
+TRANSIENT_ATTEMPTS = 30  # MoEngage retries a failed file up to 30 attempts before it is FAILED for good
 
 
 class PollerSettings(BaseSettings):
@@ -41,6 +45,30 @@ class PollerSettings(BaseSettings):
     )
     retry_max_seconds: float = Field(
         300.0, gt=0, description="longest wait between retries after an S3/Kafka outage (doubling up to it)"
+    )
+
+    max_file_bytes: int = Field(
+        MAX_FILE_BYTES, gt=0, description="largest file imported (MoEngage: less than 500 MB per file)"
+    )
+    max_columns: int = Field(MAX_COLUMNS, gt=0, description="most columns of a file (MoEngage: 100)")
+    max_files_per_run: int = Field(
+        MAX_FILES_PER_RUN, gt=0, description="most files one run imports (MoEngage: 250); the rest wait"
+    )
+    transient_attempts: int = Field(
+        TRANSIENT_ATTEMPTS,
+        ge=1,
+        description="attempts of a file that meets S3/Kafka outages before it is FAILED (MoEngage: 30)",
+    )
+    track_outcomes: bool = Field(
+        True,
+        description="keep a run PROCESSING until the processors reported an outcome for each written row "
+        "(created, updated, failed, skipped); off: a run ends once its rows are written",
+    )
+    apply_timeout_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="a run whose written rows got no new outcome for this long ends with the unconfirmed "
+        "rows counted as added, and says so",
     )
 
 

@@ -139,7 +139,11 @@ def poller_factory(
         poller = Poller(
             catalogue_topics,
             box,
-            settings=PollerSettings(group_id=f"pollers-{unique}", **settings),
+            # Outcome tracking off unless a test turns it on: those tests look at the write phase, with
+            # no processors running (test_run_history.py drives the apply phase).
+            settings=PollerSettings(
+                **({"group_id": f"pollers-{unique}", "track_outcomes": False} | settings)
+            ),
             smtp=SmtpSettings(host="127.0.0.1", port=smtp_inbox[1]),
         )
         made.append(poller)

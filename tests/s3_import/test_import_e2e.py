@@ -223,7 +223,7 @@ def test_failed_files_report_the_reason_by_email(
     assert runs["05012024"].message.startswith(
         "Column value for the selected identifier attribute (ID) is absent"
     )
-    assert runs["06012024"].message.startswith("Column value found larger than the max size-limit")
+    assert runs["06012024"].message.startswith("Field larger than field limit (131072 characters, 128 KB)")
     assert runs["07012024"].message == "All rows failed" and runs["07012024"].rows_failed == 2
     inbox = smtp_inbox[0]
     mails = wait_for(

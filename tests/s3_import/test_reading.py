@@ -54,7 +54,10 @@ def test_rows_are_numbered_and_bad_rows_travel_as_data() -> None:
             b"a,b\n1,caf\xe9\n",
             "Please save it as UTF-8 and re-upload \\('utf-8' codec can't decode byte 0xe9",
         ),
-        (b'a,b\n1,"' + b"x" * 131_073 + b'"\n', "Column value found larger than the max size-limit"),
+        (
+            b'a,b\n1,"' + b"x" * 131_073 + b'"\n',
+            "^Field larger than field limit \\(131072 characters, 128 KB\\): data row 1. Column value found",
+        ),
         (b'a,b\n1,"unclosed\n2,3\n', "Column value found larger|Cannot parse the CSV"),
     ],
 )

@@ -73,8 +73,16 @@ def parse_attributes(attributes_json: str) -> dict[str, Any]:
     return _json_object(attributes_json, "attributes_json")
 
 
-def parse_update(attributes: Mapping[str, Any]) -> AttributeUpdate:
-    """Validate a record's attributes; operator misuse rejects the record with MoEngage's message."""
+# Read-only through the Data API, but an import may set them (the lifetime value of MoEngage's import
+# manifest example): kept from file rows, then summed on merge like any LTV.
+IMPORTABLE_READ_ONLY = frozenset({"t_rev"})
+IMPORT_SOURCE = "s3_import"
+
+
+def parse_update(attributes: Mapping[str, Any], writable: frozenset[str] = frozenset()) -> AttributeUpdate:
+    """Validate a record's attributes; operator misuse rejects the record with MoEngage's message.
+    Read-only attributes are dropped, except those in ``writable`` (``IMPORTABLE_READ_ONLY`` for rows of a
+    file import)."""
     raw = dict(attributes)
     update = AttributeUpdate()
     update.add = _operator(raw.pop(ADD_OP, None), ADD_OP)
@@ -83,7 +91,7 @@ def parse_update(attributes: Mapping[str, Any]) -> AttributeUpdate:
     for key, value in raw.items():
         if key in BLOCKED_NAMES:
             raise Rejection(f"attribute name {key!r} is not allowed")
-        if key in READ_ONLY:
+        if key in READ_ONLY and key not in writable:
             continue
         update.values[STANDARD_KEYS.get(key, key)] = value
     for name in update.add.keys() & update.remove.keys():

@@ -30,6 +30,8 @@ from typing import Any
 
 from inflow.processors import jsoncodec, keys, protocol
 from inflow.processors.attributes import (
+    IMPORT_SOURCE,
+    IMPORTABLE_READ_ONLY,
     apply_platforms,
     apply_unset,
     apply_update,
@@ -260,7 +262,8 @@ class LaneProcessor:
             ids = [pair for pair in ids if pair not in capped]
             owners = {pair: s for pair, s in owners.items() if pair not in capped}
             raw = {k: v for k, v in raw.items() if k not in identifier_keys(name for name, _ in capped)}
-        update = parse_update(raw)
+        imported = record.get("source") == IMPORT_SOURCE
+        update = parse_update(raw, IMPORTABLE_READ_ONLY if imported else frozenset())
         apply_update(profile["attributes"], update)
         apply_unset(profile["attributes"], record.get("unset_attributes_json"))
         profile["platforms"] = apply_platforms(profile["platforms"], update.platforms)

@@ -192,3 +192,20 @@ def test_a_protocol_message_sent_to_the_wrong_partition_is_passed_on():
     cluster.run()
     assert cluster.states[home].identity.get(keys.identity_key("W", "email", "x@y.io")) == "W:someone"
     assert cluster.states[wrong].identity.get(keys.identity_key("W", "email", "x@y.io")) is None
+
+
+def test_lifetime_value_from_an_import_is_kept_and_summed_on_merge():
+    """t_rev is read-only through the Data API but an import may set it; a merge sums it (§2.8, §4.5)."""
+    cluster = Cluster(12, seed=2)
+    row = r.user("W", "ltv1", attributes={"t_rev": 100.5, "email": "l@x.io"}) | {"source": "s3_import"}
+    api = r.user("W", "ltv2", attributes={"t_rev": 999, "email": "m@x.io"})  # ignored through the API
+    cluster.send("UserUpsert", row)
+    cluster.send("UserUpsert", api)
+    cluster.run()
+    by_cid = {p["customer_id"]: json.loads(p["attributes_json"]) for p in cluster.live_users().values()}
+    assert by_cid["ltv1"]["t_rev"] == 100.5 and "t_rev" not in by_cid["ltv2"]
+    second = r.user("W", "ltv3", attributes={"t_rev": 20, "email": "l@x.io"}) | {"source": "s3_import"}
+    cluster.send("UserUpsert", second)
+    cluster.run()
+    (merged,) = [p for p in cluster.live_users().values() if p["customer_id"] in ("ltv1", "ltv3")]
+    assert json.loads(merged["attributes_json"])["t_rev"] == 120.5

@@ -41,7 +41,6 @@ def box() -> SecretBox:
 
 @pytest.fixture
 def outcome_topics(catalogue_topics: KafkaSettings, topic_factory: Callable[..., str]) -> KafkaSettings:
-    topic_factory(name=catalogue_topics.topic("processors.outcomes"), partitions=3)  # the proposed topic
     return catalogue_topics
 
 

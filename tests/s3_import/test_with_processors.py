@@ -42,7 +42,6 @@ def setup(
 ) -> Iterator[tuple[Poller, Any]]:
     """A worker, a poller tracking outcomes, and the three existing users applied by the worker."""
     kafka = catalogue_topics
-    topic_factory(name=kafka.topic("processors.outcomes"), partitions=3)
     env = worker_env(kafka, tmp_path / "home", [{"id": "WS1", "identifiers": ["customer_id"]}])
     worker = WorkerProcess("w", env, tmp_path / "data", tmp_path / "w.log").start()
     out = output_reader(kafka)

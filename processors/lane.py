@@ -476,7 +476,14 @@ class Counts:
     """What a batch did, counted in plain dicts and handed to the Prometheus metrics once per batch (a
     labelled counter per record would cost more than the record)."""
 
-    TYPES = {"UserUpsert": "user", "DeviceUpsert": "device", "EventRecord": "event"}
+    TYPES = {
+        "UserUpsert": "user",
+        "DeviceUpsert": "device",
+        "EventRecord": "event",
+        "MergeRequest": "merge",
+        "DeleteRequest": "delete",
+        "DeviceOptOut": "opt_out",
+    }
 
     def __init__(self) -> None:
         self.applied: dict[tuple[str, str], int] = {}

@@ -9,13 +9,16 @@ INGEST = "ingest.records"
 PROFILES = "profiles"
 EVENTS = "events"
 REJECTED = "processors.rejected"
+AUDIT = "control.audit"  # Delete User requests and their outcome (with the admin changes)
 PROTOCOL = "protocol"  # record_name of a worker protocol message (already encoded, in ``raw``)
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
     """One record to publish: catalogue topic short name, key, Avro record name and value; a protocol
-    message also names its partition of ``ingest.records`` and carries its bytes in ``raw``."""
+    message also names its partition of ``ingest.records`` and carries its bytes in ``raw``. A
+    ``tombstone`` is published with no value (a compacted topic then forgets the key); its ``record``
+    only says whose it is (``workspace_id``)."""
 
     topic: str
     key: bytes
@@ -23,3 +26,4 @@ class Output:
     record: dict[str, Any]
     partition: int | None = None
     raw: bytes | None = None
+    tombstone: bool = False

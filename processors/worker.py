@@ -27,7 +27,7 @@ from inflow.processors.changelog import ChangelogRestorer, changelog_specs
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.growth import LayoutOf
 from inflow.processors.lane import LaneAgent
-from inflow.processors.outputs import EVENTS, INGEST, PROFILES, REJECTED
+from inflow.processors.outputs import AUDIT, EVENTS, INGEST, PROFILES, REJECTED
 from inflow.processors.publishing import Publisher
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.state import JsonTable, State
@@ -66,7 +66,7 @@ class ProcessorsWorker:
         ingest = catalogue[INGEST]
         self.changelog_specs = changelog_specs(group, ingest, settings.dedup_window_s, partitions)
         serde = AvroSerde(kafka.schema_registry_url)
-        topic_names = {short: catalogue[short].name for short in (INGEST, PROFILES, EVENTS, REJECTED)}
+        topic_names = {short: catalogue[short].name for short in (INGEST, PROFILES, EVENTS, REJECTED, AUDIT)}
         stores = LaneStores(
             data_dir / "state",
             settings.rocksdb_write_buffer_bytes,

@@ -26,17 +26,44 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from inflow.processors import keys, protocol
 from inflow.processors.exceptions import Rejection
 from inflow.processors.identity import distinct
 from inflow.processors.outputs import AUDIT, PROFILES, Output
 from inflow.processors.routing import identifier_route
-from inflow.processors.workspaces import CUSTOMER_ID, IdentityRules
+from inflow.processors.state import State
+from inflow.processors.workspaces import CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
 
-if TYPE_CHECKING:
-    from inflow.processors.engine import LaneProcessor
+
+class LaneProcessor(Protocol):
+    """What the requests use of :class:`~inflow.processors.engine.LaneProcessor` (which calls them)."""
+
+    state: State
+    directory: IdentityRulesDirectory
+    duplicates: int
+
+    def clock(self) -> int: ...
+    def local(self, route: str) -> bool: ...
+    def _message(self, kind: str, header: dict[str, Any], route: str, payload: bytes = b"") -> Output: ...
+    def _follow(self, ws: str, slot: str | None) -> str | None: ...
+    def _profile(self, ws: str, slot: str) -> dict[str, Any]: ...
+    def _snapshot(self, ws: str, profile: dict[str, Any], save: bool = True) -> Output: ...
+    def _rejection(self, record_name: str, record: dict[str, Any], exc: Rejection) -> Output: ...
+    def _unindex_device(
+        self, ws: str, device: dict[str, Any], keep: tuple[str, str] | None = None
+    ) -> None: ...
+    def _merge_here(
+        self,
+        ws: str,
+        rules: IdentityRules,
+        profiles: list[dict[str, Any]],
+        carried_devices: dict[str, Any],
+        at: int,
+        retain: str | None = None,
+    ) -> list[Output]: ...
+
 
 RECORDS = frozenset({"MergeRequest", "DeleteRequest", "DeviceOptOut"})
 DELETE_ACTION = "user.delete"

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install up test lint bench clean lock
+.PHONY: help install up demo test lint bench clean lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ install: $(BIN)/inflow  ## create .venv and install Inflow with its test and dev
 
 up: install  ## start local Kafka, S3 and every component in the foreground (Ctrl-C stops all)
 	$(BIN)/inflow up
+
+demo: install  ## `make up` plus sample data through every component to a local receiver (inflow up --demo)
+	$(BIN)/inflow up --demo
 
 test: install  ## run the whole test suite against a real local Kafka broker and S3 server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,13 +1,17 @@
 """Benchmark of the processors: enriched events per second per worker, beside a bare copy baseline.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python -m bench.processors_bench [--events 200000]
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 .venv/bin/python -m bench.processors_bench \
+        [--events 200000] [--identifiers 1|3] [--workers 1,2,4]
 
-What runs, on the same broker in the same run:
+What runs, on the same broker in the same run, for ONE workspace (the usual self-hosted case: its users
+are spread over every partition of ingest.records and every worker):
 1. baseline: a bare confluent-kafka consumer -> producer copy of the same ingest.records topic (bytes in,
    bytes out, no decoding), one process;
-2. the processors with 1 worker process, then with 2, each on its own topic prefix holding the same
-   data: users first (identity index and profiles warm), then the events, every event resolved through
-   the identity index, de-duplicated, enriched with the user's profile and device, and published.
+2. the processors with 1 worker process, then 2, then 4, each on its own topic prefix holding the same
+   data: users first (identity index and profiles warm; with ``--identifiers 3`` the workspace resolves
+   customer_id, email and moe_mobile, so every user's e-mail and mobile are claimed on their own
+   partitions), then the events, every event resolved through the identity index, de-duplicated, enriched
+   with the user's profile and device, and published.
 Throughput is counted from the broker timestamps of the first and last output record, so worker start
 and rebalance time are excluded. Figures are printed as events/s and as a ratio to the baseline.
 """
@@ -56,7 +60,9 @@ def records(
     for i in range(users):
         ws, cid = f"bench{i % workspaces}", f"user-{i}"
         user = envelope(ws, cid) | {
-            "attributes_json": f'{{"name":"User {i}","email":"u{i}@x.io","tier":"gold"}}'
+            "attributes_json": (
+                f'{{"name":"User {i}","email":"u{i}@x.io","moe_mobile":"+47{i}","tier":"gold"}}'
+            )
         }
         user_records.append((f"{ws}:{cid}".encode(), serde.encode("UserUpsert", user)))
         device = envelope(ws, cid) | {
@@ -168,14 +174,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_workers(
-    kafka: KafkaSettings, count: int, users, events, workspaces: int, timeout: float
+    kafka: KafkaSettings, count: int, users, events, workspaces: int, timeout: float, identifiers: list[str]
 ) -> tuple[int, float, float]:
     """Start ``count`` workers on a fresh prefix holding the data; events/s of the enriched output."""
     admin = new_admin(kafka)
     create_topics(admin, load_catalogue(kafka.topic_prefix))
     home = Path(tempfile.mkdtemp(prefix="inflow-bench-"))
     config = home / "inflow.yaml"
-    config.write_text(yaml.safe_dump({"workspaces": [{"id": f"bench{i}"} for i in range(workspaces)]}))
+    spaces = [{"id": f"bench{i}", "identifiers": identifiers} for i in range(workspaces)]
+    config.write_text(yaml.safe_dump({"workspaces": spaces}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "INFLOW_"))}
     env |= {
         "KAFKA_BOOTSTRAP_SERVERS": str(kafka.bootstrap_servers),
@@ -188,8 +195,8 @@ def run_workers(
         log = (home / f"w{n}.log").open("wb")
         argv = [sys.executable, "-m", "inflow.cli", "worker", "--name", f"w{n}"]
         procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
-    lanes = next(spec for spec in load_catalogue(kafka.topic_prefix) if spec.short_name == "processors.lanes")
-    wait_for_lanes(home, count, lanes.entry.partitions, timeout)
+    ingest = next(spec for spec in load_catalogue(kafka.topic_prefix) if spec.short_name == "ingest.records")
+    wait_for_lanes(home, count, ingest.entry.partitions, timeout)
     profiles = new_consumer(kafka, f"bench-profiles-{uuid.uuid4().hex}")
     profiles.subscribe([kafka.topic("profiles")])
     # Users first, then their devices, so every device finds its user; then the measured events.
@@ -203,7 +210,7 @@ def run_workers(
     try:
         got, total, seconds = span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
         if total > got:
-            print(f"  ({total - got:,} events published twice: a lane was re-read after a rebalance)")
+            print(f"  ({total - got:,} events published twice: a partition was re-read after a rebalance)")
         return got, seconds, sum(cpu_seconds(p.pid) for p in procs) - cpu_before
     finally:
         for proc in procs:
@@ -220,14 +227,21 @@ def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
         future.exception()
 
 
-def engine_only(users: list[tuple[bytes, bytes]], events: list[tuple[bytes, bytes]]) -> float:
-    """The lane logic with Avro decode/encode over in-memory state, no Kafka: the ceiling of one process."""
+def engine_only(
+    users: list[tuple[bytes, bytes]],
+    events: list[tuple[bytes, bytes]],
+    identifiers: list[str],
+    workspaces: int,
+) -> float:
+    """The identity logic with Avro decode/encode over in-memory state, no Kafka: one process's ceiling."""
+    from inflow.config.file import WorkspaceConfig
     from inflow.processors.engine import LaneProcessor
     from inflow.processors.state import State
     from inflow.processors.workspaces import IdentityRulesDirectory
 
     serde, state = AvroSerde(), State.in_memory()
-    processor = LaneProcessor(state, IdentityRulesDirectory())
+    spaces = [WorkspaceConfig(id=f"bench{i}", identifiers=identifiers) for i in range(workspaces)]
+    processor = LaneProcessor(state, IdentityRulesDirectory(spaces))
     for _, value in users:
         processor.process(*serde.decode(value))
         state.flush()
@@ -244,16 +258,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--workspaces", type=int, default=12)
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts to measure")
+    parser.add_argument("--workspaces", type=int, default=1)
+    parser.add_argument("--identifiers", type=int, choices=(1, 3), default=1)
+    parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts to measure")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     base = KafkaSettings()
     run = uuid.uuid4().hex[:8]
     print(f"building {args.users} users (+1 device each), {args.events} events, {args.workspaces} workspaces")
     users, events = records(args.workspaces, args.users, args.events)
-
-    print(f"lane logic + Avro only (no Kafka, in-memory state): {engine_only(users, events):10,.0f} events/s")
+    identifiers = ["customer_id", "email", "moe_mobile"][: args.identifiers]
+    print(f"identifiers active: {', '.join(identifiers)}; {os.cpu_count()} cores")
+    ceiling = engine_only(users, events, identifiers, args.workspaces)
+    print(f"identity logic + Avro only (no Kafka, in-memory state): {ceiling:10,.0f} events/s")
     kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
     create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
     produce(kafka, kafka.topic("ingest.records"), events)
@@ -268,7 +285,9 @@ def main() -> None:
     results = {}
     for count in (int(c) for c in args.workers.split(",")):
         kafka = base.model_copy(update={"topic_prefix": f"bench{run}w{count}"})
-        got, seconds, cpu = run_workers(kafka, count, users, events, args.workspaces, args.timeout)
+        got, seconds, cpu = run_workers(
+            kafka, count, users, events, args.workspaces, args.timeout, identifiers
+        )
         rate = got / seconds if seconds else 0.0
         results[count] = rate
         print(
@@ -277,8 +296,12 @@ def main() -> None:
             f"{got / cpu if cpu else 0:,.0f} events per worker CPU-second"
         )
     drop_topics(base, f"bench{run}")
-    if 1 in results and 2 in results and results[1]:
-        print(f"scaling 1 -> 2 workers: x{results[2] / results[1]:.2f}")
+    for count in sorted(results)[1:]:
+        if results.get(1):
+            print(
+                f"scaling 1 -> {count} workers: x{results[count] / results[1]:.2f} "
+                f"(on {os.cpu_count()} cores)"
+            )
 
 
 if __name__ == "__main__":

@@ -217,10 +217,18 @@ def component_modules() -> list[ModuleType]:
 @app.command("up")
 def up(
     components: Annotated[bool, typer.Option(help="also start every Inflow component")] = True,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="also start a local stream receiver, and send it data: a workspace, a stream, a Bulk "
+            "request and a PGP-encrypted file in the S3 folder (see inflow/demo.py)"
+        ),
+    ] = False,
 ) -> None:
     """Start local Kafka and S3 and every Inflow component in the foreground; Ctrl-C stops them all."""
     rt = Runtime()
     sup = Supervisor()
+    receiver = None
     # Stop at the end only what this command started; a broker that was already running stays up.
     local_kafka = rt.local_kafka() if rt.uses_local_kafka and rt.local_kafka().process.pid() is None else None
     local_s3 = rt.local_s3() if rt.uses_local_s3 and rt.local_s3().process.pid() is None else None
@@ -255,6 +263,14 @@ def up(
             for module in component_modules():
                 for line in getattr(module, "up_announcements", list)():
                     sup.log("up", line)
+        if demo and components:
+            from inflow.demo import Receiver, start_demo
+            from inflow.producers.bulk_api.settings import GatewaySettings
+
+            receiver = Receiver().start()
+            sup.log("demo", f"receiver on {receiver.url}; its count: {receiver.count_url}")
+            gateway_url = f"http://127.0.0.1:{GatewaySettings().port}"
+            start_demo(rt, receiver, gateway_url, lambda message: sup.log("demo", message))
         sup.log("up", "all components running; press Ctrl-C to stop")
         code = sup.wait()
     except KeyboardInterrupt:
@@ -262,6 +278,8 @@ def up(
     finally:
         sup.stop_all()
         (rt.paths.home / UP_FILE).unlink(missing_ok=True)
+        if receiver is not None:
+            receiver.stop()
         if local_s3:
             local_s3.stop()
             sup.log("s3", "stopped")

@@ -485,7 +485,18 @@ class LaneProcessor:
         handler = self.protocol_handlers.get(message.kind)
         if handler is None:
             raise Rejection(f"protocol message {message.kind!r} is not handled here")
+        route = self._route_of(message)
+        if not self.local(route):  # sent by a worker that still counted fewer partitions: pass it on
+            return [self._message(message.kind, message.header, route, message.payload)]
         return handler(message.header)
+
+    @staticmethod
+    def _route_of(message: protocol.Message) -> str:
+        """The identifier or slot whose partition must apply a protocol message."""
+        h = message.header
+        if message.kind in (protocol.CLAIM, protocol.REPOINT):
+            return identifier_route(h["ws"], h["name"], h["value"])
+        return str(h["hi"] if message.kind == protocol.SHIP else h["to"])
 
     def _on_claim(self, h: dict[str, Any]) -> list[Output]:
         """At the identifier's partition: the value resolves to the claiming slot, or the two users merge."""

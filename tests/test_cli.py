@@ -1,4 +1,4 @@
-"""The command line: --help on every command, docker-compose services that map onto real commands."""
+"""The command line: --help on every command."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 from typer.main import get_command
 from typer.testing import CliRunner
 
@@ -45,18 +44,4 @@ def test_every_command_has_help():
         assert "Usage" in result.output
 
 
-def test_docker_compose_services_run_existing_commands():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert services["kafka"]["image"].startswith("apache/kafka")
-    assert services["minio"]["image"].startswith("minio/")
-    root = get_command(_full_app())
-    commands = [s["command"] for s in services.values() if s.get("command") and s["command"][0] == "inflow"]
-    assert {c[1] for c in commands} >= {"topics", "gateway", "poller", "worker", "sink"}
-    for argv in commands:
-        group: Any = root
-        for word in argv[1:]:
-            if word.startswith("-"):
-                break
-            assert word in getattr(group, "commands", {}), f"compose runs a missing command: {argv}"
-            group = group.commands[word]
+# docker-compose.yml's services and their commands are checked in tests/test_compose.py.

@@ -40,12 +40,8 @@ LAYERS = [
     ("inflow.observability",),
     COMPONENTS,
     ("inflow.local", "inflow.runtime"),
-    (
-        "inflow.cli",
-        "inflow.supervisor",
-        "inflow.status",
-        "inflow.console",
-    ),  # the console uses every component
+    # the console uses every component's operations; the demo drives the CLI's functions
+    ("inflow.cli", "inflow.supervisor", "inflow.status", "inflow.console", "inflow.demo"),
 ]
 ENTRY_POINTS = ("cli", "run")  # a component's command-line entry modules belong to the CLI layer
 

@@ -179,3 +179,16 @@ def test_growth_moves_every_key_to_its_new_partition_and_keeps_users():
     for event in cluster.events():
         assert event["uid"] == uids[event["customer_id"]]
         assert "before" in json.loads(event["user_attributes_json"])
+
+
+def test_a_protocol_message_sent_to_the_wrong_partition_is_passed_on():
+    """A worker that still counted fewer partitions sends a CLAIM where the value no longer lives."""
+    cluster = Cluster(12)
+    route = identifier_route("W", "email", "x@y.io")
+    home = partition_of(route, 12)
+    wrong = (home + 1) % 12
+    claim = {"ws": "W", "name": "email", "value": "x@y.io", "slot": "W:someone"}
+    cluster.logs[wrong].append(protocol.encode(protocol.CLAIM, claim))
+    cluster.run()
+    assert cluster.states[home].identity.get(keys.identity_key("W", "email", "x@y.io")) == "W:someone"
+    assert cluster.states[wrong].identity.get(keys.identity_key("W", "email", "x@y.io")) is None

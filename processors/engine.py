@@ -494,8 +494,10 @@ class LaneProcessor:
     def _route_of(message: protocol.Message) -> str:
         """The identifier or slot whose partition must apply a protocol message."""
         h = message.header
-        if message.kind in (protocol.CLAIM, protocol.REPOINT):
+        if message.kind in (protocol.CLAIM, protocol.REPOINT, protocol.RELEASE):
             return identifier_route(h["ws"], h["name"], h["value"])
+        if message.kind == protocol.MERGE:  # at the retained user's customer_id entry
+            return identifier_route(h["ws"], CUSTOMER_ID, h["value"])
         return str(h["hi"] if message.kind == protocol.SHIP else h["to"])
 
     def _on_claim(self, h: dict[str, Any]) -> list[Output]:

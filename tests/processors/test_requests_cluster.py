@@ -9,8 +9,8 @@ from itertools import count
 
 import pytest
 
-from inflow.processors import keys
-from inflow.processors.routing import partition_of
+from inflow.processors import keys, protocol
+from inflow.processors.routing import identifier_route, partition_of
 from tests.processors import records as r
 from tests.processors.cluster import SERDE, Cluster
 
@@ -253,3 +253,24 @@ def test_device_opt_out_blocks_and_unblocks_devices_and_rejects_unknown_ones():
         "no user has customer_id 'nobody'",
         "user_identifier_type 'city' is not an identifier of the workspace (customer_id, email, moe_mobile)",
     ]
+
+
+def test_merge_and_release_messages_sent_to_the_wrong_partition_are_passed_on():
+    """As every protocol message: a worker that counted fewer partitions may send them elsewhere."""
+    merged, retained = two_users(same_partition=False, retained_smaller=True)
+    cluster = Cluster(N)
+    setup(cluster, merged, retained)
+    route = identifier_route("D", "customer_id", retained)
+    wrong = (partition_of(route, N) + 1) % N
+    entry = keys.identity_key("D", "customer_id", retained)
+    slot = f"D:{retained}"
+    request = {"event_uuid": "m-1", "workspace_id": "D", "request_id": "r", "received_at": 1}
+    request |= {"merged_user": merged, "retained_user": retained}
+    header = {"ws": "D", "value": retained, "slot": f"D:{merged}", "request": request}
+    cluster.logs[wrong].append(protocol.encode(protocol.MERGE, header))
+    cluster.run()
+    assert len(cluster.live_users()) == 1 and rejections(cluster) == []
+    release = {"ws": "D", "name": "customer_id", "value": retained, "slots": [slot]}
+    cluster.logs[wrong].append(protocol.encode(protocol.RELEASE, release))
+    cluster.run()
+    assert all(state.identity.get(entry) is None for state in cluster.states)

@@ -417,6 +417,9 @@ class LaneProcessor:
             )
         self._take_devices(ws, root, book, devices_moved)
         retained["slot"] = root
+        # A slot's generations only grow: the user stored at the root carries the highest of the merged
+        # users', so a user made at any of their slots after a deletion never gets a uid used before.
+        retained["generation"] = max(_generation(p) for p in profiles)
         outputs += self._repoint(ws, retained, {p["slot"] for p in moved}, root)
         self._save(ws, retained)
         outputs.append(self._snapshot(ws, retained))
@@ -544,8 +547,10 @@ class LaneProcessor:
         """At the smaller slot's partition: the carried user is merged in (or passed on along pointers)."""
         ws, frm, to = h["ws"], h["frm"], h["to"]
         root = self._follow(ws, to)
-        if root is None:  # the slot has no user (cannot happen in order; kept rather than lost)
+        if root is None:  # the slot's user was deleted meanwhile (else cannot happen): kept rather than lost
             carried = dict(h["profile"], slot=to)
+            erased = self.state.users.get(keys.user_key(ws, to))
+            carried["generation"] = max(_generation(carried), _generation(erased))
             self._save(ws, carried)
             self._take_devices(ws, to, {}, h["devices"])
             return [self._snapshot(ws, carried)]
@@ -810,9 +815,7 @@ class LaneProcessor:
         """A new user at ``slot``; its uid is derived from the slot, so a replay makes the same one. A slot
         whose user was deleted or merged away has a generation: its next user gets another uid."""
         stored = self.state.users.get(keys.user_key(ws, slot))
-        generation = 0
-        if is_erased(stored) or is_pointer(stored):
-            generation = int(stored.get("generation", 0)) + 1
+        generation = _generation(stored) + 1 if is_erased(stored) or is_pointer(stored) else 0
         return {
             "uid": keys.new_uid(ws, slot, generation),
             "generation": generation,
@@ -884,10 +887,14 @@ class LaneProcessor:
         return Output(REJECTED, ws.encode(), "RejectedRecord", value)
 
 
+def _generation(stored: Any) -> int:
+    return int(stored.get("generation", 0)) if isinstance(stored, dict) else 0
+
+
 def _pointer(root: str, profile: Profile) -> dict[str, Any]:
     """What stays at a merged-away slot: where its user went, its uid, and its generation (so a new user
     made at the slot after the group is deleted gets a uid of its own)."""
-    return {"forward": root, "uid": profile["uid"], "generation": int(profile.get("generation", 0))}
+    return {"forward": root, "uid": profile["uid"], "generation": _generation(profile)}
 
 
 def _identifier_value(profile: Profile, name: str) -> str | None:

@@ -274,3 +274,36 @@ def test_merge_and_release_messages_sent_to_the_wrong_partition_are_passed_on():
     cluster.logs[wrong].append(protocol.encode(protocol.RELEASE, release))
     cluster.run()
     assert all(state.identity.get(entry) is None for state in cluster.states)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_uid_is_never_given_twice_through_deletes_and_merges(seed: int):
+    """A slot's user deleted and made again, merged away into a user retained at that slot, that user
+    deleted, and made again (on one or two partitions): every user ever made has a uid of its own."""
+    small, big = "a0", next(f"z{i}" for i in count() if partition_of(f"D:z{i}", N) != partition_of("D:a0", N))
+    cluster = Cluster(N, seed)
+    made: list[str] = []
+
+    def new_users() -> None:
+        cluster.run()
+        for uid in cluster.latest_profiles():
+            if uid not in made:
+                made.append(uid)
+
+    cluster.send("UserUpsert", r.user("D", small, at=1))
+    new_users()
+    cluster.send("DeleteRequest", r.delete("D", small))
+    cluster.send("UserUpsert", r.user("D", small, at=2))  # slot D:a0, generation 1
+    cluster.send("UserUpsert", r.user("D", big, at=3))
+    new_users()
+    cluster.send("MergeRequest", r.merge("D", small, big))  # big retained, stored at D:a0
+    new_users()
+    cluster.send("DeleteRequest", r.delete("D", big))
+    new_users()
+    cluster.send("UserUpsert", r.user("D", small, at=4))
+    cluster.send("UserUpsert", r.user("D", big, at=5))
+    new_users()
+    assert len(made) == 5 and len(set(made)) == 5
+    assert len(cluster.erased()) == 3 and rejections(cluster) == []
+    live = {p["customer_id"] for u, p in cluster.live_users().items() if f"D:{u}" not in cluster.erased()}
+    assert live == {small, big}

@@ -55,6 +55,9 @@ BLOCKED_NAMES = BLOCKED_ATTRIBUTE_NAMES
 TRUE_WINS_ON_MERGE = frozenset({"moe_hard_bounce", "moe_spam", "moe_unsubscribe"})
 # On a MoEngage merge the lifetime value (revenue, transactions) is summed by default.
 SUMMED_ON_MERGE = frozenset({"t_rev", "t_trans"})
+# Read-only through the Data API, but a file import may set them (the manifest maps an LTV column to t_rev).
+IMPORTABLE_READ_ONLY = frozenset({"t_rev", "t_trans"})
+IMPORT_SOURCE = "s3_import"  # UserUpsert.source of a file import
 PLATFORMS = {"android": "ANDROID", "ios": "iOS", "web": "web", "tv": "TV"}
 
 
@@ -73,16 +76,9 @@ def parse_attributes(attributes_json: str) -> dict[str, Any]:
     return _json_object(attributes_json, "attributes_json")
 
 
-# Read-only through the Data API, but an import may set them (the lifetime value of MoEngage's import
-# manifest example): kept from file rows, then summed on merge like any LTV.
-IMPORTABLE_READ_ONLY = frozenset({"t_rev"})
-IMPORT_SOURCE = "s3_import"
-
-
-def parse_update(attributes: Mapping[str, Any], writable: frozenset[str] = frozenset()) -> AttributeUpdate:
+def parse_update(attributes: Mapping[str, Any], imported: bool = False) -> AttributeUpdate:
     """Validate a record's attributes; operator misuse rejects the record with MoEngage's message.
-    Read-only attributes are dropped, except those in ``writable`` (``IMPORTABLE_READ_ONLY`` for rows of a
-    file import)."""
+    Read-only attributes are ignored, except LTV (``t_rev``, ``t_trans``) from a file import."""
     raw = dict(attributes)
     update = AttributeUpdate()
     update.add = _operator(raw.pop(ADD_OP, None), ADD_OP)
@@ -91,7 +87,7 @@ def parse_update(attributes: Mapping[str, Any], writable: frozenset[str] = froze
     for key, value in raw.items():
         if key in BLOCKED_NAMES:
             raise Rejection(f"attribute name {key!r} is not allowed")
-        if key in READ_ONLY and key not in writable:
+        if key in READ_ONLY and not (imported and key in IMPORTABLE_READ_ONLY):
             continue
         update.values[STANDARD_KEYS.get(key, key)] = value
     for name in update.add.keys() & update.remove.keys():

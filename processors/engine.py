@@ -28,10 +28,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from inflow.processors import jsoncodec, keys, protocol
+from inflow.processors import jsoncodec, keys, protocol, requests
 from inflow.processors.attributes import (
     IMPORT_SOURCE,
-    IMPORTABLE_READ_ONLY,
     apply_platforms,
     apply_unset,
     apply_update,
@@ -50,6 +49,7 @@ from inflow.processors.identity import (
     record_identifiers,
 )
 from inflow.processors.outputs import EVENTS, INGEST, PROFILES, PROTOCOL, REJECTED, Output
+from inflow.processors.requests import is_erased
 from inflow.processors.routing import identifier_route, partition_of
 from inflow.processors.state import State
 from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
@@ -105,12 +105,21 @@ class LaneProcessor:
         self.disabled = disabled
         self.max_profile_bytes = max_profile_bytes
         self.max_profile_attributes = max_profile_attributes
-        self.handlers = {"UserUpsert": self._user, "DeviceUpsert": self._device, "EventRecord": self._event}
+        self.handlers = {
+            "UserUpsert": self._user,
+            "DeviceUpsert": self._device,
+            "EventRecord": self._event,
+            "MergeRequest": self._merge_request,
+            "DeleteRequest": self._delete_request,
+            "DeviceOptOut": self._device_opt_out,
+        }
         self.protocol_handlers = {
             protocol.CLAIM: self._on_claim,
             protocol.SHIP: self._on_ship,
             protocol.CARRY: self._on_carry,
             protocol.REPOINT: self._on_repoint,
+            protocol.MERGE: self._on_merge_request,
+            protocol.RELEASE: self._on_release,
         }
         self.duplicates = 0
         self.merges = 0
@@ -165,9 +174,15 @@ class LaneProcessor:
             if not self.local(entry):
                 return [self._forward(ws, None, entry, raw)]
             slot = self.state.identity.get(keys.identity_key(ws, *ids[0]))
-        slot = self._follow(ws, slot)
+        asked, slot = slot, self._follow(ws, slot)
         if slot is not None and not self.local(slot):
             return [self._forward(ws, slot, slot, raw)]
+        if slot is None and asked is not None:  # the user at ``asked`` was erased since
+            again = requests.erased_again(self, ws, record_name, record, asked, position)
+            if again is not None:
+                return again
+            if not self.local(entry):  # another record for that user: its entry decides
+                return [self._forward(ws, None, entry, raw)]
         seen = keys.seen_key(ws, slot or entry, event_uuid)
         marked = self.state.seen.get(seen)
         if marked is not None and (position is None or marked != position):
@@ -217,6 +232,8 @@ class LaneProcessor:
                 raw,
             )
             return ids, raw
+        if record_name in requests.RECORDS:
+            return requests.identifiers(record_name, record, rules), None
         identifiers = record.get("user_identifiers") or {} if record_name == "EventRecord" else {}
         return record_identifiers(
             rules, record.get("customer_id"), record.get("anonymous_id"), identifiers
@@ -262,8 +279,7 @@ class LaneProcessor:
             ids = [pair for pair in ids if pair not in capped]
             owners = {pair: s for pair, s in owners.items() if pair not in capped}
             raw = {k: v for k, v in raw.items() if k not in identifier_keys(name for name, _ in capped)}
-        imported = record.get("source") == IMPORT_SOURCE
-        update = parse_update(raw, IMPORTABLE_READ_ONLY if imported else frozenset())
+        update = parse_update(raw, imported=record.get("source") == IMPORT_SOURCE)
         apply_update(profile["attributes"], update)
         apply_unset(profile["attributes"], record.get("unset_attributes_json"))
         profile["platforms"] = apply_platforms(profile["platforms"], update.platforms)
@@ -371,15 +387,18 @@ class LaneProcessor:
         profiles: list[Profile],
         carried_devices: dict[str, Any],
         at: int,
+        retain: str | None = None,
     ) -> list[Output]:
         """Merge users whose data is on this partition into one, stored at the smallest slot.
 
-        The retained user (its uid, its ID) is the one MoEngage's rules retain; where the data is stored
-        is the smallest slot, whatever is retained, so merges racing elsewhere converge on the same slot.
-        A carried profile (from another partition) has no state here; every local one that is not the
-        smallest slot becomes a pointer to it."""
+        The retained user (its uid, its ID) is the one MoEngage's rules retain, or, for a Merge User
+        request, the user of slot ``retain`` (the profile stored there or that absorbed it); where the data
+        is stored is the smallest slot, whatever is retained, so merges racing elsewhere converge on the
+        same slot. A carried profile (from another partition) has no state here; every local one that is
+        not the smallest slot becomes a pointer to it."""
         root = min(p["slot"] for p in profiles)
-        retained = choose_retained(profiles, rules.merge_priority_attribute)
+        named = [p for p in profiles if retain is not None and retain in (p["slot"], *p.get("absorbed", []))]
+        retained = named[0] if named else choose_retained(profiles, rules.merge_priority_attribute)
         outputs: list[Output] = []
         for merged in profiles:
             if merged is retained:
@@ -392,12 +411,15 @@ class LaneProcessor:
             if self.local(p["slot"]):
                 devices_moved |= self.state.devices.get(keys.user_key(ws, p["slot"])) or {}
                 self.state.devices.delete(keys.user_key(ws, p["slot"]))
-                self.state.users.put(keys.user_key(ws, p["slot"]), {"forward": root, "uid": p["uid"]})
+                self.state.users.put(keys.user_key(ws, p["slot"]), _pointer(root, p))
             retained["absorbed"] = distinct(
                 [*retained.get("absorbed", []), p["slot"], *p.get("absorbed", [])]
             )
         self._take_devices(ws, root, book, devices_moved)
         retained["slot"] = root
+        # A slot's generations only grow: the user stored at the root carries the highest of the merged
+        # users', so a user made at any of their slots after a deletion never gets a uid used before.
+        retained["generation"] = max(_generation(p) for p in profiles)
         outputs += self._repoint(ws, retained, {p["slot"] for p in moved}, root)
         self._save(ws, retained)
         outputs.append(self._snapshot(ws, retained))
@@ -475,8 +497,10 @@ class LaneProcessor:
     def _route_of(message: protocol.Message) -> str:
         """The identifier or slot whose partition must apply a protocol message."""
         h = message.header
-        if message.kind in (protocol.CLAIM, protocol.REPOINT):
+        if message.kind in (protocol.CLAIM, protocol.REPOINT, protocol.RELEASE):
             return identifier_route(h["ws"], h["name"], h["value"])
+        if message.kind == protocol.MERGE:  # at the retained user's customer_id entry
+            return identifier_route(h["ws"], CUSTOMER_ID, h["value"])
         return str(h["hi"] if message.kind == protocol.SHIP else h["to"])
 
     def _on_claim(self, h: dict[str, Any]) -> list[Output]:
@@ -506,21 +530,27 @@ class LaneProcessor:
             if target == lo:
                 return []  # shipped already (a replay)
             lo2, hi2 = min(target, lo), max(target, lo)
-            return [self._message(protocol.SHIP, {"ws": ws, "hi": hi2, "lo": lo2}, hi2)]
+            return [self._message(protocol.SHIP, dict(h, hi=hi2, lo=lo2), hi2)]
+        if is_erased(stored):
+            return []  # deleted meanwhile: nothing to merge
         devices = self.state.devices.get(keys.user_key(ws, hi)) or {}
         for device in devices.values():
             self._unindex_device(ws, device)
         self.state.devices.delete(keys.user_key(ws, hi))
-        self.state.users.put(keys.user_key(ws, hi), {"forward": lo, "uid": stored["uid"]})
+        self.state.users.put(keys.user_key(ws, hi), _pointer(lo, stored))
         header = {"ws": ws, "frm": hi, "to": lo, "profile": stored, "devices": devices}
+        if h.get("retain") is not None:
+            header["retain"] = h["retain"]
         return [self._message(protocol.CARRY, header, lo)]
 
     def _on_carry(self, h: dict[str, Any]) -> list[Output]:
         """At the smaller slot's partition: the carried user is merged in (or passed on along pointers)."""
         ws, frm, to = h["ws"], h["frm"], h["to"]
         root = self._follow(ws, to)
-        if root is None:  # the slot has no user (cannot happen in order; kept rather than lost)
+        if root is None:  # the slot's user was deleted meanwhile (else cannot happen): kept rather than lost
             carried = dict(h["profile"], slot=to)
+            erased = self.state.users.get(keys.user_key(ws, to))
+            carried["generation"] = max(_generation(carried), _generation(erased))
             self._save(ws, carried)
             self._take_devices(ws, to, {}, h["devices"])
             return [self._snapshot(ws, carried)]
@@ -530,7 +560,8 @@ class LaneProcessor:
         if frm == root or frm in profile.get("absorbed", []):
             return []  # merged already (a replay)
         at = int(h["profile"].get("last_seen") or self.clock())
-        return self._merge_here(ws, self.directory.rules(ws), [profile, h["profile"]], h["devices"], at)
+        rules = self.directory.rules(ws)
+        return self._merge_here(ws, rules, [profile, h["profile"]], h["devices"], at, h.get("retain"))
 
     def _on_repoint(self, h: dict[str, Any]) -> list[Output]:
         key = keys.identity_key(h["ws"], h["name"], h["value"])
@@ -538,12 +569,37 @@ class LaneProcessor:
             self.state.identity.put(key, h["to"])
         return []
 
+    # -- requests (processors.requests) ---------------------------------------------------------------
+
+    def _merge_request(
+        self, ws: str, record: dict[str, Any], rules: IdentityRules, ids: Ids, raw: Any, slot: str | None
+    ) -> list[Output]:
+        return requests.merge_request(self, ws, record, slot)
+
+    def _delete_request(
+        self, ws: str, record: dict[str, Any], rules: IdentityRules, ids: Ids, raw: Any, slot: str | None
+    ) -> list[Output]:
+        return requests.delete_request(self, ws, record, slot)
+
+    def _device_opt_out(
+        self, ws: str, record: dict[str, Any], rules: IdentityRules, ids: Ids, raw: Any, slot: str | None
+    ) -> list[Output]:
+        return requests.device_opt_out(self, ws, record, slot)
+
+    def _on_merge_request(self, h: dict[str, Any]) -> list[Output]:
+        return requests.on_merge_request(self, h)
+
+    def _on_release(self, h: dict[str, Any]) -> list[Output]:
+        return requests.on_release(self, h)
+
     def _follow(self, ws: str, slot: str | None) -> str | None:
         """The slot a user lives at now: forward pointers on this partition followed."""
         for _ in range(MAX_POINTER_HOPS):
             if slot is None or not self.local(slot):
                 return slot
             stored = self.state.users.get(keys.user_key(ws, slot))
+            if is_erased(stored):
+                return None  # its user was deleted: the slot names no one
             if not is_pointer(stored):
                 return slot
             slot = str(stored["forward"])
@@ -756,9 +812,13 @@ class LaneProcessor:
         return None
 
     def _new_profile(self, ws: str, slot: str, at: int) -> Profile:
-        """A new user at ``slot``; its uid is derived from the slot, so a replay makes the same one."""
+        """A new user at ``slot``; its uid is derived from the slot, so a replay makes the same one. A slot
+        whose user was deleted or merged away has a generation: its next user gets another uid."""
+        stored = self.state.users.get(keys.user_key(ws, slot))
+        generation = _generation(stored) + 1 if is_erased(stored) or is_pointer(stored) else 0
         return {
-            "uid": keys.new_uid(ws, slot),
+            "uid": keys.new_uid(ws, slot, generation),
+            "generation": generation,
             "slot": slot,
             "customer_id": None,
             "anonymous_ids": [],
@@ -825,6 +885,16 @@ class LaneProcessor:
             "rejected_at": self.clock(),
         }
         return Output(REJECTED, ws.encode(), "RejectedRecord", value)
+
+
+def _generation(stored: Any) -> int:
+    return int(stored.get("generation", 0)) if isinstance(stored, dict) else 0
+
+
+def _pointer(root: str, profile: Profile) -> dict[str, Any]:
+    """What stays at a merged-away slot: where its user went, its uid, and its generation (so a new user
+    made at the slot after the group is deleted gets a uid of its own)."""
+    return {"forward": root, "uid": profile["uid"], "generation": _generation(profile)}
 
 
 def _identifier_value(profile: Profile, name: str) -> str | None:

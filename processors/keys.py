@@ -43,9 +43,11 @@ def seen_key(workspace_id: str, slot: str, event_uuid: str) -> bytes:
     return f"{workspace_id}{SEP}{slot}{SEP}{event_uuid}".encode("utf-8", "surrogatepass")
 
 
-def new_uid(workspace_id: str, cause: str) -> str:
-    """Internal user id (moengage_user_id), deterministic from what created the user (its slot)."""
-    return uuid.uuid5(_NAMESPACE, f"user{SEP}{workspace_id}{SEP}{cause}").hex
+def new_uid(workspace_id: str, cause: str, generation: int = 0) -> str:
+    """Internal user id (moengage_user_id), deterministic from what created the user (its slot) and the
+    slot's generation (how many users of the slot were deleted or merged away before it)."""
+    suffix = f"{SEP}{generation}" if generation else ""
+    return uuid.uuid5(_NAMESPACE, f"user{SEP}{workspace_id}{SEP}{cause}{suffix}").hex
 
 
 def device_uid(workspace_id: str, device_id: str) -> str:

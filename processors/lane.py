@@ -104,6 +104,7 @@ class LaneAgent:
         self.owned: set[int] = set()  # lane partitions assigned to this worker
         self.ready: set[int] = set()  # ... whose state is restored: their records are applied
         self._opening: set[int] = set()  # ... whose databases are not open yet
+        self._recount = False  # a rebalance happened: read the partition count again (did the topic grow?)
         self._rewind: dict[int, int] = {}  # a partition's records fetched while it restored: re-read from
         self._persisted: dict[tuple[int, int], int] = {}  # (table, partition) -> changelog offset acked
         self.applied: dict[int, int] = {}  # lane partition -> lane messages applied, for the progress log
@@ -141,7 +142,7 @@ class LaneAgent:
         try:
             while running():
                 self.heartbeat()
-                if self._opening:
+                if self._opening or self._recount:
                     await loop.run_in_executor(self._restore_thread, self._open_assigned)
                 if self.restorer.restoring:
                     self.stage = "restoring"
@@ -404,6 +405,9 @@ class LaneAgent:
         for _, partition in partitions:
             self.owned.add(partition)
             self._opening.add(partition)  # its databases open before the next restore step
+        # Also when nothing new is assigned: a growth's new partitions may all go to another member, and
+        # this one must still notice the count changed to move its old partitions' state.
+        self._recount = True
         self.state.clear_cache()
         log.info("%s: %s", OWNED_LOG, sorted(self.owned))
 
@@ -426,6 +430,7 @@ class LaneAgent:
     def _open_assigned(self) -> None:
         """Blocking: read the topic's partition count, open the databases of newly assigned partitions and
         begin their restore."""
+        self._recount = False
         self._read_partitions()
         for partition in sorted(self._opening):
             self.restorer.start(partition, self.stores.open(partition))
@@ -505,7 +510,14 @@ class Counts:
     """What a batch did, counted in plain dicts and handed to the Prometheus metrics once per batch (a
     labelled counter per record would cost more than the record)."""
 
-    TYPES = {"UserUpsert": "user", "DeviceUpsert": "device", "EventRecord": "event"}
+    TYPES = {
+        "UserUpsert": "user",
+        "DeviceUpsert": "device",
+        "EventRecord": "event",
+        "MergeRequest": "merge",
+        "DeleteRequest": "delete",
+        "DeviceOptOut": "opt_out",
+    }
 
     def __init__(self) -> None:
         self.applied: dict[tuple[str, str], int] = {}

@@ -10,13 +10,16 @@ PROFILES = "profiles"
 EVENTS = "events"
 REJECTED = "processors.rejected"
 OUTCOMES = "processors.outcomes"  # RecordOutcome: what became of each imported file row
+AUDIT = "control.audit"  # Delete User requests and their outcome (with the admin changes)
 PROTOCOL = "protocol"  # record_name of a worker protocol message (already encoded, in ``raw``)
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
     """One record to publish: catalogue topic short name, key, Avro record name and value; a protocol
-    message also names its partition of ``ingest.records`` and carries its bytes in ``raw``."""
+    message also names its partition of ``ingest.records`` and carries its bytes in ``raw``. A
+    ``tombstone`` is published with no value (a compacted topic then forgets the key); its ``record``
+    only says whose it is (``workspace_id``)."""
 
     topic: str
     key: bytes
@@ -24,3 +27,4 @@ class Output:
     record: dict[str, Any]
     partition: int | None = None
     raw: bytes | None = None
+    tombstone: bool = False

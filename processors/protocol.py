@@ -19,12 +19,14 @@ from inflow.processors.exceptions import LaneFramingError
 MAGIC = b"\xf0IPR1"
 FORWARD = "fwd"  # an ingest record applied where its user lives   {ws, slot | None} + record bytes
 CLAIM = "claim"  # identifier value -> slot, at the value's home    {ws, name, value, slot}
-SHIP = "ship"  # send slot ``hi``'s user to slot ``lo`` (lo < hi)     {ws, hi, lo}
-CARRY = "carry"  # a user's profile and devices, merged at ``to``   {ws, frm, to, profile, devices}
+SHIP = "ship"  # send slot ``hi``'s user to slot ``lo`` (lo < hi)     {ws, hi, lo, retain?}
+CARRY = "carry"  # a user's profile and devices, merged at ``to``   {ws, frm, to, profile, devices, retain?}
 REPOINT = "repoint"  # an index entry that named ``frm`` names ``to``  {ws, name, value, frm, to}
+MERGE = "merge"  # a Merge User request, at the retained user's entry  {ws, value, slot, request}
+RELEASE = "release"  # an erased user's index entry is deleted      {ws, name, value, slots}
 MOVE = "move"  # state written under a new partition count          {epoch, frm} + packed writes
 MARK = "mark"  # partition ``frm`` finished moving for ``epoch``      {epoch, frm, old}
-KINDS = frozenset({FORWARD, CLAIM, SHIP, CARRY, REPOINT, MOVE, MARK})
+KINDS = frozenset({FORWARD, CLAIM, SHIP, CARRY, REPOINT, MERGE, RELEASE, MOVE, MARK})
 
 
 @dataclass(frozen=True, slots=True)

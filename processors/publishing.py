@@ -23,7 +23,7 @@ from inflow.schemas.avro_template import record_encoder
 from inflow.schemas.serde import AvroSerde, Encoder
 
 log = logging.getLogger(__name__)
-Encoded = tuple[str, bytes, bytes]  # topic, key, value
+Encoded = tuple[str, bytes, bytes | None]  # topic, key, value (None: a tombstone)
 
 
 class Publisher:
@@ -46,6 +46,8 @@ class Publisher:
         topic = self.topic_names[output.topic]
         if output.raw is not None:  # a protocol message, encoded by processors.protocol
             return topic, output.key, output.raw
+        if output.tombstone:
+            return topic, output.key, None
         encode = self._encoders.get((output.record_name, topic))
         if encode is None:  # compiled per record type (byte-identical to fastavro, checked when built)
             encode = self._encoders[(output.record_name, topic)] = record_encoder(

@@ -12,7 +12,7 @@ from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.view import CompactedView
 from inflow.observability import worker_metrics as wm
 from inflow.observability.logs import configure_logging
-from inflow.processors.outputs import EVENTS, OUTCOMES, PROFILES, REJECTED
+from inflow.processors.outputs import AUDIT, EVENTS, OUTCOMES, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.worker import INGEST_TOPICS, LAYOUT_TOPIC, ProcessorsWorker
 from inflow.processors.workspaces import IdentityRulesDirectory
@@ -20,7 +20,7 @@ from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.registry import TOPIC as WORKSPACES_TOPIC
 
-NEEDED_TOPICS = (*INGEST_TOPICS, PROFILES, EVENTS, REJECTED, OUTCOMES, WORKSPACES_TOPIC, LAYOUT_TOPIC)
+NEEDED_TOPICS = (*INGEST_TOPICS, PROFILES, EVENTS, REJECTED, OUTCOMES, AUDIT, WORKSPACES_TOPIC, LAYOUT_TOPIC)
 WORKSPACES_READY_S = 60.0
 WORKSPACE_RECORD = "WorkspaceCredential"
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from inflow.processors.changelog import ChangelogRestorer, changelog_specs
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.growth import LayoutOf
 from inflow.processors.lane import LaneAgent
-from inflow.processors.outputs import EVENTS, INGEST, OUTCOMES, PROFILES, REJECTED
+from inflow.processors.outputs import AUDIT, EVENTS, INGEST, OUTCOMES, PROFILES, REJECTED
 from inflow.processors.publishing import Publisher
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.state import JsonTable, State
@@ -66,9 +66,8 @@ class ProcessorsWorker:
         ingest = catalogue[INGEST]
         self.changelog_specs = changelog_specs(group, ingest, settings.dedup_window_s, partitions)
         serde = AvroSerde(kafka.schema_registry_url)
-        topic_names = {
-            short: catalogue[short].name for short in (INGEST, PROFILES, EVENTS, REJECTED, OUTCOMES)
-        }
+        outputs = (INGEST, PROFILES, EVENTS, REJECTED, OUTCOMES, AUDIT)
+        topic_names = {short: catalogue[short].name for short in outputs}
         stores = LaneStores(
             data_dir / "state",
             settings.rocksdb_write_buffer_bytes,

@@ -41,6 +41,7 @@ WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 STATE, INDEX = b"s", b"i"
 NOT_STARTED = "not started"  # CompactedView's problem until its thread has opened the topic
 KEPT = ("customer_id", "identifiers", "attributes_json", "platforms")
+ERASED_REVISION = 2**62  # the state of a tombstoned uid: above any revision a snapshot can carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,7 @@ class ProfileStore:
     def _apply(self, msg: Message) -> None:
         value = msg.value()
         if value is None:
+            self._erase(msg.key())
             return
         _, rec = self.serde.decode(value, expected=RECORD)
         ws, uid = rec["workspace_id"], rec["uid"]
@@ -209,6 +211,27 @@ class ProfileStore:
                     batch.put(key, uid.encode())
             state = {"revision": rec["revision"], "merged_into": rec["merged_into"], "profile": profile}
             batch.put(_key(STATE, ws, uid), orjson.dumps(state))
+            db.write(batch)
+
+    def _erase(self, key: bytes | None) -> None:
+        """A tombstone (Delete User): the uid's profile and its index entries are forgotten, and no older
+        snapshot of it is taken again (a deleted user's uid is never given to another user)."""
+        workspace_id, sep, uid = (key or b"").decode("utf-8", "replace").rpartition(":")
+        if not sep:
+            return
+        with self._lock:
+            db = self._db
+            if db is None:
+                return
+            old = self._state(db, workspace_id, uid)
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            kept = old.get("profile") if old is not None else None
+            if kept is not None:
+                for index_key in _index_keys(workspace_id, kept):
+                    if db.get(index_key) == uid.encode():
+                        batch.delete(index_key)
+            state = {"revision": ERASED_REVISION, "merged_into": None, "profile": None}
+            batch.put(_key(STATE, workspace_id, uid), orjson.dumps(state))
             db.write(batch)
 
     def find(self, workspace_id: str, identifier_type: str, identifier: str) -> StoredProfile | None:

@@ -315,7 +315,7 @@ class Handlers:
                 merged, retained = merge_pair(pair, blocked)
             except ApiError as exc:
                 failed.append((index, exc))
-                self.gw.metrics.rejected.labels(exc.type).inc()
+                self.gw.metrics.rejected.labels(workspace.id, exc.type).inc()
                 continue
             messages.append(self.gw.requests.merge(ctx, merged, retained))
         if failed and (not messages or self.settings.bad_elements == "reject_request"):

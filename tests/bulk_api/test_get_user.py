@@ -128,3 +128,46 @@ def test_get_user_is_503_with_a_clear_body_until_the_profile_topic_exists(
     err = resp.json()["error"]
     assert err["type"] == "ServiceUnavailable"
     assert f"topic {kafka.topic('profiles')} does not exist" in err["message"]
+
+
+def test_get_user_says_not_found_after_a_tombstone(
+    gateway_factory, catalogue_topics, producer_factory, serde
+):
+    """Delete User tombstones the profile (and those merged into it) on the compacted topic: Get User by
+    any identifier no longer finds it, whether the tombstone was read at start or while running."""
+    publish(
+        producer_factory,
+        serde,
+        catalogue_topics,
+        [profile("uid-t1", "tom", identifiers={"email": "t@x.io"}), profile("uid-t2", "tim")],
+    )
+    producer = producer_factory()
+    producer.produce(catalogue_topics.topic("profiles"), None, f"{WS}:uid-t1".encode())
+    assert producer.flush(30) == 0
+    gw = gateway_factory()
+    asked = [
+        {"identifier_type": "customer_id", "identifier": "tom"},
+        {"identifier_type": "moengage_id", "identifier": "uid-t1"},
+        {"identifier_type": "customer_id", "identifier": "tim"},
+    ]
+    data = export(gw, asked).json()["data"]
+    assert data["users_not_found"] == ["tom", "uid-t1"]
+    assert [u["user_attributes"]["moengage_id"] for u in data["users"]] == ["uid-t2"]
+    producer.produce(catalogue_topics.topic("profiles"), None, f"{WS}:uid-t2".encode())
+    assert producer.flush(30) == 0
+    wait_for(lambda: export(gw, asked[2:]).json()["data"]["users_not_found"] == ["tim"], 30, what="tombstone")
+    # An older snapshot of the erased uid, delivered late, does not bring it back.
+    for rec in (profile("uid-t2", "tim", revision=7), profile("uid-t9", "marker")):  # one partition: in order
+        key = f"{WS}:{rec['uid']}".encode()
+        producer.produce(
+            catalogue_topics.topic("profiles"), serde.encode("UserProfile", rec), key, partition=0
+        )
+    assert producer.flush(30) == 0
+    wait_for(
+        lambda: export(gw, [{"identifier_type": "customer_id", "identifier": "marker"}]).json()["data"][
+            "users"
+        ],
+        30,
+        what="marker profile",
+    )
+    assert export(gw, asked[2:]).json()["data"]["users_not_found"] == ["tim"]

@@ -10,7 +10,7 @@ from typing import Any
 from inflow.processors import growth, protocol
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.outputs import Output
-from inflow.processors.routing import partition_of
+from inflow.processors.routing import identifier_route, partition_of
 from inflow.processors.state import State
 from inflow.processors.workspaces import IdentityRulesDirectory
 from inflow.schemas.serde import AvroSerde
@@ -20,8 +20,10 @@ SERDE = AvroSerde()
 
 
 class Cluster:
-    def __init__(self, partitions: int, seed: int = 0) -> None:
+    def __init__(self, partitions: int, seed: int = 0, replay: bool = False) -> None:
+        """``replay``: every protocol message is delivered twice (as after a crash before its commit)."""
         self.n = partitions
+        self.replay = replay
         directory = IdentityRulesDirectory(WORKSPACES)
         self.states = [State.in_memory() for _ in range(partitions)]
         self.processors = [
@@ -37,7 +39,11 @@ class Cluster:
         """As the gateway writes it: keyed ``W:customer_id`` (else the first identifier, else anonymous)."""
         ws = record["workspace_id"]
         ids = record.get("user_identifiers") or {}
-        if record.get("customer_id"):
+        if record_name == "MergeRequest":  # the management requests: keyed by their user's route
+            key = f"{ws}:{record['merged_user']}"
+        elif record_name == "DeviceOptOut":
+            key = identifier_route(ws, record["user_identifier_type"], record["user_identifier_value"])
+        elif record.get("customer_id"):
             key = f"{ws}:{record['customer_id']}"
         elif ids:
             name, value = next(iter(ids.items()))
@@ -76,6 +82,8 @@ class Cluster:
             if output.raw is not None:
                 assert output.partition is not None
                 self.logs[output.partition].append(output.raw)
+                if self.replay:
+                    self.logs[output.partition].append(output.raw)
             else:
                 self.outputs.append(output)
 
@@ -91,7 +99,7 @@ class Cluster:
     def latest_profiles(self) -> dict[str, dict[str, Any]]:
         latest: dict[str, dict[str, Any]] = {}
         for o in self.outputs:
-            if o.topic == "profiles":
+            if o.topic == "profiles" and not o.tombstone:
                 uid = o.record["uid"]
                 if uid not in latest or o.record["revision"] >= latest[uid]["revision"]:
                     latest[uid] = o.record
@@ -100,6 +108,10 @@ class Cluster:
     def live_users(self) -> dict[str, dict[str, Any]]:
         """uid -> latest snapshot, for users not merged into another."""
         return {uid: p for uid, p in self.latest_profiles().items() if p["merged_into"] is None}
+
+    def erased(self) -> set[str]:
+        """Profile keys tombstoned (Delete User)."""
+        return {o.key.decode() for o in self.outputs if o.topic == "profiles" and o.tombstone}
 
     def events(self) -> list[dict[str, Any]]:
         return [o.record for o in self.outputs if o.topic == "events"]

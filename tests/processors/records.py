@@ -62,3 +62,45 @@ def event(
         "user_timezone_offset": None,
         "origin": None,
     }
+
+
+def _request(ws: str, at: int, event_uuid: str | None, request_id: str) -> dict[str, Any]:
+    """The fields every management request starts with (producers/bulk_api/management.py)."""
+    return {
+        "event_uuid": event_uuid or str(uuid.uuid4()),
+        "workspace_id": ws,
+        "request_id": request_id,
+        "received_at": BASE_MS + at * 1000,
+    }
+
+
+def merge(
+    ws: str, merged: str, retained: str, *, at: int = 0, event_uuid: str | None = None
+) -> dict[str, Any]:
+    """A MergeRequest: one pair of a Merge User call."""
+    return _request(ws, at, event_uuid, "req-merge") | {"merged_user": merged, "retained_user": retained}
+
+
+def delete(ws: str, customer_id: str, *, at: int = 0, event_uuid: str | None = None) -> dict[str, Any]:
+    """A DeleteRequest (Delete User)."""
+    return _request(ws, at, event_uuid, "req-delete") | {"customer_id": customer_id}
+
+
+def opt_out(
+    ws: str,
+    value: str,
+    devices: list[dict[str, str]],
+    *,
+    action: str = "block",
+    kind: str = "customer_id",
+    at: int = 0,
+) -> dict[str, Any]:
+    """A DeviceOptOut (POST /v1/devices/manage)."""
+    return _request(ws, at, None, "req-optout") | {
+        "user_identifier_type": kind,
+        "user_identifier_value": value,
+        "action_type": action,
+        "reason": "user asked",
+        "client_reference_id": None,
+        "device_identifiers_json": json.dumps(devices),
+    }

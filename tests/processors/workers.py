@@ -17,11 +17,15 @@ from confluent_kafka import Consumer, Producer
 
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.clients import new_consumer
+from inflow.producers.bulk_api.management import route
 from inflow.schemas.serde import AvroSerde
 from tests.support import transient
 
 SERDE = AvroSerde()
-TOPIC_OF = {"UserUpsert": "ingest.records", "DeviceUpsert": "ingest.records", "EventRecord": "ingest.records"}
+TOPIC_OF = {
+    name: "ingest.records"
+    for name in ("UserUpsert", "DeviceUpsert", "EventRecord", "MergeRequest", "DeleteRequest", "DeviceOptOut")
+}
 
 
 def worker_env(kafka: KafkaSettings, home: Path, workspaces: list[dict[str, Any]]) -> dict[str, str]:
@@ -101,16 +105,24 @@ class Outputs:
     profiles: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     keys: list[tuple[str, bytes]] = field(default_factory=list)
+    audits: list[dict[str, Any]] = field(default_factory=list)
+    tombstones: list[bytes] = field(default_factory=list)  # keys of profiles deleted (Delete User)
 
     def poll(self) -> None:
         for msg in self.consumer.consume(2000, 0.3):
             if transient(msg.error()):
                 continue
             assert not msg.error(), msg.error()
+            if msg.value() is None:
+                self.tombstones.append(msg.key())
+                continue
             name, record = SERDE.decode(msg.value())
-            {"EnrichedEvent": self.events, "UserProfile": self.profiles, "RejectedRecord": self.rejected}[
-                name
-            ].append(record)
+            {
+                "EnrichedEvent": self.events,
+                "UserProfile": self.profiles,
+                "RejectedRecord": self.rejected,
+                "AuditRecord": self.audits,
+            }[name].append(record)
             self.keys.append((name, msg.key()))
 
     def until(self, predicate: Callable[[Outputs], bool], workers: list[WorkerProcess]) -> Callable[[], bool]:
@@ -139,16 +151,25 @@ class Outputs:
         return latest
 
 
-def output_reader(kafka: KafkaSettings, group: str | None = None) -> Outputs:
+def output_reader(kafka: KafkaSettings, group: str | None = None, audit: bool = False) -> Outputs:
+    """``audit``: control.audit is read too (Delete User requests)."""
     consumer = new_consumer(kafka, group or f"read-{uuid.uuid4().hex}")
-    consumer.subscribe([kafka.topic(t) for t in ("profiles", "events", "processors.rejected")])
+    topics = ("profiles", "events", "processors.rejected") + (("control.audit",) if audit else ())
+    consumer.subscribe([kafka.topic(t) for t in topics])
     return Outputs(consumer)
 
 
 def produce(producer: Producer, kafka: KafkaSettings, records: list[tuple[str, dict[str, Any]]]) -> None:
-    """Write ingest records the way the gateway does: Avro, keyed by workspace and customer id."""
+    """Write ingest records the way the gateway does: Avro, keyed by workspace and customer id (a Merge
+    User request by its merged user, a Device opt-out by its user identifier)."""
     for name, record in records:
         key = f"{record['workspace_id']}:{record.get('customer_id') or record.get('anonymous_id') or ''}"
+        if name == "MergeRequest":
+            key = route(record["workspace_id"], "customer_id", record["merged_user"])
+        elif name == "DeviceOptOut":
+            key = route(
+                record["workspace_id"], record["user_identifier_type"], record["user_identifier_value"]
+            )
         producer.produce(kafka.topic(TOPIC_OF[name]), key=key.encode(), value=SERDE.encode(name, record))
         producer.poll(0)
     assert producer.flush(30) == 0

@@ -14,9 +14,17 @@ def test_openapi_document_describes_every_endpoint_and_the_policy(shared_gw):
         "/v1/transition/{workspace_id}",
         "/v1/transition",
         "/v1/customer/{workspace_id}",
+        "/v1/customer/merge",
+        "/v1/customer/delete",
         "/v1/event/{workspace_id}",
         "/v1/device/{workspace_id}",
+        "/v1/devices/manage",
+        "/v1/test-connection",
         "/v1/customers/export",
+        "/v1.0/data/fileimports/trigger/{schedule_id}",
+        "/v1.0/data/fileimports/import/status",
+        "/v1.0/data/fileimports/import/run/history",
+        "/v1/aux/{workspace_id}/{key}",
     }
     assert "failed_elements" in doc["info"]["description"]
     assert "102400 bytes" in doc["paths"]["/v1/transition/{workspace_id}"]["post"]["description"]

@@ -161,6 +161,14 @@ def test_a_worker_killed_while_merging_and_restarted_converges(
         )
         workers[0].kill()
         workers[0] = WorkerProcess("k1", env, tmp_path / "data-k1", tmp_path / "k1-again.log").start()
+
+        def merged_pairs(o: Outputs) -> int:
+            """Distinct merges (a replay after the kill may publish a merge's events twice)."""
+            merges = {e["event_uuid"] for e in o.events if e["event_code"] == "MOE_USER_MERGED"}
+            return len(merges)
+
+        # Merges run asynchronously, by messages: the events are sent once every merge has completed.
+        wait_for(out.until(lambda o: merged_pairs(o) >= 40, workers), 180, what="all 40 merges")
         events = [r.event("W", f"v{i}", at=20) for i in range(80)]
         produce(producer, kafka, [("EventRecord", e) for e in events])
         wanted = {e["event_uuid"] for e in events}

@@ -25,7 +25,10 @@ def test_sink_serves_delivery_and_lag_metrics_and_health(
     catalogue_topics: KafkaSettings, writer, endpoint_factory, tmp_path: Path
 ) -> None:
     ep = endpoint_factory()
-    streams = [{"id": "s1", "url": ep.url, "batch_size": 20, "linger_s": 0.2}]
+    # The events are written before the sink first runs: the stream starts at a time before them.
+    streams = [
+        {"id": "s1", "url": ep.url, "batch_size": 20, "linger_s": 0.2, "start_at": "2000-01-01T00:00:00Z"}
+    ]
     port = free_port()
     env = sink_env(catalogue_topics, tmp_path, streams) | {"INFLOW_LAG_INTERVAL_S": "0.5"}
     writer.write([enriched(uid=f"u-{i}") for i in range(60)])

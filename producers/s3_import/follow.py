@@ -1,6 +1,6 @@
 """Following the files of an import run as pollers write their run records to ``control.import-runs``.
 
-Every poller writes a file's record when it starts it (RUNNING), with the counts so far about every second
+Every poller writes a file's record when it starts it (PROCESSING), with the counts so far about every second
 while it reads it (``progress.py``), and when it ends (SUCCESSFUL, PARTIAL_SUCCESS, FAILED) or must retry
 later (RETRYING, WAITING). A follower reads that topic live, whichever poller imports the file.
 """

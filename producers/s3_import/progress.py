@@ -1,4 +1,4 @@
-"""Progress of one file while it is imported: the rows counters, a ``RUNNING`` run record with the counts
+"""Progress of one file while it is imported: the rows counters, a ``PROCESSING`` run record with the counts
 so far (at most every ``every_s``, so ``inflow imports run --follow`` and run history show rows as they
 grow, from whichever poller imports the file), and the caller's own progress function."""
 

@@ -123,12 +123,12 @@ def test_run_follow_shows_state_and_rate_until_the_file_ends(
     run = inflow(env, "imports", "run", name, "--follow", "--timeout", "150")
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
-    # Progress lines name each state the follower saw (RUNNING ones when it read them mid-file); the
+    # Progress lines name each state the follower saw (PROCESSING ones when it read them mid-file); the
     # follow ends on the final state, and the summary comes after it.
     final = "registered_user_data_20240102.csv: SUCCESSFUL 5000 rows ("
     assert final in out and " rows/s)" in out
     assert out.index(final) < out.rindex("SUCCESSFUL rows 5000 added 5000")
-    assert "RUNNING" not in out[out.index(final) :]
+    assert "PROCESSING" not in out[out.index(final) :]
 
     missing = inflow(env, "imports", "run", "no-such-import", "--follow")
     assert missing.returncode == 2 and "no import named 'no-such-import'" in missing.stdout
@@ -147,7 +147,7 @@ def test_follower_keeps_the_latest_record_of_each_file_of_the_run(catalogue_topi
         follower = RunFollower(catalogue_topics, AvroSerde(), "imp", now - timedelta(seconds=1)).open()
         try:
             files = follower.files()
-            assert list(files) == ["a.csv"] and files["a.csv"].status == "RUNNING"
+            assert list(files) == ["a.csv"] and files["a.csv"].status == "PROCESSING"
             assert not files["a.csv"].final
             first.rows_total = first.rows_added = 10
             first.finish("SUCCESSFUL", "")

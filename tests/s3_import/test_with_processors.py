@@ -3,7 +3,7 @@
 Three users exist (imported by a first file and applied by the worker); then a file of 10 rows names them
 and 7 new ones. What the processors say today (``processors.rejected``: a row skipped because
 ``do_not_create_new_users`` found no user) is counted, and so is the created / updated split the workers
-publish as ``RecordOutcome`` on ``processors.outcomes`` (the interface in ``producers/s3_import/outcomes.py``):
+publish as ``RecordOutcome`` on ``processors.outcomes`` (``producers/s3_import/outcomes.py``):
 the second test is the issue's acceptance test for it (7 added, 3 updated).
 """
 

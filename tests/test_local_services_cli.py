@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from inflow.local.process import free_port, pid_alive
 from tests.support import wait_for
@@ -36,6 +39,15 @@ def _get_json(url: str, token: str) -> dict[str, str] | None:
             return dict(json.loads(response.read()))
     except OSError:
         return None
+
+
+def _kill_leftovers(proc: subprocess.Popen[str], home: Path) -> None:
+    """After a failed stop: end `inflow up` and the broker and S3 server it started (by their pid files)."""
+    proc.kill()
+    proc.wait(30)
+    for pid_file in (home / "kafka" / "kafka.pid", home / "s3" / "weed.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
 def _inflow(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -120,7 +132,11 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         assert whoami == {"name": "bootstrap", "role": "admin"}
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(120)
+        try:
+            proc.wait(180)
+        except subprocess.TimeoutExpired:
+            _kill_leftovers(proc, tmp_path / "home")
+            pytest.fail("inflow up still running 180 s after Ctrl-C; last lines:\n" + "".join(lines[-80:]))
         reader.join(10)
     output = "".join(lines)
     assert proc.returncode == 0, output

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -116,8 +116,12 @@ class Poller:
         smtp: SmtpSettings | None = None,
         serde: AvroSerde | None = None,
         import_limits: Mapping[str, ImportLimits] | None = None,
+        configured_identifiers: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``configured_identifiers``: the YAML file's identifiers per workspace, used for a workspace that
+        ``control.workspaces`` does not know (as the workers do)."""
         self.settings = settings or PollerSettings()
+        self.configured_identifiers = dict(configured_identifiers or {})
         self.import_limits = dict(import_limits or {})  # per workspace; MoEngage's defaults otherwise
         self.serde = serde or AvroSerde(kafka.schema_registry_url)
         self.kafka = kafka
@@ -222,12 +226,15 @@ class Poller:
         return done
 
     def identifiers_of(self, workspace_id: str) -> tuple[str, ...] | None:
-        """A workspace's identifiers (customer_id first) as ``control.workspaces`` holds them; None when the
-        topic does not know the workspace."""
+        """A workspace's identifiers (customer_id first) as ``control.workspaces`` holds them, else as the
+        YAML file declares them; None for a workspace known to neither."""
         if not self.workspaces.ready:
             self.workspaces.wait_ready(WORKSPACES_READY_S)
         workspace = self.workspaces.get(workspace_id)
-        return None if workspace is None else ("customer_id", *workspace.identifiers)
+        if workspace is not None:
+            return ("customer_id", *workspace.identifiers)
+        configured = self.configured_identifiers.get(workspace_id)
+        return None if configured is None else ("customer_id", *configured)
 
     def disabled_reason(self, d: ImportDefinition) -> str | None:
         """Why the import may not run now (its workspace is disabled), or None."""

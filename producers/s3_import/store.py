@@ -35,6 +35,20 @@ from inflow.workspaces.registry import WorkspaceRegistry
 NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
 
 
+def read_identifiers(kafka: KafkaSettings, serde: AvroSerde, workspace_id: str) -> tuple[str, ...] | None:
+    """A workspace's identifiers as ``control.workspaces`` holds them now (customer_id first); None when
+    the topic does not know the workspace."""
+    registry = WorkspaceRegistry(kafka, serde)
+    try:
+        workspace = registry.load().get(workspace_id)
+    except WorkspaceError as exc:
+        reason = f"the identifiers of workspace {workspace_id} cannot be read: {exc}"
+        raise DefinitionError(reason) from exc
+    finally:
+        registry.stop()
+    return None if workspace is None else ("customer_id", *workspace.identifiers)
+
+
 class DefinitionStore:
     """Reads and writes import definitions; ``refresh()`` picks up changes made by other processes."""
 

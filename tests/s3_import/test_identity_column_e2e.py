@@ -204,3 +204,7 @@ def test_identity_columns_the_workspace_cannot_resolve_are_refused_with_the_reas
     with pytest.raises(DefinitionError, match="workspace NO-SUCH-WS is not known"):
         poller.store.put(unknown)
     assert {"no-ir", "by-phone", "nowhere"}.isdisjoint(poller.store.definitions)
+    # A workspace only the YAML file declares (the gateway has not seeded it yet) counts, as for the workers.
+    poller.configured_identifiers = {"FILE-WS": ["customer_id", "email"]}
+    from_file = definition(name="from-file", workspace_id="FILE-WS", mappings=mappings)
+    assert poller.store.put(from_file).identity is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from inflow.producers.bulk_api.settings import GatewaySettings
 from inflow.producers.s3_import.exceptions import DefinitionError
 from inflow.producers.s3_import.poller import Poller
 from inflow.producers.s3_import.runs import RunRecord
+from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.registry import WorkspaceRegistry
 from tests.bulk_api.conftest import IR_KEY, IR_WS, basic, seed_workspaces, start_in_process
 from tests.processors.workers import WorkerProcess, output_reader, worker_env
 from tests.support import wait_for
@@ -208,3 +211,35 @@ def test_identity_columns_the_workspace_cannot_resolve_are_refused_with_the_reas
     poller.configured_identifiers = {"FILE-WS": ["customer_id", "email"]}
     from_file = definition(name="from-file", workspace_id="FILE-WS", mappings=mappings)
     assert poller.store.put(from_file).identity is not None
+
+
+def test_a_file_without_the_identity_column_or_after_ir_is_switched_off_fails_with_the_reason(
+    gateway_url: str,
+    poller_factory: Callable[..., Poller],
+    definition: Callable[..., Any],
+    put: Callable[..., None],
+    catalogue_topics: KafkaSettings,
+) -> None:
+    poller = poller_factory()
+    d = definition(
+        workspace_id=IR_WS, date_format="ddmmyyyy", mappings=[BY_EMAIL, {"column": "Name", "moe_attr": "u_n"}]
+    )
+    poller.store.put(d)
+    put(f"in/users/{USERS_FILE}", "Name\nAnn\n")  # the e-mail column is not in the file
+    (run,) = poller.run_import(d).files
+    assert run.status == "FAILED"
+    assert run.message == "Column value for the selected identifier attribute (u_em) is absent in the file"
+
+    # Identity resolution switched off for the workspace after the import was defined: its next file fails.
+    registry = WorkspaceRegistry(catalogue_topics, AvroSerde()).load()
+    workspace = registry.get(IR_WS)
+    assert workspace is not None
+    registry.publish(replace(workspace, identifiers=()))
+    registry.stop()
+    wait_for(
+        lambda: poller.identifiers_of(IR_WS) == ("customer_id",), 30, what="the poller to see the change"
+    )
+    put(f"in/users/{USERS_FILE.replace('01012024', '02012024')}", "Email,Name\nann@x.io,Ann\n")
+    (run,) = poller.run_import(d).files
+    assert run.status == "FAILED"
+    assert "workspace WSIR has identity resolution off" in run.message

@@ -12,3 +12,15 @@ BLOCKED_CUSTOMER_IDS: tuple[str, ...] = (
 
 # Attribute names a user profile never accepts.
 BLOCKED_ATTRIBUTE_NAMES = frozenset({"id", "_id", ""})
+
+# Identifier names also found under the stored standard attribute key (email is u_em, mobile u_mb).
+IDENTIFIER_ALIASES = {"email": "u_em", "mobile": "u_mb", "u_em": "email", "u_mb": "mobile"}
+
+
+def identifier_named(attribute: str, identifiers: tuple[str, ...] | list[str]) -> str | None:
+    """The identifier of ``identifiers`` that an attribute (or column mapped to it) carries: the same name,
+    or its standard-attribute alias (``u_em`` carries ``email``); None when it carries none of them."""
+    for name in identifiers:
+        if attribute == name or IDENTIFIER_ALIASES.get(attribute) == name:
+            return name
+    return None

@@ -142,13 +142,20 @@ def merge_attributes(retained: Mapping[str, Any], merged: Mapping[str, Any]) -> 
     """Retained values win, missing ones are copied from the merged user; flags true on conflict; LTV sums."""
     result = dict(merged) | dict(retained)
     for key in TRUE_WINS_ON_MERGE & retained.keys() & merged.keys():
-        if retained[key] != merged[key]:
+        if _is_true(retained[key]) != _is_true(merged[key]):  # a conflict: one side says true
             result[key] = True
     for key in SUMMED_ON_MERGE & retained.keys() & merged.keys():
         a, b = retained[key], merged[key]
         if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
             result[key] = a + b
     return result
+
+
+def _is_true(value: Any) -> bool:
+    """A flag set to true in any spelling a payload or a file gives it (true, "true", 1)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1")
+    return value is True or (isinstance(value, int | float) and value == 1)
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:

@@ -10,8 +10,46 @@ import typer
 UP_PROCESSES: list[tuple[str, list[str]]] = [("worker", ["worker"])]
 
 
+identity_app = typer.Typer(help="Identity resolution: identifier backfills.", no_args_is_help=True)
+backfill_app = typer.Typer(help="Backfills of newly switched-on identifiers.", no_args_is_help=True)
+identity_app.add_typer(backfill_app, name="backfill")
+
+
+@backfill_app.command("status")
+def backfill_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Per workspace and identifier switched on: partitions done, profiles scanned and claimed (exit 1
+    while one is still running)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from inflow.processors.backfill_status import read_status
+    from inflow.runtime import Runtime
+
+    statuses = read_status(Runtime().kafka)
+    if as_json:
+        print(json.dumps([s.as_json() for s in statuses]))
+    else:
+        table = Table("workspace", "identifier", "state", "partitions done", "scanned", "claimed")
+        for s in statuses:
+            table.add_row(
+                s.workspace_id,
+                s.identifier,
+                s.state,
+                f"{s.done}/{s.partitions}",
+                str(s.scanned),
+                str(s.claimed),
+            )
+        Console().print(table if statuses else "no identifier backfill reported")
+    raise typer.Exit(0 if all(s.state == "done" for s in statuses) else 1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``worker`` command to the ``inflow`` CLI."""
+    """Add the ``worker`` and ``identity`` commands to the ``inflow`` CLI."""
+    app.add_typer(identity_app, name="identity")
 
     @app.command("worker")
     def worker(

@@ -8,13 +8,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from inflow.config.identifiers import BLOCKED_CUSTOMER_IDS as BLOCKED_IDS
+from inflow.config.identifiers import IDENTIFIER_ALIASES
 from inflow.processors.exceptions import Rejection
 from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules
 
 BLOCKED_CUSTOMER_IDS = frozenset(BLOCKED_IDS)
 
-# Identifier names also looked up under the stored standard attribute key (email is u_em, mobile u_mb).
-IDENTIFIER_ALIASES = {"email": "u_em", "mobile": "u_mb", "u_em": "email", "u_mb": "mobile"}
 # MoEngage merges only the first 50 users that share one identifier value.
 MAX_USERS_PER_IDENTIFIER_VALUE = 50
 

@@ -51,6 +51,7 @@ from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.observability import worker_metrics as wm
 from inflow.processors import growth, jsoncodec, protocol
+from inflow.processors.backfill import Backfill
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
@@ -117,6 +118,7 @@ class LaneAgent:
         self._announced: dict[int, int] = {}  # partition -> partition count announced complete
         self.heartbeat: Callable[[], None] = lambda: None  # /health: the loop turns
         self.counts = Counts()
+        self.backfill: Backfill | None = None  # identifier backfills, stepped between batches
         self.stage = "starting"
         self._restore_thread = ThreadPoolExecutor(1, thread_name_prefix="restore")
 
@@ -152,9 +154,10 @@ class LaneAgent:
                         self._resume(consumer.client, partition)
                 self.stage = "waiting for a batch"
                 busy = self.restorer.restoring or self._opening
-                wait = 0.0 if busy else self.settings.batch_within_s
+                backfilling = self.backfill is not None and bool(self.backfill.due(self.ready))
+                wait = 0.0 if busy or backfilling else self.settings.batch_within_s
                 batch = await consumer.consume(self.settings.lane_batch_packs, wait)
-                if batch or self._check & self.ready:
+                if batch or self._check & self.ready or backfilling:
                     self.stage = "applying"
                     await self.handle(consumer, batch)
         finally:
@@ -209,6 +212,7 @@ class LaneAgent:
                 continue
             changes.append((partition, self.apply_partition(partition, messages)))
             applied += messages
+        changes += self._backfill_steps()
         try:
             self.stage = "flushing outputs"
             await self.producer.flush_patiently_async(self.settings.flush_timeout_s)
@@ -231,6 +235,25 @@ class LaneAgent:
         ]
         await consumer.commit_sync(offsets)
         self.counts.publish(self.lanes_topic, time.monotonic() - started, len(self.restorer.restoring))
+
+    def _backfill_steps(self) -> list[tuple[int, list[list[tuple[bytes, bytes | None]]]]]:
+        """One bounded identifier-backfill step per partition that has one due (``processors.backfill``):
+        its outputs queued with the batch's, its state writes (the scan's progress included) committed
+        with them. Not on a partition that waits for a growth."""
+        if self.backfill is None:
+            return []
+        changes = []
+        for partition in self.backfill.due(sorted(self.ready)):
+            if partition in self._deferred:
+                continue
+            self.stores.use(partition)
+            if growth.waiting(self.state, partition):
+                continue
+            self.processor.at(partition, self.partitions)
+            outputs = self.backfill.step(partition)
+            self._publish(partition, -1, "backfill", None, [partition, -1, 0], outputs)
+            changes.append((partition, self.state.commit()))
+        return changes
 
     def _first_deferred(self, partition: int) -> int:
         waiting = self._deferred.get(partition)
@@ -422,6 +445,8 @@ class LaneAgent:
             self._deferred.pop(partition, None)
             self._check.discard(partition)
             self._announced.pop(partition, None)
+            if self.backfill is not None:
+                self.backfill.forget(partition)
         self.state.drop_batch()
         self.state.clear_cache()
         if partitions:

@@ -12,6 +12,7 @@ from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.view import CompactedView
 from inflow.observability import worker_metrics as wm
 from inflow.observability.logs import configure_logging
+from inflow.processors.backfill import BACKFILL
 from inflow.processors.outputs import AUDIT, EVENTS, OUTCOMES, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.worker import INGEST_TOPICS, LAYOUT_TOPIC, ProcessorsWorker
@@ -20,7 +21,17 @@ from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.registry import TOPIC as WORKSPACES_TOPIC
 
-NEEDED_TOPICS = (*INGEST_TOPICS, PROFILES, EVENTS, REJECTED, OUTCOMES, AUDIT, WORKSPACES_TOPIC, LAYOUT_TOPIC)
+NEEDED_TOPICS = (
+    *INGEST_TOPICS,
+    PROFILES,
+    EVENTS,
+    REJECTED,
+    OUTCOMES,
+    AUDIT,
+    WORKSPACES_TOPIC,
+    LAYOUT_TOPIC,
+    BACKFILL,
+)
 WORKSPACES_READY_S = 60.0
 WORKSPACE_RECORD = "WorkspaceCredential"
 log = logging.getLogger(__name__)
@@ -80,6 +91,8 @@ def run_worker(
         disabled,
         layout=lambda: layouts.get(ingest),
         partitions=len(topic_partitions(admin, ingest)),
+        # Workspaces of control.workspaces and of the file: a newly switched-on identifier is backfilled.
+        workspace_ids=lambda: {*tuple(workspaces.data), *(ws.id for ws in rt.config.workspaces)},
     )
     create_topics(
         admin,

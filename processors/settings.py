@@ -48,6 +48,12 @@ class WorkerSettings(BaseSettings):
     max_profile_attributes: int = Field(
         2_000, gt=0, description="a user update that would give the profile more attributes is rejected"
     )
+    backfill_batch: int = Field(
+        500, gt=0, description="profiles an identifier backfill scans per step and partition, between batches"
+    )
+    backfill_step_interval_s: float = Field(
+        0.0, ge=0, description="pause between two backfill steps of one partition (0: every lane loop)"
+    )
     rocksdb_write_buffer_bytes: int = Field(
         8_388_608, gt=0, description="RocksDB memtable per table and lane partition (two at most)"
     )

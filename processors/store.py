@@ -139,6 +139,12 @@ class TableView(MutableMapping[bytes, bytes]):
         """A batch's writes (None: delete); persisted after the changelog has them."""
         self._require().stage(writes)
 
+    def keys_from(self, start: bytes) -> Iterator[bytes]:
+        """Stored keys from ``start`` on, in key order (a RocksDB seek; the batch's pending writes are not
+        seen)."""
+        keys: Iterator[Any] = iter(self._require().db.keys(from_key=start))
+        return (bytes(k) for k in keys if bytes(k) != OFFSET_KEY)
+
     def __iter__(self) -> Iterator[bytes]:
         keys: Iterator[Any] = iter(self._require().db.keys())
         return (bytes(k) for k in keys if bytes(k) != OFFSET_KEY)

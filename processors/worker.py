@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from inflow.config.settings import KafkaSettings
 from inflow.config.topics import TopicSpec
 from inflow.kafka.clients import new_admin
 from inflow.kafka.producer import KafkaProducer
+from inflow.processors.backfill import BACKFILL, Backfill
 from inflow.processors.changelog import ChangelogRestorer, changelog_specs
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.growth import LayoutOf
@@ -58,15 +59,17 @@ class ProcessorsWorker:
         disabled: Callable[[str], bool] = lambda workspace_id: False,
         layout: LayoutOf = lambda: None,
         partitions: int | None = None,
+        workspace_ids: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         """``disabled(workspace_id)``: whether ``inflow workspaces disable`` stopped the workspace;
-        ``partitions``: of ingest.records on the broker (its changelogs are created with as many)."""
+        ``partitions``: of ingest.records on the broker (its changelogs are created with as many);
+        ``workspace_ids()``: every workspace known now (whose identifiers the backfill follows)."""
         self.settings = settings
         group = app_id(kafka)
         ingest = catalogue[INGEST]
         self.changelog_specs = changelog_specs(group, ingest, settings.dedup_window_s, partitions)
         serde = AvroSerde(kafka.schema_registry_url)
-        outputs = (INGEST, PROFILES, EVENTS, REJECTED, OUTCOMES, AUDIT)
+        outputs = (INGEST, PROFILES, EVENTS, REJECTED, OUTCOMES, AUDIT, BACKFILL)
         topic_names = {short: catalogue[short].name for short in outputs}
         stores = LaneStores(
             data_dir / "state",
@@ -100,6 +103,9 @@ class ProcessorsWorker:
             layout=layout,
             metadata=new_admin(kafka),
             layout_topic=kafka.topic(LAYOUT_TOPIC),
+        )
+        self.lane.backfill = Backfill(
+            processor, workspace_ids, settings.backfill_batch, settings.backfill_step_interval_s
         )
         self._stop = asyncio.Event()
 

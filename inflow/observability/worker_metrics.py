@@ -48,6 +48,16 @@ BATCH_APPLY = Histogram(
     "Time to apply one consumed batch, outputs flushed and state written",
     buckets=LATENCY_BUCKETS,
 )
+BACKFILL_RUNNING = Gauge(
+    "inflow_worker_backfill_partitions",
+    "Partitions of this worker still backfilling a newly switched-on identifier (0 or absent: done)",
+    ["workspace", "identifier"],
+)
+BACKFILL_SCANNED = Counter(
+    "inflow_worker_backfill_profiles_scanned",
+    "Stored profiles scanned by identifier backfills",
+    ["workspace", "identifier"],
+)
 RESTORING = Gauge("inflow_worker_restoring_partitions", "Partitions paused while their state is restored")
 
 # Reasons are free text; a label takes one of these classes so the number of series stays bounded.

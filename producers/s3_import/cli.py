@@ -27,7 +27,7 @@ from inflow.producers.s3_import.poller import Poller, RunSummary
 from inflow.producers.s3_import.preview import preview
 from inflow.producers.s3_import.runs import RunStore
 from inflow.producers.s3_import.storage import S3File
-from inflow.producers.s3_import.store import DefinitionStore
+from inflow.producers.s3_import.store import DefinitionStore, read_identifiers
 from inflow.runtime import Runtime
 from inflow.schemas.serde import AvroSerde
 
@@ -51,9 +51,14 @@ console = Console()
 
 
 def _store(rt: Runtime) -> DefinitionStore:
-    return DefinitionStore(
-        rt.kafka, AvroSerde(rt.kafka.schema_registry_url), SecretBox.from_settings(rt.paths)
-    )
+    serde = AvroSerde(rt.kafka.schema_registry_url)
+    configured = {w.id: tuple(w.identifiers) for w in rt.config.workspaces}
+
+    def identifiers_of(workspace_id: str) -> tuple[str, ...] | None:
+        """control.workspaces first (as the workers), else the YAML file's workspace."""
+        return read_identifiers(rt.kafka, serde, workspace_id) or configured.get(workspace_id)
+
+    return DefinitionStore(rt.kafka, serde, SecretBox.from_settings(rt.paths), identifiers_of)
 
 
 def read_definition_file(path: Path, manifest: Path | None = None) -> ImportDefinition:
@@ -106,6 +111,7 @@ def poller_command(
         SecretBox.from_settings(rt.paths),
         default_endpoint=rt.s3.endpoint_url,
         import_limits={w.id: w.import_limits for w in rt.config.workspaces},
+        configured_identifiers={w.id: w.identifiers for w in rt.config.workspaces},
     )
     served = serve_component(
         "poller",

@@ -6,7 +6,7 @@ mandatory mapping, and a duplicate of another import.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -15,9 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from inflow.config.file import describe_validation_error
+from inflow.config.identifiers import identifier_named
 from inflow.config.secrets import SecretBox
 from inflow.producers.s3_import.exceptions import DefinitionError
-from inflow.producers.s3_import.mapping import ColumnMapping, Role, check_unique_attrs, parse_manifest
+from inflow.producers.s3_import.mapping import (
+    ColumnMapping,
+    Role,
+    check_unique_attrs,
+    identity_mapping,
+    parse_manifest,
+)
 from inflow.producers.s3_import.naming import (
     ANONYMOUS_PREFIX,
     CUSTOM_PREFIX,
@@ -57,6 +64,11 @@ MANDATORY_ROLES: dict[ImportType, list[tuple[set[Role], str]]] = {
     ],
     ImportType.AUX_DATA: [({Role.USER_ID}, "User ID")],
 }
+# With identity resolution on, a column of one of the workspace's identifiers may take User ID's place
+# (§4.5: "With IR on, any configured identifier can be mapped"): registered users and events.
+IDENTITY_BY_IDENTIFIER = frozenset({ImportType.REGISTERED_USERS, ImportType.EVENTS})
+CUSTOMER_ID = "customer_id"
+IdentifiersOf = Callable[[str], tuple[str, ...] | None]
 
 
 class PgpConfig(BaseModel):
@@ -172,6 +184,13 @@ class ImportDefinition(BaseModel):
             kind = "AUX_DATA"
         return (kind, self.sub_type, self.folder, self.bucket)
 
+    @property
+    def identity(self) -> ColumnMapping | None:
+        """The identifier column that identifies rows instead of User ID (None: User ID does)."""
+        if self.type not in IDENTITY_BY_IDENTIFIER:
+            return None
+        return identity_mapping(self.mappings)
+
     def public_dict(self) -> dict[str, Any]:
         """The definition for display: secrets masked, manifest omitted."""
         return self.model_dump(mode="json", exclude={"manifest"})
@@ -208,12 +227,43 @@ def check_mandatory(name: str, kind: ImportType, mappings: Iterable[ColumnMappin
     mappings = list(mappings)
     for roles, label in MANDATORY_ROLES[kind]:
         found = [m for m in mappings if m.effective_role in roles]
+        if Role.USER_ID in roles and kind in IDENTITY_BY_IDENTIFIER and identity_mapping(mappings):
+            continue  # an identifier column identifies the rows (checked against the workspace on store)
         if not found:
+            if Role.USER_ID in roles and kind in IDENTITY_BY_IDENTIFIER:
+                label += " (or, in a workspace with identity resolution on, one of its identifiers mapped "
+                label += "with role identifier)"
             raise DefinitionError(f"import {name}: mandatory mapping missing: {label}")
         if all(m.is_skipped for m in found):
             raise DefinitionError(
                 f"import {name}: mandatory column {found[0].column!r} ({label}) cannot be skipped"
             )
+
+
+def identity_identifier(d: ImportDefinition, identifiers: tuple[str, ...] | None) -> str | None:
+    """The workspace identifier an import's identity column carries, or None when User ID identifies its
+    rows. ``identifiers``: the workspace's identifiers (``control.workspaces``; None: unknown workspace).
+    Raises :class:`DefinitionError` with the reason when the column cannot identify users there."""
+    column = d.identity
+    if column is None:
+        return None
+    attr = column.moe_attr or column.column
+    where = f"import {d.name}: column {column.column!r} ({attr}) cannot identify users instead of User ID"
+    if identifiers is None:
+        raise DefinitionError(f"{where}: workspace {d.workspace_id} is not known (create it first)")
+    others = tuple(name for name in identifiers if name != CUSTOMER_ID)
+    if not others:
+        raise DefinitionError(
+            f"{where}: workspace {d.workspace_id} has identity resolution off (customer_id is its only "
+            "identifier); map User ID, or switch an identifier on for the workspace"
+        )
+    name = identifier_named(attr, others)
+    if name is None:
+        raise DefinitionError(
+            f"{where}: {attr} is not an identifier of workspace {d.workspace_id} (its identifiers: "
+            f"{', '.join((CUSTOMER_ID, *others))})"
+        )
+    return name
 
 
 def parse_definition(data: dict[str, Any], where: str = "import") -> ImportDefinition:

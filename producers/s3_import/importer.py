@@ -27,8 +27,14 @@ from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.s3_import.avro_template import template_encoder
-from inflow.producers.s3_import.definition import MANDATORY_ROLES, ImportDefinition, ImportType
+from inflow.producers.s3_import.definition import (
+    MANDATORY_ROLES,
+    ImportDefinition,
+    ImportType,
+    identity_identifier,
+)
 from inflow.producers.s3_import.exceptions import (
+    DefinitionError,
     FetchError,
     FileFormatError,
     InfrastructureFault,
@@ -36,7 +42,7 @@ from inflow.producers.s3_import.exceptions import (
     RowError,
     S3ImportError,
 )
-from inflow.producers.s3_import.mapping import CompiledMapping, compile_mapping
+from inflow.producers.s3_import.mapping import CompiledMapping, Role, compile_mapping
 from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.pgp import (
     GPG_TIMEOUT,
@@ -88,6 +94,9 @@ class ImportContext:
     gpg_timeout: float = GPG_TIMEOUT
     max_columns: int = MAX_COLUMNS
     track_outcomes: bool = False  # True: the run stays PROCESSING until the processors applied its rows
+    # The workspace's identifiers now (control.workspaces; None: unknown), for an import whose rows are
+    # identified by an identifier column instead of User ID.
+    identifiers: Callable[[], tuple[str, ...] | None] = lambda: None
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -253,13 +262,35 @@ class FileImport:
         mapping = compile_mapping(table.columns, self.d.mappings, UTC, self.d.tz)
         mapping.unmapped_columns = table.unmapped
         check_columns(table.header, self.ctx.max_columns)
+        self._identity()
         self._check_mandatory_columns(mapping)
         self.run_record.unmapped_columns = mapping.unmapped_columns
         self._rows(table.rows, mapping)
 
+    def _identity(self) -> None:
+        """An identity column must still name an identifier of the workspace when the file runs (identity
+        resolution may have been switched off since the import was defined): else the file fails."""
+        column = self.d.identity
+        if column is None:
+            return
+        try:
+            name = identity_identifier(self.d, self.ctx.identifiers())
+        except DefinitionError as exc:
+            raise FileFormatError(str(exc)) from None
+        assert name is not None
+        self.builder.identity = (column.moe_attr or column.column, name)
+
     def _check_mandatory_columns(self, mapping: CompiledMapping) -> None:
         present = mapping.roles()
+        identity = self.builder.identity
         for roles, label in MANDATORY_ROLES[self.d.type]:
+            if identity is not None and Role.USER_ID in roles:
+                if not any(c.attr == identity[0] for c in mapping.converters):
+                    raise FileFormatError(
+                        f"Column value for the selected identifier attribute ({identity[0]}) is absent in "
+                        "the file"
+                    )
+                continue
             if not roles & present:
                 raise FileFormatError(MISSING_COLUMN.get(label, "event datetime missing") + " in the file")
 

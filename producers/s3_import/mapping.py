@@ -77,6 +77,16 @@ class ColumnMapping(BaseModel):
         return self.role or ROLE_BY_ATTR.get(self.moe_attr or "")
 
 
+def identity_mapping(mappings: Sequence[ColumnMapping]) -> ColumnMapping | None:
+    """The identifier column that identifies each row instead of User ID (identity resolution on): the
+    first mapping with role ``identifier`` when no User ID is mapped; None when User ID is mapped (or no
+    identifier is)."""
+    live = [m for m in mappings if not m.is_skipped and m.moe_attr]
+    if any(m.effective_role is Role.USER_ID for m in live):
+        return None
+    return next((m for m in live if m.effective_role is Role.IDENTIFIER), None)
+
+
 def parse_manifest(text: str) -> list[ColumnMapping]:
     """Parse an uploaded manifest ``{"mapping": [...]}``; each ``moe_attr`` must be unique."""
     try:

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -70,6 +70,7 @@ from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.registry import WorkspaceRegistry
 
 log = logging.getLogger(__name__)
+WORKSPACES_READY_S = 30.0  # how long a check of a workspace's identifiers waits for control.workspaces
 
 
 @dataclass
@@ -115,14 +116,19 @@ class Poller:
         smtp: SmtpSettings | None = None,
         serde: AvroSerde | None = None,
         import_limits: Mapping[str, ImportLimits] | None = None,
+        configured_identifiers: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``configured_identifiers``: the YAML file's identifiers per workspace, used for a workspace that
+        ``control.workspaces`` does not know (as the workers do)."""
         self.settings = settings or PollerSettings()
+        self.configured_identifiers = dict(configured_identifiers or {})
         self.import_limits = dict(import_limits or {})  # per workspace; MoEngage's defaults otherwise
         self.serde = serde or AvroSerde(kafka.schema_registry_url)
         self.kafka = kafka
         self.default_endpoint = default_endpoint
         self.owner = self.settings.owner or default_owner()
-        self.store = DefinitionStore(kafka, self.serde, box)
+        self.workspaces = WorkspaceRegistry(kafka, self.serde).start()  # followed: disable/enable
+        self.store = DefinitionStore(kafka, self.serde, box, identifiers_of=self.identifiers_of)
         self.ledger = Ledger(kafka, self.serde, self.owner, self.settings.group_id)
         self.runs = RunStore(kafka, self.serde)
         self.runs.follow()  # row budgets and runs awaiting the processors are read from run history
@@ -139,7 +145,6 @@ class Poller:
             self.tracker = None
         self.out = row_producer(kafka)
         self.notifier = Notifier(smtp or SmtpSettings())
-        self.workspaces = WorkspaceRegistry(kafka, self.serde).start()  # followed: disable/enable
         self.paused: set[str] = set()  # imports whose workspace is disabled: run again once enabled
         self._waiting_written: dict[str, str] = {}  # ledger key -> reason of its written WAITING record
         self._queued_written: set[str] = set()  # ledger keys whose QUEUED run record is written
@@ -219,6 +224,17 @@ class Poller:
                 log.info("import %s: retrying after an S3 or Kafka outage", d.name)
             done.append(self.run_import(d))
         return done
+
+    def identifiers_of(self, workspace_id: str) -> tuple[str, ...] | None:
+        """A workspace's identifiers (customer_id first) as ``control.workspaces`` holds them, else as the
+        YAML file declares them; None for a workspace known to neither."""
+        if not self.workspaces.ready:
+            self.workspaces.wait_ready(WORKSPACES_READY_S)
+        workspace = self.workspaces.get(workspace_id)
+        if workspace is not None:
+            return ("customer_id", *workspace.identifiers)
+        configured = self.configured_identifiers.get(workspace_id)
+        return None if configured is None else ("customer_id", *configured)
 
     def disabled_reason(self, d: ImportDefinition) -> str | None:
         """Why the import may not run now (its workspace is disabled), or None."""
@@ -574,6 +590,7 @@ class Poller:
             gpg_timeout=self.settings.gpg_timeout_seconds,
             max_columns=self.settings.max_columns,
             track_outcomes=self.tracker is not None,
+            identifiers=lambda: self.identifiers_of(d.workspace_id),
         )
         job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
         tracker = FileProgress(

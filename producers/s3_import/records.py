@@ -103,6 +103,9 @@ class RecordBuilder:
                 d.do_not_create_new_users and self.kind is not ImportType.ANONYMOUS_USERS
             )
         self.template = template
+        # (column attribute, workspace identifier) of an identity column that identifies rows instead of
+        # User ID (identity resolution on); set by the importer once it checked the workspace has it.
+        self.identity: tuple[str, str] | None = None
         # What an encoder may treat as fixed for the whole file: the template minus the per-row identity.
         self.constants = {k: v for k, v in template.items() if k not in ("customer_id", "anonymous_id")}
 
@@ -120,13 +123,26 @@ class RecordBuilder:
                 raise RowError("Column value for the selected identifier attribute (Anonymous ID) is absent")
             record["anonymous_id"] = anon = str(anon)
             return (self.key_prefix + anon).encode(), record
-        uid = roles.get(Role.USER_ID)
-        if not uid:
-            raise RowError("Column value for the selected identifier attribute (ID) is absent")
-        record["customer_id"] = uid
+        if self.identity is not None:
+            route = self._identity_route(ids)
+        else:
+            uid = roles.get(Role.USER_ID)
+            if not uid:
+                raise RowError("Column value for the selected identifier attribute (ID) is absent")
+            record["customer_id"] = route = uid
         if self.kind is ImportType.EVENTS:
             when = roles.get(Role.EVENT_TIME_UTC) or roles.get(Role.EVENT_TIME_APP_TIMEZONE)
             if when is None:
                 raise RowError("event datetime missing")
             record["user_time"] = when
-        return (self.key_prefix + uid).encode(), record
+        return (self.key_prefix + route).encode("utf-8", "surrogatepass"), record
+
+    def _identity_route(self, ids: dict[str, str]) -> str:
+        """The row's user is found by its identifier value (no customer_id): the key is the processors'
+        route of that identifier, ``name=value``, so the row lands where the value's index entry lives."""
+        assert self.identity is not None
+        attr, name = self.identity
+        value = ids.get(attr)
+        if value is None or not value.strip():
+            raise RowError(f"Column value for the selected identifier attribute ({attr}) is absent")
+        return f"{name}={value}"

@@ -19,22 +19,50 @@ from inflow.kafka.errors import KafkaFault, Kind
 from inflow.kafka.producer import KafkaProducer
 from inflow.kafka.view import CompactedView
 from inflow.producers.s3_import.definition import (
+    IdentifiersOf,
     ImportDefinition,
     check_not_duplicate,
     from_stored,
+    identity_identifier,
     to_stored,
     with_created_at,
 )
 from inflow.producers.s3_import.exceptions import DefinitionError, S3ImportError
 from inflow.schemas.serde import AvroSerde
+from inflow.workspaces.exceptions import WorkspaceError
+from inflow.workspaces.registry import WorkspaceRegistry
 
 NO_LINGER: dict[str, Any] = {"linger.ms": 0}  # control records are written one at a time
+
+
+def read_identifiers(kafka: KafkaSettings, serde: AvroSerde, workspace_id: str) -> tuple[str, ...] | None:
+    """A workspace's identifiers as ``control.workspaces`` holds them now (customer_id first); None when
+    the topic does not know the workspace."""
+    registry = WorkspaceRegistry(kafka, serde)
+    try:
+        workspace = registry.load().get(workspace_id)
+    except WorkspaceError as exc:
+        reason = f"the identifiers of workspace {workspace_id} cannot be read: {exc}"
+        raise DefinitionError(reason) from exc
+    finally:
+        registry.stop()
+    return None if workspace is None else ("customer_id", *workspace.identifiers)
 
 
 class DefinitionStore:
     """Reads and writes import definitions; ``refresh()`` picks up changes made by other processes."""
 
-    def __init__(self, kafka: KafkaSettings, serde: AvroSerde, box: SecretBox) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        serde: AvroSerde,
+        box: SecretBox,
+        identifiers_of: IdentifiersOf | None = None,
+    ) -> None:
+        """``identifiers_of(workspace_id)``: the workspace's identifiers (None: unknown), asked for a
+        definition whose identity column is an identifier; default: ``control.workspaces`` read then."""
+        self.kafka = kafka
+        self.identifiers_of = identifiers_of or self._read_identifiers
         self.topic = kafka.topic("control.imports")
         self._serde = serde
         self._box = box
@@ -83,11 +111,23 @@ class DefinitionStore:
                 f"An import with the same import name has already been used: {definition.name}"
             )
         check_not_duplicate(definition, self.definitions.values())
+        if definition.identity is not None:
+            identity_identifier(definition, self.identifiers_of(definition.workspace_id))
         now = datetime.now(UTC)
         created = existing.created_at if existing and existing.created_at else now
         stored = with_created_at(definition.model_copy(update={"created_at": created}), now)
         self._write(stored, now)
         return stored
+
+    def _read_identifiers(self, workspace_id: str) -> tuple[str, ...] | None:
+        """A workspace's identifiers as ``control.workspaces`` holds them now (customer_id first)."""
+        try:
+            workspace = WorkspaceRegistry(self.kafka, self._serde).load().get(workspace_id)
+        except WorkspaceError as exc:
+            raise DefinitionError(
+                f"the identifiers of workspace {workspace_id} cannot be read: {exc}"
+            ) from exc
+        return None if workspace is None else ("customer_id", *workspace.identifiers)
 
     def archive(self, name: str) -> ImportDefinition:
         """Stop future runs; a running file finishes (as in MoEngage, a running import can't be stopped

@@ -218,3 +218,40 @@ def test_identifiers_from_control_workspaces_win_and_changes_apply_to_the_next_r
     del listed["W"]  # unknown to the topic: the file's list
     assert directory.rules("W").identifiers == ("customer_id", "moe_mobile")
     assert directory.rules("other").identifiers == ("customer_id",)  # known to neither: the default
+
+
+@pytest.mark.parametrize("flag", ["moe_hard_bounce", "moe_spam", "moe_unsubscribe"])
+@pytest.mark.parametrize("merged_value", [True, "true"])
+def test_opt_out_flag_true_on_the_merged_user_makes_the_retained_one_true(
+    lane: Lane, flag: str, merged_value: object
+):
+    """§2.8: hard_bounce / spam / unsubscribe become true when the merged profiles disagree, also when the
+    retained (latest seen) user has false."""
+    merged = lane.uid_of(
+        lane.feed(
+            "UserUpsert", r.user("W", "flag-a", at=1, attributes={"email": "f@x.io", flag: merged_value})
+        )
+    )
+    kept = lane.uid_of(lane.feed("UserUpsert", r.user("W", "flag-b", at=2, attributes={flag: False})))
+    out = lane.feed("UserUpsert", r.user("W", "flag-b", at=3, attributes={"email": "f@x.io"}))
+    codes = {e["event_code"]: e["uid"] for e in lane.events(out)}
+    assert codes == {"MOE_USER_MERGED": kept, "MOE_USER_MERGE_EVENT": merged}
+    assert attrs(lane.profile("W", kept))[flag] is True
+
+
+@pytest.mark.parametrize(
+    ("retained", "merged", "expected"),
+    [
+        (False, True, True),
+        (True, False, True),
+        (False, "true", True),
+        ("false", False, "false"),  # no conflict (both false): the retained value stays as it was
+        (False, "false", False),
+        (False, None, False),
+    ],
+)
+def test_merge_attributes_opt_out_flags_are_true_when_either_side_is_true(retained, merged, expected):
+    from inflow.processors.attributes import merge_attributes
+
+    result = merge_attributes({"moe_spam": retained}, {"moe_spam": merged})
+    assert result["moe_spam"] == expected

@@ -12,6 +12,7 @@ from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.view import CompactedView
 from inflow.observability import worker_metrics as wm
 from inflow.observability.logs import configure_logging
+from inflow.processors import fair_usage
 from inflow.processors.outputs import AUDIT, EVENTS, OUTCOMES, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.worker import INGEST_TOPICS, LAYOUT_TOPIC, ProcessorsWorker
@@ -80,6 +81,7 @@ def run_worker(
         disabled,
         layout=lambda: layouts.get(ingest),
         partitions=len(topic_partitions(admin, ingest)),
+        fair_usage=fair_usage.policies(rt.config.workspaces),
     )
     create_topics(
         admin,

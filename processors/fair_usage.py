@@ -77,25 +77,50 @@ def policies(workspaces: Iterable[WorkspaceConfig]) -> dict[str, Policy | None]:
     return {ws.id: policy_of(ws.fair_usage) for ws in workspaces}
 
 
-def new_counts(policy: Policy) -> list[int]:
-    """Per window: the index of its current window and the records counted in it."""
-    return [-1, 0] * len(policy.windows)
+class Tally:
+    """One user's counts in the current window of each of the policy's windows.
+
+    A single running count ``n`` with, per window, the index of its current window and the count when it
+    began (``bases``): the count in window ``i`` is ``n - bases[i]``. ``ends`` (the earliest end of the
+    current windows) and ``over`` (the smallest ``n`` that takes a window over its limit) make the usual
+    record one addition and two comparisons."""
+
+    __slots__ = ("bases", "ends", "n", "over", "starts")
+
+    def __init__(self, policy: Policy) -> None:
+        self.n = 0
+        self.ends = -1  # the first record recounts
+        self.over = 0
+        self.starts = [-1] * len(policy.windows)
+        self.bases = [0] * len(policy.windows)
 
 
-def count(counts: list[int], policy: Policy, at_ms: int) -> Window | None:
+def count(tally: Tally, policy: Policy, at_ms: int) -> Window | None:
     """Count one record at ``at_ms``; the window it takes over its limit (the one that blocks longest when
     several do), or None. A record older than a window's current one counts in the current one."""
+    tally.n += 1
+    if at_ms < tally.ends and tally.n <= tally.over:
+        return None
+    return _recount(tally, policy, at_ms)
+
+
+def _recount(tally: Tally, policy: Policy, at_ms: int) -> Window | None:
+    """A window ended or a limit was passed: move the windows on and find the breach."""
+    n = tally.n
+    ends = over = None
     breached = None
     for i, window in enumerate(policy.windows):
         index = at_ms // window.ms
-        j = i + i
-        if index > counts[j]:
-            counts[j] = index
-            counts[j + 1] = 1
-        else:
-            counts[j + 1] += 1
-        if counts[j + 1] > window.limit and (breached is None or window.block_ms > breached.block_ms):
+        if index > tally.starts[i]:  # this record is the first of a new window
+            tally.starts[i] = index
+            tally.bases[i] = n - 1
+        end = (tally.starts[i] + 1) * window.ms
+        ends = end if ends is None else min(ends, end)
+        limit = tally.bases[i] + window.limit
+        over = limit if over is None else min(over, limit)
+        if n > limit and (breached is None or window.block_ms > breached.block_ms):
             breached = window
+    tally.ends, tally.over = int(ends or 0), int(over or 0)
     return breached
 
 
@@ -154,12 +179,13 @@ def describe(seconds: int) -> str:
 class _User:
     """One user's counts, its stored block (read once), and the partition it lives on."""
 
-    __slots__ = ("block", "counts", "partition")
+    __slots__ = ("block", "partition", "tally", "why")
 
-    def __init__(self, partition: int, block: Block | None, counts: list[int]) -> None:
+    def __init__(self, partition: int, block: Block | None, tally: Tally) -> None:
         self.partition = partition
         self.block = block
-        self.counts = counts
+        self.tally = tally
+        self.why: str | None = None  # the block's reason, made once for all its records
 
 
 class FairUsage:
@@ -178,7 +204,7 @@ class FairUsage:
         self.policies = dict(policies or {})
         self.default = default
         self.max_users = max_users
-        self._users: OrderedDict[bytes, _User] = OrderedDict()
+        self._users: OrderedDict[tuple[str, str], _User] = OrderedDict()
         self.imposed: dict[str, int] = {}  # blocks imposed per workspace, since the metrics last took them
 
     def check(self, ws: str, slot: str, at_ms: int, partition: int, named: tuple[str, str]) -> str | None:
@@ -188,31 +214,33 @@ class FairUsage:
         policy = self.policies.get(ws, self.default)
         if policy is None:
             return None
-        key = keys.fair_usage_key(ws, slot)
-        user = self._users.get(key)
+        user = self._users.get((ws, slot))
         if user is None:
-            user = self._track(key, partition, policy)
+            user = self._track(ws, slot, partition, policy)
         else:
-            self._users.move_to_end(key)
+            self._users.move_to_end((ws, slot))
         block = user.block
         if block is not None:
             if blocks(block, at_ms):
-                return reason(block, who(named))
+                if user.why is None:
+                    user.why = reason(block, who(named))
+                return user.why
             if lapsed(block, policy, at_ms):
                 user.block = None
-                self.state.users.delete(key)
-        window = count(user.counts, policy, at_ms)
+                self.state.users.delete(keys.fair_usage_key(ws, slot))
+        window = count(user.tally, policy, at_ms)
         if window is None:
             return None
         user.block = block = breach(user.block, window, policy, at_ms)
-        self.state.users.put(key, block)
+        user.why = reason(block, who(named))
+        self.state.users.put(keys.fair_usage_key(ws, slot), block)
         self.imposed[ws] = self.imposed.get(ws, 0) + 1
-        return reason(block, who(named))
+        return user.why
 
-    def _track(self, key: bytes, partition: int, policy: Policy) -> _User:
-        stored = self.state.users.get(key)
-        user = _User(partition, stored if isinstance(stored, dict) else None, new_counts(policy))
-        self._users[key] = user
+    def _track(self, ws: str, slot: str, partition: int, policy: Policy) -> _User:
+        stored = self.state.users.get(keys.fair_usage_key(ws, slot))
+        user = _User(partition, stored if isinstance(stored, dict) else None, Tally(policy))
+        self._users[(ws, slot)] = user
         if len(self._users) > self.max_users:
             self._users.popitem(last=False)
         return user

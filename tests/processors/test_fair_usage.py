@@ -3,6 +3,7 @@ tracker over the lane state, and the lane processor rejecting a blocked user's r
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -29,8 +30,8 @@ SMALL = fu.Policy(
 
 
 def counted(policy: fu.Policy, times: list[int]) -> list[fu.Window | None]:
-    counts = fu.new_counts(policy)
-    return [fu.count(counts, policy, at) for at in times]
+    tally = fu.Tally(policy)
+    return [fu.count(tally, policy, at) for at in times]
 
 
 # --- the rules ------------------------------------------------------------------------------------
@@ -73,10 +74,35 @@ def test_when_several_windows_break_at_once_the_longest_block_is_reported():
 
 
 def test_a_record_older_than_the_current_window_counts_in_it():
-    counts = fu.new_counts(SMALL)
+    tally = fu.Tally(SMALL)
     for at in (T0, T0, T0 - 2 * MIN):
-        assert fu.count(counts, SMALL, at) is None
-    assert fu.count(counts, SMALL, T0) == SMALL.windows[0]
+        assert fu.count(tally, SMALL, at) is None
+    assert fu.count(tally, SMALL, T0) == SMALL.windows[0]
+
+
+def naive(policy: fu.Policy, times: list[int]) -> list[fu.Window | None]:
+    """The rule said plainly: per window, the current window's index and its count."""
+    current: list[list[int]] = [[-1, 0] for _ in policy.windows]
+    results = []
+    for at in times:
+        breached = None
+        for window, state in zip(policy.windows, current, strict=True):
+            index = at // window.ms
+            state[:] = [index, 1] if index > state[0] else [state[0], state[1] + 1]
+            if state[1] > window.limit and (breached is None or window.block_ms > breached.block_ms):
+                breached = window
+        results.append(breached)
+    return results
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_counting_agrees_with_the_rule_said_plainly(seed: int):
+    rng = random.Random(seed)
+    at, times = T0, []
+    for _ in range(400):
+        at += rng.choice([0, 0, 1_000, 7_000, 40_000, MIN, 4 * MIN, HOUR, -3 * MIN])
+        times.append(at)
+    assert counted(SMALL, times) == naive(SMALL, times)
 
 
 def test_a_first_breach_blocks_for_its_windows_block_time():

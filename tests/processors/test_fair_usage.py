@@ -12,7 +12,9 @@ from inflow.config.file import FairUsageLimits, FairUsageWindow, parse_config_te
 from inflow.errors import ConfigError
 from inflow.processors import fair_usage as fu
 from inflow.processors import growth, keys
+from inflow.processors.attributes import IMPORT_SOURCE
 from inflow.processors.engine import LaneProcessor
+from inflow.processors.lane import outcome_of
 from inflow.processors.state import State
 from inflow.processors.store import TABLES
 from inflow.processors.workspaces import IdentityRulesDirectory
@@ -302,3 +304,15 @@ def test_requests_about_a_blocked_user_are_not_blocked(limited: Lane):
     outputs = limited.processor.process("DeleteRequest", r.delete("W", "u1"))
     assert limited.rejected(outputs) == []
     assert [o.record["outcome"] for o in outputs if o.topic == "control.audit"] == ["ok"]
+
+
+def test_a_blocked_imported_row_is_a_failed_row_with_the_reason(limited: Lane):
+    """The importer's poller counts a row rejected on processors.rejected as failed (no RecordOutcome)."""
+    rows = [dict(r.event("W", "u1"), source=IMPORT_SOURCE, origin=f"imp/events_1.csv/{i}") for i in range(4)]
+    outputs = [limited.feed("EventRecord", row) for row in rows]
+    rejected = limited.rejected(outputs[-1])
+    assert [(x["origin"], x["outcome"]) for x in rejected] == [("imp/events_1.csv/3", "rejected")]
+    assert rejected[0]["reason"].startswith("Fair usage policy: user customer_id 'u1' blocked until ")
+    assert outcome_of("EventRecord", rows[3], outputs[-1], 0) == []
+    applied = outcome_of("EventRecord", rows[0], outputs[0], 0)
+    assert [(o.topic, o.record["outcome"]) for o in applied] == [("processors.outcomes", "added")]

@@ -42,6 +42,43 @@ class ImportLimits(BaseModel):
     events_rows_per_day: int = Field(40_000_000, gt=0)
 
 
+class FairUsageWindow(BaseModel):
+    """One limit of the Fair Usage Policy: more than ``max_requests`` data records about one user within a
+    window of ``seconds`` (aligned to UTC) blocks that user's tracked data for ``block_seconds``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: int = Field(gt=0)
+    max_requests: int = Field(gt=0)
+    block_seconds: int = Field(gt=0)
+
+
+def _moengage_windows() -> list[FairUsageWindow]:
+    """MoEngage's non-SDK limits (§2.9): 5,000 / 1 min and 10,000 / 5 min block 1 h; 50,000 / 1 h and
+    100,000 / 1 day block 24 h."""
+    return [
+        FairUsageWindow(seconds=60, max_requests=5_000, block_seconds=3_600),
+        FairUsageWindow(seconds=300, max_requests=10_000, block_seconds=3_600),
+        FairUsageWindow(seconds=3_600, max_requests=50_000, block_seconds=86_400),
+        FairUsageWindow(seconds=86_400, max_requests=100_000, block_seconds=86_400),
+    ]
+
+
+class FairUsageLimits(BaseModel):
+    """The per-user Fair Usage Policy of a workspace (MoEngage's defaults; MoEngage does not let them be
+    changed, Inflow does so that operators and tests can use other numbers or switch it off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    windows: list[FairUsageWindow] = Field(default_factory=_moengage_windows, min_length=1, max_length=8)
+    # The breach that makes a long block: the third in a row (a breach more than
+    # ``consecutive_within_seconds`` after the previous block ended starts a new row).
+    consecutive_breaches: int = Field(3, gt=0)
+    long_block_seconds: int = Field(7 * 86_400, gt=0)
+    consecutive_within_seconds: int = Field(86_400, ge=0)
+
+
 class WorkspaceConfig(BaseModel):
     """A workspace declared in the file; its data API key is stored hashed by the gateway."""
 
@@ -56,6 +93,7 @@ class WorkspaceConfig(BaseModel):
     merge_priority_attribute: str | None = None
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     import_limits: ImportLimits = Field(default_factory=ImportLimits)
+    fair_usage: FairUsageLimits = Field(default_factory=FairUsageLimits)
 
 
 class InflowFile(BaseModel):

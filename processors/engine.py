@@ -41,6 +41,7 @@ from inflow.processors.attributes import (
 from inflow.processors.classification import UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel, event_name, event_type
 from inflow.processors.devices import MAX_DEVICES_PER_USER, check_capacity, device_attributes, unique_values
 from inflow.processors.exceptions import Rejection
+from inflow.processors.fair_usage import TRACKED, FairUsage
 from inflow.processors.identity import (
     MAX_USERS_PER_IDENTIFIER_VALUE,
     choose_retained,
@@ -98,13 +99,16 @@ class LaneProcessor:
         disabled: Callable[[str], bool] = lambda workspace_id: False,
         max_profile_bytes: int = MAX_PROFILE_BYTES,
         max_profile_attributes: int = MAX_PROFILE_ATTRIBUTES,
+        fair_usage: FairUsage | None = None,
     ) -> None:
+        """``fair_usage``: the Fair Usage Policy's counts and blocks (None: not enforced)."""
         self.state = state
         self.directory = directory
         self.clock = clock
         self.disabled = disabled
         self.max_profile_bytes = max_profile_bytes
         self.max_profile_attributes = max_profile_attributes
+        self.fair_usage = fair_usage
         self.handlers = {
             "UserUpsert": self._user,
             "DeviceUpsert": self._device,
@@ -188,6 +192,11 @@ class LaneProcessor:
         if marked is not None and (position is None or marked != position):
             self.duplicates += 1
             return []
+        if self.fair_usage is not None and record_name in TRACKED:  # counted per user where it is applied
+            at = to_ms(record["received_at"])
+            blocked = self.fair_usage.check(ws, slot or entry, at, self.partition, ids[0])
+            if blocked is not None:  # no seen mark: the block stays written (see processors.fair_usage)
+                return [self._rejection(record_name, record, Rejection(blocked))]
         try:
             outputs = handler(ws, record, rules, ids, raw_attributes, slot)
         except Rejection as exc:

@@ -48,8 +48,8 @@ def route_of(table: int, key: bytes, raw: bytes) -> str | None:
         if rest[:2] == ["", "merged"]:
             rest = rest[2:]
         return identifier_route(ws, rest[0], keys.SEP.join(rest[1:]))
-    if table in (USERS, DEVICES):  # user_key: ws, slot
-        return keys.SEP.join(parts[1:])
+    if table in (USERS, DEVICES):  # user_key: ws, slot; fair_usage_key: ws, "", "fup", slot
+        return keys.SEP.join(parts[3:] if parts[1:3] == ["", "fup"] else parts[1:])
     if table == DEVICE_INDEX:  # value: [slot, device_id]
         return str(jsoncodec.loads(raw)[0])
     return keys.SEP.join(parts[1:-1])  # seen_key: ws, slot, event_uuid

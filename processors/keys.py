@@ -32,6 +32,12 @@ def user_key(workspace_id: str, slot: str) -> bytes:
     return f"{workspace_id}{SEP}{slot}".encode("utf-8", "surrogatepass")
 
 
+def fair_usage_key(workspace_id: str, slot: str) -> bytes:
+    """A user's Fair Usage Policy block, in the users table beside its profile (an empty second part: never
+    a profile key); it lives, and moves when partitions grow, with the user's slot."""
+    return f"{workspace_id}{SEP}{SEP}fup{SEP}{slot}".encode("utf-8", "surrogatepass")
+
+
 def device_index_key(workspace_id: str, kind: str, value: str) -> bytes:
     """Index of device identities (device_id, push_id, moe_gaid, idfv) that must be unique in a workspace."""
     return f"{workspace_id}{SEP}dev{SEP}{kind}{SEP}{value}".encode()

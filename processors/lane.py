@@ -235,6 +235,9 @@ class LaneAgent:
         ]
         await consumer.commit_sync(offsets)
         self.counts.publish(self.lanes_topic, time.monotonic() - started, len(self.restorer.restoring))
+        if self.processor.fair_usage is not None:
+            for workspace, n in self.processor.fair_usage.take_imposed().items():
+                wm.FAIR_USAGE_BLOCKS.labels(workspace).inc(n)
 
     def _backfill_steps(self) -> list[tuple[int, list[list[tuple[bytes, bytes | None]]]]]:
         """One bounded identifier-backfill step per partition that has one due (``processors.backfill``):
@@ -449,6 +452,8 @@ class LaneAgent:
                 self.backfill.forget(partition)
         self.state.drop_batch()
         self.state.clear_cache()
+        if self.processor.fair_usage is not None:  # their users' counts start again at the new owner
+            self.processor.fair_usage.forget(partition for _, partition in partitions)
         if partitions:
             log.info("%s: %s", OWNED_LOG, sorted(self.owned))
 
@@ -498,6 +503,8 @@ class LaneAgent:
                 )
             log.info("%s grew from %d to %d partitions", self.lanes_topic, self.partitions, count)
             self._check |= self.owned
+            if self.processor.fair_usage is not None:  # users move between partitions
+                self.processor.fair_usage.clear()
         self.partitions = count
 
     def owned_lanes(self) -> list[int]:

@@ -12,6 +12,7 @@ from inflow.kafka.clients import new_admin, topic_partitions
 from inflow.kafka.view import CompactedView
 from inflow.observability import worker_metrics as wm
 from inflow.observability.logs import configure_logging
+from inflow.processors import fair_usage
 from inflow.processors.backfill import BACKFILL
 from inflow.processors.outputs import AUDIT, EVENTS, OUTCOMES, PROFILES, REJECTED
 from inflow.processors.settings import WorkerSettings
@@ -93,6 +94,7 @@ def run_worker(
         partitions=len(topic_partitions(admin, ingest)),
         # Workspaces of control.workspaces and of the file: a newly switched-on identifier is backfilled.
         workspace_ids=lambda: {*tuple(workspaces.data), *(ws.id for ws in rt.config.workspaces)},
+        fair_usage=fair_usage.policies(rt.config.workspaces),
     )
     create_topics(
         admin,

@@ -54,6 +54,12 @@ class WorkerSettings(BaseSettings):
     backfill_step_interval_s: float = Field(
         0.0, ge=0, description="pause between two backfill steps of one partition (0: every lane loop)"
     )
+    fair_usage: bool = Field(
+        True, description="enforce the per-user Fair Usage Policy (each workspace's fair_usage settings)"
+    )
+    fair_usage_tracked_users: int = Field(
+        100_000, gt=0, description="users whose Fair Usage counts are kept; the least recently seen go first"
+    )
     rocksdb_write_buffer_bytes: int = Field(
         8_388_608, gt=0, description="RocksDB memtable per table and lane partition (two at most)"
     )

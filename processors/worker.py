@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from inflow.kafka.producer import KafkaProducer
 from inflow.processors.backfill import BACKFILL, Backfill
 from inflow.processors.changelog import ChangelogRestorer, changelog_specs
 from inflow.processors.engine import LaneProcessor
+from inflow.processors.fair_usage import FairUsage, Policy
 from inflow.processors.growth import LayoutOf
 from inflow.processors.lane import LaneAgent
 from inflow.processors.outputs import AUDIT, EVENTS, INGEST, OUTCOMES, PROFILES, REJECTED
@@ -60,10 +61,12 @@ class ProcessorsWorker:
         layout: LayoutOf = lambda: None,
         partitions: int | None = None,
         workspace_ids: Callable[[], Iterable[str]] = tuple,
+        fair_usage: Mapping[str, Policy | None] | None = None,
     ) -> None:
         """``disabled(workspace_id)``: whether ``inflow workspaces disable`` stopped the workspace;
         ``partitions``: of ingest.records on the broker (its changelogs are created with as many);
-        ``workspace_ids()``: every workspace known now (whose identifiers the backfill follows)."""
+        ``workspace_ids()``: every workspace known now (whose identifiers the backfill follows);
+        ``fair_usage``: the Fair Usage policies of the workspaces the file declares (others: MoEngage's)."""
         self.settings = settings
         group = app_id(kafka)
         ingest = catalogue[INGEST]
@@ -81,12 +84,14 @@ class ProcessorsWorker:
         limits = [settings.cache_limit] * len(stores.views)
         limits[SEEN] = max(1, settings.cache_limit // 10)
         state = State(*(JsonTable(view, limit) for view, limit in zip(stores.views, limits, strict=True)))
+        usage = FairUsage(state, fair_usage, max_users=settings.fair_usage_tracked_users)
         processor = LaneProcessor(
             state,
             directory,
             disabled=disabled,
             max_profile_bytes=settings.max_profile_bytes,
             max_profile_attributes=settings.max_profile_attributes,
+            fair_usage=usage if settings.fair_usage else None,
         )
         producing: dict[str, Any] = {"linger.ms": settings.linger_ms, "batch.size": settings.max_batch_size}
         self.lane = LaneAgent(

@@ -11,6 +11,7 @@ What the worker calls::
     wm.RECORDS_OUT.labels(workspace, topic).inc(n)      # profiles / events published
     wm.MERGES.labels(workspace).inc()
     wm.REJECTIONS.labels(workspace, wm.reason_class(reason)).inc()
+    wm.FAIR_USAGE_BLOCKS.labels(workspace).inc(n)       # users blocked by the Fair Usage Policy
     with wm.BATCH_APPLY.time(): ...                     # or .observe(seconds), per consumed batch
     obs.heartbeat.beat()                                # every loop turn; /health fails after 60 s without
 """
@@ -43,6 +44,11 @@ REJECTIONS = Counter(
     "Records written to processors.rejected, by class of reason",
     ["workspace", "reason"],
 )
+FAIR_USAGE_BLOCKS = Counter(
+    "inflow_worker_fair_usage_blocks",
+    "Users blocked by the Fair Usage Policy (a block imposed; its records count under rejections)",
+    ["workspace"],
+)
 BATCH_APPLY = Histogram(
     "inflow_worker_batch_apply_seconds",
     "Time to apply one consumed batch, outputs flushed and state written",
@@ -62,6 +68,7 @@ RESTORING = Gauge("inflow_worker_restoring_partitions", "Partitions paused while
 
 # Reasons are free text; a label takes one of these classes so the number of series stays bounded.
 _REASON_CLASSES = (
+    ("fair_usage", ("fair usage policy",)),
     ("too_large", ("too large", "over the", "size limit")),
     ("unreadable", ("unreadable", "cannot decode", "not decodable", "schema")),
     ("blocked_identifier", ("blocked", "exception list", "identifier")),
@@ -70,7 +77,8 @@ _REASON_CLASSES = (
 
 
 def reason_class(reason: str) -> str:
-    """``too_large``, ``unreadable``, ``blocked_identifier``, ``invalid`` or ``other`` for a reason text."""
+    """``fair_usage``, ``too_large``, ``unreadable``, ``blocked_identifier``, ``invalid`` or ``other`` for a
+    reason text."""
     text = reason.lower()
     for name, words in _REASON_CLASSES:
         if any(word in text for word in words):

@@ -181,6 +181,11 @@ def test_worker_metrics_and_server(kafka_settings: KafkaSettings) -> None:
         ("the UserProfile is too large to publish: 2000000 bytes", "too_large"),
         ("unreadable message: not Avro", "unreadable"),
         ("customer_id is blocked", "blocked_identifier"),
+        (
+            "Fair usage policy: user customer_id 'u1' blocked until 2026-12-03T09:00:00Z after more than "
+            "5000 data requests in 1 minute",
+            "fair_usage",
+        ),
         ("something else entirely", "other"),
     ],
 )

@@ -46,6 +46,7 @@ from inflow.producers.s3_import.pgp import (
     looks_encrypted,
     verify_then,
 )
+from inflow.producers.s3_import.projects import ProjectRouting, RoutedRecords, routed_records
 from inflow.producers.s3_import.reading import (
     DEFAULT_LIMITS,
     EMPTY_ROW,
@@ -88,6 +89,7 @@ class ImportContext:
     gpg_timeout: float = GPG_TIMEOUT
     max_columns: int = MAX_COLUMNS
     track_outcomes: bool = False  # True: the run stays PROCESSING until the processors applied its rows
+    routing: ProjectRouting | None = None  # the import's workspace is a portfolio (projects.py)
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -154,7 +156,9 @@ class FileImport:
         self.d, self.folder, self.file, self.run_record, self.out, self.ctx = d, folder, file, run, out, ctx
         self.serde = serde
         self.topic = out.kafka.topic(TOPIC_BY_TYPE[d.type])
-        self.builder = RecordBuilder(d, f"{d.bucket}/{d.folder}", file.name, run.run_id, datetime.now(UTC))
+        self.received_at = datetime.now(UTC)
+        self.builder = self._builder_for(d)
+        self.routed: RoutedRecords | None = None  # rows of several workspaces (a portfolio's import)
         self.report: IO[str] | None = None
         self.last_row = ctx.resume_after
         self.bytes_read = 0
@@ -255,6 +259,9 @@ class FileImport:
         check_columns(table.header, self.ctx.max_columns)
         self._check_mandatory_columns(mapping)
         self.run_record.unmapped_columns = mapping.unmapped_columns
+        self.routed = routed_records(
+            self.d, self.ctx.routing, mapping.roles(), self._builder_for, self._template_encoder
+        )
         self._rows(table.rows, mapping)
 
     def _check_mandatory_columns(self, mapping: CompiledMapping) -> None:
@@ -267,7 +274,8 @@ class FileImport:
         """The hot loop: locals only, counters kept in variables and stored on the run at check points."""
         run, ctx, out = self.run_record, self.ctx, self.out
         encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
-        convert, build, topic = mapping.convert, self.builder.build, self.topic
+        build = self.routed.build if self.routed is not None else self.builder.build
+        convert, topic = mapping.convert, self.topic
         produce, check, poll = out.produce, out.check, out.poll
         if self.d.type is ImportType.AUX_DATA:  # by key to its partition, where a lookup reads it
             produce = self._aux_producer()
@@ -337,10 +345,20 @@ class FileImport:
         return to_partition
 
     def _encoder(self, sample: dict[str, Any]) -> Callable[[Any], bytes]:
-        """The per-file template encoder (checked against fastavro on this first record)."""
+        """The per-file template encoder (checked against fastavro on this first record); one per
+        workspace when the rows are routed to a portfolio's projects."""
+        if self.routed is not None:
+            return self.routed.encode
+        return self._template_encoder(self.builder, sample)
+
+    def _template_encoder(self, builder: RecordBuilder, sample: dict[str, Any]) -> Callable[[Any], bytes]:
         return template_encoder(
-            self.serde, RECORD_BY_TYPE[self.d.type], self.topic, self.builder.constants, sample
+            self.serde, RECORD_BY_TYPE[self.d.type], self.topic, builder.constants, sample
         )
+
+    def _builder_for(self, d: ImportDefinition) -> RecordBuilder:
+        folder = f"{d.bucket}/{d.folder}"
+        return RecordBuilder(d, folder, self.file.name, self.run_record.run_id, self.received_at)
 
     def handover(self) -> int:
         """Flush rows in flight so the next owner can resume right after ``last_row``."""

@@ -77,10 +77,14 @@ def check_projects(
         )
     labels: dict[str, str] = {}
     workspaces: set[str] = set()
+    codes: set[str] = set()
     for p in projects:
         _check_label(portfolio_id, "code", p.code)
         if p.name is not None:
             _check_label(portfolio_id, "name", p.name)
+        if p.code in codes:
+            raise WorkspaceError(f"portfolio {portfolio_id}: project code {p.code} is listed twice")
+        codes.add(p.code)
         for label in p.labels():
             other = labels.setdefault(label, p.code)
             if other != p.code:

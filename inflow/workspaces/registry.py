@@ -1,7 +1,8 @@
 """Workspace credentials: durable in the compacted ``control.workspaces`` topic, followed by every gateway.
 
 The YAML file's ``workspaces`` are the starting point: a declared workspace missing from the topic is
-created with the file's key (hashed), and its identifiers and rate limits follow the file. Keys are changed
+created with the file's key (hashed), and its identifiers and rate limits follow the file, and so do a
+portfolio's projects when the file declares them (``portfolio.py`` holds their rules). Keys are changed
 only by ``inflow workspaces rotate-key``; every gateway sees the new credential within its follow latency.
 
 Reading goes through :class:`~inflow.kafka.view.CompactedView` (followed live by the gateway and the

@@ -11,6 +11,10 @@ import pytest
 
 from inflow.config.file import ProjectConfig, RateLimits, WorkspaceConfig
 from inflow.config.settings import KafkaSettings
+from inflow.local.process import free_port
+from inflow.producers.bulk_api.gateway import Gateway
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.workspaces.exceptions import WorkspaceError
 from inflow.workspaces.portfolio import Project
 from inflow.workspaces.registry import Workspace
 from tests.bulk_api.conftest import KEY, WS, seed_workspaces
@@ -228,3 +232,17 @@ def test_rate_limits_count_on_the_project_and_a_disabled_project_is_suspended(ga
         "Account Suspended",
         "Your account is suspended. Please contact MoEngage team.",
     )
+
+
+def test_a_config_file_whose_project_names_no_workspace_stops_the_gateway_with_the_reason(
+    catalogue_topics: KafkaSettings,
+) -> None:
+    seeds = [
+        WorkspaceConfig(id=PORT, api_key=PORT_KEY, projects=[ProjectConfig(code="A", workspace="NOWHERE")])
+    ]
+    gateway = Gateway(catalogue_topics, GatewaySettings(port=free_port()), seeds)
+    try:
+        with pytest.raises(WorkspaceError, match="project A's workspace NOWHERE does not exist"):
+            gateway.start()
+    finally:
+        gateway.stop()

@@ -79,6 +79,18 @@ class FairUsageLimits(BaseModel):
     consecutive_within_seconds: int = Field(86_400, ge=0)
 
 
+class ProjectConfig(BaseModel):
+    """One project of a portfolio workspace (MoEngage §3, §4.6): Data API calls with
+    ``project_code=<code>`` and import rows whose ``moe_project_name`` is the code or the name are stored
+    on ``workspace``, a workspace of its own (declared in the file or created with the CLI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=64)
+    workspace: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1, max_length=64)
+
+
 class WorkspaceConfig(BaseModel):
     """A workspace declared in the file; its data API key is stored hashed by the gateway."""
 
@@ -94,6 +106,8 @@ class WorkspaceConfig(BaseModel):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     import_limits: ImportLimits = Field(default_factory=ImportLimits)
     fair_usage: FairUsageLimits = Field(default_factory=FairUsageLimits)
+    # A portfolio's projects; None (not declared) keeps those set with ``inflow workspaces projects``.
+    projects: list[ProjectConfig] | None = None
 
 
 class InflowFile(BaseModel):

@@ -174,6 +174,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "identifiers": ["moe_mobile", "u_em"],
         "users_per_minute": 10000,
         "events_per_minute": 30000,
+        "projects": [{"code": "EU", "name": "Europe", "workspace_id": "ACME-EU"}],
     },
     "ImportLedgerEntry": {
         "import_name": "daily-users",

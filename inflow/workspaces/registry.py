@@ -1,7 +1,8 @@
 """Workspace credentials: durable in the compacted ``control.workspaces`` topic, followed by every gateway.
 
 The YAML file's ``workspaces`` are the starting point: a declared workspace missing from the topic is
-created with the file's key (hashed), and its identifiers and rate limits follow the file. Keys are changed
+created with the file's key (hashed), and its identifiers and rate limits follow the file, and so do a
+portfolio's projects when the file declares them (``portfolio.py`` holds their rules). Keys are changed
 only by ``inflow workspaces rotate-key``; every gateway sees the new credential within its follow latency.
 
 Reading goes through :class:`~inflow.kafka.view.CompactedView` (followed live by the gateway and the
@@ -27,6 +28,7 @@ from inflow.kafka.view import CompactedView
 from inflow.schemas.serde import AvroSerde
 from inflow.workspaces.exceptions import WorkspaceError, WorkspaceNotFound
 from inflow.workspaces.keys import hash_key
+from inflow.workspaces.portfolio import Project, check_projects, find_project
 
 TOPIC = "control.workspaces"
 RECORD = "WorkspaceCredential"
@@ -46,10 +48,19 @@ class Workspace:
     identifiers: tuple[str, ...] = ()
     users_per_minute: int = 10_000
     events_per_minute: int = 30_000
+    projects: tuple[Project, ...] = ()  # a portfolio's projects (portfolio.py); empty: not a portfolio
 
     @property
     def limits(self) -> dict[str, int]:
         return {"users": self.users_per_minute, "events": self.events_per_minute}
+
+    @property
+    def is_portfolio(self) -> bool:
+        return bool(self.projects)
+
+    def project(self, code: str) -> Project | None:
+        """The project of this portfolio whose code is exactly ``code``, or None."""
+        return find_project(self.projects, code)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -62,6 +73,7 @@ class Workspace:
             "identifiers": list(self.identifiers),
             "users_per_minute": self.users_per_minute,
             "events_per_minute": self.events_per_minute,
+            "projects": [p.to_record() for p in self.projects],
         }
 
     @classmethod
@@ -76,6 +88,7 @@ class Workspace:
             identifiers=tuple(record["identifiers"]),
             users_per_minute=record["users_per_minute"],
             events_per_minute=record["events_per_minute"],
+            projects=tuple(Project.from_record(p) for p in record.get("projects") or ()),
         )
 
     def public(self) -> dict[str, Any]:
@@ -90,6 +103,7 @@ class Workspace:
             "identifiers": list(self.identifiers),
             "users_per_minute": self.users_per_minute,
             "events_per_minute": self.events_per_minute,
+            "projects": [p.to_record() for p in self.projects],
         }
 
 
@@ -218,6 +232,13 @@ class WorkspaceRegistry:
         with self._lock:
             return sorted(self._workspaces.values(), key=lambda w: w.id)
 
+    def portfolio_of(self, workspace_id: str, exclude: str | None = None) -> str | None:
+        """The portfolio that lists ``workspace_id`` as a project (``exclude`` aside), or None."""
+        for ws in self.all():
+            if ws.id != exclude and any(p.workspace_id == workspace_id for p in ws.projects):
+                return ws.id
+        return None
+
     # writing -------------------------------------------------------------------------------------------
     def publish(self, workspace: Workspace, timeout: float = 15.0) -> Workspace:
         """Write a credential and wait for the broker's acknowledgement; then apply it locally."""
@@ -234,7 +255,8 @@ class WorkspaceRegistry:
         return workspace
 
     def seed(self, configs: list[WorkspaceConfig]) -> list[str]:
-        """Create declared workspaces that are missing; align identifiers and limits with the file."""
+        """Create declared workspaces that are missing; align identifiers and limits with the file; then
+        the projects of the portfolios that declare ``projects`` (once every workspace exists)."""
         changed = []
         for cfg in configs:
             current = self.get(cfg.id)
@@ -254,6 +276,16 @@ class WorkspaceRegistry:
             if aligned != current:
                 self.publish(aligned)
                 changed.append(cfg.id)
+        for cfg in configs:
+            if cfg.projects is None:  # not declared: the projects set by the CLI stay
+                continue
+            wanted_projects = tuple(
+                Project(code=p.code, workspace_id=p.workspace, name=p.name) for p in cfg.projects
+            )
+            if self._existing(cfg.id).projects != wanted_projects:
+                self.set_projects(cfg.id, wanted_projects)
+                if cfg.id not in changed:
+                    changed.append(cfg.id)
         return changed
 
     def create(self, workspace: Workspace) -> Workspace:
@@ -282,6 +314,38 @@ class WorkspaceRegistry:
         return self.publish(
             replace(current, users_per_minute=users_per_minute, events_per_minute=events_per_minute)
         )
+
+    def set_projects(self, portfolio_id: str, projects: tuple[Project, ...]) -> Workspace:
+        """Make a workspace a portfolio of these projects (none: an ordinary workspace again); a list that
+        would make routing ambiguous or circular is a :class:`WorkspaceError` naming the fault."""
+        current = self._existing(portfolio_id)
+
+        def projects_of(workspace_id: str) -> tuple[Project, ...]:
+            ws = self.get(workspace_id)
+            return ws.projects if ws is not None else ()
+
+        check_projects(
+            portfolio_id,
+            projects,
+            lambda workspace_id: self.get(workspace_id) is not None,
+            projects_of,
+            lambda workspace_id: self.portfolio_of(workspace_id, exclude=portfolio_id),
+        )
+        return self.publish(replace(current, projects=tuple(projects)))
+
+    def add_project(self, portfolio_id: str, project: Project) -> Workspace:
+        """Add one project to a portfolio (the workspace becomes a portfolio with its first project)."""
+        current = self._existing(portfolio_id)
+        if current.project(project.code) is not None:
+            raise WorkspaceError(f"portfolio {portfolio_id} already has a project {project.code}")
+        return self.set_projects(portfolio_id, (*current.projects, project))
+
+    def remove_project(self, portfolio_id: str, code: str) -> Workspace:
+        """Remove a project from a portfolio; its workspace and data stay."""
+        current = self._existing(portfolio_id)
+        if current.project(code) is None:
+            raise WorkspaceError(f"portfolio {portfolio_id} has no project {code}")
+        return self.set_projects(portfolio_id, tuple(p for p in current.projects if p.code != code))
 
     def _existing(self, workspace_id: str) -> Workspace:
         current = self.get(workspace_id)

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from inflow.producers.bulk_api.exceptions import ApiError
-from inflow.producers.bulk_api.messages import server_unavailable
+from inflow.producers.bulk_api.messages import account_suspended, server_unavailable
 from inflow.workspaces.keys import fingerprint, verify_key
 from inflow.workspaces.registry import Workspace, WorkspaceRegistry
 
@@ -129,9 +129,7 @@ class Authenticator:
         if workspace is None:
             raise ApiError(401, REQUIRED, "Invalid APP_ID used in Authentication Header")
         if workspace.disabled:
-            raise ApiError(
-                403, "Account Suspended", "Your account is suspended. Please contact MoEngage team."
-            )
+            raise account_suspended()
         if not workspace.key_hash:
             msg = "App Secret key is not set. Please login to the dashboard to set a key"
             raise ApiError(409, REQUIRED, msg)

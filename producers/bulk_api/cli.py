@@ -9,6 +9,7 @@ import typer
 
 from inflow.producers.bulk_api.settings import GatewaySettings
 from inflow.workspaces.keys import generate_key
+from inflow.workspaces.portfolio import Project
 from inflow.workspaces.registry import WorkspaceRegistry, new_workspace
 
 UP_PROCESSES: list[tuple[str, list[str]]] = [("gateway", ["gateway"])]
@@ -106,7 +107,55 @@ def enable(workspace_id: Annotated[str, typer.Argument(help="workspace id")]) ->
     typer.echo(f"workspace {workspace_id} enabled")
 
 
+projects_app = typer.Typer(
+    help="Projects of a portfolio workspace: project_code (Data API) and moe_project_name (imports) "
+    "route data to each project's own workspace.",
+    no_args_is_help=True,
+)
+
+
+def _print_projects(portfolio_id: str, projects: tuple[Project, ...]) -> None:
+    typer.echo(json.dumps({"workspace_id": portfolio_id, "projects": [p.to_record() for p in projects]}))
+
+
+@projects_app.command("add")
+def add_project(
+    portfolio_id: Annotated[str, typer.Argument(help="the portfolio workspace (its credentials are used)")],
+    code: Annotated[str, typer.Argument(help="project code, passed as ?project_code= (case-sensitive)")],
+    workspace: Annotated[str, typer.Option(help="the existing workspace that stores the project's data")],
+    name: Annotated[
+        str | None, typer.Option(help="project name an import's moe_project_name may hold")
+    ] = None,
+) -> None:
+    """Add a project to a portfolio; the portfolio's Data API calls then need ``project_code``."""
+    ws = _directory().add_project(portfolio_id, Project(code=code, workspace_id=workspace, name=name))
+    _print_projects(ws.id, ws.projects)
+
+
+@projects_app.command("remove")
+def remove_project(
+    portfolio_id: Annotated[str, typer.Argument(help="the portfolio workspace")],
+    code: Annotated[str, typer.Argument(help="project code")],
+) -> None:
+    """Remove a project from a portfolio (its workspace and data stay); with none left it is an ordinary
+    workspace again."""
+    ws = _directory().remove_project(portfolio_id, code)
+    _print_projects(ws.id, ws.projects)
+
+
+@projects_app.command("list")
+def list_projects(portfolio_id: Annotated[str, typer.Argument(help="the portfolio workspace")]) -> None:
+    """The projects of a portfolio, as JSON."""
+    directory = _directory()
+    ws = directory.get(portfolio_id)
+    if ws is None:
+        typer.echo(f"workspace {portfolio_id} does not exist", err=True)
+        raise typer.Exit(2)
+    _print_projects(ws.id, ws.projects)
+
+
 def register(app: typer.Typer) -> None:
     """Add the gateway commands to the ``inflow`` CLI."""
     app.command("gateway")(gateway)
+    workspaces_app.add_typer(projects_app, name="projects")
     app.add_typer(workspaces_app, name="workspaces")

@@ -132,11 +132,44 @@ def merge_refused(identifiers: tuple[str, ...]) -> ApiError:
     )
 
 
-def portfolio_unsupported() -> ApiError:
-    """Portfolio projects (``project_code``) have no counterpart: each project is a workspace of its own."""
+def account_suspended() -> ApiError:
+    return ApiError(403, "Account Suspended", "Your account is suspended. Please contact MoEngage team.")
+
+
+# Portfolio workspaces (reference §3): calls made with a portfolio's credentials name their project.
+def project_code_required(portfolio_id: str, codes: list[str]) -> ApiError:
+    return ApiError(
+        400,
+        "ParamsRequired",
+        f"project_code is required in query params: workspace {portfolio_id} is a portfolio; pass the "
+        f"code of one of its projects ({', '.join(codes)}).",
+    )
+
+
+def project_code_unknown(code: str, portfolio_id: str) -> ApiError:
     return ApiError(
         400,
         "InvalidParams",
-        "project_code is not supported: Inflow has no portfolio workspaces; send each project's data to "
-        "its own workspace.",
+        f"project_code {code!r} is not a project of the portfolio workspace {portfolio_id}.",
+    )
+
+
+def project_code_repeated() -> ApiError:
+    return ApiError(400, "InvalidParams", "project_code must be given once.")
+
+
+def not_a_portfolio(workspace_id: str) -> ApiError:
+    return ApiError(
+        400,
+        "InvalidParams",
+        f"project_code is accepted only for portfolio workspaces: workspace {workspace_id} has no projects; "
+        "call it without project_code.",
+    )
+
+
+def project_workspace_missing(code: str, workspace_id: str) -> ApiError:
+    return ApiError(
+        400,
+        "InvalidParams",
+        f"project_code {code!r} maps to workspace {workspace_id}, which does not exist.",
     )

@@ -296,7 +296,11 @@ def _responses(ok: dict[str, Any]) -> dict[str, Any]:
         **{
             code: {"description": text, **fail}
             for code, text in [
-                ("400", "Bad request: malformed JSON, missing header or the first bad element"),
+                (
+                    "400",
+                    "Bad request: malformed JSON, missing header, the first bad element, or a missing or "
+                    "unknown project_code",
+                ),
                 ("401", "Authentication failed"),
                 ("403", "Workspace suspended"),
                 ("409", "Workspace id in the path differs from the Basic Auth user, or no key is set"),
@@ -317,6 +321,15 @@ def _params(in_path: bool) -> list[dict[str, Any]]:
     )
     return [
         where | {"schema": {"type": "string"}},
+        {
+            "name": "project_code",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "minLength": 1},
+            "description": "Portfolio workspaces: the code of the project whose workspace the call works on "
+            "(required for a portfolio, 400 ParamsRequired without it; 400 InvalidParams for a code that is "
+            "not one of its projects, or on a workspace that is not a portfolio).",
+        },
         {
             "name": "X-Forwarded-For",
             "in": "header",

@@ -50,7 +50,6 @@ from inflow.producers.bulk_api.messages import (
     missing,
     not_an_object,
     payload_too_large,
-    portfolio_unsupported,
     rate_limited,
     record_too_large,
     server_unavailable,
@@ -58,6 +57,8 @@ from inflow.producers.bulk_api.messages import (
     wrong_type,
 )
 from inflow.producers.bulk_api.openapi import openapi_document
+from inflow.producers.bulk_api.portfolio import PARAM as PROJECT_CODE
+from inflow.producers.bulk_api.portfolio import target_workspace
 from inflow.producers.bulk_api.ratelimit import Decision
 from inflow.workspaces.registry import Workspace
 
@@ -133,13 +134,17 @@ class Handlers:
         workspace_id: str | None,
         primary: str,
         headers: Mapping[str, str] | None = None,
+        project_required: bool = True,
     ) -> Workspace:
+        """The workspace the call works on: the authenticated one, or the project of a portfolio that
+        ``project_code`` names (portfolio.py); everything after this sees that workspace only."""
         if not workspace_id:
             raise app_id_required()
-        if "project_code" in request.query:
-            raise portfolio_unsupported()
-        workspace = await self.gw.auth.authenticate(
+        authenticated = await self.gw.auth.authenticate(
             request.headers if headers is None else headers, workspace_id, self._client(request)
+        )
+        workspace = target_workspace(
+            authenticated, request.query.getall(PROJECT_CODE, []), self.gw.directory.get, project_required
         )
         request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
         request[STATE].rate_primary = primary
@@ -363,7 +368,7 @@ class Handlers:
             raise missing("app_secret", "app_secret is not found in the payload")
         token = base64.b64encode(f"{app_id}:{secret}".encode()).decode()
         workspace = await self._authenticate(
-            request, app_id, "users", headers={"Authorization": f"Basic {token}"}
+            request, app_id, "users", headers={"Authorization": f"Basic {token}"}, project_required=False
         )
         return web.json_response({"status": "success", "app_name": workspace.id}, dumps=dumps)
 

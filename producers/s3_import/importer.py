@@ -52,6 +52,7 @@ from inflow.producers.s3_import.pgp import (
     looks_encrypted,
     verify_then,
 )
+from inflow.producers.s3_import.projects import ProjectRouting, RoutedRecords, routed_records
 from inflow.producers.s3_import.reading import (
     DEFAULT_LIMITS,
     EMPTY_ROW,
@@ -97,6 +98,7 @@ class ImportContext:
     # The workspace's identifiers now (control.workspaces; None: unknown), for an import whose rows are
     # identified by an identifier column instead of User ID.
     identifiers: Callable[[], tuple[str, ...] | None] = lambda: None
+    routing: ProjectRouting | None = None  # the import's workspace is a portfolio (projects.py)
 
 
 def row_producer(kafka: KafkaSettings) -> KafkaProducer:
@@ -163,7 +165,9 @@ class FileImport:
         self.d, self.folder, self.file, self.run_record, self.out, self.ctx = d, folder, file, run, out, ctx
         self.serde = serde
         self.topic = out.kafka.topic(TOPIC_BY_TYPE[d.type])
-        self.builder = RecordBuilder(d, f"{d.bucket}/{d.folder}", file.name, run.run_id, datetime.now(UTC))
+        self.received_at = datetime.now(UTC)
+        self.builder = self._builder_for(d)
+        self.routed: RoutedRecords | None = None  # rows of several workspaces (a portfolio's import)
         self.report: IO[str] | None = None
         self.last_row = ctx.resume_after
         self.bytes_read = 0
@@ -265,6 +269,9 @@ class FileImport:
         self._identity()
         self._check_mandatory_columns(mapping)
         self.run_record.unmapped_columns = mapping.unmapped_columns
+        self.routed = routed_records(
+            self.d, self.ctx.routing, mapping.roles(), self._builder_for, self._template_encoder
+        )
         self._rows(table.rows, mapping)
 
     def _identity(self) -> None:
@@ -298,7 +305,8 @@ class FileImport:
         """The hot loop: locals only, counters kept in variables and stored on the run at check points."""
         run, ctx, out = self.run_record, self.ctx, self.out
         encode: Callable[[Any], bytes] | None = None  # built on the first good row (needs a sample)
-        convert, build, topic = mapping.convert, self.builder.build, self.topic
+        build = self.routed.build if self.routed is not None else self.builder.build
+        convert, topic = mapping.convert, self.topic
         produce, check, poll = out.produce, out.check, out.poll
         if self.d.type is ImportType.AUX_DATA:  # by key to its partition, where a lookup reads it
             produce = self._aux_producer()
@@ -368,10 +376,24 @@ class FileImport:
         return to_partition
 
     def _encoder(self, sample: dict[str, Any]) -> Callable[[Any], bytes]:
-        """The per-file template encoder (checked against fastavro on this first record)."""
+        """The per-file template encoder (checked against fastavro on this first record); one per
+        workspace when the rows are routed to a portfolio's projects."""
+        if self.routed is not None:
+            return self.routed.encode
+        return self._template_encoder(self.builder, sample)
+
+    def _template_encoder(self, builder: RecordBuilder, sample: dict[str, Any]) -> Callable[[Any], bytes]:
         return template_encoder(
-            self.serde, RECORD_BY_TYPE[self.d.type], self.topic, self.builder.constants, sample
+            self.serde, RECORD_BY_TYPE[self.d.type], self.topic, builder.constants, sample
         )
+
+    def _builder_for(self, d: ImportDefinition) -> RecordBuilder:
+        folder = f"{d.bucket}/{d.folder}"
+        builder = RecordBuilder(d, folder, self.file.name, self.run_record.run_id, self.received_at)
+        main = getattr(self, "builder", None)  # a project's builder identifies rows as the import's does
+        if main is not None:
+            builder.identity = main.identity
+        return builder
 
     def handover(self) -> int:
         """Flush rows in flight so the next owner can resume right after ``last_row``."""

@@ -34,6 +34,7 @@ class Role(StrEnum):
     EVENT_TIME_UTC = "event_time_utc"
     EVENT_TIME_APP_TIMEZONE = "event_time_app_timezone"
     IDENTIFIER = "identifier"
+    PROJECT = "project"  # moe_project_name: the portfolio project a row belongs to (projects.py)
 
 
 # moe_attr names that imply a role, so that a plain MoEngage manifest works unchanged.
@@ -42,6 +43,7 @@ ROLE_BY_ATTR = {
     "event_time": Role.EVENT_TIME_UTC,
     "event_time_utc": Role.EVENT_TIME_UTC,
     "event_time_app_timezone": Role.EVENT_TIME_APP_TIMEZONE,
+    "moe_project_name": Role.PROJECT,
 }
 TRUE_VALUES = {"true", "1", "yes", "y", "t"}
 FALSE_VALUES = {"false", "0", "no", "n", "f"}

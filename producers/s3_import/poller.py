@@ -52,6 +52,7 @@ from inflow.producers.s3_import.naming import shown
 from inflow.producers.s3_import.notify import Notifier, failure_message, run_message
 from inflow.producers.s3_import.outcomes import OutcomeTracker, pending_from_history
 from inflow.producers.s3_import.progress import FileProgress
+from inflow.producers.s3_import.projects import routing_for
 from inflow.producers.s3_import.reading import ReadLimits
 from inflow.producers.s3_import.runs import (
     FAILED,
@@ -591,6 +592,7 @@ class Poller:
             max_columns=self.settings.max_columns,
             track_outcomes=self.tracker is not None,
             identifiers=lambda: self.identifiers_of(d.workspace_id),
+            routing=routing_for(d.workspace_id, self.workspaces.get),
         )
         job = FileImport(d, folder, file, run, self.out, self.serde, ctx)
         tracker = FileProgress(

@@ -194,7 +194,7 @@ def test_test_connection_checks_the_credentials_in_the_body(gw):
     )
 
 
-def test_project_code_is_refused_with_the_reason_and_nothing_is_stored(
+def test_project_code_on_a_workspace_that_is_not_a_portfolio_is_refused_and_nothing_is_stored(
     gw, consumer_factory, catalogue_topics
 ):
     resp = gw.post(f"/v1/customer/{WS}?project_code=P1", {"type": "customer", "customer_id": "c1"})

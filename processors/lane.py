@@ -50,7 +50,7 @@ from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.observability import worker_metrics as wm
-from inflow.processors import growth, jsoncodec, protocol
+from inflow.processors import bundles, growth, jsoncodec, protocol
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
@@ -60,7 +60,7 @@ from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.reading import IngestReader
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.state import State
-from inflow.processors.store import TABLES, LaneStores
+from inflow.processors.store import SEEN, TABLES, LaneStores
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.packs import PACK_RECORD
 from inflow.schemas.serde import AvroSerde
@@ -68,6 +68,7 @@ from inflow.schemas.serde import AvroSerde
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
 RESTORE_STEP_S = 0.5
+MAX_SEEN_VALUE = 64  # a seen mark's value: its position [partition, offset, index] as JSON
 
 
 class LaneAgent:
@@ -286,6 +287,11 @@ class LaneAgent:
             if not writes:
                 continue
             topic = self.changelogs[index]
+            if index == SEEN:  # one mark per applied record: a few bundles instead of a record each
+                room = self.producer.limit(topic) - bundles.KEY_ROOM
+                writes = [
+                    (bundles.bundle_key(partition, n), b) for n, b in enumerate(bundles.chunks(writes, room))
+                ]
             for key, raw in writes[:-1]:
                 self.producer.produce(topic, raw, key, partition=partition)
             # One partition, one idempotent producer: the last write's offset is the highest.
@@ -425,6 +431,14 @@ class LaneAgent:
         # an index key (and a device index value) that large too.
         for index, table in enumerate(self.state.tables):
             topic = self.changelogs[index]
+            if index == SEEN:  # a position (three ints) under a key: bounded without encoding it
+                limit = self.producer.limit(topic) - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
+                for key in table.pending_keys():
+                    if len(key) > limit:
+                        size = len(key) + MAX_SEEN_VALUE
+                        exc = RecordTooLarge(topic, size, limit + MAX_SEEN_VALUE)
+                        return f"the stored {TABLES[index]} value it produces would be too large: {exc}"
+                continue
             for key, raw in table.pending_encoded():
                 try:
                     self.producer.check(topic, key, raw)

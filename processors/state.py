@@ -11,7 +11,7 @@ the partition stays assigned (it is cleared on every rebalance).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +54,9 @@ class JsonTable:
 
     def stage(self) -> None:
         """The record is done: its writes join the batch (later records read them)."""
-        self._staged.update(self._pending)
-        self._pending.clear()
+        if self._pending:
+            self._staged.update(self._pending)
+            self._pending.clear()
 
     def commit(self) -> list[tuple[bytes, bytes | None]]:
         """Write the batch to the backing store, once per changed key; the writes made (None: deleted).
@@ -87,11 +88,16 @@ class JsonTable:
         """Stage and commit one record (unit tests and the in-memory benchmark)."""
         self.commit()
 
-    def pending_encoded(self) -> Iterator[tuple[bytes, bytes]]:
+    def pending_encoded(self) -> list[tuple[bytes, bytes]]:
         """The record's pending values as they would be stored (the lane checks their sizes)."""
-        for key, value in self._pending.items():
-            if value is not _DELETED:
-                yield key, jsoncodec.dumps_bytes(value)
+        if not self._pending:  # most records write only a seen mark
+            return []
+        dumps = jsoncodec.dumps_bytes
+        return [(key, dumps(value)) for key, value in self._pending.items() if value is not _DELETED]
+
+    def pending_keys(self) -> list[bytes]:
+        """The keys the record wrote (or deleted)."""
+        return list(self._pending)
 
     def discard(self) -> None:
         """Forget the record's pending writes (it was rejected half way); the batch's stay."""

@@ -29,7 +29,7 @@ def bundle_key(partition: int, index: int) -> bytes:
 
 
 def encode(writes: Iterable[Write]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     for key, value in writes:
         parts += (long_bytes(len(key)), key)
         if value is None:
@@ -42,7 +42,9 @@ def encode(writes: Iterable[Write]) -> bytes:
 def chunks(writes: list[Write], room: int) -> list[bytes]:
     """``writes`` in order as bundles of at most ``room`` bytes (an entry over ``room`` alone is never made:
     the lane rejects the record whose mark it would be)."""
-    out, chunk, size = [], [], 0
+    out: list[bytes] = []
+    chunk: list[Write] = []
+    size = 0
     for key, value in writes:
         grow = len(key) + (len(value) if value is not None else 0) + OVERHEAD
         if chunk and size + grow > room:

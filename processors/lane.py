@@ -436,8 +436,8 @@ class LaneAgent:
                 for key in table.pending_keys():
                     if len(key) > limit:
                         size = len(key) + MAX_SEEN_VALUE
-                        exc = RecordTooLarge(topic, size, limit + MAX_SEEN_VALUE)
-                        return f"the stored {TABLES[index]} value it produces would be too large: {exc}"
+                        big = RecordTooLarge(topic, size, limit + MAX_SEEN_VALUE)
+                        return f"the stored {TABLES[index]} value it produces would be too large: {big}"
                 continue
             for key, raw in table.pending_encoded():
                 try:

@@ -70,6 +70,7 @@ MAX_POINTER_HOPS = 64
 # An identifier value is a key of the identity index and part of its user's slot: bounded like a key.
 MAX_IDENTIFIER_BYTES = 4096
 JSON_CACHE_SIZE = 20_000  # users' and devices' attribute JSON kept for their next events
+HOMES_CACHE_SIZE = 100_000  # routes whose partition is remembered
 
 
 def now_ms() -> int:
@@ -125,6 +126,7 @@ class LaneProcessor:
         self.duplicates = 0
         self.merges = 0
         self._json_cache: dict[tuple[str, Any], tuple[Any, Any, str]] = {}  # see _user_json
+        self._homes: dict[tuple[str, int], int] = {}  # see home
         self.partition = 0  # the partition whose records are applied now (set by the lane per partition)
         self.partitions = 1  # partitions of ingest.records: where every identifier and slot lives
 
@@ -133,10 +135,17 @@ class LaneProcessor:
         self.partition, self.partitions = partition, partitions
 
     def home(self, route: str) -> int:
-        return partition_of(route, self.partitions)
+        """The partition of a route (CRC-32 of its bytes), remembered: a record asks it several times."""
+        key = (route, self.partitions)
+        home = self._homes.get(key)
+        if home is None:
+            if len(self._homes) >= HOMES_CACHE_SIZE:
+                self._homes.clear()
+            home = self._homes[key] = partition_of(route, self.partitions)
+        return home
 
     def local(self, route: str) -> bool:
-        return self.partitions == 1 or partition_of(route, self.partitions) == self.partition
+        return self.partitions == 1 or self.home(route) == self.partition
 
     # -- ingest records ------------------------------------------------------------------------------
 

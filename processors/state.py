@@ -64,14 +64,18 @@ class JsonTable:
         A backing store with ``write_many`` (the worker's RocksDB view) gets the batch in one call."""
         self.stage()
         writes: list[tuple[bytes, bytes | None]] = []
+        cache, room, dumps = self._cache, self._cache_limit, jsoncodec.dumps_bytes
         for key, value in self._staged.items():
             if value is _DELETED:
-                self._cache.pop(key, None)
+                cache.pop(key, None)
                 if self.backing.get(key) is not None:
                     writes.append((key, None))
             else:
-                self._cache[key] = value
-                writes.append((key, jsoncodec.dumps_bytes(value)))
+                # Kept for later reads up to the cache's bound (a batch writes a seen mark per record, and
+                # those are read again only for a duplicate); a cached key is always brought up to date.
+                if key in cache or len(cache) < room:
+                    cache[key] = value
+                writes.append((key, dumps(value)))
         self._staged.clear()
         write_many = getattr(self.backing, "write_many", None)
         if write_many is not None:

@@ -26,7 +26,9 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from confluent_kafka import Consumer
@@ -34,52 +36,102 @@ from confluent_kafka import Consumer
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.kafka.clients import new_admin, new_consumer, new_producer
+from inflow.kafka.producer import CLIENT_MAX_BYTES, RECORD_OVERHEAD
 from inflow.processors.lanes import owned_in_log, second_string
+from inflow.processors.reading import IngestReader
+from inflow.producers.bulk_api.context import RequestContext
+from inflow.producers.bulk_api.elements import ElementValidator, Encoders
+from inflow.producers.bulk_api.messages import BULK
+from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.packs import PackEncoder, pack_messages, unpack
 from inflow.schemas.serde import AvroSerde
 
 BASE_MS = 1_750_000_000_000
 
 
-def records(
-    workspaces: int, users: int, events: int
-) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
-    """Encoded (key, value) users (with one device each) and events spread over workspaces and users."""
+USERS_PER_REQUEST = 20
+ACTIONS_PER_USER = 18  # one event element of 18 actions per user and request, as the end-to-end bench sends
+Messages = list[tuple[bytes, bytes]]
+
+
+def gateway_messages(
+    workspace: str, identifiers: tuple[str, ...], requests: list[list[dict[str, Any]]]
+) -> Messages:
+    """What the gateway writes to ingest.records for these Bulk requests: its element validator and
+    encoders, then its packing (each request's records of one user in one message)."""
     serde = AvroSerde()
-    user_records, event_records = [], []
+    validator = ElementValidator(GatewaySettings(), Encoders.spliced(serde, lambda short: short))
+    packs = PackEncoder(serde)
+    out: Messages = []
+    for n, elements in enumerate(requests):
+        ctx = RequestContext(workspace, f"bench{n}", datetime.now(UTC), "127.0.0.1")
+        messages = [
+            (m.topic, m.key, m.value)
+            for element in elements
+            for m in validator.element(element, ctx, identifiers, BULK).messages
+        ]
+        limit = lambda topic: CLIENT_MAX_BYTES - RECORD_OVERHEAD  # noqa: E731 - the default topic limit
+        out += [(key, value) for _, key, value in pack_messages(messages, packs, limit, "ingest.records")]
+    return out
 
-    def envelope(ws: str, cid: str) -> dict[str, object]:
-        return {
-            "event_uuid": uuid.uuid4().hex,
-            "workspace_id": ws,
-            "request_id": "bench",
-            "received_at": BASE_MS,
-            "source": "api",
-            "customer_id": cid,
-        }
 
-    for i in range(users):
-        ws, cid = f"bench{i % workspaces}", f"user-{i}"
-        user = envelope(ws, cid) | {
-            "attributes_json": (
-                f'{{"name":"User {i}","email":"u{i}@x.io","moe_mobile":"+47{i}","tier":"gold"}}'
-            )
-        }
-        user_records.append((f"{ws}:{cid}".encode(), serde.encode("UserUpsert", user)))
-        device = envelope(ws, cid) | {
-            "device_id": cid,
-            "attributes_json": f'{{"platform":"ANDROID","push_id":"tok-{i}","model":"Pixel"}}',
-        }
-        user_records.append((f"{ws}:{cid}".encode(), serde.encode("DeviceUpsert", device)))
-    for n in range(events):
-        i = n % users
-        ws, cid = f"bench{i % workspaces}", f"user-{i}"
-        event = envelope(ws, cid) | {
-            "action": "Purchase",
-            "attributes_json": '{"amount":12.5}',
-            "user_time": BASE_MS + n,
-        }
-        event_records.append((f"{ws}:{cid}".encode(), serde.encode("EventRecord", event)))
-    return user_records, event_records
+def records(
+    workspaces: int, users: int, events: int, identifiers: tuple[str, ...]
+) -> tuple[Messages, Messages, Messages]:
+    """The gateway's messages for: a customer element per user, a device element per user, then event
+    elements (requests of 20 users x 18 actions, users round-robin), for one workspace per ``bench<i>``."""
+    out: tuple[Messages, Messages, Messages] = ([], [], [])
+    for w in range(workspaces):
+        ws = f"bench{w}"
+        ids = [i for i in range(users) if i % workspaces == w]
+        customers = [
+            {
+                "type": "customer",
+                "customer_id": f"user-{i}",
+                "attributes": {
+                    "name": f"User {i}",
+                    "email": f"u{i}@x.io",
+                    "moe_mobile": f"+47{i}",
+                    "tier": "gold",
+                },
+            }
+            for i in ids
+        ]
+        devices = [
+            {
+                "type": "device",
+                "customer_id": f"user-{i}",
+                "device_id": f"user-{i}",
+                "attributes": {"platform": "ANDROID", "push_id": f"tok-{i}", "model": "Pixel"},
+            }
+            for i in ids
+        ]
+        per = USERS_PER_REQUEST
+        out[0].extend(
+            gateway_messages(ws, identifiers, [customers[k : k + per] for k in range(0, len(ids), per)])
+        )
+        out[1].extend(
+            gateway_messages(ws, identifiers, [devices[k : k + per] for k in range(0, len(ids), per)])
+        )
+        share = events // workspaces + (1 if w < events % workspaces else 0)
+        requests: list[list[dict[str, Any]]] = []
+        n = 0
+        while n < share:
+            elements = []
+            for _ in range(per):
+                if n >= share:
+                    break
+                count = min(ACTIONS_PER_USER, share - n)
+                actions = [
+                    {"action": "Purchase", "attributes": {"amount": 12.5}, "current_time": BASE_MS + n + a}
+                    for a in range(count)
+                ]
+                user = ids[(len(requests) * per + len(elements)) % len(ids)]
+                elements.append({"type": "event", "customer_id": f"user-{user}", "actions": actions})
+                n += count
+            requests.append(elements)
+        out[2].extend(gateway_messages(ws, identifiers, requests))
+    return out
 
 
 def produce(kafka: KafkaSettings, topic: str, data: list[tuple[bytes, bytes]]) -> None:
@@ -174,7 +226,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_workers(
-    kafka: KafkaSettings, count: int, users, events, workspaces: int, timeout: float, identifiers: list[str]
+    kafka: KafkaSettings,
+    count: int,
+    data: tuple[Messages, Messages, Messages],
+    expected: tuple[int, int],
+    workspaces: int,
+    timeout: float,
+    identifiers: list[str],
+    py_spy: str | None = None,
 ) -> tuple[int, float, float]:
     """Start ``count`` workers on a fresh prefix holding the data; events/s of the enriched output."""
     admin = new_admin(kafka)
@@ -200,15 +259,24 @@ def run_workers(
     profiles = new_consumer(kafka, f"bench-profiles-{uuid.uuid4().hex}")
     profiles.subscribe([kafka.topic("profiles")])
     # Users first, then their devices, so every device finds its user; then the measured events.
-    produce(kafka, kafka.topic("ingest.records"), users[0::2])
-    wait_for_records(profiles, len(users) // 2, timeout)
-    produce(kafka, kafka.topic("ingest.records"), users[1::2])
-    wait_for_records(profiles, len(users) // 2, timeout)
+    users, devices, events = data
+    produce(kafka, kafka.topic("ingest.records"), users)
+    wait_for_records(profiles, expected[0], timeout)
+    produce(kafka, kafka.topic("ingest.records"), devices)
+    wait_for_records(profiles, expected[0], timeout)
     profiles.close()
     cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+    spy = None
+    if py_spy:  # raw (collapsed) stacks of the whole events phase, sampled at 200 Hz
+        argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(procs[0].pid)]
+        argv += ["--format", "raw", "--rate", "200", "--gil", "--output", py_spy, "--nonblocking"]
+        spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     produce(kafka, kafka.topic("ingest.records"), events)
     try:
-        got, total, seconds = span_of_outputs(kafka, kafka.topic("events"), len(events), timeout)
+        got, total, seconds = span_of_outputs(kafka, kafka.topic("events"), expected[1], timeout)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(60)
         if total > got:
             print(f"  ({total - got:,} events published twice: a partition was re-read after a rebalance)")
         return got, seconds, sum(cpu_seconds(p.pid) for p in procs) - cpu_before
@@ -228,10 +296,7 @@ def drop_topics(kafka: KafkaSettings, prefix: str) -> None:
 
 
 def engine_only(
-    users: list[tuple[bytes, bytes]],
-    events: list[tuple[bytes, bytes]],
-    identifiers: list[str],
-    workspaces: int,
+    data: tuple[Messages, Messages, Messages], expected: int, identifiers: list[str], workspaces: int
 ) -> float:
     """The identity logic with Avro decode/encode over in-memory state, no Kafka: one process's ceiling."""
     from inflow.config.file import WorkspaceConfig
@@ -240,17 +305,21 @@ def engine_only(
     from inflow.processors.workspaces import IdentityRulesDirectory
 
     serde, state = AvroSerde(), State.in_memory()
+    reader = IngestReader(serde)  # as the worker reads ingest records
     spaces = [WorkspaceConfig(id=f"bench{i}", identifiers=identifiers) for i in range(workspaces)]
     processor = LaneProcessor(state, IdentityRulesDirectory(spaces))
-    for _, value in users:
-        processor.process(*serde.decode(value))
-        state.flush()
+    users, devices, events = data
+    for _, value in users + devices:
+        for item in unpack(serde, value):
+            processor.process(*reader.decode(item))
+            state.flush()
     started = time.perf_counter()
     for _, value in events:
-        for output in processor.process(*serde.decode(value)):
-            serde.encode(output.record_name, output.record)
+        for item in unpack(serde, value):
+            for output in processor.process(*reader.decode(item)):
+                serde.encode(output.record_name, output.record)
         state.flush()
-    return len(events) / (time.perf_counter() - started)
+    return expected / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -262,14 +331,23 @@ def main() -> None:
     parser.add_argument("--identifiers", type=int, choices=(1, 3), default=1)
     parser.add_argument("--workers", default="1,2,4", help="comma-separated worker counts to measure")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--py-spy", help="record the 1-worker run's events phase with py-spy (in the venv) into this file"
+    )
     args = parser.parse_args()
     base = KafkaSettings()
     run = uuid.uuid4().hex[:8]
     print(f"building {args.users} users (+1 device each), {args.events} events, {args.workspaces} workspaces")
-    users, events = records(args.workspaces, args.users, args.events)
     identifiers = ["customer_id", "email", "moe_mobile"][: args.identifiers]
+    data = records(args.workspaces, args.users, args.events, tuple(identifiers))
+    events = data[2]
+    print(
+        f"as the gateway writes them: {len(data[0]):,} user, {len(data[1]):,} device and "
+        f"{len(events):,} event "
+        f"messages ({args.events / len(events):.1f} events per message)"
+    )
     print(f"identifiers active: {', '.join(identifiers)}; {os.cpu_count()} cores")
-    ceiling = engine_only(users, events, identifiers, args.workspaces)
+    ceiling = engine_only(data, args.events, identifiers, args.workspaces)
     print(f"identity logic + Avro only (no Kafka, in-memory state): {ceiling:10,.0f} events/s")
     kafka = base.model_copy(update={"topic_prefix": f"bench{run}copy"})
     create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
@@ -277,22 +355,30 @@ def main() -> None:
     cpu_before = os.times()
     copy_rate = baseline_copy(kafka, kafka.topic("ingest.records"), kafka.topic("events"), len(events))
     cpu = sum(os.times()[:2]) - sum(cpu_before[:2])
+    copy_events = copy_rate * args.events / len(events)  # the events those messages carry, per second
     print(
-        f"baseline  bare confluent-kafka copy of ingest.records: {copy_rate:10,.0f} records/s, "
-        f"{len(events) / cpu:,.0f} per CPU-second (this process)"
+        f"baseline  bare confluent-kafka copy of ingest.records: {copy_rate:10,.0f} messages/s "
+        f"({copy_events:,.0f} events/s), {len(events) / cpu:,.0f} messages per CPU-second (this process)"
     )
 
     results = {}
     for count in (int(c) for c in args.workers.split(",")):
         kafka = base.model_copy(update={"topic_prefix": f"bench{run}w{count}"})
         got, seconds, cpu = run_workers(
-            kafka, count, users, events, args.workspaces, args.timeout, identifiers
+            kafka,
+            count,
+            data,
+            (args.users, args.events),
+            args.workspaces,
+            args.timeout,
+            identifiers,
+            args.py_spy if count == 1 else None,
         )
         rate = got / seconds if seconds else 0.0
         results[count] = rate
         print(
             f"processors {count} worker(s): {got:,} events in {seconds:.1f}s = {rate:10,.0f} events/s "
-            f"({rate / count:,.0f} per worker), ratio to baseline {rate / copy_rate:.3f}; "
+            f"({rate / count:,.0f} per worker), ratio to baseline {rate / copy_events:.3f}; "
             f"{got / cpu if cpu else 0:,.0f} events per worker CPU-second"
         )
     drop_topics(base, f"bench{run}")

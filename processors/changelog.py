@@ -2,7 +2,8 @@
 
 Every write to a state table is also a record of its changelog topic ``<prefix>.processors-<table>-changelog``
 (key and value as stored; a tombstone for a delete), in the partition of the lane partition it belongs to.
-The changelogs are compacted; the seen marks' changelog is also pruned after the de-duplication window.
+The changelogs are compacted; the seen marks' changelog is also pruned after the de-duplication window,
+and carries a batch's marks as bundles (:mod:`~inflow.processors.bundles`), expanded here on restore.
 The names and the record format are those faust-streaming used for these tables, so the changelogs of an
 existing installation keep working.
 
@@ -27,6 +28,7 @@ from inflow.config.topics import TopicEntry, TopicSpec
 from inflow.kafka.clients import new_consumer, watermarks
 from inflow.kafka.consumer import good_messages
 from inflow.kafka.errors import from_exception
+from inflow.processors import bundles
 from inflow.processors.store import SEEN, TABLES, TableStore
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ class ChangelogRestorer:
                 owner = self._jobs.get(partition)
                 if owner is None or topic not in owner.ends:
                     continue
-                owner.stores[self.topics.index(topic)].restore(records, last)
+                owner.stores[self.topics.index(topic)].restore(bundles.expand(records), last)
                 owner.records += len(records)
             self._check_done()
         done = [p for p, job in self._jobs.items() if not job.ends]

@@ -70,6 +70,8 @@ MAX_PROFILE_ATTRIBUTES = 2_000
 MAX_POINTER_HOPS = 64
 # An identifier value is a key of the identity index and part of its user's slot: bounded like a key.
 MAX_IDENTIFIER_BYTES = 4096
+JSON_CACHE_SIZE = 20_000  # users' and devices' attribute JSON kept for their next events
+HOMES_CACHE_SIZE = 100_000  # routes whose partition is remembered
 
 
 def now_ms() -> int:
@@ -127,6 +129,8 @@ class LaneProcessor:
         }
         self.duplicates = 0
         self.merges = 0
+        self._json_cache: dict[tuple[str, Any], tuple[Any, Any, str]] = {}  # see _user_json
+        self._homes: dict[tuple[str, int], int] = {}  # see home
         self.partition = 0  # the partition whose records are applied now (set by the lane per partition)
         self.partitions = 1  # partitions of ingest.records: where every identifier and slot lives
 
@@ -135,10 +139,17 @@ class LaneProcessor:
         self.partition, self.partitions = partition, partitions
 
     def home(self, route: str) -> int:
-        return partition_of(route, self.partitions)
+        """The partition of a route (CRC-32 of its bytes), remembered: a record asks it several times."""
+        key = (route, self.partitions)
+        home = self._homes.get(key)
+        if home is None:
+            if len(self._homes) >= HOMES_CACHE_SIZE:
+                self._homes.clear()
+            home = self._homes[key] = partition_of(route, self.partitions)
+        return home
 
     def local(self, route: str) -> bool:
-        return self.partitions == 1 or partition_of(route, self.partitions) == self.partition
+        return self.partitions == 1 or self.home(route) == self.partition
 
     # -- ingest records ------------------------------------------------------------------------------
 
@@ -745,8 +756,6 @@ class LaneProcessor:
         kind = event_type(code)
         if kind == "CAMPAIGN_EVENT":
             attributes = {k: v for k, v in attributes.items() if k not in UNSUPPORTED_CAMPAIGN_ATTRIBUTES}
-        user_attributes = profile["attributes"] | {"moengage_user_id": profile["uid"]}
-        device_out = {k: v for k, v in (device or {}).items() if k not in ("created_at", "updated_at")}
         via = channel(code)
         value = {
             "workspace_id": ws,
@@ -759,8 +768,8 @@ class LaneProcessor:
             "uid": profile["uid"],
             "customer_id": profile["customer_id"],
             "event_attributes_json": jsoncodec.dumps(attributes),
-            "user_attributes_json": jsoncodec.dumps(user_attributes),
-            "device_attributes_json": jsoncodec.dumps(device_out),
+            "user_attributes_json": self._user_json(profile),
+            "device_attributes_json": self._device_json(device),
             "push_id": _first(attributes.get("push_id"), (device or {}).get("push_id"))
             if via == "Push"
             else None,
@@ -775,6 +784,35 @@ class LaneProcessor:
             "ingested_at": self.clock(),
         }
         return Output(EVENTS, keys.topic_key(ws, profile["uid"]), "EnrichedEvent", value)
+
+    def _user_json(self, profile: Profile) -> str:
+        """The user attributes an event carries, as JSON: made once per profile version, not per event (a
+        stored profile's attributes are never changed in place: every update works on a copy)."""
+        attributes, uid = profile["attributes"], profile["uid"]
+        cached = self._json_cache.get(("u", profile["slot"]))
+        if cached is not None and cached[0] is attributes and cached[1] == uid:
+            return cached[2]
+        text = jsoncodec.dumps(attributes | {"moengage_user_id": uid})
+        self._remember(("u", profile["slot"]), (attributes, uid, text))
+        return text
+
+    def _device_json(self, device: dict[str, Any] | None) -> str:
+        """The device attributes an event carries, as JSON, once per device version (device records are
+        replaced, never changed in place)."""
+        if device is None:
+            return "{}"
+        key = ("d", device.get("moengage_device_id") or device.get("device_id"))
+        cached = self._json_cache.get(key)
+        if cached is not None and cached[0] is device:
+            return cached[2]
+        text = jsoncodec.dumps({k: v for k, v in device.items() if k not in ("created_at", "updated_at")})
+        self._remember(key, (device, None, text))
+        return text
+
+    def _remember(self, key: tuple[str, Any], entry: tuple[Any, Any, str]) -> None:
+        if len(self._json_cache) >= JSON_CACHE_SIZE:
+            self._json_cache.clear()
+        self._json_cache[key] = entry
 
     def _system_event(
         self, ws: str, profile: Profile, code: str, other: str, detail: dict[str, Any], at: int

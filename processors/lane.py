@@ -50,7 +50,7 @@ from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.observability import worker_metrics as wm
-from inflow.processors import growth, jsoncodec, protocol
+from inflow.processors import bundles, growth, jsoncodec, protocol
 from inflow.processors.backfill import Backfill
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.engine import LaneProcessor
@@ -58,15 +58,18 @@ from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
 from inflow.processors.outputs import OUTCOMES, PROFILES, REJECTED, Output
 from inflow.processors.publishing import Encoded, Publisher
+from inflow.processors.reading import IngestReader
 from inflow.processors.settings import WorkerSettings
 from inflow.processors.state import State
-from inflow.processors.store import TABLES, LaneStores
+from inflow.processors.store import SEEN, TABLES, LaneStores
 from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.packs import PACK_RECORD
 from inflow.schemas.serde import AvroSerde
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
 RESTORE_STEP_S = 0.5
+MAX_SEEN_VALUE = 64  # a seen mark's value: its position [partition, offset, index] as JSON
 
 
 class LaneAgent:
@@ -102,6 +105,7 @@ class LaneAgent:
         self.publisher = publisher
         self.producer: KafkaProducer = publisher.producer
         self.serde = serde
+        self.reader = IngestReader(serde)  # timestamps as epoch ms (the engine's unit), no datetimes
         self.owned: set[int] = set()  # lane partitions assigned to this worker
         self.ready: set[int] = set()  # ... whose state is restored: their records are applied
         self._opening: set[int] = set()  # ... whose databases are not open yet
@@ -309,6 +313,11 @@ class LaneAgent:
             if not writes:
                 continue
             topic = self.changelogs[index]
+            if index == SEEN:  # one mark per applied record: a few bundles instead of a record each
+                room = self.producer.limit(topic) - bundles.KEY_ROOM
+                writes = [
+                    (bundles.bundle_key(partition, n), b) for n, b in enumerate(bundles.chunks(writes, room))
+                ]
             for key, raw in writes[:-1]:
                 self.producer.produce(topic, raw, key, partition=partition)
             # One partition, one idempotent producer: the last write's offset is the highest.
@@ -369,10 +378,42 @@ class LaneAgent:
         self, partition: int, offset: int, data: bytes, position: list[int], slot: str | None
     ) -> None:
         try:
-            record_name, record = self.serde.decode(data)
+            record_name, record = self.reader.decode(data)
         except SerdeError as exc:
             self.publisher.unreadable(self.lanes_topic, partition, offset, data, str(exc))
             return
+        if record_name == PACK_RECORD and slot is None:  # a request's records of one user, in order
+            self._apply_pack(partition, offset, record["records"])
+            return
+        self._apply_decoded(partition, offset, data, position, slot, record_name, record)
+
+    def _apply_pack(self, partition: int, offset: int, items: list[bytes]) -> None:
+        """Each record of a pack at its own position (partition, offset, index): a bad one is rejected
+        alone, with its index, and the others are applied."""
+        decode, unreadable = self.reader.decode, self.publisher.unreadable
+        for index, item in enumerate(items):
+            try:
+                record_name, record = decode(item)
+                if record_name == PACK_RECORD:
+                    raise SerdeError("a pack inside a pack")
+            except SerdeError as exc:
+                reason = f"record {index} of the pack: {exc}"
+                unreadable(self.lanes_topic, partition, offset, item, reason)
+                continue
+            self._apply_decoded(
+                partition, offset, item, [partition, offset, index], None, record_name, record
+            )
+
+    def _apply_decoded(
+        self,
+        partition: int,
+        offset: int,
+        data: bytes,
+        position: list[int],
+        slot: str | None,
+        record_name: str,
+        record: dict[str, Any],
+    ) -> None:
         outputs = self.processor.process(record_name, record, position, raw=data, slot=slot)
         if record.get("origin"):
             outputs += outcome_of(record_name, record, outputs, self.processor.clock())
@@ -416,6 +457,14 @@ class LaneAgent:
         # an index key (and a device index value) that large too.
         for index, table in enumerate(self.state.tables):
             topic = self.changelogs[index]
+            if index == SEEN:  # a position (three ints) under a key: bounded without encoding it
+                limit = self.producer.limit(topic) - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
+                for key in table.pending_keys():
+                    if len(key) > limit:
+                        size = len(key) + MAX_SEEN_VALUE
+                        big = RecordTooLarge(topic, size, limit + MAX_SEEN_VALUE)
+                        return f"the stored {TABLES[index]} value it produces would be too large: {big}"
+                continue
             for key, raw in table.pending_encoded():
                 try:
                     self.producer.check(topic, key, raw)

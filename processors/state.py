@@ -11,7 +11,7 @@ the partition stays assigned (it is cleared on every rebalance).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +54,9 @@ class JsonTable:
 
     def stage(self) -> None:
         """The record is done: its writes join the batch (later records read them)."""
-        self._staged.update(self._pending)
-        self._pending.clear()
+        if self._pending:
+            self._staged.update(self._pending)
+            self._pending.clear()
 
     def commit(self) -> list[tuple[bytes, bytes | None]]:
         """Write the batch to the backing store, once per changed key; the writes made (None: deleted).
@@ -63,14 +64,18 @@ class JsonTable:
         A backing store with ``write_many`` (the worker's RocksDB view) gets the batch in one call."""
         self.stage()
         writes: list[tuple[bytes, bytes | None]] = []
+        cache, room, dumps = self._cache, self._cache_limit, jsoncodec.dumps_bytes
         for key, value in self._staged.items():
             if value is _DELETED:
-                self._cache.pop(key, None)
+                cache.pop(key, None)
                 if self.backing.get(key) is not None:
                     writes.append((key, None))
             else:
-                self._cache[key] = value
-                writes.append((key, jsoncodec.dumps_bytes(value)))
+                # Kept for later reads up to the cache's bound (a batch writes a seen mark per record, and
+                # those are read again only for a duplicate); a cached key is always brought up to date.
+                if key in cache or len(cache) < room:
+                    cache[key] = value
+                writes.append((key, dumps(value)))
         self._staged.clear()
         write_many = getattr(self.backing, "write_many", None)
         if write_many is not None:
@@ -87,11 +92,16 @@ class JsonTable:
         """Stage and commit one record (unit tests and the in-memory benchmark)."""
         self.commit()
 
-    def pending_encoded(self) -> Iterator[tuple[bytes, bytes]]:
+    def pending_encoded(self) -> list[tuple[bytes, bytes]]:
         """The record's pending values as they would be stored (the lane checks their sizes)."""
-        for key, value in self._pending.items():
-            if value is not _DELETED:
-                yield key, jsoncodec.dumps_bytes(value)
+        if not self._pending:  # most records write only a seen mark
+            return []
+        dumps = jsoncodec.dumps_bytes
+        return [(key, dumps(value)) for key, value in self._pending.items() if value is not _DELETED]
+
+    def pending_keys(self) -> list[bytes]:
+        """The keys the record wrote (or deleted)."""
+        return list(self._pending)
 
     def discard(self) -> None:
         """Forget the record's pending writes (it was rejected half way); the batch's stay."""

@@ -5,6 +5,9 @@ A request's records are sent together and the request waits until the broker has
 client can retry, never a false 200. A record over its topic's size limit is refused before anything of
 the request is sent: the client gets a 4xx naming the reason, since resending the same data cannot help.
 Rate-limit counts go through the same producer without waiting.
+
+A request's records of one user (one key) go to ``ingest.records`` as one pack (:mod:`inflow.schemas.packs`,
+split when a pack would pass the topic's limit): the worker reads them in request order from one message.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.bulk_api.elements import Outgoing
 from inflow.producers.bulk_api.exceptions import DeliveryError, RecordRejected
+from inflow.schemas.packs import PackEncoder, pack_messages
+from inflow.schemas.serde import AvroSerde
+
+PACKED = "ingest.records"
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +35,17 @@ log = logging.getLogger(__name__)
 class GatewayDelivery:
     """Short catalogue names to topics, size checks with the gateway's errors, acknowledged sends."""
 
-    def __init__(self, kafka: KafkaSettings, timeout_ms: int, **overrides: Any) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, timeout_ms: int, serde: AvroSerde | None = None, **overrides: Any
+    ) -> None:
+        """``serde``: the framing of the packs (default: single-object over ``schemas/``)."""
         self.kafka = kafka
         self.timeout_ms = timeout_ms
         self.producer = KafkaProducer(
             kafka, name="gateway", background=True, **({"message.timeout.ms": timeout_ms} | overrides)
         )
         self._topics: dict[str, str] = {}
+        self._packs = PackEncoder(serde or AvroSerde(), kafka.topic(PACKED))
         self._failing = False
         self._error_before_success: str | None = None
 
@@ -75,14 +86,20 @@ class GatewayDelivery:
                 ) from exc
 
     async def deliver(self, messages: Sequence[Outgoing], count: int) -> None:
-        """Send ``count`` messages and wait until the broker acknowledged all of them.
+        """Send the messages (packed per key) and wait until the broker acknowledged all of them.
 
         :class:`RecordRejected` (nothing was sent) when one is over its size limit, :class:`DeliveryError`
         (the client may retry) when the broker did not acknowledge them all."""
         topic = self.topic
         error = self.producer.last_error
+        packs = pack_messages(
+            [(topic(m.topic), m.key, m.value) for m in messages],
+            self._packs,
+            self.producer.limit,
+            topic(PACKED),
+        )
         try:
-            await self.producer.send_many([(topic(m.topic), m.key, m.value) for m in messages], count)
+            await self.producer.send_many(packs, len(packs))
             self._failing, self._error_before_success = False, error
         except RecordTooLarge as exc:  # send_many checks every record before it queues any
             self.check(messages)  # names the first one too large

@@ -44,7 +44,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.serde = AvroSerde(self.kafka.schema_registry_url)
         self.metrics = GatewayMetrics()
-        self.delivery = GatewayDelivery(self.kafka, self.settings.delivery_timeout_ms)
+        self.delivery = GatewayDelivery(self.kafka, self.settings.delivery_timeout_ms, self.serde)
         topic = self.kafka.topic
         self.validator = ElementValidator(self.settings, Encoders.spliced(self.serde, topic))
         self.requests = RequestRecords(self.serde)

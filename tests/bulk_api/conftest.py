@@ -26,6 +26,7 @@ from inflow.local.process import free_port
 from inflow.producers.bulk_api.gateway import Gateway
 from inflow.producers.bulk_api.server import serve
 from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.packs import unpack
 from inflow.schemas.serde import AvroSerde
 from tests.support import wait_for
 
@@ -158,9 +159,10 @@ def read_topic(consumer_factory: Callable[..., Consumer], catalogue_topics: Kafk
         while len(found) < n and time.monotonic() < deadline:
             for m in consumer.consume(100, 0.5):
                 assert not m.error(), m.error()
-                name, record = serde.decode(m.value())
-                if kind is None or name == kind:
-                    found.append((m.key(), record))
+                for item in unpack(serde, m.value()):  # a request's records of one user come as a pack
+                    name, record = serde.decode(item)
+                    if kind is None or name == kind:
+                        found.append((m.key(), record))
         assert len(found) >= n, f"{len(found)} of {n} records of {short}"
         return found[:n]
 
@@ -171,8 +173,10 @@ RECORD_OF = {"ingest.users": "UserUpsert", "ingest.devices": "DeviceUpsert", "in
 
 
 def record_names(messages: list[Any]) -> list[str]:
-    """The Avro record name of each message (what kind of ingest record it is)."""
-    return [AvroSerde().decode(m.value())[0] for m in messages]
+    """The Avro record name of each record of the messages (what kind of ingest record it is), packs
+    unpacked."""
+    serde = AvroSerde()
+    return [serde.decode(item)[0] for m in messages for item in unpack(serde, m.value())]
 
 
 # --- subprocess gateways -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from inflow.config.settings import KafkaSettings, LocalKafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.kafka import LocalKafka
 from inflow.local.process import free_port
+from inflow.schemas.packs import unpack
 from inflow.schemas.serde import AvroSerde
 from tests.bulk_api.conftest import KEY, WS, basic, gateway_env, write_config
 from tests.support import consume_n, consume_until_quiet, wait_for
@@ -146,7 +147,7 @@ def test_kafka_stopped_mid_traffic_gives_503_and_never_a_false_200(
         # The first record waits for the group join (slow while the restarted broker loads its
         # coordinator state); only then does "quiet" mean nothing more is there.
         read = consume_n(consumer, 1, timeout=120) + consume_until_quiet(consumer, 3.0, 120)
-        stored = {serde.decode(m.value())[1]["customer_id"] for m in read}
+        stored = {serde.decode(item)[1]["customer_id"] for m in read for item in unpack(serde, m.value())}
         consumer.close()
         accepted = [c for s, ids in results if s == 200 for c in ids]
         assert accepted and set(accepted) <= stored

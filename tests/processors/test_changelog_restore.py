@@ -10,8 +10,9 @@ from confluent_kafka.admin import AdminClient
 
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import TopicEntry, TopicSpec, create_topics
+from inflow.processors import bundles
 from inflow.processors.changelog import ChangelogRestorer, changelog_specs, changelog_topic
-from inflow.processors.store import TABLES, LaneStores
+from inflow.processors.store import SEEN, TABLES, LaneStores
 from tests.support import wait_for
 
 USERS = TABLES.index("users")
@@ -65,6 +66,35 @@ def test_restore_reads_the_changelog_after_the_offset_the_database_reflects(
         restore(1)
         store = stores.open(1)[USERS]
         assert (store.get(b"u1"), store.get(b"u2"), store.changelog_offset()) == (b"v1b", b"v2", 6)
+    finally:
+        restorer.close()
+        stores.close_all()
+
+
+def test_seen_marks_restore_from_bundles_and_from_single_mark_records_written_before_them(
+    kafka_settings: KafkaSettings, admin: AdminClient, producer_factory, tmp_path: Path
+):
+    app_id = f"{kafka_settings.topic_prefix}.processors"
+    lanes = TopicSpec("processors.lanes", "lanes", TopicEntry(key="workspace", value="pack", partitions=2))
+    create_topics(admin, changelog_specs(app_id, lanes, dedup_window_s=3600))
+    seen = changelog_topic(app_id, "seen")
+    producer = producer_factory()
+    producer.produce(seen, key=b"W\x1fs\x1fold", value=b"[0,1,0]", partition=0)  # one mark per record
+    marks = [(f"W\x1fs\x1fe{i}".encode(), f"[0,9,{i}]".encode()) for i in range(300)]
+    for n, part in enumerate(bundles.chunks([*marks, (b"W\x1fs\x1fold", None)], 4_000)):
+        producer.produce(seen, key=bundles.bundle_key(0, n), value=part, partition=0)
+    producer.flush(30)
+
+    stores = LaneStores(tmp_path / "state", 1 << 20, 1 << 20, 3600)
+    restorer = ChangelogRestorer(kafka_settings, app_id)
+    done: list[int] = []
+    try:
+        restorer.start(0, stores.open(0))
+        wait_for(lambda: bool(done.extend(restorer.step(0.5)) or 0 in done), 60, what="restored")
+        store = stores.open(0)[SEEN]
+        assert [store.get(key) for key, _ in marks] == [value for _, value in marks]
+        assert store.get(b"W\x1fs\x1fold") is None  # deleted by a later bundle
+        assert store.get(bundles.bundle_key(0, 0)) is None  # a bundle is never a state key
     finally:
         restorer.close()
         stores.close_all()

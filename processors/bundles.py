@@ -1,0 +1,103 @@
+"""Bundles: a batch's seen marks sent to their changelog as a few records instead of one per event.
+
+Every applied record leaves a seen mark (de-duplication on event_uuid), so with one changelog record per
+mark the seen changelog carried as many records as the events topic, and the worker paid a producer call
+(and the broker a record) for each. A batch's marks of one lane partition now travel as bundles: a record
+whose key starts with :data:`BUNDLE_PREFIX` (a NUL byte, which no state key starts with) and whose value
+holds the marks (``key``, ``value`` or a delete) in the order written. Each bundle's key is unique, so
+compaction never drops one; the seen changelog's retention (the de-duplication window) deletes them, as it
+deleted single marks. The restorer expands bundles into their marks (:func:`expand`); single mark records
+written before bundles existed are restored as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from inflow.schemas.avro_template import long_bytes
+
+BUNDLE_PREFIX = b"\x00inflow\x00bundle\x00"
+OVERHEAD = 24  # bytes an entry may add in a bundle beyond its key and value (varints), with margin
+KEY_ROOM = 96  # a bundle's key: the prefix, a partition, nanoseconds and an index, with margin
+Write = tuple[bytes, bytes | None]
+
+
+def bundle_key(partition: int, index: int) -> bytes:
+    """Unique per bundle: partition, the time it was made, its index in the batch."""
+    return BUNDLE_PREFIX + f"{partition}:{time.time_ns()}:{index}".encode()
+
+
+def encode(writes: Iterable[Write]) -> bytes:
+    parts: list[bytes] = []
+    for key, value in writes:
+        parts += (long_bytes(len(key)), key)
+        if value is None:
+            parts.append(long_bytes(-1))
+        else:
+            parts += (long_bytes(len(value)), value)
+    return b"".join(parts)
+
+
+def chunks(writes: list[Write], room: int) -> list[bytes]:
+    """``writes`` in order as bundles of at most ``room`` bytes (an entry over ``room`` alone is never made:
+    the lane rejects the record whose mark it would be)."""
+    out: list[bytes] = []
+    chunk: list[Write] = []
+    size = 0
+    for key, value in writes:
+        grow = len(key) + (len(value) if value is not None else 0) + OVERHEAD
+        if chunk and size + grow > room:
+            out.append(encode(chunk))
+            chunk, size = [], 0
+        chunk.append((key, value))
+        size += grow
+    if chunk:
+        out.append(encode(chunk))
+    return out
+
+
+def decode(data: bytes) -> list[Write]:
+    """The marks of a bundle, in order; ValueError when it is truncated."""
+    writes: list[Write] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        length, pos = _long(data, pos)
+        key = data[pos : pos + length]
+        pos += length
+        length, pos = _long(data, pos)
+        if length < 0:
+            writes.append((key, None))
+            continue
+        writes.append((key, data[pos : pos + length]))
+        pos += length
+    if pos != end:
+        raise ValueError("truncated bundle")
+    return writes
+
+
+def expand(records: list[Write]) -> list[Write]:
+    """Changelog records with every bundle replaced by its marks (other records as they are)."""
+    if not any(key.startswith(BUNDLE_PREFIX) for key, _ in records):
+        return records
+    out: list[Write] = []
+    for key, value in records:
+        if key.startswith(BUNDLE_PREFIX):
+            out += decode(value or b"")
+        else:
+            out.append((key, value))
+    return out
+
+
+def _long(data: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint at ``pos``: (value, position after it)."""
+    shift = result = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated bundle")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from typing import Any
 
 from inflow.config.topics import create_topics, load_catalogue
@@ -46,6 +47,10 @@ def run_worker(
 ) -> None:
     """Blocks until SIGTERM / SIGINT; the worker flushes, commits and returns (exit code 0). ``/metrics``
     and ``/health`` are served on ``metrics_port`` (default INFLOW_WORKER_METRICS_PORT, 9102)."""
+    # A stop asked for while the worker still starts (topics, views) ends it at once with code 0: nothing
+    # was applied yet. The worker's loop installs its own handlers (flush and commit) when it runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_while_starting)
     rt = Runtime()
     overrides: dict[str, object] = {"name": name, "data_dir": data_dir, "log_level": log_level}
     settings = WorkerSettings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
@@ -116,6 +121,10 @@ def run_worker(
         observed.stop()
         workspaces.close()
         layouts.close()
+
+
+def _exit_while_starting(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _configure_logging(level: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from inflow.schemas.avro_template import long_bytes
+from inflow.schemas.avro_template import long_bytes, read_long
 
 BUNDLE_PREFIX = b"\x00inflow\x00bundle\x00"
 OVERHEAD = 24  # bytes an entry may add in a bundle beyond its key and value (varints), with margin
@@ -62,10 +62,10 @@ def decode(data: bytes) -> list[Write]:
     writes: list[Write] = []
     pos, end = 0, len(data)
     while pos < end:
-        length, pos = _long(data, pos)
+        length, pos = read_long(data, pos)
         key = data[pos : pos + length]
         pos += length
-        length, pos = _long(data, pos)
+        length, pos = read_long(data, pos)
         if length < 0:
             writes.append((key, None))
             continue
@@ -87,17 +87,3 @@ def expand(records: list[Write]) -> list[Write]:
         else:
             out.append((key, value))
     return out
-
-
-def _long(data: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint at ``pos``: (value, position after it)."""
-    shift = result = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated bundle")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from inflow.processors.exceptions import LaneFramingError
+from inflow.schemas.avro_template import read_long
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 SINGLE_OBJECT_HEADER = 10
@@ -29,7 +30,7 @@ def second_string(data: bytes) -> bytes:
     try:
         pos = _skip_string(data, pos)
         size, pos = _read_long(data, pos)
-    except IndexError as exc:
+    except ValueError as exc:
         raise LaneFramingError(f"cannot read workspace_id from ingest record: {exc}") from exc
     if size < 0 or pos + size > len(data):
         raise LaneFramingError("truncated workspace_id in ingest record")
@@ -46,17 +47,10 @@ def owned_in_log(text: str) -> list[int]:
 
 
 def _read_long(data: bytes, pos: int) -> tuple[int, int]:
-    """Avro zig-zag varint."""
-    shift = result = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise LaneFramingError("varint too long in ingest record")
+    try:
+        return read_long(data, pos)
+    except ValueError as exc:
+        raise LaneFramingError(f"{exc} in ingest record") from None
 
 
 def _skip_string(data: bytes, pos: int) -> int:

@@ -49,6 +49,23 @@ _END = tuple(_long_slow(c) for c in range(0x4000))
 _PAIR = tuple(bytes(((c & 0x7F) | 0x80, (c >> 7) | 0x80)) for c in range(0x4000))
 
 
+def read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """The zig-zag varint at ``pos`` (Avro int and long): (value, position after it); ValueError when the
+    data ends inside it or it is longer than a 64-bit long."""
+    shift = result = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("data ends inside a varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than a 64-bit long")
+
+
 def long_bytes(n: int) -> bytes:
     """Zig-zag varint, as Avro writes int and long; OverflowError outside the 64-bit range."""
     n = (n << 1) ^ (n >> 63)

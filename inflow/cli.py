@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
 import sys
 import time
 from types import ModuleType
@@ -226,6 +227,8 @@ def up(
     ] = False,
 ) -> None:
     """Start local Kafka and S3 and every Inflow component in the foreground; Ctrl-C stops them all."""
+    # Ctrl-C stops everything even when SIGINT came ignored from the parent (a shell's background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rt = Runtime()
     sup = Supervisor()
     receiver = None

@@ -90,6 +90,9 @@ class Supervisor:
         failing right after its start and everything was stopped for it."""
         main = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
         previous = signal.signal(signal.SIGTERM, lambda *_: self._stop.set()) if main else None
+        # Ctrl-C even when SIGINT came ignored from the parent (a shell's background job starts with it
+        # ignored, and Python then installs no handler of its own).
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
         code = 0
         try:
             while not self._stop.is_set():
@@ -104,6 +107,7 @@ class Supervisor:
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGINT, previous_int)
         return code
 
     def stop(self) -> None:

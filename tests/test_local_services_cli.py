@@ -88,6 +88,8 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "inflow.cli", "up"],
         env=env,
+        # As when started from a shell's background job (CI): SIGINT arrives ignored; Ctrl-C must still work.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -41,10 +41,15 @@ def _get_json(url: str, token: str) -> dict[str, str] | None:
         return None
 
 
-def _kill_leftovers(proc: subprocess.Popen[str], home: Path) -> None:
-    """After a failed stop: end `inflow up` and the broker and S3 server it started (by their pid files)."""
+def _kill_leftovers(proc: subprocess.Popen[str], home: Path, lines: list[str]) -> None:
+    """After a failed stop: end `inflow up`, the components it printed as started and the broker and S3
+    server it started (by their pid files)."""
     proc.kill()
     proc.wait(30)
+    for line in lines:
+        if "started " in line and "(pid " in line:
+            with contextlib.suppress(OSError, ValueError):
+                os.killpg(int(line.split("(pid ")[1].split(")")[0].split(",")[0]), signal.SIGKILL)
     for pid_file in (home / "kafka" / "kafka.pid", home / "s3" / "weed.pid"):
         with contextlib.suppress(OSError, ValueError):
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
@@ -137,7 +142,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(tmp_path):
         try:
             proc.wait(180)
         except subprocess.TimeoutExpired:
-            _kill_leftovers(proc, tmp_path / "home")
+            _kill_leftovers(proc, tmp_path / "home", lines)
             pytest.fail("inflow up still running 180 s after Ctrl-C; last lines:\n" + "".join(lines[-80:]))
         reader.join(10)
     output = "".join(lines)

@@ -8,13 +8,9 @@ read with a copy of the schema whose logical types are plain longs (same bytes o
 
 from __future__ import annotations
 
-import copy
-from io import BytesIO
 from typing import Any
 
-from fastavro import parse_schema, schemaless_reader
-
-from inflow.schemas.exceptions import SerdeError
+from inflow.schemas.plain import plain_schema, read_plain
 from inflow.schemas.serde import AvroSerde
 
 RECORD = "EnrichedEvent"
@@ -25,12 +21,7 @@ class EnrichedEventReader:
 
     def __init__(self, serde: AvroSerde) -> None:
         entry = serde.catalog.get(RECORD)
-        plain = copy.deepcopy(entry.schema)
-        plain["name"] = f"{RECORD}Plain"  # its own name, so fastavro's named-schema registry keeps both
-        for field in plain["fields"]:
-            if isinstance(field["type"], dict) and "logicalType" in field["type"]:
-                field["type"] = field["type"]["type"]
-        self._plain = parse_schema(plain)
+        self._plain = plain_schema(entry.schema)
         self._header = entry.header
         self._header_size = len(entry.header)
         self._serde = serde
@@ -38,16 +29,4 @@ class EnrichedEventReader:
     def read(self, data: bytes) -> dict[str, Any]:
         if data[: self._header_size] != self._header:
             return self._serde.decode(data, RECORD)[1]
-        buffer = BytesIO(data)
-        buffer.seek(self._header_size)
-        try:
-            record = schemaless_reader(buffer, self._plain, None)
-        except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError... as in the serde
-            raise SerdeError(
-                f"cannot decode {RECORD}: {type(exc).__name__}: {exc or 'truncated data'}"
-            ) from exc
-        if buffer.tell() != len(data):
-            raise SerdeError(
-                f"cannot decode {RECORD}: {len(data) - buffer.tell()} trailing bytes after the record body"
-            )
-        return record  # type: ignore[return-value]
+        return read_plain(data, self._header_size, self._plain, RECORD)

@@ -234,6 +234,7 @@ def run_workers(
     timeout: float,
     identifiers: list[str],
     py_spy: str | None = None,
+    cprofile: str | None = None,
 ) -> tuple[int, float, float]:
     """Start ``count`` workers on a fresh prefix holding the data; events/s of the enriched output."""
     admin = new_admin(kafka)
@@ -253,6 +254,8 @@ def run_workers(
     for n in range(count):
         log = (home / f"w{n}.log").open("wb")
         argv = [sys.executable, "-m", "inflow.cli", "worker", "--name", f"w{n}"]
+        if cprofile and n == 0:  # the whole run of the first worker under cProfile (written on SIGTERM)
+            argv[1:1] = ["-m", "cProfile", "-o", cprofile]
         procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
     ingest = next(spec for spec in load_catalogue(kafka.topic_prefix) if spec.short_name == "ingest.records")
     wait_for_lanes(home, count, ingest.entry.partitions, timeout)
@@ -314,10 +317,17 @@ def engine_only(
             processor.process(*reader.decode(item))
             state.flush()
     started = time.perf_counter()
-    for _, value in events:
-        for item in unpack(serde, value):
-            for output in processor.process(*reader.decode(item)):
+    for offset, (_, value) in enumerate(events):
+        processor.run = None
+        for index, item in enumerate(unpack(serde, value)):  # as the lane applies a pack
+            name, record = reader.decode(item)
+            position = [0, offset, index]
+            outputs = processor.next_event(record, position) if name == "EventRecord" else None
+            if outputs is None:
+                outputs = processor.process(name, record, position)
+            for output in outputs:
                 serde.encode(output.record_name, output.record)
+            state.stage()
         state.flush()
     return expected / (time.perf_counter() - started)
 
@@ -333,6 +343,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
         "--py-spy", help="record the 1-worker run's events phase with py-spy (in the venv) into this file"
+    )
+    parser.add_argument(
+        "--cprofile", help="run the first worker of the 1-worker run under cProfile, its stats into this file"
     )
     args = parser.parse_args()
     base = KafkaSettings()
@@ -373,6 +386,7 @@ def main() -> None:
             args.timeout,
             identifiers,
             args.py_spy if count == 1 else None,
+            args.cprofile if count == 1 else None,
         )
         rate = got / seconds if seconds else 0.0
         results[count] = rate

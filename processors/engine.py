@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -90,6 +91,22 @@ def is_pointer(stored: Any) -> bool:
     return isinstance(stored, dict) and "forward" in stored
 
 
+@dataclass(slots=True)
+class EventRun:
+    """What an event applied by the general path resolved (see :meth:`LaneProcessor.next_event`): valid
+    for the events right after it in the same pack that name the same user and device the same way."""
+
+    ws: str
+    slot: str
+    customer_id: Any
+    anonymous_id: Any
+    user_identifiers: Any
+    device_id: Any
+    named: tuple[str, str]
+    profile: Profile
+    device: dict[str, Any] | None
+
+
 class LaneProcessor:
     """Applies one record of one ``ingest.records`` partition to its state; returns what to publish."""
 
@@ -129,6 +146,7 @@ class LaneProcessor:
         }
         self.duplicates = 0
         self.merges = 0
+        self.run: EventRun | None = None  # see next_event
         self._json_cache: dict[tuple[str, Any], tuple[Any, Any, str]] = {}  # see _user_json
         self._homes: dict[tuple[str, int], int] = {}  # see home
         self.partition = 0  # the partition whose records are applied now (set by the lane per partition)
@@ -170,6 +188,7 @@ class LaneProcessor:
         is applied again, because its outputs may have been lost with the crash even though its seen mark
         reached the changelog. Re-applying is harmless: updates are idempotent and outputs carry event_uuid.
         """
+        self.run = None
         handler = self.handlers.get(record_name)
         ws, event_uuid = record.get("workspace_id"), record.get("event_uuid")
         if handler is None or not isinstance(ws, str) or not isinstance(event_uuid, str):
@@ -213,8 +232,80 @@ class LaneProcessor:
         except Rejection as exc:
             self.state.discard()
             outputs = [self._rejection(record_name, record, exc)]
+        else:
+            if record_name == "EventRecord" and slot is not None and len(outputs) == 1:
+                self.run = self._event_run(ws, slot, record, ids[0])
         self.state.seen.put(seen, position or 1)
         return outputs
+
+    def _event_run(
+        self, ws: str, slot: str, record: dict[str, Any], named: tuple[str, str]
+    ) -> EventRun | None:
+        """The run an event just applied to the existing user at ``slot`` starts (None: no run)."""
+        if not self.local(slot):
+            return None
+        user = keys.user_key(ws, slot)
+        profile = self.state.users.get(user)
+        if not isinstance(profile, dict) or is_pointer(profile) or is_erased(profile):
+            return None
+        device_id = record.get("device_id") or record.get("customer_id") or record.get("anonymous_id")
+        book = self.state.devices.get(user) or {}
+        return EventRun(
+            ws,
+            slot,
+            record.get("customer_id"),
+            record.get("anonymous_id"),
+            record.get("user_identifiers"),
+            record.get("device_id"),
+            named,
+            profile,
+            book.get(device_id) if device_id else None,
+        )
+
+    def next_event(self, record: dict[str, Any], position: list[int]) -> list[Output] | None:
+        """The next event of a pack, applied with what the event before it resolved: the same outputs and
+        state writes as :meth:`process` makes for it, without resolving its user again. None when the
+        record is not such an event (another user or device, another workspace state, a profile update
+        due, a bad record): the caller then gives it to :meth:`process`, nothing having been changed.
+
+        Between two events of one pack about one user only events are applied, which change neither the
+        identity index, the profile (but for ``last_seen``, which sends the event to the general path) nor
+        the device book, so the previous event's resolution still holds."""
+        run = self.run
+        if (
+            run is None
+            or record.get("workspace_id") != run.ws
+            or record.get("customer_id") != run.customer_id
+            or record.get("anonymous_id") != run.anonymous_id
+            or record.get("device_id") != run.device_id
+            or record.get("user_identifiers") != run.user_identifiers
+            or self.disabled(run.ws)
+        ):
+            return None
+        event_uuid = record.get("event_uuid")
+        if not isinstance(event_uuid, str):
+            return None
+        ws, profile = run.ws, run.profile
+        seen = keys.seen_key(ws, run.slot, event_uuid)
+        marked = self.state.seen.get(seen)
+        if marked is not None and marked != position:
+            self.duplicates += 1
+            return []
+        event_ms = to_ms(record["user_time"])
+        if event_ms > profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
+            return None
+        try:
+            output = self._enriched(ws, record, profile, run.device, event_ms)
+        except Rejection:
+            return None
+        if self.fair_usage is not None:
+            at = to_ms(record["received_at"])
+            blocked = self.fair_usage.check(ws, run.slot, at, self.partition, run.named)
+            if blocked is not None:
+                self.run = None
+                return [self._rejection("EventRecord", record, Rejection(blocked))]
+        self.state.seen.put(seen, position)
+        return [output]
 
     def reject(
         self, record_name: str, record: dict[str, Any], position: list[int] | None, reason: str
@@ -222,6 +313,7 @@ class LaneProcessor:
         """Undo what :meth:`process` just did for a record that cannot be published (its profile or event
         would be over a topic's size limit): its state changes are dropped and its rejection names the
         reason."""
+        self.run = None
         self.state.discard()
         return self._rejection(record_name, record, Rejection(reason))
 
@@ -505,6 +597,7 @@ class LaneProcessor:
 
     def on_message(self, message: protocol.Message) -> list[Output]:
         """A protocol message other than FORWARD and the state moves (those are the lane's)."""
+        self.run = None
         handler = self.protocol_handlers.get(message.kind)
         if handler is None:
             raise Rejection(f"protocol message {message.kind!r} is not handled here")

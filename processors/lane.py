@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 RESTORE_STEP_S = 0.5
 MAX_SEEN_VALUE = 64  # a seen mark's value: its position [partition, offset, index] as JSON
+EVENT_RECORD = "EventRecord"
 
 
 class LaneAgent:
@@ -390,7 +391,8 @@ class LaneAgent:
     def _apply_pack(self, partition: int, offset: int, items: list[bytes]) -> None:
         """Each record of a pack at its own position (partition, offset, index): a bad one is rejected
         alone, with its index, and the others are applied."""
-        decode, unreadable = self.reader.decode, self.publisher.unreadable
+        decode, unreadable, processor = self.reader.decode, self.publisher.unreadable, self.processor
+        processor.run = None
         for index, item in enumerate(items):
             try:
                 record_name, record = decode(item)
@@ -399,10 +401,34 @@ class LaneAgent:
             except SerdeError as exc:
                 reason = f"record {index} of the pack: {exc}"
                 unreadable(self.lanes_topic, partition, offset, item, reason)
+                processor.run = None
                 continue
-            self._apply_decoded(
-                partition, offset, item, [partition, offset, index], None, record_name, record
-            )
+            position = [partition, offset, index]
+            if processor.run is not None and record_name == EVENT_RECORD and not record.get("origin"):
+                # The event after an event of the same user: its resolution is reused (next_event).
+                outputs = processor.next_event(record, position)
+                if outputs is not None:
+                    self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
+                    self._publish_event(partition, offset, record, position, outputs)
+                    continue
+            self._apply_decoded(partition, offset, item, position, None, record_name, record)
+
+    def _publish_event(
+        self, partition: int, offset: int, record: dict[str, Any], position: list[int], outputs: list[Output]
+    ) -> None:
+        """:meth:`_publish` for what :meth:`LaneProcessor.next_event` made, shortened for its usual
+        result: one enriched event, whose only state write is its seen mark."""
+        if len(outputs) != 1 or outputs[0].raw is not None:
+            self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
+            return
+        output = outputs[0]
+        encoded = self.publisher.encode(output)
+        if self._too_large(outputs, [encoded]) is not None:
+            self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
+            return
+        self.publisher.send(output, encoded, checked=True)
+        self.counts.output(output)
+        self.state.stage()
 
     def _apply_decoded(
         self,
@@ -442,24 +468,27 @@ class LaneAgent:
             outputs = [self.processor.reject(record_name, record, position, reason)]
             encoded = [self.publisher.encode(output) for output in outputs]
         for output, record_bytes in zip(outputs, encoded, strict=True):
-            self.publisher.send(output, record_bytes)
+            self.publisher.send(output, record_bytes, checked=reason is None)
             self.counts.output(output)
         self.state.stage()
 
     def _too_large(self, outputs: list[Output], encoded: list[Encoded]) -> str | None:
         """Why the record's outputs or state writes cannot be written, or None when they can."""
-        for output, record_bytes in zip(outputs, encoded, strict=True):
+        check = self.producer.check
+        for output, (topic, key, value) in zip(outputs, encoded, strict=True):
             try:
-                self.publisher.check(record_bytes)
+                check(topic, key, value)
             except RecordTooLarge as exc:
                 return f"the {output.record_name} it produces would be too large: {exc}"
         # Every table, not only the growing ones: an identifier or device id near the ingest limit makes
         # an index key (and a device index value) that large too.
         for index, table in enumerate(self.state.tables):
+            if not table.pending:  # most records write only a seen mark
+                continue
             topic = self.changelogs[index]
             if index == SEEN:  # a position (three ints) under a key: bounded without encoding it
                 limit = self.producer.limit(topic) - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
-                for key in table.pending_keys():
+                for key in table.pending:
                     if len(key) > limit:
                         size = len(key) + MAX_SEEN_VALUE
                         big = RecordTooLarge(topic, size, limit + MAX_SEEN_VALUE)
@@ -467,7 +496,7 @@ class LaneAgent:
                 continue
             for key, raw in table.pending_encoded():
                 try:
-                    self.producer.check(topic, key, raw)
+                    check(topic, key, raw)
                 except RecordTooLarge as exc:
                     return f"the stored {TABLES[index]} value it produces would be too large: {exc}"
         return None

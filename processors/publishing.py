@@ -60,11 +60,14 @@ class Publisher:
         topic, key, value = encoded
         self.producer.check(topic, key, value)
 
-    def send(self, output: Output, encoded: Encoded | None = None, *, last_try: bool = False) -> None:
-        """Queue one output; one over the size limit becomes a rejection that names the reason."""
+    def send(
+        self, output: Output, encoded: Encoded | None = None, *, last_try: bool = False, checked: bool = False
+    ) -> None:
+        """Queue one output; one over the size limit becomes a rejection that names the reason.
+        ``checked``: ``encoded`` has just passed :meth:`check`."""
         topic, key, value = encoded or self.encode(output)
         try:
-            self.producer.produce(topic, value, key, partition=output.partition)
+            self.producer.produce(topic, value, key, partition=output.partition, checked=checked)
         except RecordTooLarge as exc:
             if last_try:  # even the shortest rejection does not fit: the topic's limit is absurdly low
                 log.error("dropped a %s that cannot be written: %s", output.record_name, exc)

@@ -25,14 +25,14 @@ class JsonTable:
 
     def __init__(self, backing: MutableMapping[Any, Any], cache_limit: int = 100_000) -> None:
         self.backing = backing
-        self._pending: dict[bytes, Any] = {}
+        self.pending: dict[bytes, Any] = {}  # the current record's writes (read-only outside this class)
         self._staged: dict[bytes, Any] = {}
         self._cache: dict[bytes, Any] = {}
         self._cache_limit = cache_limit
 
     def get(self, key: bytes) -> Any:
-        if key in self._pending:
-            value = self._pending[key]
+        if key in self.pending:
+            value = self.pending[key]
             return None if value is _DELETED else value
         if key in self._staged:
             value = self._staged[key]
@@ -47,16 +47,16 @@ class JsonTable:
         return value
 
     def put(self, key: bytes, value: Any) -> None:
-        self._pending[key] = value
+        self.pending[key] = value
 
     def delete(self, key: bytes) -> None:
-        self._pending[key] = _DELETED
+        self.pending[key] = _DELETED
 
     def stage(self) -> None:
         """The record is done: its writes join the batch (later records read them)."""
-        if self._pending:
-            self._staged.update(self._pending)
-            self._pending.clear()
+        if self.pending:
+            self._staged.update(self.pending)
+            self.pending.clear()
 
     def commit(self) -> list[tuple[bytes, bytes | None]]:
         """Write the batch to the backing store, once per changed key; the writes made (None: deleted).
@@ -94,22 +94,18 @@ class JsonTable:
 
     def pending_encoded(self) -> list[tuple[bytes, bytes]]:
         """The record's pending values as they would be stored (the lane checks their sizes)."""
-        if not self._pending:  # most records write only a seen mark
+        if not self.pending:  # most records write only a seen mark
             return []
         dumps = jsoncodec.dumps_bytes
-        return [(key, dumps(value)) for key, value in self._pending.items() if value is not _DELETED]
-
-    def pending_keys(self) -> list[bytes]:
-        """The keys the record wrote (or deleted)."""
-        return list(self._pending)
+        return [(key, dumps(value)) for key, value in self.pending.items() if value is not _DELETED]
 
     def discard(self) -> None:
         """Forget the record's pending writes (it was rejected half way); the batch's stay."""
-        self._pending.clear()
+        self.pending.clear()
 
     def drop_batch(self) -> None:
         """Forget every write not committed yet (the lanes were revoked mid-batch)."""
-        self._pending.clear()
+        self.pending.clear()
         self._staged.clear()
 
     def clear_cache(self) -> None:

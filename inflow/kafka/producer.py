@@ -83,8 +83,11 @@ class KafkaProducer:
     def check(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         """Raise :class:`RecordTooLarge` when the record cannot be written to ``topic``."""
         size = (len(key) if key else 0) + (len(value) if value else 0)
-        if size > self.max_bytes - RECORD_OVERHEAD or size > self.limit(topic):
-            raise RecordTooLarge(topic, size, self.limit(topic))
+        limit = self._limits.get(topic)  # the limit already holds the client's max_bytes
+        if limit is None:
+            limit = self.limit(topic)
+        if size > limit:
+            raise RecordTooLarge(topic, size, limit)
 
     def _topic_limit(self, topic: str) -> int:
         if not self._topic_limits:
@@ -111,10 +114,14 @@ class KafkaProducer:
         on_delivered: Delivered | None = None,
         on_delivery: DeliveryReport | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        checked: bool = False,
     ) -> None:
         """Queue one record after the size check. ``on_delivered(msg)`` runs on success (failures are
-        raised by the next :meth:`flush`); ``on_delivery(err, msg)`` takes over the whole report."""
-        self.check(topic, key, value)
+        raised by the next :meth:`flush`); ``on_delivery(err, msg)`` takes over the whole report.
+        ``checked``: the caller has just passed this very record through :meth:`check` (the worker checks
+        every output of an ingest record before it queues any), so it is not measured twice."""
+        if not checked:
+            self.check(topic, key, value)
         report = on_delivery or (self._report if on_delivered is None else self._then(on_delivered))
         part = UNASSIGNED if partition is None else partition
         refreshes = 0

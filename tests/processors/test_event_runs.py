@@ -1,0 +1,111 @@
+"""The events after the first of a pack are applied with its resolution (``LaneProcessor.next_event``):
+the same outputs and state as the general path, record for record, whatever the pack holds."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from inflow.config.file import WorkspaceConfig
+from inflow.processors.engine import LaneProcessor
+from inflow.processors.fair_usage import FairUsage, Policy, Window
+from inflow.processors.state import State
+from inflow.processors.workspaces import IdentityRulesDirectory
+from inflow.schemas.serde import AvroSerde
+from tests.processors import records as r
+
+SERDE = AvroSerde()
+SPACES = [
+    WorkspaceConfig(id="W", identifiers=["customer_id"]),
+    WorkspaceConfig(id="R", identifiers=["customer_id", "email", "moe_mobile"]),
+]
+# A tight policy, so that some users are blocked in the middle of a pack.
+TIGHT = Policy((Window(60_000, 25, 600_000),))
+
+
+def processor(disabled: set[str]) -> tuple[LaneProcessor, State]:
+    state = State.in_memory()
+    usage = FairUsage(state, {"W": TIGHT, "R": TIGHT})
+    engine = LaneProcessor(
+        state,
+        IdentityRulesDirectory(SPACES),
+        clock=lambda: 1_800_000_000_000,
+        disabled=lambda ws: ws in disabled,
+        fair_usage=usage,
+    )
+    return engine, state
+
+
+def packs(rng: random.Random) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Packs as the gateway makes them (one user's records of a request), with what breaks a run: other
+    devices and identifiers, duplicates, bad attributes, profile updates, campaign events, time jumps."""
+    out = []
+    uuids: list[str] = []
+    for n in range(300):
+        ws = rng.choice(["W", "R"])
+        who = f"u{rng.randrange(12)}"
+        at = n * rng.choice([1, 1, 1, 90])
+        items: list[tuple[str, dict[str, Any]]] = []
+        if rng.random() < 0.3:
+            items.append(("UserUpsert", r.user(ws, who, at=at, attributes={"n": n, "email": f"{who}@x.io"})))
+        for k in range(rng.randrange(1, 12)):
+            kw: dict[str, Any] = {}
+            if rng.random() < 0.15:
+                kw["device_id"] = rng.choice(["d1", "d2"])
+            if ws == "R" and rng.random() < 0.2:
+                kw["user_identifiers"] = {"email": f"{who}@x.io"}
+            if rng.random() < 0.1:
+                kw["attributes"] = {"push_id": "tok", "campaign_id": "c"}
+            if uuids and rng.random() < 0.1:
+                kw["event_uuid"] = rng.choice(uuids)  # an upstream duplicate (or the same pack read again)
+            code = rng.choice(["Purchase", "Viewed", "NOTIFICATION_RECEIVED_MOE", "MOE_EMAIL_OPEN"])
+            record = r.event(ws, who, code, at=at + k * rng.choice([0, 1, 70]), **kw)
+            if rng.random() < 0.05:
+                record["attributes_json"] = "{broken"
+            uuids.append(record["event_uuid"])
+            items.append(("EventRecord", record))
+            if rng.random() < 0.05:
+                items.append(("DeviceUpsert", r.device(ws, who, "d1", at=at, push_id=f"p{n}")))
+        out.append(items)
+    return out
+
+
+def comparable(outputs: list[Any]) -> list[tuple[str, str, Any]]:
+    return [(o.topic, o.record_name, o.raw if o.raw is not None else o.record) for o in outputs]
+
+
+def test_next_event_gives_what_the_general_path_gives() -> None:
+    for seed in range(4):
+        data = packs(random.Random(seed))
+        disabled: set[str] = set()
+        general, general_state = processor(disabled)
+        fast, fast_state = processor(disabled)
+        reused, reasons = 0, set()
+        for offset, items in enumerate(data):
+            if offset == 200:
+                disabled.add("R")  # `inflow workspaces disable` in the middle: runs stop too
+            fast.run = None
+            for index, (name, record) in enumerate(items):
+                decoded = SERDE.decode(SERDE.encode(name, record))[1]
+                position = [0, offset, index]
+                expected = general.process(name, dict(decoded), position)
+                general_state.stage()
+                got = fast.next_event(dict(decoded), position) if name == "EventRecord" else None
+                if got is None:
+                    got = fast.process(name, dict(decoded), position)
+                else:
+                    reused += 1
+                fast_state.stage()
+                assert comparable(got) == comparable(expected), (seed, offset, index, name)
+                reasons |= {
+                    o.record["reason"].split(":")[0][:30] for o in expected if o.topic.endswith("rejected")
+                }
+            general_state.flush()
+            fast_state.flush()
+        assert reused > 300  # the runs were taken, not only the general path
+        assert {"event attributes_json is not v", "workspace disabled", "Fair usage policy"} <= reasons, (
+            reasons
+        )
+        for table, other in zip(general_state.tables, fast_state.tables, strict=True):
+            assert table.backing == other.backing
+        assert fast.duplicates == general.duplicates > 0

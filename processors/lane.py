@@ -53,6 +53,7 @@ from inflow.observability import worker_metrics as wm
 from inflow.processors import bundles, growth, jsoncodec, protocol
 from inflow.processors.backfill import Backfill
 from inflow.processors.changelog import ChangelogRestorer
+from inflow.processors.collection import Collector
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
@@ -130,7 +131,6 @@ class LaneAgent:
     # --- the loop ---------------------------------------------------------------------------------
     async def run(self, running: Callable[[], bool]) -> None:
         """While ``running()``: restore what was assigned, then consume, apply, flush, persist, commit."""
-        loop = asyncio.get_running_loop()
         consumer = BatchConsumer(
             self.kafka,
             self.group_id,
@@ -146,31 +146,39 @@ class LaneAgent:
                 "topic.metadata.refresh.interval.ms": 5000,
             },
         )
+        collector = Collector(full_every_s=self.settings.gc_full_every_s)
         try:
-            while running():
-                self.heartbeat()
-                if self._opening or self._recount:
-                    await loop.run_in_executor(self._restore_thread, self._open_assigned)
-                if self.restorer.restoring:
-                    self.stage = "restoring"
-                    step = self.restorer.step
-                    done = await loop.run_in_executor(self._restore_thread, step, RESTORE_STEP_S)
-                    for partition in done:
-                        self._resume(consumer.client, partition)
-                self.stage = "waiting for a batch"
-                busy = self.restorer.restoring or self._opening
-                backfilling = self.backfill is not None and bool(self.backfill.due(self.ready))
-                wait = 0.0 if busy or backfilling else self.settings.batch_within_s
-                batch = await consumer.consume(self.settings.lane_batch_packs, wait)
-                if batch or self._check & self.ready or backfilling:
-                    self.stage = "applying"
-                    await self.handle(consumer, batch)
+            with collector:
+                await self._loop(running, consumer, collector)
         finally:
             self.stage = "closing"
             await consumer.close()  # revokes: the partitions' databases are closed
             self.restorer.close()
             self.stores.close_all()
             self._restore_thread.shutdown(wait=False)
+
+    async def _loop(self, running: Callable[[], bool], consumer: BatchConsumer, collector: Collector) -> None:
+        """The worker's loop: restore steps, batches, and the garbage collection due between them."""
+        loop = asyncio.get_running_loop()
+        while running():
+            collector.between_batches()
+            self.heartbeat()
+            if self._opening or self._recount:
+                await loop.run_in_executor(self._restore_thread, self._open_assigned)
+            if self.restorer.restoring:
+                self.stage = "restoring"
+                step = self.restorer.step
+                done = await loop.run_in_executor(self._restore_thread, step, RESTORE_STEP_S)
+                for partition in done:
+                    self._resume(consumer.client, partition)
+            self.stage = "waiting for a batch"
+            busy = self.restorer.restoring or self._opening
+            backfilling = self.backfill is not None and bool(self.backfill.due(self.ready))
+            wait = 0.0 if busy or backfilling else self.settings.batch_within_s
+            batch = await consumer.consume(self.settings.lane_batch_packs, wait)
+            if batch or self._check & self.ready or backfilling:
+                self.stage = "applying"
+                await self.handle(consumer, batch)
 
     async def handle(self, consumer: BatchConsumer, batch: list[Message]) -> None:
         """Apply a batch per lane partition: outputs, flush; changelog records, flush; state, offsets.

@@ -60,6 +60,9 @@ class WorkerSettings(BaseSettings):
     fair_usage_tracked_users: int = Field(
         100_000, gt=0, description="users whose Fair Usage counts are kept; the least recently seen go first"
     )
+    gc_full_every_s: float = Field(
+        60.0, gt=0, description="a full cyclic garbage collection between batches this often (see collection)"
+    )
     rocksdb_write_buffer_bytes: int = Field(
         8_388_608, gt=0, description="RocksDB memtable per table and lane partition (two at most)"
     )

@@ -11,7 +11,7 @@ the partition stays assigned (it is cleared on every rebalance).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ class JsonTable:
         self._staged: dict[bytes, Any] = {}
         self._cache: dict[bytes, Any] = {}
         self._cache_limit = cache_limit
+        self.encode: Callable[[Any], bytes] = jsoncodec.dumps_bytes  # a value as it is stored (JSON)
 
     def get(self, key: bytes) -> Any:
         if key in self.pending:
@@ -64,7 +65,7 @@ class JsonTable:
         A backing store with ``write_many`` (the worker's RocksDB view) gets the batch in one call."""
         self.stage()
         writes: list[tuple[bytes, bytes | None]] = []
-        cache, room, dumps = self._cache, self._cache_limit, jsoncodec.dumps_bytes
+        cache, room, dumps = self._cache, self._cache_limit, self.encode
         for key, value in self._staged.items():
             if value is _DELETED:
                 cache.pop(key, None)
@@ -96,7 +97,7 @@ class JsonTable:
         """The record's pending values as they would be stored (the lane checks their sizes)."""
         if not self.pending:  # most records write only a seen mark
             return []
-        dumps = jsoncodec.dumps_bytes
+        dumps = self.encode
         return [(key, dumps(value)) for key, value in self.pending.items() if value is not _DELETED]
 
     def discard(self) -> None:
@@ -112,6 +113,15 @@ class JsonTable:
         self._cache.clear()
 
 
+def encode_position(value: Any) -> bytes:
+    """A seen mark's value (its record's position ``[partition, offset, index]``) as JSON, written by hand:
+    a batch writes one per event and keeps them all until its changelog is sent, and orjson's result
+    (a 1 KB buffer shrunk to fit) made that ≈ 2.8 µs per mark against ≈ 0.9 µs for this."""
+    if type(value) is list and len(value) == 3 and all(type(n) is int for n in value):
+        return b"[%d,%d,%d]" % (value[0], value[1], value[2])
+    return jsoncodec.dumps_bytes(value)
+
+
 @dataclass
 class State:
     """Everything one lane owns: identity index, profiles, device books, device index, seen records."""
@@ -125,6 +135,7 @@ class State:
 
     def __post_init__(self) -> None:
         self.tables = [self.identity, self.users, self.devices, self.device_index, self.seen]
+        self.seen.encode = encode_position
 
     @classmethod
     def in_memory(cls) -> State:

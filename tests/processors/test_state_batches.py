@@ -44,3 +44,17 @@ def test_delete_of_a_committed_key_is_a_tombstone_and_revocation_drops_the_batch
     table.stage()
     table.drop_batch()
     assert table.commit() == [] and table.get(b"c") is None
+
+
+def test_seen_marks_are_stored_as_the_json_of_their_position() -> None:
+    import orjson
+
+    from inflow.processors.state import State, encode_position
+
+    for value in ([0, 0, 0], [23, 2**40, 17], [-1, 5, 0], 1, [1, 2], [True, 1, 2], [1.5, 2, 3]):
+        assert encode_position(value) == orjson.dumps(value)
+    state = State.in_memory()
+    state.seen.put(b"k", [3, 12, 4])
+    assert state.seen.commit() == [(b"k", b"[3,12,4]")]
+    state.seen.clear_cache()
+    assert state.seen.get(b"k") == [3, 12, 4]

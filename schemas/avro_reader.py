@@ -46,14 +46,25 @@ def _kind(schema: Any) -> str | None:
 
 
 def _varint(target: str, indent: str) -> list[str]:
-    """Read a zig-zag varint into ``target``: one byte inline, longer ones through :func:`read_long`."""
+    """Read a zig-zag varint into ``target``, inline (a timestamp takes six bytes)."""
     return [
         f"{indent}b = data[pos]",
+        f"{indent}pos += 1",
         f"{indent}if b < 128:",
         f"{indent}    {target} = (b >> 1) ^ -(b & 1)",
-        f"{indent}    pos += 1",
         f"{indent}else:",
-        f"{indent}    {target}, pos = read_long(data, pos)",
+        f"{indent}    v = b & 127",
+        f"{indent}    shift = 7",
+        f"{indent}    while True:",
+        f"{indent}        b = data[pos]",
+        f"{indent}        pos += 1",
+        f"{indent}        v |= (b & 127) << shift",
+        f"{indent}        if b < 128:",
+        f"{indent}            break",
+        f"{indent}        shift += 7",
+        f"{indent}        if shift > 63:",
+        f"{indent}            raise ValueError('varint longer than a 64-bit long')",
+        f"{indent}    {target} = (v >> 1) ^ -(v & 1)",
     ]
 
 
@@ -93,8 +104,14 @@ def _field(kind: str, target: str) -> list[str]:
         lines += _value(kind[5:], target, indent + "    ")
         lines += [f"{indent}else:", f"{indent}    raise ValueError('union index ' + str(b))"]
         return lines
-    if kind == "map":
-        return [f"{indent}{target}, pos = _map(data, pos, size)"]
+    if kind == "map":  # mostly empty: one zero byte
+        return [
+            f"{indent}if data[pos] == 0:",
+            f"{indent}    {target} = {{}}",
+            f"{indent}    pos += 1",
+            f"{indent}else:",
+            f"{indent}    {target}, pos = _map(data, pos, size)",
+        ]
     if kind.startswith("array_"):
         return [f"{indent}{target}, pos = _array(data, pos, size, {kind == 'array_string'})"]
     return _value(kind, target, indent)

@@ -398,6 +398,8 @@ def run_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         result |= figures(args, load.result, stats, ids, times, tw, min(te, te_actual), cpu, sampler)
         if args.profile_worker:
             result["profile"] = summarize_py_spy(work / "worker1.pyspy")
+            if args.py_spy_out and (work / "worker1.pyspy").exists():
+                shutil.copy(work / "worker1.pyspy", args.py_spy_out)
 
         ingest = [
             s.name for s in catalogue if s.short_name.startswith("ingest.") and s.short_name != "ingest.aux"
@@ -718,6 +720,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--raw-records", type=int, default=200_000, help="records in the raw baseline")
     ap.add_argument("--broker-pid", type=int, help="pid of an external broker, for its CPU")
     ap.add_argument("--profile-worker", type=int, default=0, help="py-spy the first worker for N s")
+    ap.add_argument("--py-spy-out", type=Path, help="with --profile-worker: keep the raw stacks in this file")
     ap.add_argument("--keep-topics", action="store_true")
     ap.add_argument("--write", type=Path, help="append the report to this file")
     ap.add_argument("--json", type=Path, help="write all figures as JSON")

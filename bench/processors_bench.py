@@ -303,14 +303,16 @@ def engine_only(
 ) -> float:
     """The identity logic with Avro decode/encode over in-memory state, no Kafka: one process's ceiling."""
     from inflow.config.file import WorkspaceConfig
-    from inflow.processors.engine import LaneProcessor
+    from inflow.processors.engine import LaneProcessor, enriched_events
     from inflow.processors.state import State
     from inflow.processors.workspaces import IdentityRulesDirectory
 
     serde, state = AvroSerde(), State.in_memory()
     reader = IngestReader(serde)  # as the worker reads ingest records
     spaces = [WorkspaceConfig(id=f"bench{i}", identifiers=identifiers) for i in range(workspaces)]
-    processor = LaneProcessor(state, IdentityRulesDirectory(spaces))
+    processor = LaneProcessor(
+        state, IdentityRulesDirectory(spaces), enriched_events=enriched_events(serde, "events")
+    )
     users, devices, events = data
     for _, value in users + devices:
         for item in unpack(serde, value):
@@ -326,7 +328,8 @@ def engine_only(
             if outputs is None:
                 outputs = processor.process(name, record, position)
             for output in outputs:
-                serde.encode(output.record_name, output.record)
+                if output.encoded is None:
+                    serde.encode(output.record_name, output.record)
             state.stage()
         state.flush()
     return expected / (time.perf_counter() - started)

@@ -39,7 +39,15 @@ from inflow.processors.attributes import (
     parse_attributes,
     parse_update,
 )
-from inflow.processors.classification import UNSUPPORTED_CAMPAIGN_ATTRIBUTES, channel, event_name, event_type
+from inflow.processors.classification import (
+    CAMPAIGN_EVENT,
+    CAMPAIGN_EVENTS,
+    UNSUPPORTED_CAMPAIGN_ATTRIBUTES,
+    USER_ACTION_EVENT,
+    channel,
+    event_name,
+    event_type,
+)
 from inflow.processors.devices import MAX_DEVICES_PER_USER, check_capacity, device_attributes, unique_values
 from inflow.processors.exceptions import Rejection
 from inflow.processors.fair_usage import TRACKED, FairUsage
@@ -55,6 +63,8 @@ from inflow.processors.requests import is_erased
 from inflow.processors.routing import identifier_route, partition_of
 from inflow.processors.state import State
 from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
+from inflow.schemas.avro_template import SplicedRecord
+from inflow.schemas.serde import AvroSerde
 
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
 MERGE_EVENT = "MOE_USER_MERGE_EVENT"  # on the merged user
@@ -73,6 +83,29 @@ MAX_POINTER_HOPS = 64
 MAX_IDENTIFIER_BYTES = 4096
 JSON_CACHE_SIZE = 20_000  # users' and devices' attribute JSON kept for their next events
 HOMES_CACHE_SIZE = 100_000  # routes whose partition is remembered
+# The EnrichedEvent fields an event run binds once (its user's) and those written per event.
+RUN_BOUND = (
+    "workspace_id",
+    "event_source",
+    "uid",
+    "customer_id",
+    "user_attributes_json",
+    "device_attributes_json",
+)
+RUN_VARYING = (
+    "event_uuid",
+    "event_name",
+    "event_code",
+    "event_time",
+    "event_type",
+    "event_attributes_json",
+    "push_id",
+    "email_id",
+    "mobile_number",
+    "platform",
+    "received_at",
+    "ingested_at",
+)
 
 
 def now_ms() -> int:
@@ -84,6 +117,31 @@ def to_ms(value: Any) -> int:
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
     return int(value)
+
+
+def enriched_events(serde: AvroSerde, topic: str | None) -> SplicedRecord:
+    """The EnrichedEvent encoder :meth:`LaneProcessor.next_event` binds per run (for ``topic``'s framing)."""
+    sample = {
+        "workspace_id": "W",
+        "event_uuid": "e",
+        "event_name": "Purchase é",
+        "event_code": "Purchase é",
+        "event_time": 1_750_000_000,
+        "event_type": USER_ACTION_EVENT,
+        "event_source": "MOENGAGE",
+        "uid": "u",
+        "customer_id": "c",
+        "event_attributes_json": "{}",
+        "user_attributes_json": '{"a":1}',
+        "device_attributes_json": "{}",
+        "push_id": None,
+        "email_id": "e@x.io",
+        "mobile_number": None,
+        "platform": "ANDROID",
+        "received_at": 1_750_000_000_123,
+        "ingested_at": 1_750_000_000_456,
+    }
+    return SplicedRecord(serde, "EnrichedEvent", topic, RUN_BOUND, RUN_VARYING, sample)
 
 
 def is_pointer(stored: Any) -> bool:
@@ -105,6 +163,8 @@ class EventRun:
     named: tuple[str, str]
     profile: Profile
     device: dict[str, Any] | None
+    key: bytes  # of its enriched events
+    encode: Callable[..., bytes] | None  # its enriched events' encoder, the user's fields bound (or None)
 
 
 class LaneProcessor:
@@ -119,8 +179,11 @@ class LaneProcessor:
         max_profile_bytes: int = MAX_PROFILE_BYTES,
         max_profile_attributes: int = MAX_PROFILE_ATTRIBUTES,
         fair_usage: FairUsage | None = None,
+        enriched_events: SplicedRecord | None = None,
     ) -> None:
-        """``fair_usage``: the Fair Usage Policy's counts and blocks (None: not enforced)."""
+        """``fair_usage``: the Fair Usage Policy's counts and blocks (None: not enforced);
+        ``enriched_events``: the EnrichedEvent encoder of the events topic with :data:`RUN_BOUND` bound
+        per user and :data:`RUN_VARYING` per event (see :meth:`next_event`; None: outputs as records)."""
         self.state = state
         self.directory = directory
         self.clock = clock
@@ -128,6 +191,8 @@ class LaneProcessor:
         self.max_profile_bytes = max_profile_bytes
         self.max_profile_attributes = max_profile_attributes
         self.fair_usage = fair_usage
+        fast = enriched_events is not None and enriched_events.fast
+        self.enriched_events = enriched_events if fast else None
         self.handlers = {
             "UserUpsert": self._user,
             "DeviceUpsert": self._device,
@@ -250,6 +315,17 @@ class LaneProcessor:
             return None
         device_id = record.get("device_id") or record.get("customer_id") or record.get("anonymous_id")
         book = self.state.devices.get(user) or {}
+        device = book.get(device_id) if device_id else None
+        encode = None
+        if self.enriched_events is not None:
+            encode = self.enriched_events.bind(
+                workspace_id=ws,
+                event_source="MOENGAGE",
+                uid=profile["uid"],
+                customer_id=profile["customer_id"],
+                user_attributes_json=self._user_json(profile),
+                device_attributes_json=self._device_json(device),
+            )
         return EventRun(
             ws,
             slot,
@@ -259,7 +335,9 @@ class LaneProcessor:
             record.get("device_id"),
             named,
             profile,
-            book.get(device_id) if device_id else None,
+            device,
+            keys.topic_key(ws, profile["uid"]),
+            encode,
         )
 
     def next_event(self, record: dict[str, Any], position: list[int]) -> list[Output] | None:
@@ -295,7 +373,10 @@ class LaneProcessor:
         if event_ms > profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
             return None
         try:
-            output = self._enriched(ws, record, profile, run.device, event_ms)
+            if run.encode is None:
+                output = self._enriched(ws, record, profile, run.device, event_ms)
+            else:
+                output = self._encoded_event(run, record, event_ms)
         except Rejection:
             return None
         if self.fair_usage is not None:
@@ -877,6 +958,49 @@ class LaneProcessor:
             "ingested_at": self.clock(),
         }
         return Output(EVENTS, keys.topic_key(ws, profile["uid"]), "EnrichedEvent", value)
+
+    def _encoded_event(self, run: EventRun, record: dict[str, Any], event_ms: int) -> Output:
+        """:meth:`_enriched` written straight to Avro with the run's bound encoder (the same bytes: tested
+        in tests/processors/test_event_runs.py); its ``record`` holds only what counts and logs read."""
+        code = record["action"]
+        try:
+            attributes = jsoncodec.loads(record.get("attributes_json") or "{}")
+        except ValueError as exc:
+            raise Rejection(f"event attributes_json is not valid JSON: {exc}") from exc
+        if not isinstance(attributes, dict):
+            raise Rejection("event attributes_json must be a JSON object")
+        known = CAMPAIGN_EVENTS.get(code)
+        push_id = email_id = mobile_number = None
+        if known is None:
+            name, kind = code, USER_ACTION_EVENT
+        else:
+            name, via, kind = known[0], known[1], CAMPAIGN_EVENT
+            attributes = {k: v for k, v in attributes.items() if k not in UNSUPPORTED_CAMPAIGN_ATTRIBUTES}
+            profile_attributes = run.profile["attributes"]
+            if via == "Push":
+                push_id = _first(attributes.get("push_id"), (run.device or {}).get("push_id"))
+            elif via == "Email":
+                email_id = _first(attributes.get("email_id"), profile_attributes.get("u_em"))
+            elif via == "SMS":
+                mobile_number = _first(attributes.get("mobile_number"), profile_attributes.get("u_mb"))
+        event_uuid = record["event_uuid"]
+        value = run.encode(  # type: ignore[misc]
+            event_uuid=event_uuid,
+            event_name=name,
+            event_code=code,
+            event_time=event_ms // 1000,
+            event_type=kind,
+            event_attributes_json=jsoncodec.dumps(attributes),
+            push_id=push_id,
+            email_id=email_id,
+            mobile_number=mobile_number,
+            platform=record.get("platform"),
+            received_at=to_ms(record["received_at"]),
+            ingested_at=self.clock(),
+        )
+        uid = run.profile["uid"]
+        about = {"workspace_id": run.ws, "event_uuid": event_uuid, "event_code": code, "uid": uid}
+        return Output(EVENTS, run.key, "EnrichedEvent", about, encoded=value)
 
     def _user_json(self, profile: Profile) -> str:
         """The user attributes an event carries, as JSON: made once per profile version, not per event (a

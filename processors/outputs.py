@@ -28,3 +28,4 @@ class Output:
     partition: int | None = None
     raw: bytes | None = None
     tombstone: bool = False
+    encoded: bytes | None = None  # the record's Avro value, when the processor wrote it itself (next_event)

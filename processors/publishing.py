@@ -48,6 +48,8 @@ class Publisher:
             return topic, output.key, output.raw
         if output.tombstone:
             return topic, output.key, None
+        if output.encoded is not None:
+            return topic, output.key, output.encoded
         encode = self._encoders.get((output.record_name, topic))
         if encode is None:  # compiled per record type (byte-identical to fastavro, checked when built)
             encode = self._encoders[(output.record_name, topic)] = record_encoder(

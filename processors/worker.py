@@ -25,7 +25,7 @@ from inflow.kafka.clients import new_admin
 from inflow.kafka.producer import KafkaProducer
 from inflow.processors.backfill import BACKFILL, Backfill
 from inflow.processors.changelog import ChangelogRestorer, changelog_specs
-from inflow.processors.engine import LaneProcessor
+from inflow.processors.engine import LaneProcessor, enriched_events
 from inflow.processors.fair_usage import FairUsage, Policy
 from inflow.processors.growth import LayoutOf
 from inflow.processors.lane import LaneAgent
@@ -92,6 +92,7 @@ class ProcessorsWorker:
             max_profile_bytes=settings.max_profile_bytes,
             max_profile_attributes=settings.max_profile_attributes,
             fair_usage=usage if settings.fair_usage else None,
+            enriched_events=enriched_events(serde, topic_names[EVENTS]),
         )
         producing: dict[str, Any] = {"linger.ms": settings.linger_ms, "batch.size": settings.max_batch_size}
         self.lane = LaneAgent(

@@ -6,15 +6,19 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from inflow.config.file import WorkspaceConfig
-from inflow.processors.engine import LaneProcessor
+from inflow.processors.engine import LaneProcessor, enriched_events
 from inflow.processors.fair_usage import FairUsage, Policy, Window
 from inflow.processors.state import State
 from inflow.processors.workspaces import IdentityRulesDirectory
+from inflow.schemas.avro_template import record_encoder
 from inflow.schemas.serde import AvroSerde
 from tests.processors import records as r
 
 SERDE = AvroSerde()
+ENCODE = {name: record_encoder(SERDE, name) for name in ("EnrichedEvent", "UserProfile", "RejectedRecord")}
 SPACES = [
     WorkspaceConfig(id="W", identifiers=["customer_id"]),
     WorkspaceConfig(id="R", identifiers=["customer_id", "email", "moe_mobile"]),
@@ -23,7 +27,7 @@ SPACES = [
 TIGHT = Policy((Window(60_000, 25, 600_000),))
 
 
-def processor(disabled: set[str]) -> tuple[LaneProcessor, State]:
+def processor(disabled: set[str], encoder: bool = False) -> tuple[LaneProcessor, State]:
     state = State.in_memory()
     usage = FairUsage(state, {"W": TIGHT, "R": TIGHT})
     engine = LaneProcessor(
@@ -32,6 +36,7 @@ def processor(disabled: set[str]) -> tuple[LaneProcessor, State]:
         clock=lambda: 1_800_000_000_000,
         disabled=lambda ws: ws in disabled,
         fair_usage=usage,
+        enriched_events=enriched_events(SERDE, None) if encoder else None,
     )
     return engine, state
 
@@ -70,16 +75,19 @@ def packs(rng: random.Random) -> list[list[tuple[str, dict[str, Any]]]]:
     return out
 
 
-def comparable(outputs: list[Any]) -> list[tuple[str, str, Any]]:
-    return [(o.topic, o.record_name, o.raw if o.raw is not None else o.record) for o in outputs]
+def comparable(outputs: list[Any]) -> list[tuple[str, bytes, Any]]:
+    """Each output as it is published: topic, key and encoded value."""
+    return [(o.topic, o.key, o.raw or o.encoded or ENCODE[o.record_name](o.record)) for o in outputs]
 
 
-def test_next_event_gives_what_the_general_path_gives() -> None:
+@pytest.mark.parametrize("encoder", [False, True], ids=["records", "run-bound encoder"])
+def test_next_event_gives_what_the_general_path_gives(encoder: bool) -> None:
     for seed in range(4):
         data = packs(random.Random(seed))
         disabled: set[str] = set()
         general, general_state = processor(disabled)
-        fast, fast_state = processor(disabled)
+        fast, fast_state = processor(disabled, encoder)
+        assert (fast.enriched_events is not None) is encoder  # the compiled run encoder, not a fallback
         reused, reasons = 0, set()
         for offset, items in enumerate(data):
             if offset == 200:

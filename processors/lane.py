@@ -430,13 +430,26 @@ class LaneAgent:
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
             return
         output = outputs[0]
-        encoded = self.publisher.encode(output)
-        if self._too_large(outputs, [encoded]) is not None:
+        encoded = topic, key, value = self.publisher.encode(output)
+        identity, users, devices, index, seen = self.state.tables
+        if (
+            len(key) + len(value or b"") > self.producer.limit(topic)
+            or identity.pending
+            or users.pending  # a Fair Usage block lapsed: its deletion
+            or devices.pending
+            or index.pending
+            or any(len(mark) > self._seen_room() for mark in seen.pending)
+        ):  # the general path checks, and rejects what is too large
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
             return
         self.publisher.send(output, encoded, checked=True)
         self.counts.output(output)
-        self.state.stage()
+        seen.stage()
+
+    def _seen_room(self) -> int:
+        """The longest seen-mark key its changelog takes (see :meth:`_too_large`)."""
+        topic = self.changelogs[SEEN]
+        return self.producer.limit(topic) - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
 
     def _apply_decoded(
         self,
@@ -495,7 +508,7 @@ class LaneAgent:
                 continue
             topic = self.changelogs[index]
             if index == SEEN:  # a position (three ints) under a key: bounded without encoding it
-                limit = self.producer.limit(topic) - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
+                limit = self._seen_room()
                 for key in table.pending:
                     if len(key) > limit:
                         size = len(key) + MAX_SEEN_VALUE

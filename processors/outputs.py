@@ -14,7 +14,7 @@ AUDIT = "control.audit"  # Delete User requests and their outcome (with the admi
 PROTOCOL = "protocol"  # record_name of a worker protocol message (already encoded, in ``raw``)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs 4x (one per event; never changed)
 class Output:
     """One record to publish: catalogue topic short name, key, Avro record name and value; a protocol
     message also names its partition of ``ingest.records`` and carries its bytes in ``raw``. A

@@ -47,3 +47,39 @@ def test_a_pack_is_applied_in_order_its_bad_record_rejected_alone_and_single_rec
         code = worker.terminate()
         out.consumer.close()
     assert code == 0, worker.tail()
+
+
+def test_an_event_of_a_run_too_large_to_publish_is_rejected_alone(
+    worker_topics, producer_factory, tmp_path: Path
+):
+    """The events after the first of a pack take the short path (LaneProcessor.next_event); one whose
+    enriched event would pass the events topic's limit (a 400 KB profile beside 700 KB of its own
+    attributes) is rejected with the reason, and the events before and after it come out."""
+    kafka = worker_topics
+    env = worker_env(kafka, tmp_path / "home", [{"id": "W", "identifiers": ["customer_id"]}])
+    env["INFLOW_WORKER_MAX_PROFILE_BYTES"] = "2000000"
+    worker = WorkerProcess("big-event", env, tmp_path / "data", tmp_path / "big.log").start()
+    out = output_reader(kafka)
+    producer = producer_factory()
+    topic = kafka.topic("ingest.records")
+    heavy = r.user("W", "bea", at=1, attributes={"blob": "u" * 400_000})
+    small = [r.event("W", "bea", f"Small{i}", at=2 + i) for i in range(3)]
+    big = r.event("W", "bea", "Huge", at=3, attributes={"payload": "e" * 700_000})
+    items = [SERDE.encode("EventRecord", e) for e in (small[0], small[1], big, small[2])]
+    try:
+        producer.produce(topic, key=b"W:bea", value=SERDE.encode("UserUpsert", heavy))
+        producer.produce(topic, key=b"W:bea", value=PackEncoder(SERDE, topic).encode(items))
+        assert producer.flush(30) == 0
+        wait_for(
+            out.until(lambda o: len(o.events) >= 3 and o.rejected, [worker]), 120, what="the small events"
+        )
+        out.poll()
+        assert [e["event_code"] for e in out.events] == ["Small0", "Small1", "Small2"]
+        [rejected] = out.rejected
+        assert rejected["event_uuid"] == big["event_uuid"]
+        assert "EnrichedEvent it produces would be too large" in rejected["reason"], rejected["reason"]
+        worker.assert_running()
+    finally:
+        code = worker.terminate()
+        out.consumer.close()
+    assert code == 0, worker.tail()

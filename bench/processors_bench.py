@@ -225,6 +225,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process (librdkafka's threads are named rdk:...)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def run_workers(
     kafka: KafkaSettings,
     count: int,
@@ -269,6 +282,7 @@ def run_workers(
     wait_for_records(profiles, expected[0], timeout)
     profiles.close()
     cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+    threads_before = thread_cpu(procs[0].pid)
     spy = None
     if py_spy:  # raw (collapsed) stacks of the whole events phase, sampled at 200 Hz
         argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(procs[0].pid)]
@@ -282,6 +296,10 @@ def run_workers(
             spy.wait(60)
         if total > got:
             print(f"  ({total - got:,} events published twice: a partition was re-read after a rebalance)")
+        threads = thread_cpu(procs[0].pid)
+        spent = {name: cpu - threads_before.get(name, 0.0) for name, cpu in threads.items()}
+        busy = sorted(((cpu, name) for name, cpu in spent.items() if cpu >= 0.05), reverse=True)
+        print("  worker w0's CPU by thread: " + ", ".join(f"{name} {cpu:.2f}s" for cpu, name in busy))
         return got, seconds, sum(cpu_seconds(p.pid) for p in procs) - cpu_before
     finally:
         for proc in procs:

@@ -92,9 +92,12 @@ class LaneAgent:
         layout: growth.LayoutOf = lambda: None,
         metadata: Any = None,
         layout_topic: str | None = None,
+        changelog_producer: KafkaProducer | None = None,
     ) -> None:
         """``layout()``: the latest ``control.layout`` record of ``ingest.records`` (None: never grown);
-        ``metadata``: a client to read the topic's partition count from."""
+        ``metadata``: a client to read the topic's partition count from; ``changelog_producer``: the
+        producer of the changelogs and layout records, whose acknowledged offsets are followed (default:
+        the publisher's, which must then report successes)."""
         self.kafka = kafka
         self.settings = settings
         self.group_id = group_id
@@ -105,7 +108,10 @@ class LaneAgent:
         self.stores = stores
         self.restorer = restorer
         self.publisher = publisher
-        self.producer: KafkaProducer = publisher.producer
+        # Outputs go through the publisher's producer, state (changelogs, layout) through this one: its
+        # deliveries are followed one by one, the outputs' only for failures (see KafkaProducer).
+        # (not ``changelog_producer or ...``: a KafkaProducer with nothing queued has len() 0)
+        self.producer = publisher.producer if changelog_producer is None else changelog_producer
         self.serde = serde
         self.reader = IngestReader(serde)  # timestamps as epoch ms (the engine's unit), no datetimes
         self.owned: set[int] = set()  # lane partitions assigned to this worker
@@ -228,7 +234,7 @@ class LaneAgent:
         changes += self._backfill_steps()
         try:
             self.stage = "flushing outputs"
-            await self.producer.flush_patiently_async(self.settings.flush_timeout_s)
+            await self.publisher.producer.flush_patiently_async(self.settings.flush_timeout_s)
             for partition, writes in changes:
                 self.send_changelog(partition, writes)
             self.stage = "flushing changelogs"

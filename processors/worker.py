@@ -104,11 +104,17 @@ class ProcessorsWorker:
             processor,
             stores,
             ChangelogRestorer(kafka, group),
-            Publisher(KafkaProducer(kafka, name="lanes", **producing), serde, topic_names, processor.clock),
+            Publisher(
+                KafkaProducer(kafka, name="lanes", successes=False, **producing),
+                serde,
+                topic_names,
+                processor.clock,
+            ),
             serde,
             layout=layout,
             metadata=new_admin(kafka),
             layout_topic=kafka.topic(LAYOUT_TOPIC),
+            changelog_producer=KafkaProducer(kafka, name="changelogs", **producing),
         )
         self.lane.backfill = Backfill(
             processor, workspace_ids, settings.backfill_batch, settings.backfill_step_interval_s
@@ -131,6 +137,7 @@ class ProcessorsWorker:
             await self.lane.run(self.running)
         finally:
             progress.cancel()
+            self.lane.publisher.producer.close()
             self.lane.producer.close()
 
     async def _progress(self) -> None:

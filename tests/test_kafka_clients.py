@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.support import consume_n
 
 
@@ -22,3 +26,26 @@ def test_confluent_produce_and_consume_in_a_group(topic_factory, producer_factor
     consumer.commit(asynchronous=False)
     committed = consumer.committed(consumer.assignment(), timeout=10)
     assert sum(tp.offset for tp in committed) == 30
+
+
+def test_a_producer_without_success_reports_still_raises_failures_and_refuses_success_callbacks(
+    kafka_settings, topic_factory
+):
+    """``successes=False`` (the worker's outputs): no callback per delivered record, a failed one still
+    fails the flush, and a caller that wants to hear of a success is told it never would."""
+    from inflow.kafka.errors import KafkaFault
+    from inflow.kafka.producer import KafkaProducer
+
+    topic = topic_factory(partitions=1, config={"max.message.bytes": "2000"})
+    # The client does not look the topic's limit up: the broker refuses the record at delivery.
+    producer = KafkaProducer(kafka_settings, name="quiet", successes=False, topic_limits=False)
+    try:
+        with pytest.raises(ValueError, match="reports no successful deliveries"):
+            producer.produce(topic, b"v", on_delivered=lambda msg: None)
+        producer.produce(topic, b"fits")
+        producer.flush(30)  # delivered: no report, no error
+        producer.produce(topic, os.urandom(5000))  # incompressible: over the limit after compression too
+        with pytest.raises(KafkaFault):
+            producer.flush(30)
+    finally:
+        producer.close()

@@ -53,13 +53,20 @@ class KafkaProducer:
         name: str = "producer",
         background: bool = False,
         topic_limits: bool = True,
+        successes: bool = True,
         **overrides: Any,
     ) -> None:
         """``background`` starts a thread that serves delivery reports (for asyncio callers);
-        ``topic_limits`` looks up each topic's ``max.message.bytes`` once (else the client limit alone)."""
+        ``topic_limits`` looks up each topic's ``max.message.bytes`` once (else the client limit alone);
+        ``successes=False``: librdkafka reports only failed deliveries (``delivery.report.only.error``),
+        which saves a Python callback per record; failures are raised by :meth:`flush` as always, and
+        ``on_delivered`` / ``on_delivery`` are refused (they would never be called for a success)."""
         self.kafka = kafka
         self.name = name
+        self.successes = successes
         self.max_bytes = int(overrides.get("message.max.bytes", CLIENT_MAX_BYTES))
+        if not successes:
+            overrides = overrides | {"delivery.report.only.error": True}
         self._producer = new_producer(kafka, error_cb=self._on_error, **overrides)
         self._topic_limits = topic_limits
         self._limits: dict[str, int] = {}
@@ -122,6 +129,8 @@ class KafkaProducer:
         every output of an ingest record before it queues any), so it is not measured twice."""
         if not checked:
             self.check(topic, key, value)
+        if not self.successes and (on_delivered is not None or on_delivery is not None):
+            raise ValueError(f"{self.name} reports no successful deliveries: on_delivered is never called")
         report = on_delivery or (self._report if on_delivered is None else self._then(on_delivered))
         part = UNASSIGNED if partition is None else partition
         refreshes = 0

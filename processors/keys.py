@@ -6,10 +6,21 @@ record replayed after a crash recreates the same uid instead of a second user.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 SEP = "\x1f"  # unit separator: cannot appear in workspace ids, identifier names or uids
 _NAMESPACE = uuid.UUID("5b0f3f3e-6a0c-4c55-9d7e-1f6a1f0f1a10")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
+def uuid5_hex(name: str) -> str:
+    """``uuid.uuid5(_NAMESPACE, name).hex`` without the UUID object (9.4 µs there, 2.2 µs here; the worker
+    makes one per new user)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def topic_key(workspace_id: str, uid: str) -> bytes:
@@ -53,12 +64,12 @@ def new_uid(workspace_id: str, cause: str, generation: int = 0) -> str:
     """Internal user id (moengage_user_id), deterministic from what created the user (its slot) and the
     slot's generation (how many users of the slot were deleted or merged away before it)."""
     suffix = f"{SEP}{generation}" if generation else ""
-    return uuid.uuid5(_NAMESPACE, f"user{SEP}{workspace_id}{SEP}{cause}{suffix}").hex
+    return uuid5_hex(f"user{SEP}{workspace_id}{SEP}{cause}{suffix}")
 
 
 def device_uid(workspace_id: str, device_id: str) -> str:
     """Internal device id (moengage_device_id), stable for a workspace's device_id."""
-    return uuid.uuid5(_NAMESPACE, f"device{SEP}{workspace_id}{SEP}{device_id}").hex
+    return uuid5_hex(f"device{SEP}{workspace_id}{SEP}{device_id}")
 
 
 def merge_event_uuid(workspace_id: str, merged: str, retained: str, code: str) -> str:

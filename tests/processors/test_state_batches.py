@@ -58,3 +58,14 @@ def test_seen_marks_are_stored_as_the_json_of_their_position() -> None:
     assert state.seen.commit() == [(b"k", b"[3,12,4]")]
     state.seen.clear_cache()
     assert state.seen.get(b"k") == [3, 12, 4]
+
+
+def test_uids_are_the_uuid5_of_what_made_them() -> None:
+    import uuid
+
+    from inflow.processors import keys
+
+    for name in ["", "user\x1fW\x1fcustomer_id\x1fu-1", "é€😀" * 40]:
+        assert keys.uuid5_hex(name) == uuid.uuid5(keys._NAMESPACE, name).hex
+    assert keys.new_uid("W", "slot", 2) == uuid.uuid5(keys._NAMESPACE, "user\x1fW\x1fslot\x1f2").hex
+    assert keys.device_uid("W", "d") == uuid.uuid5(keys._NAMESPACE, "device\x1fW\x1fd").hex

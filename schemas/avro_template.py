@@ -104,6 +104,16 @@ def _string_map(value: Mapping[str, str]) -> bytes:
     return b"".join(parts)
 
 
+def _string_array(value: Sequence[str]) -> bytes:
+    """An array of strings as one block (what fastavro writes); a value that is not a list or tuple is
+    refused (a string would otherwise be taken as its characters)."""
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"an array of strings, not {type(value).__name__}")
+    if not value:
+        return b"\x00"
+    return b"".join([long_bytes(len(value)), *(string_bytes(v) for v in value), b"\x00"])
+
+
 def _boolean(value: Any) -> bytes:
     return b"\x01" if value else b"\x00"
 
@@ -117,8 +127,8 @@ def _nullable(inner: FieldEncoder) -> FieldEncoder:
 
 
 def _field_encoder(schema: Any) -> FieldEncoder | None:
-    """An encoder for the common field types (string, int/long, boolean, timestamp-millis, string map and
-    ``["null", one of those]``); None for anything else."""
+    """An encoder for the common field types (string, int/long, boolean, timestamp-millis, string map,
+    string array and ``["null", one of those]``); None for anything else."""
     if schema == "string":
         return string_bytes
     if schema in ("long", "int"):
@@ -130,6 +140,8 @@ def _field_encoder(schema: Any) -> FieldEncoder | None:
             return _timestamp_millis
         if schema.get("type") == "map" and schema.get("values") == "string":
             return _string_map
+        if schema.get("type") == "array" and schema.get("items") == "string":
+            return _string_array
     if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null":
         inner = _field_encoder(schema[1])
         return _nullable(inner) if inner else None
@@ -340,6 +352,8 @@ def _sample_value(schema: Any) -> Any:
             return 1_700_000_000_123
         if schema.get("type") == "map" and schema.get("values") == "string":
             return {"k": "v"}
+        if schema.get("type") == "array" and schema.get("items") == "string":
+            return ["a", "é"]
     if isinstance(schema, list) and len(schema) == 2 and schema[0] == "null":
         return _sample_value(schema[1])
     return _UNSUPPORTED

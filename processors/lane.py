@@ -405,7 +405,7 @@ class LaneAgent:
     def _apply_pack(self, partition: int, offset: int, items: list[bytes]) -> None:
         """Each record of a pack at its own position (partition, offset, index): a bad one is rejected
         alone, with its index, and the others are applied."""
-        decode, unreadable, processor = self.reader.decode, self.publisher.unreadable, self.processor
+        decode, unreadable, processor = self.reader.pack_decoder(), self.publisher.unreadable, self.processor
         processor.run = None
         for index, item in enumerate(items):
             try:

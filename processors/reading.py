@@ -10,9 +10,10 @@ the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from inflow.schemas.avro_reader import Reader, record_reader
+from inflow.schemas.avro_reader import Reader, record_reader, span_reader
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.packs import PACK_RECORD
 from inflow.schemas.plain import plain_schema, read_plain
@@ -20,6 +21,7 @@ from inflow.schemas.serde import AvroSerde
 
 FAST = ("UserUpsert", "DeviceUpsert", "EventRecord", PACK_RECORD)
 HEADER_SIZE = 10
+EVENT = "EventRecord"
 
 
 class IngestReader:
@@ -31,6 +33,10 @@ class IngestReader:
         self._serde = serde
         self._plain: dict[bytes, tuple[str, Any]] = {}
         self._compiled: dict[bytes, tuple[str, Reader]] = {}
+        events = serde.catalog.get(EVENT)
+        # The fields one Bulk event element repeats for each of its actions.
+        self._events = span_reader(events.schema, "workspace_id", "device_id")
+        self._event_header = events.header
         for name in names:
             entry = serde.catalog.get(name)
             read = record_reader(entry.schema)
@@ -47,14 +53,52 @@ class IngestReader:
             try:
                 record, end = read(data, HEADER_SIZE)
             except Exception as exc:  # IndexError, ValueError, UnicodeDecodeError: as read_plain names them
-                reason = f"{type(exc).__name__}: {exc or 'truncated data'}"
-                raise SerdeError(f"cannot decode {name}: {reason}") from exc
+                raise _refused(name, exc) from exc
             if end != len(data):
-                trailing = len(data) - end
-                raise SerdeError(f"cannot decode {name}: {trailing} trailing bytes after the record body")
+                raise _trailing(name, data, end)
             return name, record
         known = self._plain.get(header)
         if known is None:
             return self._serde.decode(data)
         name, schema = known
         return name, read_plain(data, HEADER_SIZE, schema, name)
+
+    def pack_decoder(self) -> Callable[[bytes], tuple[str, dict[str, Any]]]:
+        """:meth:`decode` for the items of one pack, in order: an EventRecord whose workspace, request,
+        user and device fields are the same bytes as in the event read before it (the events of one
+        element) is read from its other fields only (:class:`~inflow.schemas.avro_reader.SpanReader`)."""
+        span, header = self._events, self._event_header
+        if span is None:
+            return self.decode
+        shared: bytes | None = None
+        before: dict[str, Any] = {}
+
+        def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+            nonlocal shared, before
+            if data[:HEADER_SIZE] != header:
+                shared = None  # another record in between: the next event is read whole
+                return self.decode(data)
+            try:
+                got = None if shared is None else span.read_after(data, HEADER_SIZE, shared, before)
+                if got is None:
+                    record, end, start, stop = span.read(data, HEADER_SIZE)
+                    shared, before = data[start:stop], record
+                else:
+                    record, end = got
+            except Exception as exc:  # as in decode
+                shared = None
+                raise _refused(EVENT, exc) from exc
+            if end != len(data):
+                shared = None
+                raise _trailing(EVENT, data, end)
+            return EVENT, record
+
+        return decode
+
+
+def _refused(name: str, exc: Exception) -> SerdeError:
+    return SerdeError(f"cannot decode {name}: {type(exc).__name__}: {exc or 'truncated data'}")
+
+
+def _trailing(name: str, data: bytes, end: int) -> SerdeError:
+    return SerdeError(f"cannot decode {name}: {len(data) - end} trailing bytes after the record body")

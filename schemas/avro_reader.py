@@ -175,3 +175,55 @@ def record_reader(schema: dict[str, Any]) -> Reader | None:
     namespace: dict[str, Any] = {"read_long": read_long, "_map": _map, "_array": _array}
     exec(compile("\n".join(body), f"<avro reader of {schema['name']}>", "exec"), namespace)  # noqa: S102
     return namespace["read"]  # type: ignore[no-any-return]
+
+
+class SpanReader:
+    """Reads records whose fields ``first``..``last`` (a run in the schema's order) are often the same bytes
+    as in the record before: the events of one pack share their workspace, request, user and device fields.
+
+    :meth:`read` reads a whole record and says where that span's bytes are; :meth:`read_after` reads the
+    next record when its span holds exactly those bytes (compared as bytes: Avro is self-delimiting, so
+    equal bytes are equal values), taking their values from the record before and reading only the
+    others; None when the span differs (then :meth:`read` it)."""
+
+    def __init__(self, read: Any, read_after: Any) -> None:
+        self.read = read
+        self._read_after = read_after
+
+    def read_after(
+        self, data: bytes, pos: int, shared: bytes, before: dict[str, Any]
+    ) -> tuple[dict[str, Any], int] | None:
+        return self._read_after(data, pos, shared, before)  # type: ignore[no-any-return]
+
+
+def span_reader(schema: dict[str, Any], first: str, last: str) -> SpanReader | None:
+    """A :class:`SpanReader` for a flat record schema whose fields ``first`` to ``last`` are the span; None
+    when a field type is not one this module reads."""
+    names = [field["name"] for field in schema["fields"]]
+    kinds = [_kind(field["type"]) for field in schema["fields"]]
+    if any(kind is None for kind in kinds) or first not in names or last not in names:
+        return None
+    a, b = names.index(first), names.index(last)
+    if a > b:
+        return None
+    namespace: dict[str, Any] = {"read_long": read_long, "_map": _map, "_array": _array}
+    items = ", ".join(f"{name!r}: f{index}" for index, name in enumerate(names))
+    body = ["def read(data, pos):", "    size = len(data)"]
+    for index, kind in enumerate(kinds):
+        if index == a:
+            body.append("    start = pos")
+        body += _field(kind, f"f{index}")  # type: ignore[arg-type]
+        if index == b:
+            body.append("    end_span = pos")
+    body.append(f"    return {{{items}}}, pos, start, end_span")
+    body += ["def read_after(data, pos, shared, before):", "    size = len(data)"]
+    for index in range(a):
+        body += _field(kinds[index], f"f{index}")  # type: ignore[arg-type]
+    body += ["    if not data.startswith(shared, pos):", "        return None", "    pos += len(shared)"]
+    for index in range(b + 1, len(kinds)):
+        body += _field(kinds[index], f"f{index}")  # type: ignore[arg-type]
+    body.append("    record = before.copy()")
+    body += [f"    record[{names[i]!r}] = f{i}" for i in [*range(a), *range(b + 1, len(names))]]
+    body.append("    return record, pos")
+    exec(compile("\n".join(body), f"<avro span reader of {schema['name']}>", "exec"), namespace)  # noqa: S102
+    return SpanReader(namespace["read"], namespace["read_after"])

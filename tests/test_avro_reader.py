@@ -176,3 +176,52 @@ def sample(fields: list[dict[str, Any]], rng: random.Random) -> dict[str, Any]:
         else:
             out[field["name"]] = rng.choice(TEXTS)
     return out
+
+
+def test_a_packs_events_read_with_their_shared_fields_give_what_decode_gives() -> None:
+    """The pack decoder reads an event whose workspace..device fields repeat the event before it from its
+    other fields only; every record comes out as decode() reads it, and bad ones are refused the same."""
+    from tests.processors import records as r
+
+    reader = IngestReader(SERDE)
+    rng = random.Random(11)
+    items: list[bytes] = []
+    for n in range(200):
+        who = rng.choice(["ann", "bob", "é😀"])
+        element = {"device_id": rng.choice([None, "d1"]), "user_identifiers": rng.choice([{}, {"a": "b"}])}
+        received = r.BASE_MS + n * 1000 + rng.choice([0, 0, 0, 1])  # one request's events share it
+        for k in range(rng.randrange(1, 6)):
+            event = r.event("W", who, rng.choice(["Bought", "Viewed"]), at=n + k, **element)
+            event["platform"] = rng.choice([None, "ANDROID"])
+            event["received_at"] = received
+            items.append(SERDE.encode("EventRecord", event))
+        if rng.random() < 0.2:
+            items.append(SERDE.encode("UserUpsert", r.user("W", who, at=n)))
+        if rng.random() < 0.1:
+            items.append(items[-1][:-2])  # truncated
+        if rng.random() < 0.05:
+            items.append(items[-1] + b"\x00")  # trailing
+    span = reader._events
+    assert span is not None
+    whole_read_after, taken = span.read_after, []
+
+    def counted(*args: Any) -> Any:
+        got = whole_read_after(*args)
+        taken.append(got is not None)
+        return got
+
+    span.read_after = counted  # type: ignore[method-assign]
+    decode = reader.pack_decoder()
+    shared_reads = 0
+    for item in items:
+        try:
+            expected = reader.decode(item)
+        except SerdeError as exc:
+            with pytest.raises(SerdeError) as got:
+                decode(item)
+            assert str(got.value).split(":")[0] == str(exc).split(":")[0]
+            continue
+        assert decode(item) == expected
+        shared_reads += 1
+    assert shared_reads > 400
+    assert sum(taken) > 200  # the shared fields were taken from the event before, not read again

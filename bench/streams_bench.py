@@ -17,9 +17,14 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,18 +124,56 @@ def preload(kafka: KafkaSettings, n: int) -> None:
     assert producer.flush(120) == 0
 
 
-def bare_consumer_rate(kafka: KafkaSettings, n: int) -> float:
+def bare_consumer_rate(kafka: KafkaSettings, n: int) -> tuple[float, float]:
+    """(events/s, CPU µs per event of this process) of a bare consumer reading the whole topic."""
     consumer = new_consumer(kafka, f"bench-bare-{uuid.uuid4().hex[:6]}")
     consumer.subscribe([kafka.topic("events")])
     seen, started = 0, None
+    cpu = time.process_time()
     while seen < n:
         msgs = consumer.consume(1000, 1.0)
         if msgs and started is None:
             started = time.monotonic()
         seen += sum(1 for m in msgs if not m.error())
     elapsed = time.monotonic() - (started or time.monotonic())
+    cpu = time.process_time() - cpu
     consumer.close()
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
+
+
+def start_py_spy(seconds: int, out: str) -> subprocess.Popen[bytes] | None:
+    """py-spy (not a dependency) recording this process for ``seconds``, the GIL holder only."""
+    tool = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(tool):
+        print("py-spy not installed: no profile")
+        return None
+    cmd = [tool, "record", "--gil", "--nonblocking", "-r", "200", "-d", str(seconds), "-f", "raw"]
+    return subprocess.Popen(
+        [*cmd, "-o", out, "-p", str(os.getpid())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def summarize_profile(path: str, top: int = 30) -> None:
+    """Self and inclusive share of the sampled functions (py-spy raw: folded stacks with counts)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip().rpartition(" ")
+            n = int(count)
+            total += n
+            # "function (path/file.py:line)" -> "function (file.py)": shares per function, not per line
+            frames = [
+                fr.split(" (")[0] + " (" + fr.rsplit("/", 1)[-1].split(":")[0].rstrip(")") + ")"
+                for fr in stack.split(";")
+            ]
+            own[frames[-1]] += n
+            for fr in set(frames):
+                inclusive[fr] += n
+    print(f"profile   {total} samples (py-spy --gil); self / inclusive share:")
+    for name, n in own.most_common(top):
+        print(f"          {100 * n / total:5.1f} % / {100 * inclusive[name] / total:5.1f} %  {name}")
 
 
 class SinkInThread:
@@ -216,6 +259,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2_000, help="events/s in the latency phase")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of the latency phase")
     parser.add_argument("--max-in-flight", type=int, default=4)
+    parser.add_argument("--profile", type=int, default=0, help="py-spy the sink for S seconds")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency phase")
     args = parser.parse_args()
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     kafka = KafkaSettings(bootstrap_servers=servers, topic_prefix=f"bench{uuid.uuid4().hex[:6]}")
@@ -229,18 +274,40 @@ def main() -> None:
         t0 = time.monotonic()
         preload(kafka, args.events)
         print(f"preloaded {args.events} EnrichedEvents in {time.monotonic() - t0:.1f}s")
-        baseline = bare_consumer_rate(kafka, args.events)
-        print(f"baseline  bare consumer (no decode): {baseline:12,.0f} events/s")
+        baseline, bare_cpu = bare_consumer_rate(kafka, args.events)
+        print(f"baseline  bare consumer (no decode): {baseline:12,.0f} events/s, {bare_cpu:.1f} µs CPU/event")
         url = f"http://127.0.0.1:{port}/ingest"
-        definition = StreamDefinition(id="bench", url=url, app_name="Bench", max_in_flight=args.max_in_flight)
+        definition = StreamDefinition(
+            id="bench",
+            url=url,
+            app_name="Bench",
+            max_in_flight=args.max_in_flight,
+            start_at=datetime.fromtimestamp(0, UTC),  # a new stream starts at the end unless told
+        )
+        profile_out = os.path.join(tempfile.mkdtemp(prefix="streams-bench-"), "sink.txt")
+        load = os.getloadavg()[0]
+        cpu = time.process_time()
         sink = SinkInThread(kafka, definition)
+        spy = start_py_spy(args.profile, profile_out) if args.profile else None
         try:
             stats = wait_count(port, args.events, 600)
+            cpu = time.process_time() - cpu
             span = (stats["last"] - stats["first"]) or float("nan")
             rate = stats["count"] / span
             done = f"delivered {stats['count']} events in {stats['requests']} requests over {span:.1f}s"
             print(f"sink      {done}: {rate:12,.0f} events/s (target >= 50,000)")
             print(f"ratio     sink / bare consumer: {rate / baseline:.3f}")
+            per_event = cpu / max(1, stats["count"]) * 1e6
+            print(
+                f"cpu       sink process {cpu:.2f} s = {per_event:6.1f} µs/event "
+                f"(bare consumer {bare_cpu:.1f} µs/event; "
+                f"load average {load:.2f} -> {os.getloadavg()[0]:.2f})"
+            )
+            if spy is not None:
+                spy.wait()
+                summarize_profile(profile_out)
+            if args.no_latency:
+                return
             sink_delays, bare_delays = latency_phase(kafka, port, args.rate, args.seconds)
             print(f"latency   {args.rate} events/s for {args.seconds:g}s: events topic arrival -> delivery")
             for name, values in (("sink", sink_delays), ("bare consumer", bare_delays)):

@@ -30,6 +30,9 @@ from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, Stream
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
+# Offsets that became committable are committed at most this often (each asynchronous commit is a request
+# to the broker and a few µs of the event loop); at shutdown and on a revoke they are committed at once.
+COMMIT_EVERY_S = 0.2
 SHUTDOWN_GRACE_S = 15.0
 
 
@@ -43,12 +46,14 @@ class ExportLoop:
         self.group = f"{worker.kafka.topic_prefix}.streams.{d.id}"
         self.tracker = OffsetTracker()
         self.builder = BatchBuilder(d.batch_size, d.linger_s)
-        self.accepts = EventFilter.of(d).accepts
+        event_filter = EventFilter.of(d)
+        self.accepts = None if event_filter.accepts_all else event_filter.accepts
         self.fragment = EventFormatter(d).fragment
         self.read = EnrichedEventReader(worker.serde).read
         self.in_flight: set[asyncio.Task[Any]] = set()
         self._paused = False
         self._lag_at = 0.0
+        self._commit_at = 0.0
         self._registry = RegistryBackoff(self.worker.label, "")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -69,27 +74,29 @@ class ExportLoop:
                 self._apply_pause(consumer, view.paused)
                 if len(self.in_flight) >= limit:
                     await asyncio.wait(self.in_flight, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                    consumer.commit(self.tracker.take_commits())
+                    self._commit(consumer, time.monotonic())
                     continue
                 free = limit - len(self.in_flight)
                 messages = await consumer.consume(
                     self.builder.batch_size * free, self._poll_timeout(view.paused)
                 )
                 now = time.monotonic()
+                take, builder, skip_window = self._take, self.builder, view.skip_window
+                size = builder.batch_size
                 for index, msg in enumerate(messages):
                     try:
-                        self._take(msg, view.skip_window)
+                        take(msg, skip_window)
                     except RegistryError as exc:
                         rewind(consumer, messages[index:])
                         await self._registry.wait(exc, msg, stop)
                         break
-                    if self.builder.full and not view.paused:
-                        self._send(self.builder.take(), view.skip_window)
+                    if len(builder.current.fragments) >= size and not view.paused:
+                        self._send(builder.take(), skip_window)
                 else:
                     self._registry.reset()
                 if not view.paused and self.builder.due(now):
                     self._send(self.builder.take(), view.skip_window)
-                consumer.commit(self.tracker.take_commits())
+                self._commit(consumer, now)
                 if now - self._lag_at >= LAG_EVERY_S:
                     self._lag_at = now
                     metrics.CONSUMER_LAG.labels(self.worker.label).set(consumer_lag(consumer.client))
@@ -98,6 +105,11 @@ class ExportLoop:
                 await asyncio.wait(self.in_flight, timeout=SHUTDOWN_GRACE_S)
             await consumer.commit_sync(self.tracker.take_commits())
             await consumer.close()
+
+    def _commit(self, consumer: BatchConsumer, now: float) -> None:
+        if now - self._commit_at >= COMMIT_EVERY_S:
+            self._commit_at = now
+            consumer.commit(self.tracker.take_commits())
 
     def _poll_timeout(self, paused: bool) -> float:
         if paused:
@@ -116,17 +128,17 @@ class ExportLoop:
 
     def _take(self, msg: Message, skip_window: tuple[int, int] | None) -> None:
         batch = self.builder.current
-        if not batch.fragments and not batch.partitions:
+        fragments = batch.fragments
+        if not fragments and not batch.partitions:
             batch.opened = time.monotonic()
         arrival = msg.timestamp()[1]
-        topic, partition, offset = str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0)
         if skip_window is not None and skip_window[0] <= arrival < skip_window[1]:
-            self.tracker.add(batch, topic, partition, offset)  # arrived while paused in skip mode
-            return
+            self.tracker.add(batch, msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
+            return  # arrived while paused in skip mode
         try:
             event = self.read(msg.value() or b"")
-            if not self.accepts(event):
-                self.tracker.add(batch, topic, partition, offset)
+            if self.accepts is not None and not self.accepts(event):
+                self.tracker.add(batch, msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
                 return
             fragment = self.fragment(event)
         except RegistryError as exc:
@@ -137,8 +149,10 @@ class ExportLoop:
         except (InflowError, KeyError, TypeError, ValueError) as exc:
             self._park_invalid(msg, exc)
             return
-        self.tracker.add(batch, topic, partition, offset)
-        self.builder.add(fragment, event["event_uuid"], arrival)
+        self.tracker.add(batch, msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
+        fragments.append(fragment)
+        batch.event_uuids.append(event["event_uuid"])
+        batch.first_arrival_ms.append(arrival)
 
     def _park_invalid(self, msg: Message, exc: Exception) -> None:
         """A record that cannot be exported goes to the DLQ with its position and reason; the rest flows."""

@@ -37,12 +37,16 @@ class OffsetTracker:
     def add(self, unit: WorkUnit, topic: str, partition: int, offset: int) -> None:
         """Record that ``offset`` of the partition belongs to ``unit`` (offsets arrive in order)."""
         tp = (topic, partition)
-        queue = self._segments.setdefault(tp, deque())
-        if queue and queue[-1][0] is unit:
-            queue[-1][1] = offset
-        else:
-            queue.append([unit, offset])
-            unit.partitions.add(tp)
+        queue = self._segments.get(tp)
+        if queue is None:
+            queue = self._segments[tp] = deque()
+        elif queue:
+            last = queue[-1]
+            if last[0] is unit:
+                last[1] = offset
+                return
+        queue.append([unit, offset])
+        unit.partitions.add(tp)
 
     def complete(self, unit: WorkUnit) -> None:
         """Mark the unit done and advance every partition it touched."""

@@ -38,6 +38,11 @@ class EventFilter:
         names = None if definition.events == "all" else frozenset(definition.events)
         return cls(definition.workspace_id, names)
 
+    @property
+    def accepts_all(self) -> bool:
+        """True when every event passes (no workspace, all event names): the check can be skipped."""
+        return self.workspace_id is None and self.names is None
+
     def accepts(self, event: Mapping[str, Any]) -> bool:
         if self.workspace_id is not None and event["workspace_id"] != self.workspace_id:
             return False
@@ -52,9 +57,34 @@ class EventFormatter:
         self._device_keys = (
             None if definition.device_attributes == "all" else set(definition.device_attributes)
         )
+        self._splice_all = self._user_keys is None and self._device_keys is None
 
     def fragment(self, event: Mapping[str, Any]) -> str:
         """The event object as JSON text, keys in the order of MoEngage's Streams events."""
+        if self._splice_all and event["event_type"] != CAMPAIGN_EVENT:
+            # The usual case (a user-action event, a stream of all attributes): one f-string, every
+            # attribute object spliced as the processors wrote it once it looks like an object.
+            user = event.get("user_attributes_json") or "{}"
+            device = event.get("device_attributes_json") or "{}"
+            attrs = event.get("event_attributes_json") or "{}"
+            if (
+                user[:1] == "{"
+                and user[-1:] == "}"
+                and '"moengage_user_id"' in user
+                and device[:1] == "{"
+                and device[-1:] == "}"
+                and attrs[:1] == "{"
+                and attrs[-1:] == "}"
+            ):
+                customer_id = event.get("customer_id")
+                return (
+                    f'{{"event_name":{quote(event["event_name"])},"event_code":{quote(event["event_code"])}'
+                    f',"event_uuid":{quote(event["event_uuid"])},"event_time":{int(event["event_time"])}'
+                    f',"event_type":{quote(event["event_type"])}'
+                    f',"event_source":{quote(event.get("event_source") or "MOENGAGE")}'
+                    f',"uid":{"null" if customer_id is None else quote(customer_id)}'
+                    f',"event_attributes":{attrs},"user_attributes":{user},"device_attributes":{device}}}'
+                )
         code = event["event_code"]
         is_campaign = event["event_type"] == CAMPAIGN_EVENT
         parts = [

@@ -157,9 +157,10 @@ def _array(data: bytes, pos: int, size: int, text: bool) -> tuple[list[Any], int
             out.append(item.decode() if text else item)
 
 
-def record_reader(schema: dict[str, Any]) -> Reader | None:
+def record_reader(schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> Reader | None:
     """``read(data, pos) -> (record, position after it)`` for a flat record schema (its JSON form), or
-    None when a field's type is not one this module reads."""
+    None when a field's type is not one this module reads. Fields named in ``skip`` are stepped over
+    (their lengths and union indexes checked, their text not decoded) and left out of the record."""
     names, kinds = [], []
     for field in schema["fields"]:
         kind = _kind(field["type"])
@@ -169,8 +170,10 @@ def record_reader(schema: dict[str, Any]) -> Reader | None:
         kinds.append(kind)
     body = ["def read(data, pos):", "    size = len(data)"]
     for index, kind in enumerate(kinds):
+        if names[index] in skip and kind in ("string", "null_string"):
+            kind = kind.replace("string", "bytes")  # the same bytes on the wire, no decoding
         body += _field(kind, f"f{index}")
-    items = ", ".join(f"{name!r}: f{index}" for index, name in enumerate(names))
+    items = ", ".join(f"{name!r}: f{index}" for index, name in enumerate(names) if name not in skip)
     body.append(f"    return {{{items}}}, pos")
     namespace: dict[str, Any] = {"read_long": read_long, "_map": _map, "_array": _array}
     exec(compile("\n".join(body), f"<avro reader of {schema['name']}>", "exec"), namespace)  # noqa: S102

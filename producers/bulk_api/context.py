@@ -18,6 +18,8 @@ from inflow.producers.bulk_api.times import to_ms
 _ALPHABET = string.ascii_letters + string.digits
 _NAMESPACE = uuid.UUID("5b1f8f52-3c1e-4d55-9a51-0e6b8f3d2a10")
 _VARIANT = "89ab"
+# The variant digit for each random hex digit: its low two bits pick one of 8, 9, a, b.
+_VARIANT_OF = {digit: _VARIANT[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 # event_uuids must be unique, not secret: a Mersenne Twister seeded from the OS (reseeded in forked children).
 _random = random.Random(secrets.randbits(256))
 os.register_at_fork(after_in_child=lambda: _random.seed(secrets.randbits(256)))
@@ -108,11 +110,16 @@ class RequestContext:
         """Random per record; with an Idempotency-Key, derived from it so a retried request dedupes."""
         return self._uuid_of()
 
+    @property
+    def event_uuids(self) -> Callable[[], str]:
+        """:meth:`next_event_uuid` itself, for loops that call it once per record."""
+        return self._uuid_of
+
     @staticmethod
     def _random_uuid() -> str:
         """A version-4 UUID from the seeded generator, formatted without a UUID object (hot path)."""
         h = f"{_random.getrandbits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_OF[h[16]]}{h[17:20]}-{h[20:]}"
 
     def _derived_uuid(self) -> str:
         self._counter += 1

@@ -204,7 +204,10 @@ class SplicedRecord:
         bound: Sequence[str],
         varying: Sequence[str],
         sample: Mapping[str, Any],
+        repeated: Sequence[str] = (),
     ) -> None:
+        """``repeated``: string fields whose values repeat within a batch (a user id, an event name): each
+        bound encoder remembers their encodings."""
         self.record_name = record_name
         self.bound = tuple(bound)
         self.varying = tuple(varying)
@@ -242,7 +245,7 @@ class SplicedRecord:
         self._encoders = tuple(encoders[n] for n in names)
         self.fast = all(e is not None for e in encoders.values()) and all(map(_parameter_name, names))
         if self.fast:
-            self._make = _compile(self._names, self._encoders, memo=True)  # type: ignore[arg-type]
+            self._make = _compile(self._names, self._encoders, memo=True, repeated=frozenset(repeated))  # type: ignore[arg-type]
             try:
                 encode = self.bind(**{n: sample[n] for n in self.bound})
                 self.fast = encode(**{n: sample[n] for n in self.varying}) == expected
@@ -288,6 +291,7 @@ def _compile(
     encoders: tuple[FieldEncoder, ...],
     defaults: Mapping[str, Any] | None = None,
     memo: bool = False,
+    repeated: frozenset[str] = frozenset(),
 ) -> Callable[..., Callable[..., bytes]]:
     """``make(*runs) -> encode``: one ``b"".join`` of the constant runs and the fields' encodings, with
     strings and union branches inlined (generated once per record type: no per-field loop, few calls).
@@ -296,14 +300,27 @@ def _compile(
     it is ``encode(record)`` and reads them from a mapping instead (a field in ``defaults`` may be absent).
     With ``memo`` each ``make`` call's encoder keeps the encodings of its integer (long, int,
     timestamp-millis) values in a dict of its own, at most ``MEMO_SIZE`` of them: the records of one
-    batch (one HTTP request) mostly repeat their times and offsets.
+    batch (one HTTP request) mostly repeat their times and offsets; likewise those of the string fields
+    named in ``repeated``.
     """
-    namespace: dict[str, Any] = {"__E": _END, "__E2": _END_NULLABLE, "__l": long_bytes, "__MS": MEMO_SIZE}
+    namespace: dict[str, Any] = {
+        "__E": _END,
+        "__E2": _END_NULLABLE,
+        "__l": long_bytes,
+        "__s": string_bytes,
+        "__MS": MEMO_SIZE,
+    }
     parts: list[str] = []
     for i, (name, fn) in enumerate(zip(names, encoders, strict=True)):
         parts.append(f"__c{i}")
         inner = getattr(fn, "inner", None)
         namespace[f"__f{i}"] = inner or fn
+        if memo and name in repeated and (fn is string_bytes or inner is string_bytes):
+            if inner is None:
+                parts.append(f"(__sg({name}) or __sm({name}))")
+            else:
+                parts.append(f"(b'\\x00' if {name} is None else (__ng({name}) or __nm({name})))")
+            continue
         if inner is string_bytes:  # the union's branch byte and the length in one table lookup
             parts.append(
                 f"(b'\\x00' if {name} is None else (__E2[__n] + __b if (__n := len(__b := {name}.encode()))"
@@ -326,11 +343,16 @@ def _compile(
                 head += f"        {name} = __r[{name!r}]\n"
     memo_source = ""
     if memo:
-        memo_source = (
-            "    __M = {}\n    __mg = __M.get\n"
-            "    def __m(v):\n"
-            "        if len(__M) >= __MS:\n            __M.clear()\n"
-            "        b = __M[v] = __l(v)\n        return b\n"
+        memo_source = "".join(
+            f"    {d} = {{}}\n    {get} = {d}.get\n"
+            f"    def {put}(v):\n"
+            f"        if len({d}) >= __MS:\n            {d}.clear()\n"
+            f"        b = {d}[v] = {how}\n        return b\n"
+            for d, get, put, how in (
+                ("__M", "__mg", "__m", "__l(v)"),
+                ("__S", "__sg", "__sm", "__s(v)"),
+                ("__N", "__ng", "__nm", "b'\\x02' + __s(v)"),
+            )
         )
     source = (
         f"def make({consts}):\n{memo_source}{head}"

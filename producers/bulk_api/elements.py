@@ -96,6 +96,8 @@ EVENT_FIELDS = (
     "current_time",
     "user_timezone_offset",
 )
+# Fields whose values repeat across the records of one request (one user's actions): encoded once each.
+REPEATED_FIELDS = ("customer_id", "device_id", "action", "platform", "moe_os_type", "app_version")
 _SAMPLE_BOUND = {
     "workspace_id": "W",
     "request_id": "abcdefgh",
@@ -191,7 +193,9 @@ class Encoders:
         """Templates checked byte for byte against fastavro (which they fall back to if they differ)."""
 
         def make(name: str, short_topic: str, varying: tuple[str, ...]) -> SplicedRecord:
-            return SplicedRecord(serde, name, topic(short_topic), BOUND_FIELDS, varying, _SAMPLES[name])
+            return SplicedRecord(
+                serde, name, topic(short_topic), BOUND_FIELDS, varying, _SAMPLES[name], REPEATED_FIELDS
+            )
 
         return cls(
             user=make("UserUpsert", "ingest.records", USER_FIELDS),

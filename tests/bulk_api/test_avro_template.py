@@ -238,27 +238,44 @@ def test_varints_are_fastavros_across_the_long_range() -> None:
         assert string_bytes("é" * size) == buffer.getvalue()
 
 
-def test_a_bound_encoder_that_remembers_its_times_still_writes_fastavros_bytes() -> None:
-    """One request's encoder keeps the encodings of its integers (times, offsets), past its bound too,
-    and a value that only hashes like an integer (1.0) is not taken for it."""
-    spliced = SplicedRecord(SERDE, "EventRecord", "t.events", BOUND_FIELDS, EVENT_FIELDS, sample_event())
+def test_a_bound_encoder_that_remembers_its_values_still_writes_fastavros_bytes() -> None:
+    """One request's encoder keeps the encodings of its integers (times, offsets) and of its repeated
+    string fields, past its bound too; a value that only hashes like a remembered one (1.0, the integer
+    5 for "5") is not taken for it."""
+    repeated = ("customer_id", "device_id", "action", "platform", "app_version")
+    spliced = SplicedRecord(
+        SERDE, "EventRecord", "t.events", BOUND_FIELDS, EVENT_FIELDS, sample_event(), repeated
+    )
     plain = spliced.plain_bound(**{n: sample_event()[n] for n in BOUND_FIELDS})
     encode = spliced.bind(**{n: sample_event()[n] for n in BOUND_FIELDS})
     rng = random.Random(11)
-    times = [1_700_000_000_000, 1_700_000_000_000, 0, 1, -1, 2**62] + [
+    times = [1_700_000_000_000, 1_700_000_000_000, 0, 1, 2**62] + [
         rng.randrange(2**41) for _ in range(2 * MEMO_SIZE)
     ]
+    pool = ["", "5", "u1", "é😀", "x" * 9000, None]
     for t in times + times[:50]:
         fields = {n: sample_event()[n] for n in EVENT_FIELDS} | {
-            "user_time": t if t >= 0 else 5,
-            "current_time": t if t >= 0 else None,
+            "user_time": t,
+            "current_time": rng.choice([t, None]),
             "user_timezone_offset": rng.choice([None, 19800, -54000, 0, 1]),
+            "customer_id": rng.choice([*pool, f"u{rng.randrange(10**6)}"]),
+            "device_id": rng.choice(pool),
+            "action": rng.choice(["a", "é", "", "x" * 9000, text(rng)]),
+            "app_version": rng.choice(pool),
+            "platform": rng.choice(pool),
         }
         assert encode(**fields) == plain(**fields)
     fields = {n: sample_event()[n] for n in EVENT_FIELDS}
     assert encode(**fields | {"user_timezone_offset": 1}) == plain(**fields | {"user_timezone_offset": 1})
     with pytest.raises(TypeError):  # as before: a float is no Avro int for the compiled code
         encode(**fields | {"user_timezone_offset": 1.0})
+    assert encode(**fields | {"customer_id": "5"}) == plain(**fields | {"customer_id": "5"})
+    with pytest.raises(AttributeError):  # as before: the compiled code takes strings only
+        encode(**fields | {"customer_id": 5})
+    with pytest.raises(UnicodeEncodeError):  # never remembered: raises each time
+        encode(**fields | {"action": "\ud800"})
+    with pytest.raises(UnicodeEncodeError):
+        encode(**fields | {"action": "\ud800"})
 
 
 def sample_event() -> dict[str, Any]:

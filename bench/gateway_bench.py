@@ -1,14 +1,23 @@
 """Gateway throughput and latency against a raw confluent-kafka producer of the same Avro bytes.
 
     .venv/bin/python -m bench.gateway_bench [--seconds 20] [--concurrency 8] [--write docs/bench-gateway.md]
+    .venv/bin/python -m bench.gateway_bench --shape e2e --seconds 10 [--profile 8]   # e2e_bench's requests
 
-One ``inflow gateway`` process on loopback, bulk requests of about 100 KB (a mix of customers and events),
-sent by an aiohttp load generator in this process. Figures:
+One ``inflow gateway`` process on loopback, bulk requests of about 100 KB, sent by an aiohttp load
+generator in this process. ``--shape mix`` (default): 1 in 5 elements a customer, the rest events of 1 to
+3 actions; ``--shape e2e``: ``bench/e2e_bench.py``'s requests, 20 users x (1 customer + 1 event element of
+18 actions). Figures:
 
 * max accepted events/s (actions) and records/s with ``--concurrency`` requests in flight;
 * p50/p99 request latency at half of that rate (open loop, fixed request rate);
+* the gateway's CPU per accepted event (µs, ``/proc``) in both phases: the figure least sensitive to the
+  machine's load;
 * the raw baseline: one confluent-kafka producer (same settings: acks=all, idempotence, lz4) sending the
-  very bytes the gateway would produce for the same requests, acked, to the same broker in the same run.
+  very bytes the gateway would produce for the same requests (packed per user, as the gateway sends them),
+  acked, to the same broker in the same run.
+
+``--profile S`` records the gateway with py-spy (``--gil``; if installed, it is not a dependency) for the
+first S seconds of the peak phase and prints where its time goes.
 
 The broker is ``KAFKA_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092); topics get a fresh prefix.
 """
@@ -21,6 +30,8 @@ import base64
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +43,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.e2e_bench import Bodies, drop_topics, start_py_spy, summarize_py_spy
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.kafka.clients import new_admin, new_producer
@@ -40,6 +52,7 @@ from inflow.producers.bulk_api.context import RequestContext
 from inflow.producers.bulk_api.elements import ElementValidator, Encoders
 from inflow.producers.bulk_api.messages import BULK
 from inflow.producers.bulk_api.settings import GatewaySettings
+from inflow.schemas.packs import PackEncoder, pack_messages
 from inflow.schemas.serde import AvroSerde
 
 WS, KEY = "BENCH", "bench-data-api-key"
@@ -105,6 +118,19 @@ def payload(seed: int) -> tuple[bytes, int, int]:
     return body, records, events
 
 
+def e2e_payloads(count: int) -> list[tuple[bytes, int, int]]:
+    """``bench/e2e_bench.py``'s request bodies: 20 users x (1 customer + 18 events), about 100 KB."""
+    bodies = Bodies(users=20_000, now=int(time.time()) - 60)
+    out = []
+    for n in range(count):
+        body = bodies.body(n)
+        doc = json.loads(body)
+        events = sum(len(e.get("actions", [])) for e in doc["elements"])
+        records = events + sum(1 for e in doc["elements"] if e["type"] == "customer")
+        out.append((body, records, events))
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), to report throughput per gateway core."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -133,6 +159,22 @@ def start_gateway(kafka: KafkaSettings, home: Path) -> tuple[subprocess.Popen[by
         stderr=subprocess.STDOUT,
     )
     return proc, f"http://127.0.0.1:{port}"
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process (``/proc/<pid>/task``): the event loop's thread against
+    librdkafka's (``rdk:*``) and the producer's poll thread."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "main (event loop)" if task.name == str(pid) else re.sub(r"[\d/]+$", "", name) or name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 async def wait_healthy(url: str, timeout: float = 90) -> None:
@@ -219,13 +261,17 @@ def raw_baseline(kafka: KafkaSettings, bodies: list[tuple[bytes, int, int]], sec
     serde = AvroSerde()
     topic = kafka.topic
     validator = ElementValidator(GatewaySettings(), Encoders.spliced(serde, topic))
+    packs = PackEncoder(serde, topic("ingest.records"))
     messages = []
     for i, (body, _, _) in enumerate(bodies):
         ctx = RequestContext(WS, f"raw{i:05d}", datetime.now(UTC), "127.0.0.1")
+        request = []
         for el in json.loads(body)["elements"]:
-            messages.extend(
+            request.extend(
                 (topic(m.topic), m.key, m.value) for m in validator.element(el, ctx, (), BULK).messages
             )
+        messages += pack_messages(request, packs, lambda _t: 1_000_000, topic("ingest.records"))
+    records = sum(r for _, r, _ in bodies)
     producer = new_producer(kafka)
     acked = 0
 
@@ -248,7 +294,7 @@ def raw_baseline(kafka: KafkaSettings, bodies: list[tuple[bytes, int, int]], sec
         sent += len(messages)
     producer.flush(60)
     elapsed = time.monotonic() - started
-    return {"records_per_s": acked / elapsed, "sent": sent}
+    return {"records_per_s": acked / len(messages) * records / elapsed, "sent": sent}
 
 
 def main() -> None:
@@ -258,6 +304,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--write", type=Path, help="write the results as Markdown to this file")
+    parser.add_argument("--shape", choices=("mix", "e2e"), default="mix", help="request bodies (see above)")
+    parser.add_argument("--profile", type=int, default=0, help="py-spy the gateway for S s of the peak")
+    parser.add_argument("--profile-raw", type=Path, help="keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
 
     kafka = KafkaSettings(
@@ -265,25 +314,39 @@ def main() -> None:
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}",
     )
     create_topics(new_admin(kafka), load_catalogue(kafka.topic_prefix))
-    bodies = [payload(seed) for seed in range(16)]
+    bodies = e2e_payloads(16) if args.shape == "e2e" else [payload(seed) for seed in range(16)]
     avg_bytes = sum(len(b) for b, _, _ in bodies) / len(bodies)
     avg_records = sum(r for _, r, _ in bodies) / len(bodies)
     avg_events = sum(e for _, _, e in bodies) / len(bodies)
 
+    profile: dict | None = None
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_gateway(kafka, Path(tmp))
         try:
             asyncio.run(wait_healthy(url))
             asyncio.run(closed_loop(url, bodies, 3, args.concurrency))  # warm-up
-            cpu_before = cpu_seconds(proc.pid)
+            spy = start_py_spy(proc.pid, args.profile, Path(tmp) / "gateway.spy") if args.profile else None
+            cpu_before, threads_before = cpu_seconds(proc.pid), thread_cpu(proc.pid)
             peak = asyncio.run(closed_loop(url, bodies, args.seconds, args.concurrency))
-            cpu_share = (cpu_seconds(proc.pid) - cpu_before) / peak["seconds"]
+            cpu_peak = cpu_seconds(proc.pid) - cpu_before
+            threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu(proc.pid).items()}
+            cpu_share = cpu_peak / peak["seconds"]
+            if spy is not None:
+                spy.wait(60)
+                profile = summarize_py_spy(Path(tmp) / "gateway.spy")
+                if args.profile_raw and (Path(tmp) / "gateway.spy").exists():
+                    shutil.copy(Path(tmp) / "gateway.spy", args.profile_raw)
             half_rate = peak["requests"] / 2
+            cpu_before = cpu_seconds(proc.pid)
             latency = asyncio.run(open_loop(url, bodies, half_rate, args.seconds))
+            cpu_half = cpu_seconds(proc.pid) - cpu_before
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
     raw = raw_baseline(kafka, bodies, args.seconds)
+    drop_topics(kafka)
+    peak_events = peak["events"] * peak["seconds"]
+    half_events = latency["requests"] * avg_events
 
     ratio = peak["records"] / raw["records_per_s"]
     rows = [
@@ -295,6 +358,18 @@ def main() -> None:
         ("gateway accepted records/s (users + events)", f"{peak['records']:,.0f}"),
         ("gateway CPU use during the peak phase", f"{cpu_share:.2f} cores"),
         ("gateway accepted events/s per busy gateway core", f"{peak['events'] / max(cpu_share, 1e-9):,.0f}"),
+        (
+            "gateway CPU per accepted event: peak / half rate",
+            f"{cpu_peak / max(peak_events, 1) * 1e6:.1f} / {cpu_half / max(half_events, 1) * 1e6:.1f} µs",
+        ),
+        (
+            "of which per thread (µs per event, peak)",
+            ", ".join(
+                f"{name} {sec / max(peak_events, 1) * 1e6:.1f}"
+                for name, sec in sorted(threads.items(), key=lambda kv: -kv[1])
+                if sec > 0
+            ),
+        ),
         ("gateway requests/s", f"{peak['requests']:,.1f} (non-200: {peak['errors']:.1f}/s)"),
         ("raw producer records/s, same bytes", f"{raw['records_per_s']:,.0f}"),
         ("gateway / raw", f"{ratio:.2f}"),
@@ -307,12 +382,26 @@ def main() -> None:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     text = (
         f"| measure | value |\n|---|---|\n{table}\n\nconcurrency {args.concurrency}, "
-        f"{args.seconds:.0f} s per phase, broker {kafka.bootstrap_servers}, {os.cpu_count()} CPUs, "
+        f"{args.seconds:.0f} s per phase, shape {args.shape}, broker {kafka.bootstrap_servers}, "
+        f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
+    if profile is not None:
+        text += "\n\n" + profile_text(profile)
     print(text)
     if args.write:
         args.write.write_text(text + "\n")
+
+
+def profile_text(profile: dict) -> str:
+    """py-spy's summary: functions by own samples, files by own samples, functions by inclusive ones."""
+    if "error" in profile:
+        return f"profile: {profile['error']}"
+    lines = [f"py-spy --gil, {profile['samples']} samples"]
+    for title, key in (("self", "self"), ("self by file", "self_by_file"), ("inclusive", "inclusive")):
+        lines.append(f"\n{title}:")
+        lines += [f"  {share * 100:5.1f} %  {name}" for name, share in profile[key]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ def _long_slow(n: int) -> bytes:
 # Varints 14 bits at a time: the last 1-2 bytes of a varint, and 2 continued bytes.
 _END = tuple(_long_slow(c) for c in range(0x4000))
 _PAIR = tuple(bytes(((c & 0x7F) | 0x80, (c >> 7) | 0x80)) for c in range(0x4000))
+# A ["null", "string"] union's branch byte and a string length under 0x2000, indexed by the length.
+_END_NULLABLE = tuple(b"\x02" + _END[n << 1] for n in range(0x2000))
+# Integer encodings one batch encoder keeps (SplicedRecord.bind): bounded for a long-lived encoder.
+MEMO_SIZE = 4096
 
 
 def read_long(data: bytes, pos: int) -> tuple[int, int]:
@@ -212,7 +216,10 @@ class SplicedRecord:
         bound: Sequence[str],
         varying: Sequence[str],
         sample: Mapping[str, Any],
+        repeated: Sequence[str] = (),
     ) -> None:
+        """``repeated``: string fields whose values repeat within a batch (a user id, an event name): each
+        bound encoder remembers their encodings."""
         self.record_name = record_name
         self.bound = tuple(bound)
         self.varying = tuple(varying)
@@ -250,7 +257,7 @@ class SplicedRecord:
         self._encoders = tuple(encoders[n] for n in names)
         self.fast = all(e is not None for e in encoders.values()) and all(map(_parameter_name, names))
         if self.fast:
-            self._make = _compile(self._names, self._encoders)  # type: ignore[arg-type]
+            self._make = _compile(self._names, self._encoders, memo=True, repeated=frozenset(repeated))  # type: ignore[arg-type]
             try:
                 encode = self.bind(**{n: sample[n] for n in self.bound})
                 self.fast = encode(**{n: sample[n] for n in self.varying}) == expected
@@ -292,21 +299,47 @@ def _parameter_name(name: str) -> bool:
 
 
 def _compile(
-    names: tuple[str, ...], encoders: tuple[FieldEncoder, ...], defaults: Mapping[str, Any] | None = None
+    names: tuple[str, ...],
+    encoders: tuple[FieldEncoder, ...],
+    defaults: Mapping[str, Any] | None = None,
+    memo: bool = False,
+    repeated: frozenset[str] = frozenset(),
 ) -> Callable[..., Callable[..., bytes]]:
     """``make(*runs) -> encode``: one ``b"".join`` of the constant runs and the fields' encodings, with
     strings and union branches inlined (generated once per record type: no per-field loop, few calls).
 
     ``encode(*, name=value, ...)`` takes the fields ``names`` as keyword-only arguments; with ``defaults``
     it is ``encode(record)`` and reads them from a mapping instead (a field in ``defaults`` may be absent).
+    With ``memo`` each ``make`` call's encoder keeps the encodings of its integer (long, int,
+    timestamp-millis) values in a dict of its own, at most ``MEMO_SIZE`` of them: the records of one
+    batch (one HTTP request) mostly repeat their times and offsets; likewise those of the string fields
+    named in ``repeated``.
     """
-    namespace: dict[str, Any] = {"__E": _END, "__l": long_bytes}
+    namespace: dict[str, Any] = {
+        "__E": _END,
+        "__E2": _END_NULLABLE,
+        "__l": long_bytes,
+        "__s": string_bytes,
+        "__MS": MEMO_SIZE,
+    }
     parts: list[str] = []
     for i, (name, fn) in enumerate(zip(names, encoders, strict=True)):
         parts.append(f"__c{i}")
         inner = getattr(fn, "inner", None)
         namespace[f"__f{i}"] = inner or fn
-        call = _inline(inner or fn, f"__f{i}", name)
+        if memo and name in repeated and (fn is string_bytes or inner is string_bytes):
+            if inner is None:
+                parts.append(f"(__sg({name}) or __sm({name}))")
+            else:
+                parts.append(f"(b'\\x00' if {name} is None else (__ng({name}) or __nm({name})))")
+            continue
+        if inner is string_bytes:  # the union's branch byte and the length in one table lookup
+            parts.append(
+                f"(b'\\x00' if {name} is None else (__E2[__n] + __b if (__n := len(__b := {name}.encode()))"
+                f" < 0x2000 else b'\\x02' + __l(__n) + __b))"
+            )
+            continue
+        call = _inline(inner or fn, f"__f{i}", name, memo)
         parts.append(call if inner is None else f"(b'\\x00' if {name} is None else b'\\x02' + {call})")
     parts.append(f"__c{len(names)}")
     consts = ", ".join(f"__c{i}" for i in range(len(names) + 1))
@@ -320,19 +353,39 @@ def _compile(
                 head += f"        {name} = __r.get({name!r}, __d{i})\n"
             else:
                 head += f"        {name} = __r[{name!r}]\n"
-    source = f"def make({consts}):\n{head}        return b''.join(({', '.join(parts)},))\n    return encode\n"
+    memo_source = ""
+    if memo:
+        memo_source = "".join(
+            f"    {d} = {{}}\n    {get} = {d}.get\n"
+            f"    def {put}(v):\n"
+            f"        if len({d}) >= __MS:\n            {d}.clear()\n"
+            f"        b = {d}[v] = {how}\n        return b\n"
+            for d, get, put, how in (
+                ("__M", "__mg", "__m", "__l(v)"),
+                ("__S", "__sg", "__sm", "__s(v)"),
+                ("__N", "__ng", "__nm", "b'\\x02' + __s(v)"),
+            )
+        )
+    source = (
+        f"def make({consts}):\n{memo_source}{head}"
+        f"        return b''.join(({', '.join(parts)},))\n    return encode\n"
+    )
     exec(compile(source, "<spliced avro encoder>", "exec"), namespace)  # noqa: S102 - generated above
     return namespace["make"]  # type: ignore[no-any-return]
 
 
-def _inline(fn: FieldEncoder, name: str, value: str) -> str:
+def _inline(fn: FieldEncoder, name: str, value: str, memo: bool = False) -> str:
     """The expression encoding ``value`` with ``fn`` (bound as ``name``), without a call where cheap."""
     if fn is string_bytes:  # string_bytes inlined (__b, __n: locals of the generated function)
         return f"(__E[__n << 1] + __b if (__n := len(__b := {value}.encode())) < 0x2000 else __l(__n) + __b)"
+    # Only exact ints go through the memo: True and 1.0 hash like 1 but are not what fastavro takes as 1.
+    long = f"(__mg({value}) or __m({value}))" if memo else f"__l({value})"
     if fn is long_bytes:
-        return f"__l({value})"
+        return f"({long} if {value}.__class__ is int else __l({value}))" if memo else long
     if fn is _timestamp_millis:
-        return f"(__l({value}) if {value}.__class__ is int else {name}({value}))"
+        return f"({long} if {value}.__class__ is int else {name}({value}))"
+    if fn is _string_map:
+        return f"(__f_map({value}) if {value} else b'\\x00')".replace("__f_map", name)
     return f"{name}({value})"
 
 

@@ -13,9 +13,9 @@ still what one-element requests produce).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from inflow.schemas.avro_template import long_bytes
+from inflow.schemas.avro_template import _END, long_bytes
 from inflow.schemas.serde import AvroSerde
 
 PACK_RECORD = "IngestPack"
@@ -44,22 +44,36 @@ class PackEncoder:
         """``values`` in order as packs of at most ``room`` bytes each; a lone record stays as it is (also
         one larger than ``room``: the producer's size check rejects it with its own reason)."""
         out: list[bytes] = []
-        chunk: list[bytes] = []
-        fixed = len(self.header) + 1  # header and the end of the array
+        header, fixed = self.header, len(self.header) + 1  # header and the end of the array
+        parts = [header, b""]  # header, item count, then each item's length and bytes
         size = fixed
         for value in values:
-            grow = item_size(value)
-            if chunk and size + grow + len(long_bytes(len(chunk) + 1)) > room:
-                out.append(self._one(chunk))
-                chunk, size = [], fixed
-            chunk.append(value)
+            n = len(value)
+            prefix = _END[n << 1] if n < 0x2000 else long_bytes(n)
+            grow = len(prefix) + n
+            count = (len(parts) - 2) >> 1
+            if count and size + grow + _count_size(count + 1) > room:
+                out.append(_finish(parts, count))
+                parts, size = [header, b""], fixed
+            parts += (prefix, value)
             size += grow
-        if chunk:
-            out.append(self._one(chunk))
+        if len(parts) > 2:
+            out.append(_finish(parts, (len(parts) - 2) >> 1))
         return out
 
-    def _one(self, chunk: list[bytes]) -> bytes:
-        return chunk[0] if len(chunk) == 1 else self.encode(chunk)
+
+def _finish(parts: list[bytes], count: int) -> bytes:
+    """The pack of ``parts`` (header, a slot for the count, items); a lone record as it is."""
+    if count == 1:
+        return parts[3]
+    parts[1] = long_bytes(count)
+    parts.append(b"\x00")
+    return b"".join(parts)
+
+
+def _count_size(count: int) -> int:
+    """The length of the varint of a (non-negative) item count."""
+    return 1 if count < 64 else 2 if count < 8192 else len(long_bytes(count))
 
 
 def item_size(value: bytes) -> int:
@@ -79,11 +93,20 @@ def pack_messages(
             groups.setdefault(key, []).append(value)
         else:
             out.append((topic, key, value))
+    return out + pack_groups(groups, encoder, limit(packed), packed) if groups else out
+
+
+def pack_groups(
+    groups: Mapping[bytes, Sequence[bytes]], encoder: PackEncoder, limit: int, packed: str
+) -> list[Message]:
+    """Each key's records (in their order, keys in the mapping's order) as packs to topic ``packed``, each
+    within ``limit`` bytes of key and value."""
+    out: list[Message] = []
     for key, values in groups.items():
         if len(values) == 1:
             out.append((packed, key, values[0]))
-            continue
-        out += [(packed, key, pack) for pack in encoder.chunks(values, limit(packed) - len(key))]
+        else:
+            out += [(packed, key, pack) for pack in encoder.chunks(values, limit - len(key))]
     return out
 
 

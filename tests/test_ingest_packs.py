@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from inflow.schemas.exceptions import SerdeError
-from inflow.schemas.packs import PACK_RECORD, PackEncoder, pack_messages, unpack
+from inflow.schemas.packs import PACK_RECORD, PackEncoder, pack_groups, pack_messages, unpack
 from inflow.schemas.serde import AvroSerde
 
 SERDE = AvroSerde()
@@ -72,3 +72,23 @@ def test_a_pack_with_a_broken_item_still_reads_the_others():
     assert items[0] == values[0] and items[2] == values[2 - 1]
     with pytest.raises(SerdeError):
         SERDE.decode(items[1])
+
+
+@pytest.mark.parametrize("room", [300, 1000, 5000, 100_000])
+def test_each_chunk_is_the_pack_of_its_records_byte_for_byte(room):
+    values = records(70, size=5) + records(3, size=9000) + records(70, size=1)
+    encoder = PackEncoder(SERDE)
+    chunks = encoder.chunks(values, room)
+    read = [unpack(SERDE, c) if c not in values else [c] for c in chunks]
+    assert [item for items in read for item in items] == values
+    for chunk, items in zip(chunks, read, strict=True):
+        assert chunk == (items[0] if len(items) == 1 else SERDE.encode(PACK_RECORD, {"records": items}))
+        assert len(items) == 1 or len(chunk) <= room
+
+
+def test_pack_groups_packs_each_keys_records_within_the_limit():
+    a, b = records(100, size=50), records(1)
+    out = pack_groups({b"W:a": a, b"W:b": b}, PackEncoder(SERDE), 2000, "t")
+    assert out[-1] == ("t", b"W:b", b[0])  # a lone record as it is
+    assert all(len(key) + len(value) <= 2000 for _, key, value in out)
+    assert [item for _, key, value in out if key == b"W:a" for item in unpack(SERDE, value)] == a

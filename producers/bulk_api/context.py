@@ -18,9 +18,33 @@ from inflow.producers.bulk_api.times import to_ms
 _ALPHABET = string.ascii_letters + string.digits
 _NAMESPACE = uuid.UUID("5b1f8f52-3c1e-4d55-9a51-0e6b8f3d2a10")
 _VARIANT = "89ab"
-# event_uuids must be unique, not secret: a Mersenne Twister seeded from the OS (reseeded in forked children).
+# The variant digit for each random hex digit: its low two bits pick one of 8, 9, a, b.
+_VARIANT_OF = {digit: _VARIANT[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+# event_uuids must be unique, not secret: a Mersenne Twister seeded from the OS (reseeded in forked children,
+# whose first uuids must not be the parent's next ones: the drawn ones are dropped there).
 _random = random.Random(secrets.randbits(256))
-os.register_at_fork(after_in_child=lambda: _random.seed(secrets.randbits(256)))
+_UUIDS_PER_DRAW = 64
+_drawn: list[str] = []
+
+
+def _after_fork() -> None:
+    _random.seed(secrets.randbits(256))
+    _drawn.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _draw_uuids() -> None:
+    """``_UUIDS_PER_DRAW`` version-4 UUIDs from one draw of the generator, formatted without UUID objects."""
+    h = f"{_random.getrandbits(128 * _UUIDS_PER_DRAW):0{32 * _UUIDS_PER_DRAW}x}"
+    _drawn.extend(
+        [
+            f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+            f"{_VARIANT_OF[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, 32 * _UUIDS_PER_DRAW, 32)
+        ]
+    )
 
 
 _ID_SPACE = len(_ALPHABET) ** 8
@@ -108,11 +132,19 @@ class RequestContext:
         """Random per record; with an Idempotency-Key, derived from it so a retried request dedupes."""
         return self._uuid_of()
 
+    @property
+    def event_uuids(self) -> Callable[[], str]:
+        """:meth:`next_event_uuid` itself, for loops that call it once per record."""
+        return self._uuid_of
+
     @staticmethod
     def _random_uuid() -> str:
-        """A version-4 UUID from the seeded generator, formatted without a UUID object (hot path)."""
-        h = f"{_random.getrandbits(128):032x}"
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        """A random version-4 UUID (hot path: drawn and formatted ``_UUIDS_PER_DRAW`` at a time)."""
+        while True:  # (a loop, should another thread take the last one first)
+            try:
+                return _drawn.pop()
+            except IndexError:
+                _draw_uuids()
 
     def _derived_uuid(self) -> str:
         self._counter += 1

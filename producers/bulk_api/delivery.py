@@ -13,7 +13,7 @@ split when a pack would pass the topic's limit): the worker reads them in reques
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,7 +24,8 @@ from inflow.kafka.errors import KafkaFault, Kind, RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.producers.bulk_api.elements import Outgoing
 from inflow.producers.bulk_api.exceptions import DeliveryError, RecordRejected
-from inflow.schemas.packs import PackEncoder, pack_messages
+from inflow.schemas.packs import Message as Record
+from inflow.schemas.packs import PackEncoder, pack_groups, pack_messages
 from inflow.schemas.serde import AvroSerde
 
 PACKED = "ingest.records"
@@ -74,6 +75,10 @@ class GatewayDelivery:
         with ThreadPoolExecutor(max(1, len(topics)), thread_name_prefix="gateway-limits") as pool:
             list(pool.map(self.producer.limit, topics))
 
+    def room(self) -> int:
+        """The largest key + value of one record of ``ingest.records`` (see :meth:`check`)."""
+        return self.producer.limit(self.topic(PACKED))
+
     def check(self, messages: Sequence[Outgoing]) -> None:
         """Raise :class:`RecordRejected` for the first message over its topic's size limit."""
         check, topic = self.producer.check, self.topic
@@ -91,18 +96,28 @@ class GatewayDelivery:
         :class:`RecordRejected` (nothing was sent) when one is over its size limit, :class:`DeliveryError`
         (the client may retry) when the broker did not acknowledge them all."""
         topic = self.topic
-        error = self.producer.last_error
         packs = pack_messages(
             [(topic(m.topic), m.key, m.value) for m in messages],
             self._packs,
             self.producer.limit,
             topic(PACKED),
         )
+        await self._send(packs, lambda: self.check(messages))  # check() names the first one too large
+
+    async def deliver_groups(self, groups: Mapping[bytes, Sequence[bytes]]) -> None:
+        """:meth:`deliver` for records of ``ingest.records`` already grouped by key, each checked
+        against :meth:`room` (the Bulk API's path: no per-record message on the way)."""
+        packed = self.topic(PACKED)
+        await self._send(pack_groups(groups, self._packs, self.producer.limit(packed), packed), None)
+
+    async def _send(self, packs: list[Record], name_too_large: Callable[[], None] | None) -> None:
+        error = self.producer.last_error
         try:
             await self.producer.send_many(packs, len(packs))
             self._failing, self._error_before_success = False, error
         except RecordTooLarge as exc:  # send_many checks every record before it queues any
-            self.check(messages)  # names the first one too large
+            if name_too_large is not None:
+                name_too_large()
             raise RecordRejected(f"cannot queue a record of the request: {exc}", str(exc)) from exc
         except KafkaFault as exc:
             if exc.kind is Kind.TOO_LARGE:  # the broker's limit is lower than the one read at start-up

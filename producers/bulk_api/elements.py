@@ -96,6 +96,8 @@ EVENT_FIELDS = (
     "current_time",
     "user_timezone_offset",
 )
+# Fields whose values repeat across the records of one request (one user's actions): encoded once each.
+REPEATED_FIELDS = ("customer_id", "device_id", "action", "platform", "moe_os_type", "app_version")
 _SAMPLE_BOUND = {
     "workspace_id": "W",
     "request_id": "abcdefgh",
@@ -130,6 +132,16 @@ _SAMPLES = {
         "current_time": 1_700_000_000_000,
         "user_timezone_offset": -19800,
     },
+}
+
+
+INGEST_TOPIC = "ingest.records"
+# Event platforms as clients write them (canonical, lower and upper case) to their canonical names: one
+# lookup for the common spellings before the case-insensitive one.
+_EVENT_PLATFORM_SPELLINGS = {
+    spelling: canonical
+    for canonical in EVENT_PLATFORMS.values()
+    for spelling in (canonical, canonical.lower(), canonical.upper())
 }
 
 
@@ -181,7 +193,9 @@ class Encoders:
         """Templates checked byte for byte against fastavro (which they fall back to if they differ)."""
 
         def make(name: str, short_topic: str, varying: tuple[str, ...]) -> SplicedRecord:
-            return SplicedRecord(serde, name, topic(short_topic), BOUND_FIELDS, varying, _SAMPLES[name])
+            return SplicedRecord(
+                serde, name, topic(short_topic), BOUND_FIELDS, varying, _SAMPLES[name], REPEATED_FIELDS
+            )
 
         return cls(
             user=make("UserUpsert", "ingest.records", USER_FIELDS),
@@ -205,11 +219,17 @@ class _Bound(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Validated:
-    """The messages of one good element and what it counts against the rate limits."""
+    """The records of one good element (all to ``ingest.records`` under one key: the element's user) and
+    what it counts against the rate limits."""
 
-    messages: list[Outgoing]
+    key: bytes
+    values: list[bytes]
     users: int
     events: int
+
+    @property
+    def messages(self) -> list[Outgoing]:
+        return [Outgoing(INGEST_TOPIC, self.key, value) for value in self.values]
 
 
 def dumps(value: Any) -> str:
@@ -333,7 +353,7 @@ class ElementValidator:
                 "unset_attributes_json": unset_json,
             }
             value = self._encode_slowly(self._user, ctx, fields)
-        return Validated([Outgoing("ingest.records", key, value)], 1, 0)
+        return Validated(key, [value], 1, 0)
 
     def _user_attributes(self, el: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
         if "platforms" in el:  # MoEngage also accepts platforms beside attributes
@@ -435,46 +455,127 @@ class ElementValidator:
             raise missing("actions", texts.actions_empty)
         key = routing_key(ctx.workspace_id, customer_id, ids)
         encode = self.bind(ctx).event
-        messages = []
+        values = []
+        latest_ms = ctx.received_ms + self.future_tolerance_ms
+        spellings, next_uuid = _EVENT_PLATFORM_SPELLINGS, ctx.event_uuids
         for action in actions:
-            uuid, name, attrs, platform, os_type, version, event_ms, current_ms, offset = self._action(
-                action, texts, ctx
-            )
-            try:
-                value = encode(
-                    event_uuid=uuid,
-                    customer_id=customer_id,
-                    user_identifiers=ids,
-                    device_id=device_id,
-                    action=name,
-                    attributes_json=attrs,
-                    platform=platform,
-                    moe_os_type=os_type,
-                    app_version=version,
-                    user_time=event_ms,
-                    current_time=current_ms,
-                    user_timezone_offset=offset,
-                )
-            except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
-                fields = {
-                    "event_uuid": uuid,
-                    "customer_id": customer_id,
-                    "user_identifiers": ids,
-                    "device_id": device_id,
-                    "action": name,
-                    "attributes_json": attrs,
-                    "platform": platform,
-                    "moe_os_type": os_type,
-                    "app_version": version,
-                    "user_time": event_ms,
-                    "current_time": current_ms,
-                    "user_timezone_offset": offset,
-                }
-                value = self._encode_slowly(self._event, ctx, fields)
-            messages.append(Outgoing("ingest.records", key, value))
-        return Validated(messages, 0, len(messages))
+            # The common action, checked inline: a name without the m/M that could start moe_, attribute
+            # names likewise, a known platform spelling, no moe_os_type, a string app_version, an integer
+            # offset in range, an integer current_time in range and no user_time. Anything else, and any
+            # doubt, goes to _action, which checks every rule in order and gives the error.
+            if action.__class__ is dict:
+                name = action.get("action")
+                attributes = action.get("attributes")
+                platform = action.get("platform")
+                version = action.get("app_version")
+                offset = action.get("user_timezone_offset")
+                current = action.get("current_time")
+                if (
+                    name.__class__ is str
+                    and name[:1] not in "mM"  # also the empty name
+                    and (attributes is None or attributes.__class__ is dict)
+                    and (platform is None or (platform.__class__ is str and platform in spellings))
+                    and (version is None or version.__class__ is str)
+                    and (
+                        offset is None
+                        or (offset.__class__ is int and -MAX_OFFSET_S <= offset <= MAX_OFFSET_S)
+                    )
+                    and current.__class__ is int
+                    and "moe_os_type" not in action
+                    and action.get("user_time") is None
+                    and name.strip()
+                ):
+                    ms = current if not -MS_THRESHOLD < current < MS_THRESHOLD else current * 1000
+                    attrs = _plain_attributes_json(attributes)
+                    if attrs is not None and 0 <= ms <= MAX_MS and ms <= latest_ms:
+                        uuid = next_uuid()
+                        if platform is not None:
+                            platform = spellings[platform]
+                        try:
+                            values.append(
+                                encode(
+                                    event_uuid=uuid,
+                                    customer_id=customer_id,
+                                    user_identifiers=ids,
+                                    device_id=device_id,
+                                    action=name,
+                                    attributes_json=attrs,
+                                    platform=platform,
+                                    moe_os_type=None,
+                                    app_version=version,
+                                    user_time=ms,
+                                    current_time=ms,
+                                    user_timezone_offset=offset,
+                                )
+                            )
+                        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides
+                            fields = {
+                                "event_uuid": uuid,
+                                "customer_id": customer_id,
+                                "user_identifiers": ids,
+                                "device_id": device_id,
+                                "action": name,
+                                "attributes_json": attrs,
+                                "platform": platform,
+                                "moe_os_type": None,
+                                "app_version": version,
+                                "user_time": ms,
+                                "current_time": ms,
+                                "user_timezone_offset": offset,
+                            }
+                            values.append(self._encode_slowly(self._event, ctx, fields))
+                        continue
+            values.append(self._action(action, texts, ctx, encode, customer_id, ids, device_id))
+        return Validated(key, values, 0, len(values))
 
-    def _action(self, action: Any, texts: Texts, ctx: RequestContext) -> tuple[Any, ...]:
+    def _action(
+        self,
+        action: Any,
+        texts: Texts,
+        ctx: RequestContext,
+        encode: Callable[..., bytes],
+        customer_id: str | None,
+        ids: dict[str, str],
+        device_id: str | None,
+    ) -> bytes:
+        """One action's EventRecord, every rule checked in order (fastavro's error if it cannot be
+        encoded)."""
+        uuid, name, attrs, platform, os_type, version, event_ms, current_ms, offset = self._action_fields(
+            action, texts, ctx
+        )
+        try:
+            return encode(
+                event_uuid=uuid,
+                customer_id=customer_id,
+                user_identifiers=ids,
+                device_id=device_id,
+                action=name,
+                attributes_json=attrs,
+                platform=platform,
+                moe_os_type=os_type,
+                app_version=version,
+                user_time=event_ms,
+                current_time=current_ms,
+                user_timezone_offset=offset,
+            )
+        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
+            fields = {
+                "event_uuid": uuid,
+                "customer_id": customer_id,
+                "user_identifiers": ids,
+                "device_id": device_id,
+                "action": name,
+                "attributes_json": attrs,
+                "platform": platform,
+                "moe_os_type": os_type,
+                "app_version": version,
+                "user_time": event_ms,
+                "current_time": current_ms,
+                "user_timezone_offset": offset,
+            }
+            return self._encode_slowly(self._event, ctx, fields)
+
+    def _action_fields(self, action: Any, texts: Texts, ctx: RequestContext) -> tuple[Any, ...]:
         """The varying EventRecord fields of one action: uuid, action, attributes_json, platform,
         moe_os_type, app_version, user_time, current_time, user_timezone_offset."""
         if not isinstance(action, dict):
@@ -610,7 +711,7 @@ class ElementValidator:
                 "attributes_json": attributes_json,
             }
             value = self._encode_slowly(self._device, ctx, fields)
-        return Validated([Outgoing("ingest.records", key, value)], users, 0)
+        return Validated(key, [value], users, 0)
 
     # shared --------------------------------------------------------------------------------------------
     def _customer_id(self, el: dict[str, Any], texts: Texts, required: bool) -> str | None:
@@ -661,6 +762,23 @@ class ElementValidator:
             return record.plain_bound(**self.bind(ctx).values)(**fields)
         except SerdeError as exc:  # e.g. a lone surrogate in a string field cannot be UTF-8
             raise ApiError(400, "TypeError", f"element cannot be encoded: {exc}") from exc
+
+
+def _plain_attributes_json(attributes: dict[str, Any] | None) -> str | None:
+    """An action's attributes as JSON when no name starts with m/M (no reserved-prefix check needed);
+    None when one may, or when they cannot be written (the full path gives the reason). The JSON is
+    searched first: no name can start with m/M when no string in it does."""
+    if not attributes:
+        return "{}"
+    try:
+        text = orjson.dumps(attributes).decode()
+    except (orjson.JSONEncodeError, RecursionError):
+        return None
+    if '"m' in text or '"M' in text:
+        for name in attributes:
+            if name[:1] in "mM":
+                return None
+    return text
 
 
 def routing_key(workspace_id: str, customer_id: str | None, identifiers: Mapping[str, str]) -> bytes:

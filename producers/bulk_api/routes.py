@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inflow.producers.bulk_api import file_imports
 from inflow.producers.bulk_api.context import RequestContext, client_address, new_request_id
-from inflow.producers.bulk_api.elements import Outgoing, Validated
+from inflow.producers.bulk_api.elements import INGEST_TOPIC, Outgoing, Validated
 from inflow.producers.bulk_api.exceptions import ApiError, DeliveryError, RecordRejected
 from inflow.producers.bulk_api.export import export_users, parse_export
 from inflow.producers.bulk_api.gateway import Gateway
@@ -197,9 +198,16 @@ class Handlers:
         )
 
     async def _admit_and_deliver(
-        self, request: web.Request, workspace: Workspace, messages: list[Outgoing], users: int, events: int
+        self,
+        request: web.Request,
+        workspace: Workspace,
+        messages: list[Outgoing],
+        users: int,
+        events: int,
+        groups: dict[bytes, list[bytes]] | None = None,
     ) -> None:
-        """Rate limit (all or nothing), then wait for the broker to acknowledge every record."""
+        """Rate limit (all or nothing), then wait for the broker to acknowledge every record: the
+        ``messages``, or the ``ingest.records`` records ``groups`` holds by key (already size-checked)."""
         wanted = {"users": users, "events": events}
         decision = self.gw.limiter.acquire(workspace.id, wanted, self._limits(workspace), time.time())
         request[STATE].rate = decision
@@ -207,7 +215,10 @@ class Handlers:
             self.gw.metrics.rate_limited.labels(workspace.id).inc()
             raise rate_limited()
         try:
-            await self.gw.delivery.deliver(messages, len(messages))
+            if groups is None:
+                await self.gw.delivery.deliver(messages, len(messages))
+            else:
+                await self.gw.delivery.deliver_groups(groups)
         except DeliveryError as exc:
             self.gw.limiter.refund(workspace.id, decision, wanted)
             request[STATE].rate = self.gw.limiter.status(workspace.id, self._limits(workspace), time.time())
@@ -220,6 +231,8 @@ class Handlers:
         per_topic: dict[str, int] = {}
         for msg in messages:
             per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
+        if groups is not None:
+            per_topic[INGEST_TOPIC] = sum(map(len, groups.values()))
         for topic, n in per_topic.items():
             self.gw.metrics.records.labels(workspace.id, topic).inc(n)
 
@@ -245,23 +258,36 @@ class Handlers:
         doc = await self._json(request, self.settings.bulk_max_bytes, BULK)
         elements = bulk_elements(doc)
         ctx = self._context(request, workspace)
-        validate, storable = self.gw.validator.element, self._storable
-        messages: list[Outgoing] = []
+        validate, identifiers, room = (
+            self.gw.validator.element,
+            workspace.identifiers,
+            self.gw.delivery.room(),
+        )
+        groups: dict[bytes, list[bytes]] = {}  # each user's records, in the request's order
         users = events = 0
         failed: list[tuple[int, ApiError]] = []
         for index, element in enumerate(elements):
             try:
-                result = storable(validate(element, ctx, workspace.identifiers, BULK))
+                result = validate(element, ctx, identifiers, BULK)
+                if len(result.key) + max(map(len, result.values)) > room:
+                    self._storable(result)  # the 413 naming the record over the limit
             except ApiError as exc:
                 failed.append((index, exc))
-                self.gw.metrics.rejected.labels(workspace.id, exc.type).inc()
                 continue
-            messages.extend(result.messages)
+            group = groups.get(result.key)
+            if group is None:
+                groups[result.key] = result.values
+            else:
+                group += result.values
             users += result.users
             events += result.events
-        if failed and (not messages or self.settings.bad_elements == "reject_request"):
-            raise failed[0][1]
-        await self._admit_and_deliver(request, workspace, messages, users, events)
+        if failed:
+            rejected = Counter(exc.type for _, exc in failed)
+            for kind, n in rejected.items():
+                self.gw.metrics.rejected.labels(workspace.id, kind).inc(n)
+            if not groups or self.settings.bad_elements == "reject_request":
+                raise failed[0][1]
+        await self._admit_and_deliver(request, workspace, [], users, events, groups)
         extra = None
         if failed:
             extra = {

@@ -24,7 +24,7 @@ from inflow.producers.bulk_api.elements import (
 from inflow.producers.bulk_api.exceptions import ApiError
 from inflow.producers.bulk_api.messages import BULK
 from inflow.producers.bulk_api.settings import GatewaySettings
-from inflow.schemas.avro_template import SplicedRecord, long_bytes, string_bytes
+from inflow.schemas.avro_template import MEMO_SIZE, SplicedRecord, long_bytes, string_bytes
 from inflow.schemas.serde import AvroSerde
 
 SERDE = AvroSerde()
@@ -236,3 +236,106 @@ def test_varints_are_fastavros_across_the_long_range() -> None:
         buffer = io.BytesIO()
         schemaless_writer(buffer, "string", "é" * size)
         assert string_bytes("é" * size) == buffer.getvalue()
+
+
+def test_a_bound_encoder_that_remembers_its_values_still_writes_fastavros_bytes() -> None:
+    """One request's encoder keeps the encodings of its integers (times, offsets) and of its repeated
+    string fields, past its bound too; a value that only hashes like a remembered one (1.0, the integer
+    5 for "5") is not taken for it."""
+    repeated = ("customer_id", "device_id", "action", "platform", "app_version")
+    spliced = SplicedRecord(
+        SERDE, "EventRecord", "t.events", BOUND_FIELDS, EVENT_FIELDS, sample_event(), repeated
+    )
+    plain = spliced.plain_bound(**{n: sample_event()[n] for n in BOUND_FIELDS})
+    encode = spliced.bind(**{n: sample_event()[n] for n in BOUND_FIELDS})
+    rng = random.Random(11)
+    times = [1_700_000_000_000, 1_700_000_000_000, 0, 1, 2**62] + [
+        rng.randrange(2**41) for _ in range(2 * MEMO_SIZE)
+    ]
+    pool = ["", "5", "u1", "é😀", "x" * 9000, None]
+    for t in times + times[:50]:
+        fields = {n: sample_event()[n] for n in EVENT_FIELDS} | {
+            "user_time": t,
+            "current_time": rng.choice([t, None]),
+            "user_timezone_offset": rng.choice([None, 19800, -54000, 0, 1]),
+            "customer_id": rng.choice([*pool, f"u{rng.randrange(10**6)}"]),
+            "device_id": rng.choice(pool),
+            "action": rng.choice(["a", "é", "", "x" * 9000, text(rng)]),
+            "app_version": rng.choice(pool),
+            "platform": rng.choice(pool),
+        }
+        assert encode(**fields) == plain(**fields)
+    fields = {n: sample_event()[n] for n in EVENT_FIELDS}
+    assert encode(**fields | {"user_timezone_offset": 1}) == plain(**fields | {"user_timezone_offset": 1})
+    with pytest.raises(TypeError):  # as before: a float is no Avro int for the compiled code
+        encode(**fields | {"user_timezone_offset": 1.0})
+    assert encode(**fields | {"customer_id": "5"}) == plain(**fields | {"customer_id": "5"})
+    with pytest.raises(AttributeError):  # as before: the compiled code takes strings only
+        encode(**fields | {"customer_id": 5})
+    with pytest.raises(UnicodeEncodeError):  # never remembered: raises each time
+        encode(**fields | {"action": "\ud800"})
+    with pytest.raises(UnicodeEncodeError):
+        encode(**fields | {"action": "\ud800"})
+
+
+def sample_event() -> dict[str, Any]:
+    return {
+        "workspace_id": "W",
+        "request_id": "abcdefgh",
+        "received_at": 1_700_000_000_000,
+        "source": "api",
+        "client_ip": None,
+        "event_uuid": "u",
+        "customer_id": "c",
+        "user_identifiers": {},
+        "device_id": None,
+        "action": "a",
+        "attributes_json": "{}",
+        "platform": "ANDROID",
+        "moe_os_type": None,
+        "app_version": "1",
+        "user_time": 1_700_000_000_000,
+        "current_time": 1_700_000_000_000,
+        "user_timezone_offset": 19800,
+    }
+
+
+COMMON_ACTIONS = [
+    {"action": "ProductViewed", "current_time": 1_700_000_000, "platform": "ANDROID", "app_version": "4"},
+    {"action": "Bought", "current_time": 1_700_000_000_000, "user_timezone_offset": 19800},
+    *(
+        {"action": "Bought", "current_time": 1_700_000_000, "platform": p}
+        for p in ("ios", "IOS", "iOS", "Web")
+    ),
+    {"action": "Opened", "current_time": 1_700_000_000, "attributes": None},
+    {"action": "Opened", "current_time": 1_700_000_000, "attributes": {}},
+    {"action": "Opened", "current_time": 1_700_000_000, "attributes": {"x": "moe_y", "model": "m1"}},
+    {"action": "Opened", "current_time": 1_700_000_000, "attributes": {"Mode": 1, "moe_push_opted": 1}},
+    {"action": "moe_bad", "current_time": 1_700_000_000},
+    {"action": "mine", "current_time": 1_700_000_000, "platform": "tv", "moe_os_type": "ROKU"},
+    {"action": "Opened", "user_time": 1_700_000_000, "user_timezone_offset": -3600},
+    {"action": "Opened", "current_time": 1_700_000_000, "app_version": 7, "user_timezone_offset": 60.0},
+    {"action": "Opened", "current_time": 9_999_999_999_999, "attributes": {"moe_x": "\ud800"}},
+    {"action": " ", "current_time": 1_700_000_000},
+    {"action": "Opened", "current_time": 1_700_000_000, "attributes": {"a": "\ud800"}},
+    {"action": "Opened", "current_time": 1_700_000_000, "platform": "Android "},
+]
+
+
+@pytest.mark.parametrize("action", COMMON_ACTIONS)
+def test_the_inline_common_action_is_the_full_check_byte_for_byte(action: dict[str, Any]) -> None:
+    """Bulk events take their common actions inline; the record, or the error, is the full path's."""
+    validator = ElementValidator(GatewaySettings(), spliced_encoders())
+    ctx_a = RequestContext("W", "rid00001", NOW, None, "idem-1")
+    ctx_b = RequestContext("W", "rid00001", NOW, None, "idem-1")
+    element = {"type": "event", "customer_id": "c", "actions": [action, action]}
+    try:
+        inline: Any = validator.element(element, ctx_a, (), BULK).values
+    except ApiError as exc:
+        inline = exc.error_body("r")
+    try:
+        encode = validator.bind(ctx_b).event
+        full: Any = [validator._action(a, BULK, ctx_b, encode, "c", {}, None) for a in element["actions"]]
+    except ApiError as exc:
+        full = exc.error_body("r")
+    assert inline == full

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import string
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -168,3 +170,25 @@ def test_request_ids_are_eight_random_letters_and_digits():
     assert all(len(i) == 8 and i.isascii() and i.isalnum() for i in ids)
     assert len(set(ids)) == len(ids)
     assert {i[0] for i in ids} | {i[-1] for i in ids} == set(string.ascii_letters + string.digits)
+
+
+def _child_uuids(conn) -> None:
+    ctx = RequestContext("W", "rid00001", NOW, None)
+    conn.send([ctx.next_event_uuid() for _ in range(3)])
+    conn.close()
+
+
+def test_event_uuids_are_random_version_4_and_a_forked_child_draws_its_own():
+    ctx = RequestContext("W", "rid00001", NOW, None)
+    ids = [ctx.next_event_uuid() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(uuid.UUID(i)) == i and uuid.UUID(i).version == 4 for i in ids)
+    assert {i[19] for i in ids} == set("89ab")  # the RFC 4122 variant, each of its four digits
+    # The parent holds drawn uuids now; a child forked here must not hand out the same ones.
+    parent_end, child_end = multiprocessing.get_context("fork").Pipe()
+    child = multiprocessing.get_context("fork").Process(target=_child_uuids, args=(child_end,))
+    child.start()
+    from_child = parent_end.recv()
+    child.join(30)
+    assert child.exitcode == 0
+    assert not set(from_child) & {ctx.next_event_uuid() for _ in range(100)}

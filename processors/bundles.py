@@ -31,29 +31,41 @@ def bundle_key(partition: int, index: int) -> bytes:
 def encode(writes: Iterable[Write]) -> bytes:
     parts: list[bytes] = []
     for key, value in writes:
-        parts += (long_bytes(len(key)), key)
-        if value is None:
-            parts.append(long_bytes(-1))
-        else:
-            parts += (long_bytes(len(value)), value)
+        _entry(parts, key, value)
     return b"".join(parts)
+
+
+_DELETED = long_bytes(-1)
+
+
+def _entry(parts: list[bytes], key: bytes, value: bytes | None) -> int:
+    """Append one mark's encoding to ``parts``; the bytes it takes in a bundle, at most (with margin)."""
+    parts.append(long_bytes(len(key)))
+    parts.append(key)
+    if value is None:
+        parts.append(_DELETED)
+        return len(key) + OVERHEAD
+    parts.append(long_bytes(len(value)))
+    parts.append(value)
+    return len(key) + len(value) + OVERHEAD
 
 
 def chunks(writes: list[Write], room: int) -> list[bytes]:
     """``writes`` in order as bundles of at most ``room`` bytes (an entry over ``room`` alone is never made:
-    the lane rejects the record whose mark it would be)."""
+    the lane rejects the record whose mark it would be). One pass: each mark is encoded as it is sized."""
     out: list[bytes] = []
-    chunk: list[Write] = []
+    parts: list[bytes] = []
     size = 0
     for key, value in writes:
-        grow = len(key) + (len(value) if value is not None else 0) + OVERHEAD
-        if chunk and size + grow > room:
-            out.append(encode(chunk))
-            chunk, size = [], 0
-        chunk.append((key, value))
+        mark = len(parts)
+        grow = _entry(parts, key, value)
+        if mark and size + grow > room:  # this mark starts the next bundle
+            out.append(b"".join(parts[:mark]))
+            del parts[:mark]
+            size = 0
         size += grow
-    if chunk:
-        out.append(encode(chunk))
+    if parts:
+        out.append(b"".join(parts))
     return out
 
 

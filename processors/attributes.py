@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inflow.config.identifiers import BLOCKED_ATTRIBUTE_NAMES
+from inflow.processors import jsoncodec
 from inflow.processors.exceptions import Rejection
 
 # MoEngage's standard user attributes: API input keys and the stored u_* keys they map to.
@@ -160,7 +161,7 @@ def _is_true(value: Any) -> bool:
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(text or "{}")
+        value = jsoncodec.loads(text or "{}")  # orjson, json for what it refuses (the same errors)
     except ValueError as exc:
         raise Rejection(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):

@@ -30,7 +30,6 @@ import base64
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +43,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.e2e_bench import Bodies, drop_topics, start_py_spy, summarize_py_spy
+from bench.pipeline import thread_cpu
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.kafka.clients import new_admin, new_producer
@@ -159,22 +159,6 @@ def start_gateway(kafka: KafkaSettings, home: Path) -> tuple[subprocess.Popen[by
         stderr=subprocess.STDOUT,
     )
     return proc, f"http://127.0.0.1:{port}"
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of a process (``/proc/<pid>/task``): the event loop's thread against
-    librdkafka's (``rdk:*``) and the producer's poll thread."""
-    out: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = "main (event loop)" if task.name == str(pid) else re.sub(r"[\d/]+$", "", name) or name
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
 
 
 async def wait_healthy(url: str, timeout: float = 90) -> None:

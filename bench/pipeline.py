@@ -8,6 +8,7 @@ by their process id only, deadline waits, and CPU seconds of a process tree read
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,22 @@ def cpu_seconds(pid: int, tree: bool = True) -> float:
             continue
         total += (int(f[11]) + int(f[12])) / tick
     return total
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name of a process (``/proc/<pid>/task``): the main thread against
+    librdkafka's (``rdk:*``) and the others, numbered names merged."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "main" if task.name == str(pid) else re.sub(r"[\d/]+$", "", name) or name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def load_average() -> str:

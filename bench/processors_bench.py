@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer
 
+from bench.pipeline import thread_cpu
 from inflow.config.settings import KafkaSettings
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.kafka.clients import new_admin, new_consumer, new_producer
@@ -223,19 +224,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), to report events per CPU-second."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds per thread name of a process (librdkafka's threads are named rdk:...)."""
-    out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
 
 
 def run_workers(

@@ -45,18 +45,3 @@ USER_ACTION_EVENT = "USER_ACTION_EVENT"
 UNSUPPORTED_CAMPAIGN_ATTRIBUTES = frozenset(
     {"email_subject", "email_click_url", "inapp_widget_clicked", "onsite_message_url_clicked"}
 )
-
-
-def event_type(code: str) -> str:
-    return CAMPAIGN_EVENT if code in CAMPAIGN_EVENTS else USER_ACTION_EVENT
-
-
-def event_name(code: str) -> str:
-    """Display name: MoEngage's name for campaign events, the action itself otherwise."""
-    known = CAMPAIGN_EVENTS.get(code)
-    return known[0] if known else code
-
-
-def channel(code: str) -> str | None:
-    known = CAMPAIGN_EVENTS.get(code)
-    return known[1] if known else None

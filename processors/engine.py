@@ -44,9 +44,6 @@ from inflow.processors.classification import (
     CAMPAIGN_EVENTS,
     UNSUPPORTED_CAMPAIGN_ATTRIBUTES,
     USER_ACTION_EVENT,
-    channel,
-    event_name,
-    event_type,
 )
 from inflow.processors.devices import MAX_DEVICES_PER_USER, check_capacity, device_attributes, unique_values
 from inflow.processors.exceptions import Rejection
@@ -920,48 +917,30 @@ class LaneProcessor:
     def _enriched(
         self, ws: str, record: dict[str, Any], profile: Profile, device: dict[str, Any] | None, event_ms: int
     ) -> Output:
-        code = record["action"]
-        try:
-            attributes = jsoncodec.loads(record.get("attributes_json") or "{}")
-        except ValueError as exc:
-            raise Rejection(f"event attributes_json is not valid JSON: {exc}") from exc
-        if not isinstance(attributes, dict):
-            raise Rejection("event attributes_json must be a JSON object")
-        kind = event_type(code)
-        if kind == "CAMPAIGN_EVENT":
-            attributes = {k: v for k, v in attributes.items() if k not in UNSUPPORTED_CAMPAIGN_ATTRIBUTES}
-        via = channel(code)
         value = {
             "workspace_id": ws,
-            "event_uuid": record["event_uuid"],
-            "event_name": event_name(code),
-            "event_code": code,
-            "event_time": event_ms // 1000,
-            "event_type": kind,
             "event_source": "MOENGAGE",
             "uid": profile["uid"],
             "customer_id": profile["customer_id"],
-            "event_attributes_json": jsoncodec.dumps(attributes),
             "user_attributes_json": self._user_json(profile),
             "device_attributes_json": self._device_json(device),
-            "push_id": _first(attributes.get("push_id"), (device or {}).get("push_id"))
-            if via == "Push"
-            else None,
-            "email_id": _first(attributes.get("email_id"), profile["attributes"].get("u_em"))
-            if via == "Email"
-            else None,
-            "mobile_number": _first(attributes.get("mobile_number"), profile["attributes"].get("u_mb"))
-            if via == "SMS"
-            else None,
-            "platform": record.get("platform"),
-            "received_at": to_ms(record["received_at"]),
-            "ingested_at": self.clock(),
+            **self._event_fields(record, profile, device, event_ms),
         }
         return Output(EVENTS, keys.topic_key(ws, profile["uid"]), "EnrichedEvent", value)
 
     def _encoded_event(self, run: EventRun, record: dict[str, Any], event_ms: int) -> Output:
         """:meth:`_enriched` written straight to Avro with the run's bound encoder (the same bytes: tested
         in tests/processors/test_event_runs.py); its ``record`` holds only what counts and logs read."""
+        fields = self._event_fields(record, run.profile, run.device, event_ms)
+        value = run.encode(**fields)  # type: ignore[misc]
+        about = {k: fields[k] for k in ("event_uuid", "event_code")}
+        about |= {"workspace_id": run.ws, "uid": run.profile["uid"]}
+        return Output(EVENTS, run.key, "EnrichedEvent", about, encoded=value)
+
+    def _event_fields(
+        self, record: dict[str, Any], profile: Profile, device: dict[str, Any] | None, event_ms: int
+    ) -> dict[str, Any]:
+        """The EnrichedEvent fields an event writes itself (:data:`RUN_VARYING`); its user's are bound."""
         code = record["action"]
         try:
             attributes = jsoncodec.loads(record.get("attributes_json") or "{}")
@@ -976,31 +955,26 @@ class LaneProcessor:
         else:
             name, via, kind = known[0], known[1], CAMPAIGN_EVENT
             attributes = {k: v for k, v in attributes.items() if k not in UNSUPPORTED_CAMPAIGN_ATTRIBUTES}
-            profile_attributes = run.profile["attributes"]
             if via == "Push":
-                push_id = _first(attributes.get("push_id"), (run.device or {}).get("push_id"))
+                push_id = _first(attributes.get("push_id"), (device or {}).get("push_id"))
             elif via == "Email":
-                email_id = _first(attributes.get("email_id"), profile_attributes.get("u_em"))
+                email_id = _first(attributes.get("email_id"), profile["attributes"].get("u_em"))
             elif via == "SMS":
-                mobile_number = _first(attributes.get("mobile_number"), profile_attributes.get("u_mb"))
-        event_uuid = record["event_uuid"]
-        value = run.encode(  # type: ignore[misc]
-            event_uuid=event_uuid,
-            event_name=name,
-            event_code=code,
-            event_time=event_ms // 1000,
-            event_type=kind,
-            event_attributes_json=jsoncodec.dumps(attributes),
-            push_id=push_id,
-            email_id=email_id,
-            mobile_number=mobile_number,
-            platform=record.get("platform"),
-            received_at=to_ms(record["received_at"]),
-            ingested_at=self.clock(),
-        )
-        uid = run.profile["uid"]
-        about = {"workspace_id": run.ws, "event_uuid": event_uuid, "event_code": code, "uid": uid}
-        return Output(EVENTS, run.key, "EnrichedEvent", about, encoded=value)
+                mobile_number = _first(attributes.get("mobile_number"), profile["attributes"].get("u_mb"))
+        return {
+            "event_uuid": record["event_uuid"],
+            "event_name": name,
+            "event_code": code,
+            "event_time": event_ms // 1000,
+            "event_type": kind,
+            "event_attributes_json": jsoncodec.dumps(attributes),
+            "push_id": push_id,
+            "email_id": email_id,
+            "mobile_number": mobile_number,
+            "platform": record.get("platform"),
+            "received_at": to_ms(record["received_at"]),
+            "ingested_at": self.clock(),
+        }
 
     def _user_json(self, profile: Profile) -> str:
         """The user attributes an event carries, as JSON: made once per profile version, not per event (a

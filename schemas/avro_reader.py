@@ -18,6 +18,7 @@ tested in ``tests/schemas/test_avro_reader.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from inflow.schemas.avro_template import read_long
@@ -157,10 +158,8 @@ def _array(data: bytes, pos: int, size: int, text: bool) -> tuple[list[Any], int
             out.append(item.decode() if text else item)
 
 
-def record_reader(schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> Reader | None:
-    """``read(data, pos) -> (record, position after it)`` for a flat record schema (its JSON form), or
-    None when a field's type is not one this module reads. Fields named in ``skip`` are stepped over
-    (their lengths and union indexes checked, their text not decoded) and left out of the record."""
+def _fields(schema: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """The schema's field names and reader kinds; None when a field's type is not one this module reads."""
     names, kinds = [], []
     for field in schema["fields"]:
         kind = _kind(field["type"])
@@ -168,6 +167,24 @@ def record_reader(schema: dict[str, Any], skip: frozenset[str] = frozenset()) ->
             return None
         names.append(field["name"])
         kinds.append(kind)
+    return names, kinds
+
+
+def _compile(body: list[str], label: str) -> dict[str, Any]:
+    """The functions the generated ``body`` defines."""
+    namespace: dict[str, Any] = {"read_long": read_long, "_map": _map, "_array": _array}
+    exec(compile("\n".join(body), f"<{label}>", "exec"), namespace)  # noqa: S102 - generated here
+    return namespace
+
+
+def record_reader(schema: dict[str, Any], skip: frozenset[str] = frozenset()) -> Reader | None:
+    """``read(data, pos) -> (record, position after it)`` for a flat record schema (its JSON form), or
+    None when a field's type is not one this module reads. Fields named in ``skip`` are stepped over
+    (their lengths and union indexes checked, their text not decoded) and left out of the record."""
+    fields = _fields(schema)
+    if fields is None:
+        return None
+    names, kinds = fields
     body = ["def read(data, pos):", "    size = len(data)"]
     for index, kind in enumerate(kinds):
         if names[index] in skip and kind in ("string", "null_string"):
@@ -175,58 +192,51 @@ def record_reader(schema: dict[str, Any], skip: frozenset[str] = frozenset()) ->
         body += _field(kind, f"f{index}")
     items = ", ".join(f"{name!r}: f{index}" for index, name in enumerate(names) if name not in skip)
     body.append(f"    return {{{items}}}, pos")
-    namespace: dict[str, Any] = {"read_long": read_long, "_map": _map, "_array": _array}
-    exec(compile("\n".join(body), f"<avro reader of {schema['name']}>", "exec"), namespace)  # noqa: S102
-    return namespace["read"]  # type: ignore[no-any-return]
+    return _compile(body, f"avro reader of {schema['name']}")["read"]  # type: ignore[no-any-return]
 
 
+@dataclass(slots=True)
 class SpanReader:
     """Reads records whose fields ``first``..``last`` (a run in the schema's order) are often the same bytes
     as in the record before: the events of one pack share their workspace, request, user and device fields.
 
-    :meth:`read` reads a whole record and says where that span's bytes are; :meth:`read_after` reads the
-    next record when its span holds exactly those bytes (compared as bytes: Avro is self-delimiting, so
-    equal bytes are equal values), taking their values from the record before and reading only the
-    others; None when the span differs (then :meth:`read` it)."""
+    ``read(data, pos) -> (record, end, span start, span end)`` reads a whole record and says where that
+    span's bytes are; ``read_after(data, pos, shared, before) -> (record, end) | None`` reads the next
+    record when its span holds exactly the bytes ``shared`` (compared as bytes: Avro is self-delimiting, so
+    equal bytes are equal values), taking their values from ``before`` and reading only the others; None
+    when the span differs (then ``read`` it)."""
 
-    def __init__(self, read: Any, read_after: Any) -> None:
-        self.read = read
-        self._read_after = read_after
-
-    def read_after(
-        self, data: bytes, pos: int, shared: bytes, before: dict[str, Any]
-    ) -> tuple[dict[str, Any], int] | None:
-        return self._read_after(data, pos, shared, before)  # type: ignore[no-any-return]
+    read: Callable[[bytes, int], tuple[dict[str, Any], int, int, int]]
+    read_after: Callable[[bytes, int, bytes, dict[str, Any]], tuple[dict[str, Any], int] | None]
 
 
 def span_reader(schema: dict[str, Any], first: str, last: str) -> SpanReader | None:
     """A :class:`SpanReader` for a flat record schema whose fields ``first`` to ``last`` are the span; None
     when a field type is not one this module reads."""
-    names = [field["name"] for field in schema["fields"]]
-    kinds = [_kind(field["type"]) for field in schema["fields"]]
-    if any(kind is None for kind in kinds) or first not in names or last not in names:
+    fields = _fields(schema)
+    if fields is None or first not in fields[0] or last not in fields[0]:
         return None
+    names, kinds = fields
     a, b = names.index(first), names.index(last)
     if a > b:
         return None
-    namespace: dict[str, Any] = {"read_long": read_long, "_map": _map, "_array": _array}
     items = ", ".join(f"{name!r}: f{index}" for index, name in enumerate(names))
     body = ["def read(data, pos):", "    size = len(data)"]
     for index, kind in enumerate(kinds):
         if index == a:
             body.append("    start = pos")
-        body += _field(kind, f"f{index}")  # type: ignore[arg-type]
+        body += _field(kind, f"f{index}")
         if index == b:
             body.append("    end_span = pos")
     body.append(f"    return {{{items}}}, pos, start, end_span")
     body += ["def read_after(data, pos, shared, before):", "    size = len(data)"]
     for index in range(a):
-        body += _field(kinds[index], f"f{index}")  # type: ignore[arg-type]
+        body += _field(kinds[index], f"f{index}")
     body += ["    if not data.startswith(shared, pos):", "        return None", "    pos += len(shared)"]
     for index in range(b + 1, len(kinds)):
-        body += _field(kinds[index], f"f{index}")  # type: ignore[arg-type]
+        body += _field(kinds[index], f"f{index}")
     body.append("    record = before.copy()")
     body += [f"    record[{names[i]!r}] = f{i}" for i in [*range(a), *range(b + 1, len(names))]]
     body.append("    return record, pos")
-    exec(compile("\n".join(body), f"<avro span reader of {schema['name']}>", "exec"), namespace)  # noqa: S102
+    namespace = _compile(body, f"avro span reader of {schema['name']}")
     return SpanReader(namespace["read"], namespace["read_after"])

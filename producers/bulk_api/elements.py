@@ -334,25 +334,17 @@ class ElementValidator:
         attributes_json = self._json("attributes", attributes)
         unset_json = None if unset is None else self._json("unset_attributes", unset)
         key = routing_key(ctx.workspace_id, customer_id, ids)
-        try:
-            value = self.bind(ctx).user(
-                event_uuid=uuid,
-                customer_id=customer_id,
-                user_identifiers=ids,
-                update_existing_only=update_only,
-                attributes_json=attributes_json,
-                unset_attributes_json=unset_json,
-            )
-        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
-            fields = {
-                "event_uuid": uuid,
-                "customer_id": customer_id,
-                "user_identifiers": ids,
-                "update_existing_only": update_only,
-                "attributes_json": attributes_json,
-                "unset_attributes_json": unset_json,
-            }
-            value = self._encode_slowly(self._user, ctx, fields)
+        value = self._encoded(
+            self.bind(ctx).user,
+            self._user,
+            ctx,
+            event_uuid=uuid,
+            customer_id=customer_id,
+            user_identifiers=ids,
+            update_existing_only=update_only,
+            attributes_json=attributes_json,
+            unset_attributes_json=unset_json,
+        )
         return Validated(key, [value], 1, 0)
 
     def _user_attributes(self, el: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any]:
@@ -508,23 +500,9 @@ class ElementValidator:
                                     user_timezone_offset=offset,
                                 )
                             )
-                        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides
-                            fields = {
-                                "event_uuid": uuid,
-                                "customer_id": customer_id,
-                                "user_identifiers": ids,
-                                "device_id": device_id,
-                                "action": name,
-                                "attributes_json": attrs,
-                                "platform": platform,
-                                "moe_os_type": None,
-                                "app_version": version,
-                                "user_time": ms,
-                                "current_time": ms,
-                                "user_timezone_offset": offset,
-                            }
-                            values.append(self._encode_slowly(self._event, ctx, fields))
-                        continue
+                            continue
+                        except Exception:  # noqa: BLE001, S110 - the full path below encodes it slowly or says why
+                            pass
             values.append(self._action(action, texts, ctx, encode, customer_id, ids, device_id))
         return Validated(key, values, 0, len(values))
 
@@ -543,37 +521,23 @@ class ElementValidator:
         uuid, name, attrs, platform, os_type, version, event_ms, current_ms, offset = self._action_fields(
             action, texts, ctx
         )
-        try:
-            return encode(
-                event_uuid=uuid,
-                customer_id=customer_id,
-                user_identifiers=ids,
-                device_id=device_id,
-                action=name,
-                attributes_json=attrs,
-                platform=platform,
-                moe_os_type=os_type,
-                app_version=version,
-                user_time=event_ms,
-                current_time=current_ms,
-                user_timezone_offset=offset,
-            )
-        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
-            fields = {
-                "event_uuid": uuid,
-                "customer_id": customer_id,
-                "user_identifiers": ids,
-                "device_id": device_id,
-                "action": name,
-                "attributes_json": attrs,
-                "platform": platform,
-                "moe_os_type": os_type,
-                "app_version": version,
-                "user_time": event_ms,
-                "current_time": current_ms,
-                "user_timezone_offset": offset,
-            }
-            return self._encode_slowly(self._event, ctx, fields)
+        return self._encoded(
+            encode,
+            self._event,
+            ctx,
+            event_uuid=uuid,
+            customer_id=customer_id,
+            user_identifiers=ids,
+            device_id=device_id,
+            action=name,
+            attributes_json=attrs,
+            platform=platform,
+            moe_os_type=os_type,
+            app_version=version,
+            user_time=event_ms,
+            current_time=current_ms,
+            user_timezone_offset=offset,
+        )
 
     def _action_fields(self, action: Any, texts: Texts, ctx: RequestContext) -> tuple[Any, ...]:
         """The varying EventRecord fields of one action: uuid, action, attributes_json, platform,
@@ -699,18 +663,15 @@ class ElementValidator:
         attributes_json = self._json("attributes", {**attributes, "platform": canonical})
         key = routing_key(ctx.workspace_id, customer_id, {})
         users = 1 if self.settings.count_devices_as_users else 0
-        try:
-            value = self.bind(ctx).device(
-                event_uuid=uuid, customer_id=customer_id, device_id=device_id, attributes_json=attributes_json
-            )
-        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
-            fields = {
-                "event_uuid": uuid,
-                "customer_id": customer_id,
-                "device_id": device_id,
-                "attributes_json": attributes_json,
-            }
-            value = self._encode_slowly(self._device, ctx, fields)
+        value = self._encoded(
+            self.bind(ctx).device,
+            self._device,
+            ctx,
+            event_uuid=uuid,
+            customer_id=customer_id,
+            device_id=device_id,
+            attributes_json=attributes_json,
+        )
         return Validated(key, [value], users, 0)
 
     # shared --------------------------------------------------------------------------------------------
@@ -754,6 +715,15 @@ class ElementValidator:
             return dumps(value)
         except (orjson.JSONEncodeError, RecursionError) as exc:  # e.g. a lone surrogate, nesting over 254
             raise invalid(attribute, f"{attribute} cannot be stored: {exc}", "TypeError") from exc
+
+    def _encoded(
+        self, encode: Callable[..., bytes], record: RecordEncoder, ctx: RequestContext, **fields: Any
+    ) -> bytes:
+        """``encode(**fields)`` with the request's template; fastavro's bytes or error when it raises."""
+        try:
+            return encode(**fields)
+        except Exception:  # noqa: BLE001 - fastavro's own error (or bytes) decides, see _encode_slowly
+            return self._encode_slowly(record, ctx, fields)
 
     def _encode_slowly(self, record: RecordEncoder, ctx: RequestContext, fields: dict[str, Any]) -> bytes:
         """Encode with fastavro after the request's template raised (e.g. a lone surrogate in a string):

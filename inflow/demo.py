@@ -242,12 +242,20 @@ class Demo:
             f"import {IMPORT}"
         )
 
-    def _gpg(self, *args: str) -> bytes:
+    def _gpg(self, *args: str, passphrase: str | None = None) -> bytes:
+        """Run gpg in the demo's own home; a passphrase goes in on stdin (never in argv, where a
+        leading '-' would read as an option and where every process listing would show it)."""
         home = self.workdir / "gnupg"
         home.mkdir(mode=0o700, exist_ok=True)
+        fd = ["--passphrase-fd", "0"] if passphrase is not None else []
+        stdin = (passphrase + "\n").encode() if passphrase is not None else None
         try:
             return subprocess.run(
-                [*GPG, "--homedir", str(home), *args], capture_output=True, check=True, timeout=120
+                [*GPG, "--homedir", str(home), *fd, *args],
+                input=stdin,
+                capture_output=True,
+                check=True,
+                timeout=120,
             ).stdout
         except FileNotFoundError as exc:
             raise DemoError("GnuPG (`gpg`) is needed for the demo's encrypted file; install gnupg") from exc
@@ -256,12 +264,10 @@ class Demo:
 
     def _gpg_key_pair(self, passphrase: str) -> tuple[str, str]:
         uid = "Inflow demo <demo@inflow.invalid>"
-        self._gpg("--passphrase", passphrase, "--quick-gen-key", uid, "future-default", "default", "never")
+        self._gpg("--quick-gen-key", uid, "future-default", "default", "never", passphrase=passphrase)
         colons = self._gpg("--with-colons", "--list-keys", uid).decode()
         fingerprint = next(line.split(":")[9] for line in colons.splitlines() if line.startswith("fpr"))
-        private = self._gpg(
-            "--passphrase", passphrase, "--armor", "--export-secret-keys", fingerprint
-        ).decode()
+        private = self._gpg("--armor", "--export-secret-keys", fingerprint, passphrase=passphrase).decode()
         return private, fingerprint
 
     def bulk_request(self) -> None:

@@ -8,6 +8,7 @@ announced (both sources, through the workers and the sink), then stops ``inflow 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -17,12 +18,17 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from inflow.demo import BULK_ACTIONS, EVENT_NAME, IMPORT_ROWS, Receiver
+from inflow.demo import BULK_ACTIONS, EVENT_NAME, IMPORT_ROWS, Demo, Receiver
 from inflow.local.process import free_port
+from inflow.producers.s3_import.definition import PgpConfig
+from inflow.producers.s3_import.exceptions import PgpError
+from inflow.producers.s3_import.pgp import DecryptStream, Keyring
 from tests.support import wait_for
 
 
@@ -134,3 +140,25 @@ def test_receiver_counts_events_and_refuses_what_is_not_a_streams_request() -> N
         receiver.stop()
     with pytest.raises(OSError):
         _count(receiver.count_url)
+
+
+@pytest.mark.parametrize("passphrase", ["-6YS3fAambo6Xw1iKMuZIw", "--help", "plain passphrase"])
+def test_the_demo_key_pair_takes_any_passphrase_and_decrypts_with_it(tmp_path: Path, passphrase: str) -> None:
+    """A random passphrase may start with '-' (token_urlsafe does 1 time in 32): gpg gets it on stdin."""
+    demo = Demo(rt=None, receiver=None, gateway_url="", log=print, workdir=tmp_path)  # type: ignore[arg-type]
+    private, fingerprint = demo._gpg_key_pair(passphrase)
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"customer,amount\nu1,1.5\n")
+    encrypted = tmp_path / "plain.csv.pgp"
+    demo._gpg("--trust-model", "always", "-o", str(encrypted), "--encrypt", "-r", fingerprint, str(plain))
+    cfg = PgpConfig(decryption_key=SecretStr(private), passphrase=SecretStr(passphrase))
+    with Keyring(cfg) as keyring:
+        stream = DecryptStream(keyring, io.BytesIO(encrypted.read_bytes()))
+        out = stream.stdout.read()
+        stream.finish()
+    assert out == plain.read_bytes()
+    wrong = PgpConfig(decryption_key=SecretStr(private), passphrase=SecretStr(passphrase + "x"))
+    with Keyring(wrong) as keyring, pytest.raises(PgpError):
+        stream = DecryptStream(keyring, io.BytesIO(encrypted.read_bytes()))
+        stream.stdout.read()
+        stream.finish()

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from inflow.config.settings import KafkaSettings
 from inflow.kafka.clients import consumer_config, topic_partitions, watermarks
@@ -33,6 +33,9 @@ from inflow.kafka.consumer import good_messages
 from inflow.kafka.errors import KafkaFault, Kind, from_exception
 
 log = logging.getLogger(__name__)
+_ELECTING = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
+)
 TP = tuple[str, int]
 Apply = Callable[[Message], None]
 PartitionsHook = Callable[[list[TP]], None]
@@ -230,7 +233,9 @@ class CompactedView:
                 try:
                     low, high = consumer.get_watermark_offsets(TopicPartition(*key), timeout=5, cached=False)
                 except KafkaException as exc:
-                    log.warning("%s: offsets of %s[%s]: %s", self.name, key[0], key[1], exc)
+                    # A topic just created has no leader for a moment: retried on the next poll, quietly.
+                    level = logging.DEBUG if exc.args[0].code() in _ELECTING else logging.WARNING
+                    log.log(level, "%s: offsets of %s[%s]: %s", self.name, key[0], key[1], exc)
                     continue
                 if high <= low:
                     del self._pending[key]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import shutil
@@ -156,7 +157,7 @@ class Demo:
             self.encrypted_import()
             self.bulk_request()
         finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.close()
         return self.expected_events
 
     def workspace(self) -> None:
@@ -241,6 +242,19 @@ class Demo:
             f"uploaded s3://{BUCKET}/{FOLDER}/{file_name} (PGP-encrypted, {IMPORT_ROWS} rows); "
             f"import {IMPORT}"
         )
+
+    def close(self) -> None:
+        """Stop the gpg-agent the key generation started in the demo's home, then remove the home."""
+        home = self.workdir / "gnupg"
+        if home.exists():
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                    capture_output=True,
+                    timeout=10,
+                    check=False,
+                )
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _gpg(self, *args: str, passphrase: str | None = None) -> bytes:
         """Run gpg in the demo's own home; a passphrase goes in on stdin (never in argv, where a

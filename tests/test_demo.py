@@ -75,6 +75,19 @@ def _count(url: str) -> dict[str, Any]:
         return data
 
 
+def _processes_naming(text: str) -> list[int]:
+    """Pids of processes whose command line holds ``text`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _log(lines: list[str]) -> str:
     return "".join(lines[-80:])
 
@@ -146,19 +159,25 @@ def test_receiver_counts_events_and_refuses_what_is_not_a_streams_request() -> N
 def test_the_demo_key_pair_takes_any_passphrase_and_decrypts_with_it(tmp_path: Path, passphrase: str) -> None:
     """A random passphrase may start with '-' (token_urlsafe does 1 time in 32): gpg gets it on stdin."""
     demo = Demo(rt=None, receiver=None, gateway_url="", log=print, workdir=tmp_path)  # type: ignore[arg-type]
-    private, fingerprint = demo._gpg_key_pair(passphrase)
-    plain = tmp_path / "plain.csv"
-    plain.write_bytes(b"customer,amount\nu1,1.5\n")
-    encrypted = tmp_path / "plain.csv.pgp"
-    demo._gpg("--trust-model", "always", "-o", str(encrypted), "--encrypt", "-r", fingerprint, str(plain))
+    try:
+        private, fingerprint = demo._gpg_key_pair(passphrase)
+        plain = tmp_path / "plain.csv"
+        plain.write_bytes(b"customer,amount\nu1,1.5\n")
+        encrypted = tmp_path / "plain.csv.pgp"
+        demo._gpg("--trust-model", "always", "-o", str(encrypted), "--encrypt", "-r", fingerprint, str(plain))
+        data = encrypted.read_bytes()
+    finally:
+        demo.close()
+    assert not tmp_path.exists()
+    wait_for(lambda: not _processes_naming(str(tmp_path)), 30, what="the demo's gpg-agent to stop")
     cfg = PgpConfig(decryption_key=SecretStr(private), passphrase=SecretStr(passphrase))
     with Keyring(cfg) as keyring:
-        stream = DecryptStream(keyring, io.BytesIO(encrypted.read_bytes()))
+        stream = DecryptStream(keyring, io.BytesIO(data))
         out = stream.stdout.read()
         stream.finish()
-    assert out == plain.read_bytes()
+    assert out == b"customer,amount\nu1,1.5\n"
     wrong = PgpConfig(decryption_key=SecretStr(private), passphrase=SecretStr(passphrase + "x"))
     with Keyring(wrong) as keyring, pytest.raises(PgpError):
-        stream = DecryptStream(keyring, io.BytesIO(encrypted.read_bytes()))
+        stream = DecryptStream(keyring, io.BytesIO(data))
         stream.stdout.read()
         stream.finish()

@@ -2,7 +2,8 @@
 
 A record that cannot be read is dead-lettered with its position and reason. A record that cannot be read
 *yet*, because the schema registry that resolves its schema id is unreachable, is an infrastructure fault:
-the loop rewinds to it and tries again with a growing delay, nothing is dead-lettered or committed past it.
+the loop seeks its partition back to it and tries again with a growing delay, nothing is dead-lettered or
+committed past it; the other partitions' records go on meanwhile.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from inflow.errors import InflowError
 from inflow.kafka.consumer import TP, BatchConsumer
@@ -26,7 +26,7 @@ from inflow.sinks.streams.payload import EventFilter, EventFormatter, events_arr
 from inflow.sinks.streams.reading import EnrichedEventReader
 from inflow.sinks.streams.retry import MAIN_TIER, dead_record
 from inflow.sinks.streams.start import record_start
-from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, StreamWorker
+from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, RegistryHolds, StreamWorker
 
 log = logging.getLogger(__name__)
 LAG_EVERY_S = 5.0
@@ -83,23 +83,24 @@ class ExportLoop:
                 now = time.monotonic()
                 take, builder, skip_window = self._take, self.builder, view.skip_window
                 size = builder.batch_size
-                for index, msg in enumerate(messages):
+                held = RegistryHolds()
+                for msg in messages:
+                    if held and held.holds(msg):
+                        continue  # after a record of its partition that waits for the registry
                     try:
                         take(msg, skip_window)
                     except RegistryError as exc:
-                        rewind(consumer, messages[index:])
-                        await self._registry.wait(exc, msg, stop)
-                        break
+                        held.hold(msg, exc)
+                        continue
                     if len(builder.current.fragments) >= size and not view.paused:
                         self._send(builder.take(), skip_window)
-                else:
-                    self._registry.reset()
                 if not view.paused and self.builder.due(now):
                     self._send(self.builder.take(), view.skip_window)
                 self._commit(consumer, now)
                 if now - self._lag_at >= LAG_EVERY_S:
                     self._lag_at = now
                     metrics.CONSUMER_LAG.labels(self.worker.label).set(consumer_lag(consumer.client))
+                await held.wait(consumer, self._registry, stop)
         finally:
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=SHUTDOWN_GRACE_S)
@@ -215,15 +216,6 @@ class ExportLoop:
     def _revoked(self, consumer: Consumer, tps: list[TP]) -> None:
         """Before partitions move to another sink: commit what is done, forget the rest (redelivered)."""
         self.tracker.release(consumer, tps)
-
-
-def rewind(consumer: BatchConsumer, messages: Sequence[Message]) -> None:
-    """Seek each partition back to its first message in ``messages``: they are fetched again."""
-    first: dict[TP, int] = {}
-    for msg in messages:
-        first.setdefault((str(msg.topic()), int(msg.partition() or 0)), int(msg.offset() or 0))
-    for (topic, partition), offset in first.items():
-        consumer.client.seek(TopicPartition(topic, partition, offset))
 
 
 def consumer_lag(client: Consumer) -> int:

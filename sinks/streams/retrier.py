@@ -25,10 +25,9 @@ from inflow.kafka.consumer import TP, BatchConsumer
 from inflow.schemas.exceptions import RegistryError
 from inflow.sinks.streams import metrics
 from inflow.sinks.streams.destinations.base import OutgoingBatch
-from inflow.sinks.streams.exporter import rewind
 from inflow.sinks.streams.offsets import OffsetTracker, WorkUnit
 from inflow.sinks.streams.retry import TIER_TOPICS, tier_of
-from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, StreamWorker
+from inflow.sinks.streams.worker import GROUP_OVERRIDES, RegistryBackoff, RegistryHolds, StreamWorker
 
 log = logging.getLogger(__name__)
 HOLD_LIMIT = 200  # parked batches held in memory per partition before its fetching pauses
@@ -76,19 +75,19 @@ class RetryLoop:
                 self.worker.check()
                 stream_paused = self.worker.pause_view().paused
                 messages = await consumer.consume(200, self._poll_timeout(stream_paused))
-                for index, msg in enumerate(messages):
+                held = RegistryHolds()
+                for msg in messages:
+                    if held and held.holds(msg):
+                        continue
                     try:
                         self._take(msg)
                     except RegistryError as exc:
-                        rewind(consumer, messages[index:])
-                        await self._registry.wait(exc, msg, stop)
-                        break
-                else:
-                    self._registry.reset()
+                        held.hold(msg, exc)
                 if not stream_paused:
                     self._dispatch()
                 self._apply_pauses(consumer, stream_paused)
                 consumer.commit(self.tracker.take_commits())
+                await held.wait(consumer, self._registry, stop)
         finally:
             if self.in_flight:
                 await asyncio.wait(self.in_flight, timeout=SHUTDOWN_GRACE_S)

@@ -15,9 +15,13 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from confluent_kafka import Message, TopicPartition
+
 from inflow.config.settings import KafkaSettings
+from inflow.kafka.consumer import TP, BatchConsumer
 from inflow.kafka.errors import KafkaFault, Kind
 from inflow.kafka.producer import KafkaProducer
+from inflow.schemas.exceptions import RegistryError
 from inflow.schemas.serde import AvroSerde
 from inflow.sinks.streams import metrics
 from inflow.sinks.streams.control import PauseView, pause_view
@@ -66,6 +70,38 @@ class RegistryBackoff:
             await asyncio.wait_for(stop.wait(), delay)
         except TimeoutError:
             pass
+
+
+class RegistryHolds:
+    """Partitions of one fetch whose next record waits for the schema registry (an outage: the record is
+    fine, it cannot be read yet). Their later records in the fetch are left alone and each is sought back
+    to its first waiting record; the other partitions' records, a really invalid one among them, go on."""
+
+    __slots__ = ("first", "failure")
+
+    def __init__(self) -> None:
+        self.first: dict[TP, int] = {}
+        self.failure: tuple[RegistryError, Message] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.first)
+
+    def holds(self, msg: Message) -> bool:
+        return (str(msg.topic()), int(msg.partition() or 0)) in self.first
+
+    def hold(self, msg: Message, exc: RegistryError) -> None:
+        self.first.setdefault((str(msg.topic()), int(msg.partition() or 0)), int(msg.offset() or 0))
+        if self.failure is None:
+            self.failure = (exc, msg)
+
+    async def wait(self, consumer: BatchConsumer, backoff: RegistryBackoff, stop: asyncio.Event) -> None:
+        """Seek the held partitions back and wait the backoff; without any, the backoff starts over."""
+        if self.failure is None:
+            backoff.reset()
+            return
+        for (topic, partition), offset in self.first.items():
+            consumer.client.seek(TopicPartition(topic, partition, offset))
+        await backoff.wait(*self.failure, stop)
 
 
 # A sink that died is noticed after 10 s (librdkafka's default is 45 s) so its partitions move on quickly;

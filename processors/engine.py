@@ -164,6 +164,24 @@ class EventRun:
     encode: Callable[..., bytes] | None  # its enriched events' encoder, the user's fields bound (or None)
 
 
+def run_seed(ws: str, record: dict[str, Any]) -> EventRun:
+    """A run a user record starts (see :meth:`LaneProcessor.next_event`): only the fields an event must
+    share with it are known; the event's own identifiers resolve its user (``slot`` None until then)."""
+    return EventRun(
+        ws,
+        None,  # type: ignore[arg-type]
+        record.get("customer_id"),
+        record.get("anonymous_id"),
+        record.get("user_identifiers"),
+        record.get("device_id"),
+        ("", ""),
+        {},
+        None,
+        b"",
+        None,
+    )
+
+
 class LaneProcessor:
     """Applies one record of one ``ingest.records`` partition to its state; returns what to publish."""
 
@@ -295,8 +313,11 @@ class LaneProcessor:
             self.state.discard()
             outputs = [self._rejection(record_name, record, exc)]
         else:
-            if record_name == "EventRecord" and slot is not None and len(outputs) == 1:
-                self.run = self._event_run(ws, slot, record, ids[0])
+            if len(outputs) == 1:
+                if record_name == "EventRecord" and slot is not None:
+                    self.run = self._event_run(ws, slot, record, ids[0])
+                elif record_name == "UserUpsert":  # a pack's profile update: its first event may run
+                    self.run = run_seed(ws, record)
         self.state.seen.put(seen, position or 1)
         return outputs
 
@@ -337,6 +358,20 @@ class LaneProcessor:
             encode,
         )
 
+    def _seeded_run(self, ws: str, record: dict[str, Any]) -> EventRun | None:
+        """The run of an event right after a user record with the same identifying fields: resolved as
+        :meth:`process` resolves it (identifiers, entry, index, pointers), for an existing local user."""
+        try:
+            ids, _ = self._identify("EventRecord", record, self.directory.rules(ws))
+            if not self.local(identifier_route(ws, *ids[0])):
+                return None
+            slot = self._follow(ws, self.state.identity.get(keys.identity_key(ws, *ids[0])))
+        except Rejection:
+            return None  # the general path rejects it with the reason
+        if slot is None or not self.local(slot):
+            return None
+        return self._event_run(ws, slot, record, ids[0])
+
     def next_event(self, record: dict[str, Any], position: list[int]) -> list[Output] | None:
         """The next event of a pack, applied with what the event before it resolved: the same outputs and
         state writes as :meth:`process` makes for it, without resolving its user again. None when the
@@ -345,7 +380,9 @@ class LaneProcessor:
 
         Between two events of one pack about one user only events are applied, which change neither the
         identity index, the profile (but for ``last_seen``, which sends the event to the general path) nor
-        the device book, so the previous event's resolution still holds."""
+        the device book, so the previous event's resolution still holds. After a user record (a Bulk
+        ``customer`` element, most packs' first record) the first event's user is resolved once from its
+        own identifiers, as :meth:`process` would, and the run goes on from there."""
         run = self.run
         if (
             run is None
@@ -360,6 +397,10 @@ class LaneProcessor:
         event_uuid = record.get("event_uuid")
         if not isinstance(event_uuid, str):
             return None
+        if run.slot is None:  # started by a user record: the event's identifiers name the user
+            run = self.run = self._seeded_run(run.ws, record)
+            if run is None:
+                return None
         ws, profile = run.ws, run.profile
         seen = keys.seen_key(ws, run.slot, event_uuid)
         marked = self.state.seen.get(seen)

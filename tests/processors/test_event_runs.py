@@ -88,7 +88,7 @@ def test_next_event_gives_what_the_general_path_gives(encoder: bool) -> None:
         general, general_state = processor(disabled)
         fast, fast_state = processor(disabled, encoder)
         assert (fast.enriched_events is not None) is encoder  # the compiled run encoder, not a fallback
-        reused, reasons = 0, set()
+        reused, seeded, reasons = 0, 0, set()
         for offset, items in enumerate(data):
             if offset == 200:
                 disabled.add("R")  # `inflow workspaces disable` in the middle: runs stop too
@@ -98,11 +98,13 @@ def test_next_event_gives_what_the_general_path_gives(encoder: bool) -> None:
                 position = [0, offset, index]
                 expected = general.process(name, dict(decoded), position)
                 general_state.stage()
+                after_user = fast.run is not None and fast.run.slot is None
                 got = fast.next_event(dict(decoded), position) if name == "EventRecord" else None
                 if got is None:
                     got = fast.process(name, dict(decoded), position)
                 else:
                     reused += 1
+                    seeded += after_user
                 fast_state.stage()
                 assert comparable(got) == comparable(expected), (seed, offset, index, name)
                 reasons |= {
@@ -111,6 +113,7 @@ def test_next_event_gives_what_the_general_path_gives(encoder: bool) -> None:
             general_state.flush()
             fast_state.flush()
         assert reused > 300  # the runs were taken, not only the general path
+        assert seeded > 20  # and runs started by a pack's user record
         assert {"event attributes_json is not v", "workspace disabled", "Fair usage policy"} <= reasons, (
             reasons
         )

@@ -5,6 +5,7 @@ Library code takes these objects as arguments. ``load_settings()`` is the one en
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +13,28 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def hostport(server: str) -> tuple[str, str]:
+    """``host:port`` (IPv6 in brackets, or a host alone) as (host, port); port may be empty."""
+    server = server.strip()
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        return host, rest.removeprefix(":")
+    if server.count(":") == 1:
+        host, _, port = server.partition(":")
+        return host, port
+    return server, ""  # a host alone (or a bare IPv6 address)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1); any other name may be another machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class KafkaSettings(BaseSettings):
@@ -42,6 +65,11 @@ class KafkaSettings(BaseSettings):
     schema_registry_url: str | None = Field(
         None, description="Confluent Schema Registry; when set, values use Confluent framing"
     )
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] | None = Field(
+        None,
+        description="producers' compression.type; unset: 'none' when every bootstrap server is on this "
+        "machine (loopback: nothing to save on the wire, ≈ 8 µs of CPU per event to spend), else 'lz4'",
+    )
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka ``dot.case`` keys shared by producers, consumers and admin clients."""
@@ -66,13 +94,18 @@ class KafkaSettings(BaseSettings):
             conf["socket.timeout.ms"] = self.socket_timeout_ms
         return conf
 
+    def loopback_only(self) -> bool:
+        """Every bootstrap server is on this machine (the embedded broker's default included)."""
+        hosts = [hostport(server)[0] for server in (self.bootstrap_servers or "127.0.0.1:9092").split(",")]
+        return all(is_loopback(host) for host in hosts)
+
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
         """Durable producer: acks=all and idempotence, batched for throughput."""
         conf = self.client_config() | {
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 5,
-            "compression.type": "lz4",
+            "compression.type": self.compression or ("none" if self.loopback_only() else "lz4"),
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": 1_000_000,
         }

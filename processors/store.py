@@ -46,6 +46,11 @@ class TableStore:
         # answers those without reading the files' blocks, however many days of marks are on disk.
         table.set_bloom_filter(10, False)
         options.set_block_based_table_factory(table)
+        # The same for the memtable, where the newest keys are: a miss there walked the skip list (2.0-2.3
+        # µs per lookup from Python against 0.5-0.8 with this filter, measured with 8 MB memtables and
+        # 300,000 seen marks); it costs a tenth of the memtable's size.
+        options.set_memtable_whole_key_filtering(True)
+        options.set_memtable_prefix_bloom_ratio(0.1)
         # Seen marks expire after the de-duplication window: RocksDB drops them at compaction.
         access = rocksdict.AccessType.read_write() if ttl_s is None else rocksdict.AccessType.with_ttl(ttl_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,13 @@ class ProcessorsWorker:
             stores,
             ChangelogRestorer(kafka, group),
             Publisher(
-                KafkaProducer(kafka, name="lanes", successes=False, **producing),
+                KafkaProducer(
+                    kafka,
+                    name="lanes",
+                    successes=False,
+                    batch_topics=[topic_names[short] for short in (INGEST, PROFILES, EVENTS, REJECTED)],
+                    **producing,
+                ),
                 serde,
                 topic_names,
                 processor.clock,

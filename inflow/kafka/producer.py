@@ -4,7 +4,8 @@
   produce order and a retried send is not written twice.
 - A record over the topic's size limit raises :class:`~inflow.kafka.errors.RecordTooLarge` *before* it is
   queued: the caller rejects that one record (rejected-records topic, error report, 4xx) and goes on, and
-  the broker never answers a whole batch with ``MSG_SIZE_TOO_LARGE``.
+  the broker never answers a whole batch with ``MSG_SIZE_TOO_LARGE`` (batches are kept under the smallest
+  limit of the producer's ``batch_topics``).
 - A full local queue is drained by polling, never dropped.
 - Delivery failures are classified once (:mod:`inflow.kafka.errors`) and raised as typed errors from
   :meth:`KafkaProducer.flush`, :meth:`KafkaProducer.send` and :meth:`KafkaProducer.send_many`.
@@ -54,22 +55,26 @@ class KafkaProducer:
         background: bool = False,
         topic_limits: bool = True,
         successes: bool = True,
+        batch_topics: Iterable[str] = (),
         **overrides: Any,
     ) -> None:
         """``background`` starts a thread that serves delivery reports (for asyncio callers);
         ``topic_limits`` looks up each topic's ``max.message.bytes`` once (else the client limit alone);
         ``successes=False``: librdkafka reports only failed deliveries (``delivery.report.only.error``),
         which saves a Python callback per record; failures are raised by :meth:`flush` as always, and
-        ``on_delivered`` / ``on_delivery`` are refused (they would never be called for a success)."""
+        ``on_delivered`` / ``on_delivery`` are refused (they would never be called for a success).
+        ``batch_topics``: the topics this producer mostly writes; their ``max.message.bytes`` is read now
+        and the producer's ``batch.size`` kept under the smallest (see :meth:`_fit_batches`)."""
         self.kafka = kafka
         self.name = name
         self.successes = successes
         self.max_bytes = int(overrides.get("message.max.bytes", CLIENT_MAX_BYTES))
-        if not successes:
-            overrides = overrides | {"delivery.report.only.error": True}
-        self._producer = new_producer(kafka, error_cb=self._on_error, **overrides)
         self._topic_limits = topic_limits
         self._limits: dict[str, int] = {}
+        if not successes:
+            overrides = overrides | {"delivery.report.only.error": True}
+        overrides = self._fit_batches(batch_topics, overrides)
+        self._producer = new_producer(kafka, error_cb=self._on_error, **overrides)
         self._errors: list[KafkaError] = []
         self.last_error: str | None = None
         self.fatal: KafkaFault | None = None
@@ -80,6 +85,23 @@ class KafkaProducer:
             self._thread.start()
 
     # --- size -------------------------------------------------------------------------------------
+    def _fit_batches(self, topics: Iterable[str], overrides: dict[str, Any]) -> dict[str, Any]:
+        """The broker applies a topic's ``max.message.bytes`` to a whole record batch: records that each
+        fit are refused together (``MSG_SIZE_TOO_LARGE``) when librdkafka batches more of them than the
+        topic takes (without compression, or with data that does not compress). So the batches stay
+        under the smallest limit of the producer's main topics. A limit lowered later is read when the
+        component restarts (until then the records that each fit may be refused as too large, never lost
+        without a report)."""
+        limits = [self._topic_limit(topic) for topic in topics]
+        if not limits:
+            return overrides
+        batch = int(overrides.get("batch.size", self.kafka.producer_config()["batch.size"]))
+        fitting = min(limits) - RECORD_OVERHEAD
+        if 0 < fitting < batch:
+            log.info("%s: batches of at most %d bytes (a topic's max.message.bytes)", self.name, fitting)
+            return overrides | {"batch.size": fitting}
+        return overrides
+
     def limit(self, topic: str) -> int:
         """The largest key + value this producer accepts for ``topic`` (client and topic limits)."""
         limit = self._limits.get(topic)

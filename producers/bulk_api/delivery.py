@@ -43,7 +43,11 @@ class GatewayDelivery:
         self.kafka = kafka
         self.timeout_ms = timeout_ms
         self.producer = KafkaProducer(
-            kafka, name="gateway", background=True, **({"message.timeout.ms": timeout_ms} | overrides)
+            kafka,
+            name="gateway",
+            background=True,
+            batch_topics=[kafka.topic(PACKED)],
+            **({"message.timeout.ms": timeout_ms} | overrides),
         )
         self._topics: dict[str, str] = {}
         self._packs = PackEncoder(serde or AvroSerde(), kafka.topic(PACKED))

@@ -112,7 +112,8 @@ def row_producer(kafka: KafkaSettings) -> KafkaProducer:
         "queue.buffering.max.kbytes": 65_536,
         "queue.buffering.max.messages": 200_000,
     }
-    return KafkaProducer(kafka, name="s3-import", **queue)
+    topics = sorted({kafka.topic(topic) for topic in TOPIC_BY_TYPE.values()})
+    return KafkaProducer(kafka, name="s3-import", batch_topics=topics, **queue)
 
 
 def flush_rows(out: KafkaProducer) -> None:

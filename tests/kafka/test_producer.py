@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 import pytest
@@ -61,6 +62,28 @@ def test_record_over_the_topic_limit_is_refused_before_sending_and_the_rest_goes
     assert caught.value.kind is Kind.TOO_LARGE and caught.value.topic == topic
     assert caught.value.size == 30_001 and caught.value.limit == 20000 - RECORD_OVERHEAD
     assert _read(consumer_factory([topic]), 2) == [(b"a", b"small"), (b"c", b"small too")]
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+def test_records_that_each_fit_a_small_topic_limit_are_never_refused_together(
+    kafka_settings: KafkaSettings,
+    topic_factory: Callable[..., str],
+    consumer_factory: Callable[..., Consumer],
+    compression: str,
+) -> None:
+    """The broker applies max.message.bytes to a whole batch: twenty incompressible records of 3 KB under
+    a 4,000-byte limit, queued at once, would be refused together without batches fitted to the topic."""
+    topic = topic_factory(config={"max.message.bytes": "4000"})
+    settings = kafka_settings.model_copy(update={"compression": compression})
+    producer = KafkaProducer(settings, name="t", batch_topics=[topic], **{"linger.ms": 50})
+    values = [os.urandom(3000) for _ in range(20)]
+    try:
+        for n, value in enumerate(values):
+            producer.produce(topic, value, b"k%d" % n)
+        producer.flush(30)
+    finally:
+        producer.close()
+    assert _read(consumer_factory([topic]), 20) == [(b"k%d" % n, v) for n, v in enumerate(values)]
 
 
 def test_client_limit_applies_to_topics_with_a_larger_limit(

@@ -92,7 +92,10 @@ class KafkaProducer:
         under the smallest limit of the producer's main topics. A limit lowered later is read when the
         component restarts (until then the records that each fit may be refused as too large, never lost
         without a report)."""
-        limits = [self._topic_limit(topic) for topic in topics]
+        limits = []
+        for topic in topics:
+            limits.append(self._topic_limit(topic))
+            self._limits[topic] = min(self.max_bytes, limits[-1]) - RECORD_OVERHEAD  # as limit() would
         if not limits:
             return overrides
         batch = int(overrides.get("batch.size", self.kafka.producer_config()["batch.size"]))

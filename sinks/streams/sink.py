@@ -94,11 +94,13 @@ class StreamSink:
             await loop.run_in_executor(executor, control.close)
             executor.shutdown(wait=False)
             raise
-        producer = KafkaProducer(self.kafka, name="streams", background=True)
+        # Each parking topic's size limit is looked up once here (in a thread, not on the event loop), and
+        # the producer's batches kept under the smallest.
+        parking = [self.kafka.topic(short) for short in (*TIER_TOPICS, DLQ_TOPIC)]
+        producer = await loop.run_in_executor(
+            None, lambda: KafkaProducer(self.kafka, name="streams", background=True, batch_topics=parking)
+        )
         try:
-            # Each parking topic's size limit is looked up once here, not on the event loop mid-delivery.
-            for short in (*TIER_TOPICS, DLQ_TOPIC):
-                await loop.run_in_executor(None, producer.limit, self.kafka.topic(short))
             while not stop.is_set():
                 if producer.fatal is not None:
                     raise producer.fatal

@@ -974,8 +974,12 @@ class LaneProcessor:
         in tests/processors/test_event_runs.py); its ``record`` holds only what counts and logs read."""
         fields = self._event_fields(record, run.profile, run.device, event_ms)
         value = run.encode(**fields)  # type: ignore[misc]
-        about = {k: fields[k] for k in ("event_uuid", "event_code")}
-        about |= {"workspace_id": run.ws, "uid": run.profile["uid"]}
+        about = {
+            "event_uuid": fields["event_uuid"],
+            "event_code": fields["event_code"],
+            "workspace_id": run.ws,
+            "uid": run.profile["uid"],
+        }
         return Output(EVENTS, run.key, "EnrichedEvent", about, encoded=value)
 
     def _event_fields(

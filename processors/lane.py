@@ -57,7 +57,7 @@ from inflow.processors.collection import Collector
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
-from inflow.processors.outputs import OUTCOMES, PROFILES, REJECTED, Output
+from inflow.processors.outputs import EVENTS, OUTCOMES, PROFILES, REJECTED, Output
 from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.reading import IngestReader
 from inflow.processors.settings import WorkerSettings
@@ -422,7 +422,6 @@ class LaneAgent:
                 # The event after an event of the same user: its resolution is reused (next_event).
                 outputs = processor.next_event(record, position)
                 if outputs is not None:
-                    self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
                     self._publish_event(partition, offset, record, position, outputs)
                     continue
             self._apply_decoded(partition, offset, item, position, None, record_name, record)
@@ -433,6 +432,7 @@ class LaneAgent:
         """:meth:`_publish` for what :meth:`LaneProcessor.next_event` made, shortened for its usual
         result: one enriched event, whose only state write is its seen mark."""
         if len(outputs) != 1 or outputs[0].raw is not None:
+            self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
             return
         output = outputs[0]
@@ -446,10 +446,15 @@ class LaneAgent:
             or index.pending
             or any(len(mark) > self._seen_room() for mark in seen.pending)
         ):  # the general path checks, and rejects what is too large
+            self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
             return
         self.publisher.send(output, encoded, checked=True)
-        self.counts.output(output)
+        if output.topic == EVENTS:
+            self.counts.event(str(record.get("workspace_id")))
+        else:
+            self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
+            self.counts.output(output)
         seen.stage()
 
     def _seen_room(self) -> int:
@@ -665,6 +670,13 @@ class Counts:
     def record(self, workspace: str, record_name: str) -> None:
         key = (workspace, self.TYPES.get(record_name, "other"))
         self.applied[key] = self.applied.get(key, 0) + 1
+
+    def event(self, workspace: str) -> None:
+        """:meth:`record` and :meth:`output` of an event applied as usual (one enriched event out)."""
+        key = (workspace, "event")
+        self.applied[key] = self.applied.get(key, 0) + 1
+        key = (workspace, EVENTS)
+        self.outputs[key] = self.outputs.get(key, 0) + 1
 
     def output(self, output: Output) -> None:
         workspace = str(output.record.get("workspace_id") or "")

@@ -117,8 +117,10 @@ def encode_position(value: Any) -> bytes:
     """A seen mark's value (its record's position ``[partition, offset, index]``) as JSON, written by hand:
     a batch writes one per event and keeps them all until its changelog is sent, and orjson's result
     (a 1 KB buffer shrunk to fit) made that ≈ 2.8 µs per mark against ≈ 0.9 µs for this."""
-    if type(value) is list and len(value) == 3 and all(type(n) is int for n in value):
-        return b"[%d,%d,%d]" % (value[0], value[1], value[2])
+    if type(value) is list and len(value) == 3:
+        a, b, c = value
+        if type(a) is int and type(b) is int and type(c) is int:
+            return b"[%d,%d,%d]" % (a, b, c)
     return jsoncodec.dumps_bytes(value)
 
 

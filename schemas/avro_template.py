@@ -254,6 +254,7 @@ class SplicedRecord:
         self._bound_encoders = tuple(encoders[n] for n in self.bound)
         self._layout = layout
         self._names = tuple(names)  # the varying fields in the schema's order
+        self.order = self._names  # the order a bound encoder takes them in by position
         self._encoders = tuple(encoders[n] for n in names)
         self.fast = all(e is not None for e in encoders.values()) and all(map(_parameter_name, names))
         if self.fast:
@@ -308,7 +309,7 @@ def _compile(
     """``make(*runs) -> encode``: one ``b"".join`` of the constant runs and the fields' encodings, with
     strings and union branches inlined (generated once per record type: no per-field loop, few calls).
 
-    ``encode(*, name=value, ...)`` takes the fields ``names`` as keyword-only arguments; with ``defaults``
+    ``encode(name=value, ...)`` takes the fields ``names`` by name or in their order; with ``defaults``
     it is ``encode(record)`` and reads them from a mapping instead (a field in ``defaults`` may be absent).
     With ``memo`` each ``make`` call's encoder keeps the encodings of its integer (long, int,
     timestamp-millis) values in a dict of its own, at most ``MEMO_SIZE`` of them: the records of one
@@ -344,7 +345,7 @@ def _compile(
     parts.append(f"__c{len(names)}")
     consts = ", ".join(f"__c{i}" for i in range(len(names) + 1))
     if defaults is None:
-        head = f"    def encode(*, {', '.join(names)}):\n" if names else "    def encode():\n"
+        head = f"    def encode({', '.join(names)}):\n"  # by name, or by position in the schema's order
     else:
         head = "    def encode(__r):\n"
         for i, name in enumerate(names):

@@ -28,14 +28,21 @@ OFFSET_KEY = b"\x00inflow\x00changelog-offset"
 class TableStore:
     """One table of one lane partition: its RocksDB database and the batch's writes not yet persisted."""
 
-    def __init__(self, path: Path, write_buffer_bytes: int, block_cache_bytes: int, ttl_s: int | None):
+    def __init__(
+        self,
+        path: Path,
+        write_buffer_bytes: int,
+        block_cache_bytes: int,
+        ttl_s: int | None,
+        memtable_filter: bool = True,  # False: only for bench/rocksdb_lookup_bench.py's baseline
+    ):
         self.path = path
-        self._options = (write_buffer_bytes, block_cache_bytes, ttl_s)
+        self._options = (write_buffer_bytes, block_cache_bytes, ttl_s, memtable_filter)
         self._pending: dict[bytes, bytes | None] = {}
         self.db = self._open()
 
     def _open(self) -> rocksdict.Rdict:
-        write_buffer_bytes, block_cache_bytes, ttl_s = self._options
+        write_buffer_bytes, block_cache_bytes, ttl_s, memtable_filter = self._options
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_write_buffer_size(write_buffer_bytes)
@@ -46,11 +53,12 @@ class TableStore:
         # answers those without reading the files' blocks, however many days of marks are on disk.
         table.set_bloom_filter(10, False)
         options.set_block_based_table_factory(table)
-        # The same for the memtable, where the newest keys are: a miss there walked the skip list (2.0-2.3
-        # µs per lookup from Python against 0.5-0.8 with this filter, measured with 8 MB memtables and
-        # 300,000 seen marks); it costs a tenth of the memtable's size.
-        options.set_memtable_whole_key_filtering(True)
-        options.set_memtable_prefix_bloom_ratio(0.1)
+        # The same for the memtable, where the newest keys are: a miss there walked the skip list (5-8 µs
+        # per lookup from Python against 0.8-1.8 with this filter: bench/rocksdb_lookup_bench.py); the
+        # filter costs a tenth of the memtable's size.
+        if memtable_filter:
+            options.set_memtable_whole_key_filtering(True)
+            options.set_memtable_prefix_bloom_ratio(0.1)
         # Seen marks expire after the de-duplication window: RocksDB drops them at compaction.
         access = rocksdict.AccessType.read_write() if ttl_s is None else rocksdict.AccessType.with_ttl(ttl_s)
         self.path.parent.mkdir(parents=True, exist_ok=True)

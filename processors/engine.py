@@ -111,6 +111,8 @@ def now_ms() -> int:
 
 def to_ms(value: Any) -> int:
     """Avro timestamp-millis values arrive as aware datetimes (fastavro) or epoch ms."""
+    if type(value) is int:  # the compiled readers' (most calls)
+        return value
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
     return int(value)

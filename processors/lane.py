@@ -112,6 +112,7 @@ class LaneAgent:
         # deliveries are followed one by one, the outputs' only for failures (see KafkaProducer).
         # (not ``changelog_producer or ...``: a KafkaProducer with nothing queued has len() 0)
         self.producer = publisher.producer if changelog_producer is None else changelog_producer
+        self._mark_room: int | None = None  # the longest seen-mark key (see _seen_room), once known
         self.serde = serde
         self.reader = IngestReader(serde)  # timestamps as epoch ms (the engine's unit), no datetimes
         self.owned: set[int] = set()  # lane partitions assigned to this worker
@@ -438,13 +439,16 @@ class LaneAgent:
         output = outputs[0]
         encoded = topic, key, value = self.publisher.encode(output)
         identity, users, devices, index, seen = self.state.tables
+        room = self._mark_room
+        if room is None:
+            room = self._mark_room = self._seen_room()
         if (
             len(key) + len(value or b"") > self.producer.limit(topic)
             or identity.pending
             or users.pending  # a Fair Usage block lapsed: its deletion
             or devices.pending
             or index.pending
-            or any(len(mark) > self._seen_room() for mark in seen.pending)
+            or (seen.pending and max(map(len, seen.pending)) > room)
         ):  # the general path checks, and rejects what is too large
             self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)

@@ -57,7 +57,7 @@ from inflow.processors.collection import Collector
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
-from inflow.processors.outputs import EVENTS, OUTCOMES, PROFILES, REJECTED, Output
+from inflow.processors.outputs import OUTCOMES, PROFILES, REJECTED, Output
 from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.reading import IngestReader
 from inflow.processors.settings import WorkerSettings
@@ -423,6 +423,7 @@ class LaneAgent:
                 # The event after an event of the same user: its resolution is reused (next_event).
                 outputs = processor.next_event(record, position)
                 if outputs is not None:
+                    self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
                     self._publish_event(partition, offset, record, position, outputs)
                     continue
             self._apply_decoded(partition, offset, item, position, None, record_name, record)
@@ -433,38 +434,32 @@ class LaneAgent:
         """:meth:`_publish` for what :meth:`LaneProcessor.next_event` made, shortened for its usual
         result: one enriched event, whose only state write is its seen mark."""
         if len(outputs) != 1 or outputs[0].raw is not None:
-            self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
             return
         output = outputs[0]
         encoded = topic, key, value = self.publisher.encode(output)
         identity, users, devices, index, seen = self.state.tables
-        room = self._mark_room
-        if room is None:
-            room = self._mark_room = self._seen_room()
         if (
             len(key) + len(value or b"") > self.producer.limit(topic)
             or identity.pending
             or users.pending  # a Fair Usage block lapsed: its deletion
             or devices.pending
             or index.pending
-            or (seen.pending and max(map(len, seen.pending)) > room)
+            or (seen.pending and max(map(len, seen.pending)) > self._seen_room())
         ):  # the general path checks, and rejects what is too large
-            self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
             self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
             return
         self.publisher.send(output, encoded, checked=True)
-        if output.topic == EVENTS:
-            self.counts.event(str(record.get("workspace_id")))
-        else:
-            self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
-            self.counts.output(output)
+        self.counts.output(output)
         seen.stage()
 
     def _seen_room(self) -> int:
-        """The longest seen-mark key its changelog takes (see :meth:`_too_large`)."""
-        topic = self.changelogs[SEEN]
-        return self.producer.limit(topic) - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
+        """The longest seen-mark key its changelog takes (see :meth:`_too_large`); worked out once, as the
+        producer reads a topic's limit once."""
+        if self._mark_room is None:
+            limit = self.producer.limit(self.changelogs[SEEN])
+            self._mark_room = limit - bundles.KEY_ROOM - bundles.OVERHEAD - MAX_SEEN_VALUE
+        return self._mark_room
 
     def _apply_decoded(
         self,
@@ -674,13 +669,6 @@ class Counts:
     def record(self, workspace: str, record_name: str) -> None:
         key = (workspace, self.TYPES.get(record_name, "other"))
         self.applied[key] = self.applied.get(key, 0) + 1
-
-    def event(self, workspace: str) -> None:
-        """:meth:`record` and :meth:`output` of an event applied as usual (one enriched event out)."""
-        key = (workspace, "event")
-        self.applied[key] = self.applied.get(key, 0) + 1
-        key = (workspace, EVENTS)
-        self.outputs[key] = self.outputs.get(key, 0) + 1
 
     def output(self, output: Output) -> None:
         workspace = str(output.record.get("workspace_id") or "")

@@ -92,14 +92,11 @@ class KafkaProducer:
         under the smallest limit of the producer's main topics. A limit lowered later is read when the
         component restarts (until then the records that each fit may be refused as too large, never lost
         without a report)."""
-        limits = []
-        for topic in topics:
-            limits.append(self._topic_limit(topic))
-            self._limits[topic] = min(self.max_bytes, limits[-1]) - RECORD_OVERHEAD  # as limit() would
+        limits = [self.limit(topic) for topic in topics]  # looked up now, and kept for the size checks
         if not limits:
             return overrides
         batch = int(overrides.get("batch.size", self.kafka.producer_config()["batch.size"]))
-        fitting = min(limits) - RECORD_OVERHEAD
+        fitting = min(limits)
         if 0 < fitting < batch:
             log.info("%s: batches of at most %d bytes (a topic's max.message.bytes)", self.name, fitting)
             return overrides | {"batch.size": fitting}

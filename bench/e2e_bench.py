@@ -66,6 +66,7 @@ from bench.pipeline import (
     gateway_healthy,
     inflow_env,
     load_average,
+    machine_cpu,
     start_local_kafka,
     stop_all,
     wait_until,
@@ -359,9 +360,11 @@ def run_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         t0 = time.monotonic()
         tw, te = t0 + args.warmup, t0 + args.seconds
         cpu: dict[str, list[float]] = {}
+        machine: list[dict[str, float]] = []
 
         async def sample_cpu_at(t: float) -> None:
             await asyncio.sleep(max(0.0, t - time.monotonic()))
+            machine.append(machine_cpu())
             for name, pid in pids.items():
                 cpu.setdefault(name, []).append(cpu_seconds(pid, tree=name not in ("load generator",)))
 
@@ -396,6 +399,7 @@ def run_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         times.frombytes(parent.recv_bytes())
         receiver.join(30)
         result |= figures(args, load.result, stats, ids, times, tw, min(te, te_actual), cpu, sampler)
+        result["machine"] = machine_use(machine, result["cpu"], te - tw)
         if args.profile_worker:
             result["profile"] = summarize_py_spy(work / "worker1.pyspy")
             if args.py_spy_out and (work / "worker1.pyspy").exists():
@@ -427,6 +431,24 @@ def run_pipeline(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             drop_topics(kafka)
         if own_kafka is not None:
             own_kafka.stop()
+
+
+def machine_use(
+    samples: list[dict[str, float]], cpu: dict[str, dict[str, float]], window: float
+) -> dict[str, float]:
+    """The whole machine over the window, in cores: busy, steal (the hypervisor's, for other guests) and
+    the busy time of processes that are neither the pipeline nor the bench (``other``). On a shared VM
+    this is why two runs of the same code differ: a slow run shows steal or other work, not slower code."""
+    if len(samples) != 2:
+        return {}
+    delta = {k: samples[1][k] - samples[0][k] for k in samples[0]}
+    ours = sum(v["cpu_s"] for n, v in cpu.items() if n != "workers (all)")
+    return {
+        "busy_cores": delta["busy"] / window,
+        "steal_cores": delta["steal"] / window,
+        "idle_cores": delta["idle"] / window,
+        "other_cores": max(0.0, delta["busy"] - ours) / window,
+    }
 
 
 def figures(
@@ -661,6 +683,14 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> str:
     ]
     for name, v in r["cpu"].items():
         lines.append(f"| {name} | {v['cpu_s']:.1f} | {v['cores']:.2f} | {v['us_per_event']:.1f} |")
+    m = r.get("machine") or {}
+    if m:
+        lines += [
+            "",
+            f"machine in the window: busy {m['busy_cores']:.2f} cores"
+            f" (other processes {m['other_cores']:.2f}), idle {m['idle_cores']:.2f},"
+            f" stolen by the hypervisor {m['steal_cores']:.2f}",
+        ]
     lines += [
         "",
         "| consumer group | lag at start of window | at end | mean | peak |",

@@ -100,6 +100,19 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def machine_cpu() -> dict[str, float]:
+    """Seconds of CPU the whole machine spent since boot (``/proc/stat``): busy (user, nice, system, irq,
+    softirq), idle (with iowait) and steal (taken by the hypervisor for other guests: not ours to use)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "busy": (user + nice + system + irq + softirq) / tick,
+        "idle": (idle + iowait) / tick,
+        "steal": steal / tick,
+    }
+
+
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 

@@ -991,8 +991,9 @@ class LaneProcessor:
         """The EnrichedEvent fields an event writes itself, in :data:`RUN_VARYING`'s order (a tuple: a
         run's encoder takes them by position, cheaper than by name); its user's fields are bound."""
         code = record["action"]
+        text = record.get("attributes_json") or "{}"
         try:
-            attributes = jsoncodec.loads(record.get("attributes_json") or "{}")
+            attributes, standard = jsoncodec.loads_standard(text)
         except ValueError as exc:
             raise Rejection(f"event attributes_json is not valid JSON: {exc}") from exc
         if not isinstance(attributes, dict):
@@ -1001,9 +1002,13 @@ class LaneProcessor:
         push_id = email_id = mobile_number = None
         if known is None:
             name, kind = code, USER_ACTION_EVENT
+            # A user's own event keeps its attributes as they were written (the gateway and the importer
+            # write compact JSON, so this is what writing them again would give, without its cost).
+            attributes_json = text if standard else jsoncodec.dumps(attributes)
         else:
             name, via, kind = known[0], known[1], CAMPAIGN_EVENT
             attributes = {k: v for k, v in attributes.items() if k not in UNSUPPORTED_CAMPAIGN_ATTRIBUTES}
+            attributes_json = jsoncodec.dumps(attributes)
             if via == "Push":
                 push_id = _first(attributes.get("push_id"), (device or {}).get("push_id"))
             elif via == "Email":
@@ -1016,7 +1021,7 @@ class LaneProcessor:
             code,
             event_ms // 1000,
             kind,
-            jsoncodec.dumps(attributes),
+            attributes_json,
             push_id,
             email_id,
             mobile_number,

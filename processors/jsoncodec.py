@@ -19,6 +19,17 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def loads_standard(text: str | bytes) -> tuple[Any, bool]:
+    """The value and whether ``text`` is standard JSON (orjson read it). Standard text can be passed on as
+    it is, and should be: it says exactly what was sent (an integer beyond 64 bits is read as a float, and
+    writing that again would round it). Text only the standard library reads (NaN, Infinity) is not
+    standard: write the value again (orjson makes NaN ``null``)."""
+    try:
+        return orjson.loads(text), True
+    except orjson.JSONDecodeError:
+        return json.loads(text), False
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text (UTF-8 characters kept as they are)."""
     return dumps_bytes(value).decode()

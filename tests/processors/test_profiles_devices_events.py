@@ -9,8 +9,10 @@ import pytest
 from inflow.config.file import WorkspaceConfig
 from inflow.processors import keys
 from inflow.processors.devices import MAX_DEVICES_PER_USER
+from inflow.processors.engine import LaneProcessor, enriched_events
 from inflow.processors.routing import identifier_route
-from inflow.processors.workspaces import IdentityRules, rules_from_config
+from inflow.processors.state import State
+from inflow.processors.workspaces import IdentityRules, IdentityRulesDirectory, rules_from_config
 from tests.processors import records as r
 from tests.processors.conftest import Lane, attrs
 
@@ -234,3 +236,47 @@ def test_replayed_message_is_applied_again_but_an_upstream_duplicate_is_dropped(
     lane.state.flush()
     # the same event_uuid in another lane message (a client retry): dropped
     assert lane.processor.process(name, decoded, [2, 41, 0]) == []
+
+
+@pytest.mark.parametrize(
+    ("written", "published"),
+    [
+        # standard JSON is passed on as it was written, spacing and all (the gateway writes it compact)
+        ('{"plan": "gold", "n": [1, 2]}', '{"plan": "gold", "n": [1, 2]}'),
+        # an integer beyond 64 bits would be rounded to a float if it were written again
+        ('{"n":123456789012345678901234567890}', '{"n":123456789012345678901234567890}'),
+        # NaN is not JSON: the event's attributes are written again, NaN as null
+        ('{"x":NaN,"y":1}', '{"x":null,"y":1}'),
+    ],
+)
+def test_a_users_own_event_keeps_its_attributes_text(lane: Lane, written: str, published: str):
+    serde = lane.serde
+    processor = LaneProcessor(
+        State.in_memory(),
+        IdentityRulesDirectory([WorkspaceConfig(id="W")]),
+        enriched_events=enriched_events(serde, None),  # a run's events through its bound encoder
+    )
+    first, second = r.event("W", "txt", "Song Played"), r.event("W", "txt", "Song Played", at=1)
+    first["attributes_json"] = second["attributes_json"] = written
+    texts = []
+    for index, record in enumerate((r.user("W", "txt"), first, second)):
+        name, decoded = serde.decode(serde.encode("EventRecord" if index else "UserUpsert", record))
+        position = [0, 0, index]
+        outputs = processor.next_event(decoded, position) if index == 2 else None
+        assert outputs is not None or index < 2  # the second event is taken by the first one's run
+        outputs = outputs or processor.process(name, decoded, position)
+        processor.state.stage()
+        for output in outputs:
+            if output.topic == "events":
+                event = serde.decode(output.encoded)[1] if output.encoded else output.record
+                texts.append(event["event_attributes_json"])
+    assert texts == [published, published]
+
+
+def test_event_attributes_that_are_not_a_json_object_are_rejected(lane: Lane):
+    lane.feed("UserUpsert", r.user("W", "bad"))
+    for text, reason in (("[1, 2]", "must be a JSON object"), ('{"a":', "is not valid JSON")):
+        record = r.event("W", "bad", "Song Played")
+        record["attributes_json"] = text
+        (rejection,) = lane.rejected(lane.feed("EventRecord", record))
+        assert reason in rejection["reason"]

@@ -16,9 +16,11 @@ Progress is state of the partition: a key of its identity table (``META_PREFIX``
 identifiers it has indexed per workspace and, per running job, the last profile key scanned. It is written
 with the step's other state changes, after the step's outputs (claims, snapshots) are on the broker
 (``processors.lane``), so a restart or a rebalance resumes the scan where the last committed step ended;
-a step replayed after a crash claims again, which changes nothing. Progress is also announced on the
-compacted ``control.backfill`` topic (key ``<workspace>|<identifier>|<partition>``, JSON), which
-``inflow identity backfill status`` reads, and on the worker's Prometheus gauges.
+a step replayed after a crash claims again, which changes nothing. When a growth of ``ingest.records``
+moves profiles onto a partition, its scans start again from the first profile (:func:`scan_again`).
+Progress is also announced on the compacted ``control.backfill`` topic (key
+``<workspace>|<identifier>|<partition>``, JSON), which ``inflow identity backfill status`` reads, and on the
+worker's Prometheus gauges.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from inflow.processors.exceptions import Rejection
 from inflow.processors.identity import as_identifier
 from inflow.processors.outputs import Output
 from inflow.processors.requests import is_erased
+from inflow.processors.state import State
 from inflow.processors.workspaces import CUSTOMER_ID, IdentityRules
 
 META_PREFIX = b"\x00inflow\x00backfill\x00"
@@ -183,6 +186,17 @@ class Backfill:
         wm.BACKFILL_RUNNING.clear()
         for (ws, name), n in running.items():
             wm.BACKFILL_RUNNING.labels(ws, name).set(n)
+
+
+def scan_again(state: State, partition: int) -> None:
+    """Profiles moved onto ``partition`` (a growth of ``ingest.records``, :mod:`processors.growth`): its scans
+    start again from the first profile, for every identifier it had indexed or was indexing. Without this,
+    a profile that arrived behind a running scan, or after the scan had ended, would never be indexed (its
+    old partition had not reached it yet). Scanning a profile again is cheap and changes nothing: one that
+    claimed its value already is skipped."""
+    meta = _meta(state.identity.get(meta_key(partition)))
+    if meta["known"] or meta["jobs"]:
+        state.identity.put(meta_key(partition), {"known": {}, "jobs": []})
 
 
 def identifier_value(profile: dict[str, Any], name: str) -> str | None:

@@ -144,12 +144,16 @@ def _message(kind: str, header: dict[str, Any], target: int) -> Output:
     return Output(INGEST, b"", PROTOCOL, {"kind": kind}, partition=target, raw=protocol.encode(kind, header))
 
 
-def on_move(state: State, partition: int, header: dict[str, Any], payload: bytes) -> None:
+def on_move(state: State, partition: int, header: dict[str, Any], payload: bytes) -> bool:
+    """Apply a MOVE; True when it brought profiles (the partition's identifier backfill must see them)."""
     current = meta(state, partition) or {}
     if header["frm"] in current.get("marks", {}).get(str(header["epoch"]), []):
-        return  # a copy sent again after a crash: this partition has all of it already
+        return False  # a copy sent again after a crash: this partition has all of it already
+    profiles = False
     for index, key, raw in protocol.unpack_writes(payload):
         state.tables[index].put(key, jsoncodec.loads(raw))
+        profiles = profiles or index == USERS
+    return profiles
 
 
 def on_mark(state: State, partition: int, header: dict[str, Any]) -> bool:

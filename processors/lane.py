@@ -50,7 +50,7 @@ from inflow.kafka.consumer import BatchConsumer, next_offsets
 from inflow.kafka.errors import RecordTooLarge
 from inflow.kafka.producer import KafkaProducer
 from inflow.observability import worker_metrics as wm
-from inflow.processors import bundles, growth, jsoncodec, protocol
+from inflow.processors import backfill, bundles, growth, jsoncodec, protocol
 from inflow.processors.backfill import Backfill
 from inflow.processors.changelog import ChangelogRestorer
 from inflow.processors.collection import Collector
@@ -372,7 +372,8 @@ class LaneAgent:
             self._apply_record(partition, offset, message.payload, position, message.header.get("slot"))
             return False
         if message.kind == protocol.MOVE:
-            growth.on_move(self.state, partition, message.header, message.payload)
+            if growth.on_move(self.state, partition, message.header, message.payload):
+                backfill.scan_again(self.state, partition)
             self.state.stage()
             return False
         if message.kind == protocol.MARK:

@@ -7,7 +7,7 @@ import random
 from collections import deque
 from typing import Any
 
-from inflow.processors import growth, protocol
+from inflow.processors import backfill, growth, protocol
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.outputs import Output
 from inflow.processors.routing import identifier_route, partition_of
@@ -66,8 +66,9 @@ class Cluster:
             if message.kind == protocol.FORWARD:
                 name, record = SERDE.decode(message.payload)
                 outputs = processor.process(name, record, position, message.payload, message.header["slot"])
-            elif message.kind == protocol.MOVE:
-                growth.on_move(self.states[partition], partition, message.header, message.payload)
+            elif message.kind == protocol.MOVE:  # as the lane applies it (processors.lane)
+                if growth.on_move(self.states[partition], partition, message.header, message.payload):
+                    backfill.scan_again(self.states[partition], partition)
                 outputs = []
             elif message.kind == protocol.MARK:
                 growth.on_mark(self.states[partition], partition, message.header)

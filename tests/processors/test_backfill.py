@@ -10,7 +10,7 @@ from typing import Any
 from inflow.processors.backfill import Backfill, identifier_value, meta_key
 from inflow.processors.workspaces import IdentityRulesDirectory
 from tests.processors import records as r
-from tests.processors.cluster import Cluster
+from tests.processors.cluster import Cluster, grow
 
 WS = "B"
 
@@ -109,3 +109,40 @@ def test_identifier_value_reads_the_attribute_or_its_standard_key() -> None:
     assert identifier_value(profile, "n") == "5"  # identifiers are strings
     assert identifier_value(profile, "moe_mobile") == "+1"
     assert identifier_value({"attributes": {"email": "  "}, "identifiers": {}}, "email") is None  # blank
+
+
+def test_profiles_moved_by_a_growth_onto_a_partition_that_finished_its_scan_are_indexed() -> None:
+    """A growth moves profiles onto old partitions too: one whose scan had already ended (or passed their
+    keys) scans again, so the profiles that arrive are indexed and users sharing a value still merge."""
+    listed: dict[str, tuple[str, ...]] = {WS: ()}
+    cluster, backfills = cluster_with(listed, partitions=2)
+    for i in range(40):
+        email = "twin@x.io" if i in (0, 1) else f"u{i}@x.io"  # two users with one e-mail: a merge
+        cluster.send("UserUpsert", r.user(WS, f"c{i}", at=i + 1, attributes={"email": email}))
+    cluster.run()
+    listed[WS] = ("email",)
+    # Partition 1 finishes its scan; partition 0 has not stepped yet when the topic grows.
+    for _ in range(100):
+        cluster.processors[1].at(1, cluster.n)
+        for output in backfills[1].step(1):
+            if output.raw is not None and output.partition is not None:
+                cluster.logs[output.partition].append(output.raw)
+            elif output.topic != "control.backfill":
+                cluster.outputs.append(output)
+        cluster.states[1].flush()
+        cluster.run()
+        if not (cluster.states[1].identity.get(meta_key(1)) or {}).get("jobs"):
+            break
+    moved = {key for key in cluster.states[0].users.backing if not key.startswith(b"\x00")}
+    grow(cluster, 3)
+    cluster.run()
+    arrived_at_1 = moved & set(cluster.states[1].users.backing)
+    assert arrived_at_1, "the seed moves no profile from partition 0 to partition 1: pick other users"
+    backfills.append(Backfill(cluster.processors[2], lambda: [WS], batch=2, clock=backfills[0].clock))
+    backfill_until_done(cluster, backfills)
+    live = {p["customer_id"]: p for p in cluster.live_users().values()}
+    assert len(live) == 39  # c0 and c1 merged, wherever the growth put them
+    assert all(
+        p["identifiers"] == {"email": "twin@x.io" if c in ("c0", "c1") else f"u{c[1:]}@x.io"}
+        for c, p in live.items()
+    )

@@ -164,6 +164,7 @@ class EventRun:
     device: dict[str, Any] | None
     key: bytes  # of its enriched events
     encode: Callable[..., bytes] | None  # its enriched events' encoder, the user's fields bound (or None)
+    seen: bytes = b""  # its events' seen-mark keys start so (keys.seen_key without the event_uuid)
 
 
 def run_seed(ws: str, record: dict[str, Any]) -> EventRun:
@@ -359,6 +360,7 @@ class LaneProcessor:
             device,
             keys.topic_key(ws, profile["uid"]),
             encode,
+            keys.seen_key(ws, slot, ""),
         )
 
     def _seeded_run(self, ws: str, record: dict[str, Any]) -> EventRun | None:
@@ -405,7 +407,7 @@ class LaneProcessor:
             if run is None:
                 return None
         ws, profile = run.ws, run.profile
-        seen = keys.seen_key(ws, run.slot, event_uuid)
+        seen = run.seen + event_uuid.encode("utf-8", "surrogatepass")  # keys.seen_key(ws, run.slot, uuid)
         marked = self.state.seen.get(seen)
         if marked is not None and marked != position:
             self.duplicates += 1

@@ -57,7 +57,7 @@ from inflow.processors.collection import Collector
 from inflow.processors.engine import LaneProcessor
 from inflow.processors.exceptions import LaneFramingError, Rejection
 from inflow.processors.lanes import OWNED_LOG
-from inflow.processors.outputs import OUTCOMES, PROFILES, REJECTED, Output
+from inflow.processors.outputs import EVENTS, OUTCOMES, PROFILES, REJECTED, Output
 from inflow.processors.publishing import Encoded, Publisher
 from inflow.processors.reading import IngestReader
 from inflow.processors.settings import WorkerSettings
@@ -113,6 +113,7 @@ class LaneAgent:
         # (not ``changelog_producer or ...``: a KafkaProducer with nothing queued has len() 0)
         self.producer = publisher.producer if changelog_producer is None else changelog_producer
         self._mark_room: int | None = None  # the longest seen-mark key (see _seen_room), once known
+        self._run_room: tuple[str, int, int] | None = None  # see _run_limits
         self.serde = serde
         self.reader = IngestReader(serde)  # timestamps as epoch ms (the engine's unit), no datetimes
         self.owned: set[int] = set()  # lane partitions assigned to this worker
@@ -409,6 +410,7 @@ class LaneAgent:
         alone, with its index, and the others are applied."""
         decode, unreadable, processor = self.reader.pack_decoder(), self.publisher.unreadable, self.processor
         processor.run = None
+        ran: dict[str, int] = {}  # events published by runs, per workspace: counted once per pack
         for index, item in enumerate(items):
             try:
                 record_name, record = decode(item)
@@ -424,35 +426,49 @@ class LaneAgent:
                 # The event after an event of the same user: its resolution is reused (next_event).
                 outputs = processor.next_event(record, position)
                 if outputs is not None:
-                    self.counts.record(str(record.get("workspace_id")), EVENT_RECORD)
-                    self._publish_event(partition, offset, record, position, outputs)
+                    ws = str(record.get("workspace_id"))
+                    if self._publish_event(outputs):
+                        ran[ws] = ran.get(ws, 0) + 1
+                    else:
+                        self.counts.record(ws, EVENT_RECORD)
+                        self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
                     continue
             self._apply_decoded(partition, offset, item, position, None, record_name, record)
+        for ws, n in ran.items():
+            self.counts.run_events(ws, n)
 
-    def _publish_event(
-        self, partition: int, offset: int, record: dict[str, Any], position: list[int], outputs: list[Output]
-    ) -> None:
-        """:meth:`_publish` for what :meth:`LaneProcessor.next_event` made, shortened for its usual
-        result: one enriched event, whose only state write is its seen mark."""
-        if len(outputs) != 1 or outputs[0].raw is not None:
-            self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
-            return
+    def _publish_event(self, outputs: list[Output]) -> bool:
+        """Queue what :meth:`LaneProcessor.next_event` made in its usual shape: one enriched event, encoded,
+        whose only state write is its seen mark, all within their limits. False: nothing was done, the
+        general path (:meth:`_publish`) checks and publishes it (and rejects what is too large)."""
+        if len(outputs) != 1:
+            return False
         output = outputs[0]
-        encoded = topic, key, value = self.publisher.encode(output)
+        value = output.encoded
+        if value is None or output.topic != EVENTS:
+            return False
+        events, limit, seen_room = self._run_limits()
         identity, users, devices, index, seen = self.state.tables
         if (
-            len(key) + len(value or b"") > self.producer.limit(topic)
+            len(output.key) + len(value) > limit
             or identity.pending
             or users.pending  # a Fair Usage block lapsed: its deletion
             or devices.pending
             or index.pending
-            or (seen.pending and max(map(len, seen.pending)) > self._seen_room())
-        ):  # the general path checks, and rejects what is too large
-            self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
-            return
-        self.publisher.send(output, encoded, checked=True)
-        self.counts.output(output)
+            or (seen.pending and max(map(len, seen.pending)) > seen_room)
+        ):
+            return False
+        self.publisher.producer.produce(events, value, output.key, checked=True)
         seen.stage()
+        return True
+
+    def _run_limits(self) -> tuple[str, int, int]:
+        """The events topic's name and the largest enriched event it takes; the longest seen-mark key its
+        changelog takes (see :meth:`_too_large`): worked out once, as the producer reads a limit once."""
+        if self._run_room is None:
+            events = self.publisher.topic_names[EVENTS]
+            self._run_room = events, self.publisher.producer.limit(events), self._seen_room()
+        return self._run_room
 
     def _seen_room(self) -> int:
         """The longest seen-mark key its changelog takes (see :meth:`_too_large`); worked out once, as the
@@ -670,6 +686,13 @@ class Counts:
     def record(self, workspace: str, record_name: str) -> None:
         key = (workspace, self.TYPES.get(record_name, "other"))
         self.applied[key] = self.applied.get(key, 0) + 1
+
+    def run_events(self, workspace: str, n: int) -> None:
+        """``n`` events applied by a run, each published as one enriched event (:meth:`record` and
+        :meth:`output` for each, at once)."""
+        applied, published = (workspace, "event"), (workspace, EVENTS)
+        self.applied[applied] = self.applied.get(applied, 0) + n
+        self.outputs[published] = self.outputs.get(published, 0) + n
 
     def output(self, output: Output) -> None:
         workspace = str(output.record.get("workspace_id") or "")

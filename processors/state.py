@@ -78,6 +78,9 @@ class JsonTable:
                     cache[key] = value
                 writes.append((key, dumps(value)))
         self._staged.clear()
+        return self._write(writes)
+
+    def _write(self, writes: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
         write_many = getattr(self.backing, "write_many", None)
         if write_many is not None:
             write_many(writes)
@@ -113,6 +116,68 @@ class JsonTable:
         self._cache.clear()
 
 
+class MarkTable(JsonTable):
+    """The seen marks: one per applied record, a position ``[partition, offset, index]`` (or 1), written once
+    and read again only for a duplicate. So a lookup that finds nothing (a new record: nearly all of them)
+    is not cached, and a batch's marks are written without going through the cache; a mark that is cached
+    (it was read for a duplicate) is brought up to date."""
+
+    def __init__(self, backing: MutableMapping[Any, Any], cache_limit: int = 100_000) -> None:
+        super().__init__(backing, cache_limit)
+        self.encode = encode_position
+        self._deletes = False  # a mark was deleted in this batch: the general commit, which checks them
+
+    def get(self, key: bytes) -> Any:
+        if key in self.pending:
+            value = self.pending[key]
+            return None if value is _DELETED else value
+        if key in self._staged:
+            value = self._staged[key]
+            return None if value is _DELETED else value
+        value = self._cache.get(key)
+        if value is not None:
+            return value
+        raw = self.backing.get(key)
+        if raw is None:
+            return None
+        value = jsoncodec.loads(raw)
+        if len(self._cache) >= self._cache_limit:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
+
+    def delete(self, key: bytes) -> None:
+        self._deletes = True
+        super().delete(key)
+
+    def commit(self) -> list[tuple[bytes, bytes | None]]:
+        self.stage()
+        staged = self._staged
+        if self._deletes or not staged:
+            self._deletes = False
+            return super().commit()
+        cache = self._cache
+        if cache:
+            for key in cache.keys() & staged.keys():
+                cache[key] = staged[key]
+        # Positions (three ints) written as encode_position writes them, without a call per mark; any
+        # other value (1, a bool, a float) makes the batch go through encode_position.
+        writes: list[tuple[bytes, bytes | None]] = [
+            (key, b"[%d,%d,%d]" % (value[0], value[1], value[2]))
+            for key, value in staged.items()
+            if type(value) is list
+            and len(value) == 3
+            and type(value[0]) is int
+            and type(value[1]) is int
+            and type(value[2]) is int
+        ]
+        if len(writes) != len(staged):
+            encode = self.encode
+            writes = [(key, encode(value)) for key, value in staged.items()]
+        staged.clear()
+        return self._write(writes)
+
+
 def encode_position(value: Any) -> bytes:
     """A seen mark's value (its record's position ``[partition, offset, index]``) as JSON, written by hand:
     a batch writes one per event and keeps them all until its changelog is sent, and orjson's result
@@ -137,12 +202,12 @@ class State:
 
     def __post_init__(self) -> None:
         self.tables = [self.identity, self.users, self.devices, self.device_index, self.seen]
-        self.seen.encode = encode_position
+        self.seen.encode = encode_position  # a MarkTable's already; a plain JsonTable's in some tests
 
     @classmethod
     def in_memory(cls) -> State:
         """State over plain dicts, for unit tests and the benchmark's baseline."""
-        return cls(*(JsonTable({}) for _ in range(5)))
+        return cls(JsonTable({}), JsonTable({}), JsonTable({}), JsonTable({}), MarkTable({}))
 
     def flush(self) -> None:
         for table in self.tables:

@@ -32,7 +32,7 @@ from inflow.processors.lane import LaneAgent
 from inflow.processors.outputs import AUDIT, EVENTS, INGEST, OUTCOMES, PROFILES, REJECTED
 from inflow.processors.publishing import Publisher
 from inflow.processors.settings import WorkerSettings
-from inflow.processors.state import JsonTable, State
+from inflow.processors.state import JsonTable, MarkTable, State
 from inflow.processors.store import SEEN, LaneStores
 from inflow.processors.workspaces import IdentityRulesDirectory
 from inflow.schemas.serde import AvroSerde
@@ -80,10 +80,10 @@ class ProcessorsWorker:
             settings.rocksdb_block_cache_bytes,
             settings.dedup_window_s,
         )
-        # Seen marks are read once per record and rarely again: a small cache.
-        limits = [settings.cache_limit] * len(stores.views)
-        limits[SEEN] = max(1, settings.cache_limit // 10)
-        state = State(*(JsonTable(view, limit) for view, limit in zip(stores.views, limits, strict=True)))
+        # Seen marks are read once per record and rarely again: a small cache, and their own table class.
+        tables = [JsonTable(view, settings.cache_limit) for view in stores.views]
+        tables[SEEN] = MarkTable(stores.views[SEEN], max(1, settings.cache_limit // 10))
+        state = State(*tables)
         usage = FairUsage(state, fair_usage, max_users=settings.fair_usage_tracked_users)
         processor = LaneProcessor(
             state,

@@ -69,3 +69,30 @@ def test_uids_are_the_uuid5_of_what_made_them() -> None:
         assert keys.uuid5_hex(name) == uuid.uuid5(keys._NAMESPACE, name).hex
     assert keys.new_uid("W", "slot", 2) == uuid.uuid5(keys._NAMESPACE, "user\x1fW\x1fslot\x1f2").hex
     assert keys.device_uid("W", "d") == uuid.uuid5(keys._NAMESPACE, "device\x1fW\x1fd").hex
+
+
+def test_seen_marks_table_caches_only_what_it_found_and_writes_every_value_as_encode_position_does() -> None:
+    import orjson
+
+    from inflow.processors.state import MarkTable
+
+    backing: dict[bytes, bytes] = {b"old": b"[1,2,3]"}
+    marks = MarkTable(backing, cache_limit=10)
+    assert marks.get(b"new") is None and marks._cache == {}  # a miss (a new record) is not cached
+    assert marks.get(b"old") == [1, 2, 3] and marks._cache == {b"old": [1, 2, 3]}  # a duplicate's mark is
+    marks.put(b"old", [1, 9, 0])
+    marks.put(b"new", [2, 2**40, 17])
+    marks.stage()
+    writes = marks.commit()
+    assert writes == [(b"old", b"[1,9,0]"), (b"new", b"[2,1099511627776,17]")]
+    assert marks._cache == {b"old": [1, 9, 0]} and backing[b"new"] == b"[2,1099511627776,17]"
+    # Values that are not three ints (a mark without a position, odd types) are written by encode_position.
+    for value in (1, [True, 1, 2], [1.5, 2, 3], [1, 2]):
+        marks.put(b"odd", value)
+        marks.stage()
+        assert marks.commit() == [(b"odd", orjson.dumps(value))]
+    # A deletion takes the general path: a key that was never stored needs no tombstone.
+    marks.delete(b"odd")
+    marks.delete(b"never")
+    marks.stage()
+    assert marks.commit() == [(b"odd", None)] and b"odd" not in backing

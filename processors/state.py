@@ -30,6 +30,7 @@ class JsonTable:
         self._cache: dict[bytes, Any] = {}
         self._cache_limit = cache_limit
         self.encode: Callable[[Any], bytes] = jsoncodec.dumps_bytes  # a value as it is stored (JSON)
+        self.cache_misses = True  # a key found nowhere is cached too (as None)
 
     def get(self, key: bytes) -> Any:
         if key in self.pending:
@@ -41,7 +42,12 @@ class JsonTable:
         if key in self._cache:
             return self._cache[key]
         raw = self.backing.get(key)
-        value = None if raw is None else jsoncodec.loads(raw)
+        if raw is None:
+            if not self.cache_misses:
+                return None
+            value = None
+        else:
+            value = jsoncodec.loads(raw)
         if len(self._cache) >= self._cache_limit:
             self._cache.clear()
         self._cache[key] = value
@@ -125,26 +131,8 @@ class MarkTable(JsonTable):
     def __init__(self, backing: MutableMapping[Any, Any], cache_limit: int = 100_000) -> None:
         super().__init__(backing, cache_limit)
         self.encode = encode_position
+        self.cache_misses = False
         self._deletes = False  # a mark was deleted in this batch: the general commit, which checks them
-
-    def get(self, key: bytes) -> Any:
-        if key in self.pending:
-            value = self.pending[key]
-            return None if value is _DELETED else value
-        if key in self._staged:
-            value = self._staged[key]
-            return None if value is _DELETED else value
-        value = self._cache.get(key)
-        if value is not None:
-            return value
-        raw = self.backing.get(key)
-        if raw is None:
-            return None
-        value = jsoncodec.loads(raw)
-        if len(self._cache) >= self._cache_limit:
-            self._cache.clear()
-        self._cache[key] = value
-        return value
 
     def delete(self, key: bytes) -> None:
         self._deletes = True

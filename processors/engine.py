@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from inflow.processors import jsoncodec, keys, protocol, requests
 from inflow.processors.attributes import (
     IMPORT_SOURCE,
@@ -60,7 +62,7 @@ from inflow.processors.requests import is_erased
 from inflow.processors.routing import identifier_route, partition_of
 from inflow.processors.state import State
 from inflow.processors.workspaces import ANONYMOUS_ID, CUSTOMER_ID, IdentityRules, IdentityRulesDirectory
-from inflow.schemas.avro_template import SplicedRecord
+from inflow.schemas.avro_template import SplicedRecord, long_bytes
 from inflow.schemas.serde import AvroSerde
 
 MERGED_EVENT = "MOE_USER_MERGED"  # on the retained user
@@ -103,6 +105,13 @@ RUN_VARYING = (
     "received_at",
     "ingested_at",
 )
+
+
+# A run's raw events (LaneProcessor.raw_event): their constant fields' bytes, and the codes they leave to
+# the usual path (a campaign event's name, type and recipients come from its code and attributes).
+USER_ACTION_ENCODED = long_bytes(len(USER_ACTION_EVENT)) + USER_ACTION_EVENT.encode()
+NULL_ENCODED = long_bytes(0)  # a ["null", ...] union's null
+CAMPAIGN_CODES = frozenset(code.encode() for code in CAMPAIGN_EVENTS)
 
 
 def now_ms() -> int:
@@ -165,6 +174,7 @@ class EventRun:
     key: bytes  # of its enriched events
     encode: Callable[..., bytes] | None  # its enriched events' encoder, the user's fields bound (or None)
     seen: bytes = b""  # its events' seen-mark keys start so (keys.seen_key without the event_uuid)
+    runs: list[bytes] | None = None  # what its encoder splices between an event's fields (raw_event)
 
 
 def run_seed(ws: str, record: dict[str, Any]) -> EventRun:
@@ -338,16 +348,19 @@ class LaneProcessor:
         device_id = record.get("device_id") or record.get("customer_id") or record.get("anonymous_id")
         book = self.state.devices.get(user) or {}
         device = book.get(device_id) if device_id else None
-        encode = None
-        if self.enriched_events is not None:
-            encode = self.enriched_events.bind(
-                workspace_id=ws,
-                event_source="MOENGAGE",
-                uid=profile["uid"],
-                customer_id=profile["customer_id"],
-                user_attributes_json=self._user_json(profile),
-                device_attributes_json=self._device_json(device),
-            )
+        encode, runs = None, None
+        spliced = self.enriched_events
+        if spliced is not None:
+            bound = {
+                "workspace_id": ws,
+                "event_source": "MOENGAGE",
+                "uid": profile["uid"],
+                "customer_id": profile["customer_id"],
+                "user_attributes_json": self._user_json(profile),
+                "device_attributes_json": self._device_json(device),
+            }
+            runs = spliced.bound_runs(**bound)
+            encode = spliced.plain_bound(**bound) if runs is None else spliced.encoder_of(runs)
         return EventRun(
             ws,
             slot,
@@ -361,6 +374,7 @@ class LaneProcessor:
             keys.topic_key(ws, profile["uid"]),
             encode,
             keys.seen_key(ws, slot, ""),
+            runs if spliced is not None and spliced.order == RUN_VARYING else None,
         )
 
     def _seeded_run(self, ws: str, record: dict[str, Any]) -> EventRun | None:
@@ -430,6 +444,85 @@ class LaneProcessor:
                 return [self._rejection("EventRecord", record, Rejection(blocked))]
         self.state.seen.put(seen, position)
         return [output]
+
+    def raw_event(
+        self, raw: tuple[Any, ...], before: dict[str, Any], position: list[int]
+    ) -> bytes | str | None:
+        """:meth:`next_event` from an event's bytes, for the usual event of a run: ``raw`` holds its
+        :data:`~inflow.processors.reading.RAW_EVENT` fields and its shared fields (workspace, request, user,
+        device: ``before``'s) are those of the event just applied, which made this run. The enriched
+        event's bytes are joined from the run's bound parts and the event's own field bytes (the same
+        field types in both schemas: the same bytes the run's encoder writes, tested in
+        tests/processors/test_event_runs.py), with the same state writes as :meth:`next_event`.
+
+        A Fair Usage reason: the record is rejected with it (the caller reads the record for the
+        rejection). None: not such an event here (a campaign event, a duplicate or a replay, a new
+        ``last_seen``, attributes that are not a standard JSON object, text that is not ASCII, a disabled
+        workspace); nothing was changed and the caller reads the record and goes the usual way."""
+        run = self.run
+        if run is None or run.runs is None or run.slot is None or self.disabled(run.ws):
+            return None
+        uuid_enc, uuid, action_enc, action, attrs_enc, attrs, platform_enc, event_ms = raw
+        if not (uuid.isascii() and action.isascii() and platform_enc.isascii()) or action in CAMPAIGN_CODES:
+            return None  # (non-ASCII text: the usual path checks its UTF-8)
+        seen = run.seen + uuid
+        if self.state.seen.get(seen) is not None:
+            return None
+        if event_ms > run.profile["last_seen"] + LAST_SEEN_RESOLUTION_MS:
+            return None
+        try:
+            attributes = orjson.loads(attrs)
+        except orjson.JSONDecodeError:
+            return None
+        if type(attributes) is not dict:
+            return None
+        received = to_ms(before["received_at"])
+        if self.fair_usage is not None:
+            blocked = self.fair_usage.check(run.ws, run.slot, received, self.partition, run.named)
+            if blocked is not None:
+                self.run = None
+                return blocked
+        self.state.seen.put(seen, position)
+        r = run.runs
+        return b"".join(
+            (
+                r[0],
+                uuid_enc,
+                r[1],
+                action_enc,  # event_name: a user's own event is named by its code
+                r[2],
+                action_enc,
+                r[3],
+                long_bytes(event_ms // 1000),
+                r[4],
+                USER_ACTION_ENCODED,
+                r[5],
+                attrs_enc,
+                r[6],
+                NULL_ENCODED,  # push_id, email_id, mobile_number: a campaign event's only
+                r[7],
+                NULL_ENCODED,
+                r[8],
+                NULL_ENCODED,
+                r[9],
+                platform_enc,
+                r[10],
+                long_bytes(received),
+                r[11],
+                long_bytes(self.clock()),
+                r[12],
+            )
+        )
+
+    def raw_output(self, value: bytes, record: dict[str, Any]) -> Output:
+        """The Output of what :meth:`raw_event` made (for the usual publishing path, which checks it)."""
+        run = self.run
+        assert run is not None  # raw_event returned bytes: its run stays
+        return self._event_output(run, value, record["event_uuid"], record["action"])
+
+    def rejection(self, record_name: str, record: dict[str, Any], reason: str) -> Output:
+        """The rejection of a record with ``reason`` (the state it wrote stays: a Fair Usage block)."""
+        return self._rejection(record_name, record, Rejection(reason))
 
     def reject(
         self, record_name: str, record: dict[str, Any], position: list[int] | None, reason: str
@@ -978,10 +1071,13 @@ class LaneProcessor:
         """:meth:`_enriched` written straight to Avro with the run's bound encoder (the same bytes: tested
         in tests/processors/test_event_runs.py); its ``record`` holds only what counts and logs read."""
         values = self._event_values(record, run.profile, run.device, event_ms)
-        value = run.encode(*values)  # type: ignore[misc]
+        return self._event_output(run, run.encode(*values), values[0], values[2])  # type: ignore[misc]
+
+    @staticmethod
+    def _event_output(run: EventRun, value: bytes, event_uuid: str, code: str) -> Output:
         about = {
-            "event_uuid": values[0],
-            "event_code": values[2],
+            "event_uuid": event_uuid,
+            "event_code": code,
             "workspace_id": run.ws,
             "uid": run.profile["uid"],
         }

@@ -408,10 +408,29 @@ class LaneAgent:
     def _apply_pack(self, partition: int, offset: int, items: list[bytes]) -> None:
         """Each record of a pack at its own position (partition, offset, index): a bad one is rejected
         alone, with its index, and the others are applied."""
-        decode, unreadable, processor = self.reader.pack_decoder(), self.publisher.unreadable, self.processor
+        decoder, unreadable, processor = self.reader.pack_decoder(), self.publisher.unreadable, self.processor
+        decode, raw = decoder.decode, decoder.raw
         processor.run = None
         ran: dict[str, int] = {}  # events published by runs, per workspace: counted once per pack
         for index, item in enumerate(items):
+            if processor.run is not None and (got := raw(item)) is not None:
+                # The usual event of a run, from its bytes (raw_event), when it needs nothing else.
+                position = [partition, offset, index]
+                value = processor.raw_event(got[0], got[1], position)
+                if value is not None:
+                    ws = str(got[1].get("workspace_id"))
+                    if type(value) is bytes and self._queue_run_event(processor.run.key, value):
+                        ran[ws] = ran.get(ws, 0) + 1
+                        continue
+                    # A Fair Usage block, or an event the usual publishing checks: the record is read.
+                    _, record = decode(item)
+                    if type(value) is bytes:
+                        outputs = [processor.raw_output(value, record)]
+                    else:
+                        outputs = [processor.rejection(EVENT_RECORD, record, str(value))]
+                    self.counts.record(ws, EVENT_RECORD)
+                    self._publish(partition, offset, EVENT_RECORD, record, position, outputs)
+                    continue
             try:
                 record_name, record = decode(item)
                 if record_name == PACK_RECORD:
@@ -447,10 +466,15 @@ class LaneAgent:
         value = output.encoded
         if value is None or output.topic != EVENTS:
             return False
+        return self._queue_run_event(output.key, value)
+
+    def _queue_run_event(self, key: bytes, value: bytes) -> bool:
+        """Queue a run's enriched event when it and the state it wrote (its seen mark) are within their
+        limits and it wrote nothing else; False: nothing was done."""
         events, limit, seen_room = self._run_limits()
         identity, users, devices, index, seen = self.state.tables
         if (
-            len(output.key) + len(value) > limit
+            len(key) + len(value) > limit
             or identity.pending
             or users.pending  # a Fair Usage block lapsed: its deletion
             or devices.pending
@@ -458,7 +482,7 @@ class LaneAgent:
             or (seen.pending and max(map(len, seen.pending)) > seen_room)
         ):
             return False
-        self.publisher.producer.produce(events, value, output.key, checked=True)
+        self.publisher.producer.produce(events, value, key, checked=True)
         seen.stage()
         return True
 

@@ -11,9 +11,10 @@ the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from inflow.schemas.avro_reader import Reader, record_reader, span_reader
+from inflow.schemas.avro_reader import Reader, raw_after, record_reader, span_reader
 from inflow.schemas.exceptions import SerdeError
 from inflow.schemas.packs import PACK_RECORD
 from inflow.schemas.plain import plain_schema, read_plain
@@ -22,6 +23,26 @@ from inflow.schemas.serde import AvroSerde
 FAST = ("UserUpsert", "DeviceUpsert", "EventRecord", PACK_RECORD)
 HEADER_SIZE = 10
 EVENT = "EventRecord"
+# What an event run passes on from an event's bytes (LaneProcessor.raw_event), in the schema's order.
+RAW_EVENT = {
+    "event_uuid": "both",
+    "action": "both",
+    "attributes_json": "both",
+    "platform": "enc",
+    "user_time": "long",
+    "origin": "null",
+}
+RawEvent = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(slots=True)
+class PackDecoder:
+    """The readers of one pack's items, in order (see :meth:`IngestReader.pack_decoder`)."""
+
+    decode: Callable[[bytes], tuple[str, dict[str, Any]]]
+    # An event whose shared fields are the event before's: its RAW_EVENT fields and the record before
+    # (whose shared fields it has); None when it is not such an event (then ``decode`` it).
+    raw: Callable[[bytes], RawEvent | None]
 
 
 class IngestReader:
@@ -36,6 +57,7 @@ class IngestReader:
         events = serde.catalog.get(EVENT)
         # The fields one Bulk event element repeats for each of its actions.
         self._events = span_reader(events.schema, "workspace_id", "device_id")
+        self._raw_event = raw_after(events.schema, "workspace_id", "device_id", RAW_EVENT)
         self._event_header = events.header
         for name in names:
             entry = serde.catalog.get(name)
@@ -63,15 +85,25 @@ class IngestReader:
         name, schema = known
         return name, read_plain(data, HEADER_SIZE, schema, name)
 
-    def pack_decoder(self) -> Callable[[bytes], tuple[str, dict[str, Any]]]:
+    def pack_decoder(self) -> PackDecoder:
         """:meth:`decode` for the items of one pack, in order: an EventRecord whose workspace, request,
         user and device fields are the same bytes as in the event read before it (the events of one
-        element) is read from its other fields only (:class:`~inflow.schemas.avro_reader.SpanReader`)."""
-        span, header = self._events, self._event_header
-        if span is None:
-            return self.decode
+        element) is read from its other fields only (:class:`~inflow.schemas.avro_reader.SpanReader`);
+        ``raw`` takes such an event's fields without reading it into a record (an event run's path)."""
+        span, header, raw_event = self._events, self._event_header, self._raw_event
+        if span is None or raw_event is None:
+            return PackDecoder(self.decode, lambda data: None)
         shared: bytes | None = None
         before: dict[str, Any] = {}
+
+        def raw(data: bytes) -> RawEvent | None:
+            if shared is None or data[:HEADER_SIZE] != header:
+                return None
+            try:
+                got = raw_event(data, HEADER_SIZE, shared)
+            except Exception:  # malformed: decode() says why
+                return None
+            return None if got is None else (got, before)
 
         def decode(data: bytes) -> tuple[str, dict[str, Any]]:
             nonlocal shared, before
@@ -93,7 +125,7 @@ class IngestReader:
                 raise _trailing(EVENT, data, end)
             return EVENT, record
 
-        return decode
+        return PackDecoder(decode, raw)
 
 
 def _refused(name: str, exc: Exception) -> SerdeError:

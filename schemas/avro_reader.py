@@ -240,3 +240,62 @@ def span_reader(schema: dict[str, Any], first: str, last: str) -> SpanReader | N
     body.append("    return record, pos")
     namespace = _compile(body, f"avro span reader of {schema['name']}")
     return SpanReader(namespace["read"], namespace["read_after"])
+
+
+RawAfter = Callable[[bytes, int, bytes], tuple[Any, ...] | None]
+
+
+def raw_after(schema: dict[str, Any], first: str, last: str, take: dict[str, str]) -> RawAfter | None:
+    """For the record after one read with :class:`SpanReader` (same ``first``..``last`` span), the fields
+    named in ``take`` as the caller will pass them on, without decoding or building a record:
+
+    - ``"enc"``: a string or nullable field's own Avro bytes (length or union index included), which a
+      schema with the same field type takes as they are;
+    - ``"text"``: a string's UTF-8 bytes, not decoded (the caller checks them);
+    - ``"both"``: ``enc`` then ``text``;
+    - ``"long"``: a long's value;
+    - ``"null"``: the field must be null (else the function returns None).
+
+    ``raw(data, pos, shared) -> tuple | None``: the values in the schema's order of ``take``; None when
+    the span is not ``shared``, a ``"null"`` field is not null, or the record does not end with the data.
+    Every other field is stepped over with its lengths and union indexes checked, as :func:`record_reader`
+    reads them; malformed bytes raise as there."""
+    fields = _fields(schema)
+    if fields is None or first not in fields[0] or last not in fields[0] or set(take) - set(fields[0]):
+        return None
+    names, kinds = fields
+    a, b = names.index(first), names.index(last)
+    if a > b or any(a <= names.index(name) <= b for name in take):
+        return None
+    out: list[str] = []
+    body = ["def raw(data, pos, shared):", "    size = len(data)"]
+    for index, (name, kind) in enumerate(zip(names, kinds, strict=True)):
+        if index == a:
+            body += [
+                "    if not data.startswith(shared, pos):",
+                "        return None",
+                "    pos += len(shared)",
+            ]
+        if a <= index <= b:
+            continue
+        mode = take.get(name)
+        if mode == "null":
+            if not kind.startswith("null_"):
+                return None
+            body += ["    if data[pos] != 0:", "        return None", "    pos += 1"]
+            continue
+        if mode in ("long",) and kind != "long":
+            return None
+        if mode in ("text", "both") and kind != "string":
+            return None
+        if mode in ("enc", "both"):
+            body.append(f"    s{index} = pos")
+        stepped = kind.replace("string", "bytes") if kind in ("string", "null_string") else kind
+        body += _field(stepped, f"f{index}")
+        if mode in ("enc", "both"):
+            body.append(f"    e{index} = pos")
+            out.append(f"data[s{index}:e{index}]")
+        if mode in ("text", "both", "long"):
+            out.append(f"f{index}")
+    body += ["    if pos != size:", "        return None", f"    return ({', '.join(out)},)"]
+    return _compile(body, f"avro raw reader of {schema['name']}")["raw"]  # type: ignore[no-any-return]

@@ -268,12 +268,24 @@ class SplicedRecord:
     def bind(self, **bound: Any) -> Callable[..., bytes]:
         """The encoder of one batch: the ``bound`` fields by name, encoded once; the returned function
         takes the varying fields as keyword arguments."""
+        runs = self.bound_runs(**bound)
+        return self.plain_bound(**bound) if runs is None else self.encoder_of(runs)
+
+    def encoder_of(self, runs: list[bytes]) -> Callable[..., bytes]:
+        """:meth:`bind`'s encoder for the runs :meth:`bound_runs` gave."""
+        return self._make(*runs)  # type: ignore[no-any-return]
+
+    def bound_runs(self, **bound: Any) -> list[bytes] | None:
+        """What :meth:`bind` splices between the varying fields (their order: :attr:`order`): the header and
+        the bound and default fields' bytes, one run before each varying field and one after the last. A
+        caller that has a varying field's Avro bytes already (copied from a record with the same field
+        type) can join them itself. None when this record is not encoded here (``fast`` False)."""
         if bound.keys() != self._bound_names:
             raise TypeError(f"{self.record_name}: bind() takes {sorted(self.bound)}, not {sorted(bound)}")
         if not self.fast:
-            return self.plain_bound(**bound)
+            return None
         encoded = [fn(bound[name]) for fn, name in zip(self._bound_encoders, self.bound, strict=True)]  # type: ignore[misc]
-        return self._make(*self._runs(encoded))  # type: ignore[no-any-return]
+        return self._runs(encoded)
 
     def _runs(self, encoded: Sequence[bytes]) -> list[bytes]:
         return [b"".join(p if isinstance(p, bytes) else encoded[p] for p in run) for run in self._layout]

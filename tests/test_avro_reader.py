@@ -211,7 +211,7 @@ def test_a_packs_events_read_with_their_shared_fields_give_what_decode_gives() -
         return got
 
     span.read_after = counted  # type: ignore[method-assign]
-    decode = reader.pack_decoder()
+    decode = reader.pack_decoder().decode
     shared_reads = 0
     for item in items:
         try:

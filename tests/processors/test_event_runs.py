@@ -11,6 +11,7 @@ import pytest
 from inflow.config.file import WorkspaceConfig
 from inflow.processors.engine import LaneProcessor, enriched_events
 from inflow.processors.fair_usage import FairUsage, Policy, Window
+from inflow.processors.reading import IngestReader
 from inflow.processors.state import State
 from inflow.processors.workspaces import IdentityRulesDirectory
 from inflow.schemas.avro_template import record_encoder
@@ -120,3 +121,55 @@ def test_next_event_gives_what_the_general_path_gives(encoder: bool) -> None:
         for table, other in zip(general_state.tables, fast_state.tables, strict=True):
             assert table.backing == other.backing
         assert fast.duplicates == general.duplicates > 0
+
+
+def test_raw_events_give_what_the_general_path_gives() -> None:
+    """The lane's path for the usual event of a run (``PackDecoder.raw`` + ``LaneProcessor.raw_event``: the
+    enriched event joined from the run's bound parts and the event's own field bytes) against the general
+    path, over packs whose events share their request fields as the gateway writes them."""
+    reader = IngestReader(SERDE)
+    for seed in range(4):
+        data = packs(random.Random(seed))
+        for items in data:  # one request: every record of a pack was received at once
+            first = next((record for name, record in items if name == "EventRecord"), None)
+            for name, record in items:
+                if name == "EventRecord" and first is not None:
+                    record["received_at"] = first["received_at"]
+        disabled: set[str] = set()
+        general, general_state = processor(disabled)
+        fast, fast_state = processor(disabled, encoder=True)
+        raws, blocked = 0, 0
+        for offset, items in enumerate(data):
+            if offset == 200:
+                disabled.add("R")
+            fast.run = None
+            decoder = reader.pack_decoder()
+            for index, (name, record) in enumerate(items):
+                encoded = SERDE.encode(name, record)
+                decoded = SERDE.decode(encoded)[1]
+                position = [0, offset, index]
+                expected = general.process(name, dict(decoded), position)
+                general_state.stage()
+                got = None
+                if fast.run is not None and (raw := decoder.raw(encoded)) is not None:  # as the lane does
+                    value = fast.raw_event(raw[0], raw[1], position)
+                    if value is not None:
+                        _, read = decoder.decode(encoded)
+                        if isinstance(value, bytes):
+                            got, raws = [fast.raw_output(value, read)], raws + 1
+                        else:
+                            got, blocked = [fast.rejection("EventRecord", read, value)], blocked + 1
+                if got is None:
+                    read_name, read = decoder.decode(encoded)
+                    if read_name == "EventRecord" and fast.run is not None and not read.get("origin"):
+                        got = fast.next_event(read, position)
+                    if got is None:
+                        got = fast.process(read_name, read, position)
+                fast_state.stage()
+                assert comparable(got) == comparable(expected), (seed, offset, index, name)
+            general_state.flush()
+            fast_state.flush()
+        assert raws > 150 and blocked > 0, (raws, blocked)  # the raw path was taken, and blocks too
+        for table, other in zip(general_state.tables, fast_state.tables, strict=True):
+            assert table.backing == other.backing
+        assert fast.duplicates == general.duplicates

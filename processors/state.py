@@ -185,12 +185,11 @@ class State:
     users: JsonTable
     devices: JsonTable
     device_index: JsonTable
-    seen: JsonTable
+    seen: MarkTable
     tables: list[JsonTable] = field(init=False)
 
     def __post_init__(self) -> None:
         self.tables = [self.identity, self.users, self.devices, self.device_index, self.seen]
-        self.seen.encode = encode_position  # a MarkTable's already; a plain JsonTable's in some tests
 
     @classmethod
     def in_memory(cls) -> State:

@@ -81,9 +81,10 @@ class ProcessorsWorker:
             settings.dedup_window_s,
         )
         # Seen marks are read once per record and rarely again: a small cache, and their own table class.
-        tables = [JsonTable(view, settings.cache_limit) for view in stores.views]
-        tables[SEEN] = MarkTable(stores.views[SEEN], max(1, settings.cache_limit // 10))
-        state = State(*tables)
+        limit = settings.cache_limit
+        identity, users, devices, device_index = (JsonTable(view, limit) for view in stores.views[:SEEN])
+        seen = MarkTable(stores.views[SEEN], max(1, settings.cache_limit // 10))
+        state = State(identity, users, devices, device_index, seen)
         usage = FairUsage(state, fair_usage, max_users=settings.fair_usage_tracked_users)
         processor = LaneProcessor(
             state,

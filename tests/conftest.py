@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from inflow.config.settings import KafkaSettings, LocalKafkaSettings, LocalS3Settings, S3Settings
 from inflow.config.topics import create_topics, load_catalogue
 from inflow.local.kafka import LocalKafka
-from inflow.local.process import free_port
+from inflow.local.process import free_port, free_ports
 
 S3_ACCESS_KEY = "inflow-test"
 S3_SECRET_KEY = "inflow-test-secret-key"
@@ -51,9 +51,8 @@ def kafka_bootstrap(services_home: Path) -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     cache = Path(os.environ.get("INFLOW_CACHE_DIR", Path.home() / ".cache" / "inflow"))
-    local = LocalKafka(
-        services_home, cache, LocalKafkaSettings(port=free_port(), controller_port=free_port())
-    )
+    ports = free_ports(2)  # two at once: never the same port twice
+    local = LocalKafka(services_home, cache, LocalKafkaSettings(port=ports[0], controller_port=ports[1]))
     local.start()
     try:
         yield local.bootstrap_servers

@@ -19,7 +19,7 @@ from inflow.kafka.errors import KafkaFault
 from inflow.kafka.producer import KafkaProducer
 from inflow.kafka.view import CompactedView
 from inflow.local.kafka import LocalKafka
-from inflow.local.process import free_port
+from inflow.local.process import free_ports
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) or os.environ.get("INFLOW_TEST_DOCKER") == "1",
@@ -31,9 +31,10 @@ pytestmark = pytest.mark.skipif(
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     home = tmp_path_factory.mktemp("sasl-broker")
     cache = Path(os.environ.get("INFLOW_CACHE_DIR", Path.home() / ".cache" / "inflow"))
+    port, controller_port = free_ports(2)  # two at once: never the same port twice
     settings = LocalKafkaSettings(
-        port=free_port(),
-        controller_port=free_port(),
+        port=port,
+        controller_port=controller_port,
         heap="384m",
         sasl_username="inflow",
         sasl_password=SecretStr("inflow-sasl-secret"),
